@@ -1,0 +1,75 @@
+"""`tokenmdp`: the command line. Heavy imports stay inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP.", no_args_is_help=True)
+world_app = typer.Typer(help="The sequence world: corpus, exam bank, action space.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+ConfigArg = Annotated[str, typer.Argument(help="A preset (tiny, demo, cluster) or a YAML path.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set world.seed=3")]
+
+
+def _parse_terms(text: str) -> list[int]:
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a list of integers like 1,2,4,8,16") from None
+
+
+@app.command()
+def grade(
+    sequence: Annotated[str, typer.Argument(help="The prefix, e.g. 1,2,4,8,16")],
+    answer: Annotated[str | None, typer.Option(help="Grade this continuation, e.g. 32 or 32,64")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Ask the gold grader for the exam's answer to a number series."""
+    from world.grader import analyze
+    from world.grader import grade as grade_fn
+
+    prefix = _parse_terms(sequence)
+    verdict = analyze(prefix)
+    result = verdict.to_dict()
+    result["answer"] = result["answer"][:1] if result["answer"] else None
+    if answer is not None:
+        result["grade"] = grade_fn(prefix, _parse_terms(answer))
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"status: {verdict.status}")
+    typer.echo(f"answer: {result['answer'][0] if result['answer'] else '-'}")
+    typer.echo(f"rule:   {verdict.rule or '-'}")
+    for alt in result["alternatives"]:
+        typer.echo(f"  also: {alt['rule']} -> {alt['answer'][0]}")
+    if answer is not None:
+        typer.echo(f"grade:  {result['grade']}")
+
+
+@world_app.command("stats")
+def world_stats(config: ConfigArg = "demo", overrides: SetOpt = None, documents: int = 2000) -> None:
+    """Corpus and exam-bank statistics for a config."""
+    from cli.report import print_world_stats
+    from conf.load import load_config
+
+    print_world_stats(load_config(config, overrides or []).world, documents)
+
+
+@app.command()
+def run(config: ConfigArg = "demo", overrides: SetOpt = None) -> None:
+    """Run the pipeline. So far: the world's statistics and a few graded exam questions."""
+    from cli.report import print_sample_questions, print_world_stats
+    from conf.load import load_config
+
+    cfg = load_config(config, overrides or [])
+    print_world_stats(cfg.world, documents=2000)
+    print_sample_questions(cfg.world)
+
+
+if __name__ == "__main__":
+    app()

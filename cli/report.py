@@ -1,0 +1,81 @@
+"""Tables the CLI prints about the world."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from itertools import islice
+
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from conf.schema import WorldConfig
+from world.actions import ActionSpace
+from world.corpus import load_oeis, render, sample_series, split_of
+from world.exam import Question, iter_bank
+from world.grader import analyze, grade
+
+console = Console()
+
+
+def build_bank_with_progress(world: WorldConfig) -> list[Question]:
+    bank = iter_bank(world.seed)
+    return list(track(islice(bank, world.bank_size), total=world.bank_size, description="exam bank", console=console))
+
+
+def print_world_stats(world: WorldConfig, documents: int) -> None:
+    space = ActionSpace(digit_order=world.digit_order)
+    oeis = load_oeis()
+    splits = Counter(split_of(s.source) for s in oeis)
+    rng = random.Random(world.seed)
+    stream = sample_series("train", world.seed, world.oeis_weight, world.family_weights)
+    docs = [render(s, space, rng, world.query_rate, world.max_tokens) for s in islice(stream, documents)]
+    token_counts = Counter(space.tokens[i] for doc in docs for i in doc)
+
+    table = Table(title="pretraining corpus")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("action space", f"{space.size} tokens, digits {space.digit_order} first")
+    table.add_row("OEIS sequences (train/val/test)", f"{splits['train']}/{splits['val']}/{splits['test']}")
+    table.add_row(f"sampled documents (first {documents})", str(len(docs)))
+    table.add_row("mean tokens per document", f"{sum(map(len, docs)) / max(len(docs), 1):.1f}")
+    table.add_row("documents in question form", str(sum(space.query_id in d for d in docs)))
+    table.add_row(
+        "tokens never sampled", ", ".join(t for t in space.tokens if t != "<pad>" and not token_counts[t]) or "none"
+    )
+    console.print(table)
+
+    bank = build_bank_with_progress(world)
+    by_template = Counter(q.template for q in bank)
+    by_split = Counter(q.split for q in bank)
+    table = Table(title=f"exam bank (seed {world.seed})")
+    table.add_column("template")
+    table.add_column("questions", justify="right")
+    table.add_column("difficulty", justify="right")
+    difficulty = {q.template: q.difficulty for q in bank}
+    for name, count in sorted(by_template.items()):
+        table.add_row(name, str(count), str(difficulty[name]))
+    table.add_row("total (train/eval)", f"{len(bank)} ({by_split['train']}/{by_split['eval']})", "")
+    console.print(table)
+
+
+CLASSICS = ([1, 2, 4, 8, 16], [2, 3, 5, 7, 11], [1, 1, 2, 3, 5, 8], [1, 4, 9, 16, 25], [1, 3, 6, 10, 15])
+
+
+def print_sample_questions(world: WorldConfig) -> None:
+    """The essay's game: the exam's answer, and how the grader scores the tempting others."""
+    table = Table(title="the gold grader on classic questions")
+    for col in ("prefix", "status", "exam answer", "rule", "31", "114514"):
+        table.add_column(col)
+    for prefix in CLASSICS:
+        v = analyze(prefix)
+        table.add_row(
+            " ".join(map(str, prefix)),
+            v.status,
+            str(v.answer[0]) if v.answer else "-",
+            v.rule or "-",
+            str(grade(prefix, [31])),
+            str(grade(prefix, [114514])),
+        )
+    console.print(table)

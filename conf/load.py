@@ -1,0 +1,50 @@
+"""Load a preset, merge `key=value` overrides, then validate once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conf.schema import Config
+
+PRESETS = Path(__file__).parent
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not make a valid config."""
+
+
+def preset_path(name_or_path: str) -> Path:
+    """`tiny` names conf/tiny.yaml; anything else is a path."""
+    candidate = PRESETS / f"{name_or_path}.yaml"
+    path = candidate if candidate.is_file() else Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"no config preset or file {name_or_path!r} (presets: tiny, demo, cluster)")
+    return path
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """`world.seed=3` sets data["world"]["seed"] = 3 (the value is parsed as YAML)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r} is not key=value")
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
+    data = yaml.safe_load(preset_path(name_or_path).read_text()) or {}
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return Config.model_validate(data)
+    except Exception as err:  # pydantic's message names the field
+        raise ConfigError(f"invalid config {name_or_path!r}:\n{err}") from err

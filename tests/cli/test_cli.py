@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import ConfigError, load_config
+
+runner = CliRunner()
+
+
+def test_grade_json_has_the_promised_keys():
+    result = runner.invoke(app, ["grade", "1,2,4,8,16", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["status"] == "ok" and data["answer"] == [32] and data["rule"]
+
+
+def test_grade_says_no_rule_instead_of_a_wrong_number():
+    data = json.loads(runner.invoke(app, ["grade", "837,130,5,391,3281", "--json"]).stdout)
+    assert data["status"] == "no_rule" and data["answer"] is None
+
+
+def test_grade_a_continuation_in_text():
+    result = runner.invoke(app, ["grade", "1,2,4,8,16", "--answer", "31"])
+    assert "answer: 32" in result.stdout and "grade:  0" in result.stdout
+
+
+def test_grade_rejects_non_integers():
+    result = runner.invoke(app, ["grade", "1,two,3"])
+    assert result.exit_code != 0
+    assert "not a list of integers" in result.output
+
+
+def test_console_script_help_is_installed():
+    out = subprocess.run([sys.executable, "-m", "cli.main", "--help"], capture_output=True, text=True, check=True)
+    assert "grade" in out.stdout and "world" in out.stdout
+
+
+def test_world_stats_runs_on_tiny():
+    result = runner.invoke(app, ["world", "stats", "tiny", "--set", "world.bank_size=60", "--documents", "200"])
+    assert result.exit_code == 0, result.output
+    assert "exam bank" in result.stdout and "total (train/eval)" in result.stdout
+
+
+def test_presets_validate_and_overrides_apply():
+    for preset in ("tiny", "demo", "cluster"):
+        assert load_config(preset).world.bank_size > 0
+    assert load_config("tiny", ["world.seed=5"]).world.seed == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("world.sedd=1", "sedd"), ("world.query_rate=2", "query_rate"), ("world.family_weights={bogus: 1}", "bogus")],
+)
+def test_bad_config_names_the_field(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])

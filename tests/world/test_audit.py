@@ -1,0 +1,41 @@
+import random
+from itertools import islice
+
+import pytest
+
+from world.actions import ActionSpace
+from world.audit import ActionSpaceAuditError, CorpusStats, audit
+from world.corpus import FAMILIES, render, sample_series
+
+
+@pytest.fixture(scope="module")
+def stats():
+    space = ActionSpace()
+    rng = random.Random(0)
+    series = islice(sample_series("train", 0, 0.5, dict.fromkeys(FAMILIES, 1.0)), 500)
+    return CorpusStats.from_documents(space, (render(s, space, rng, 0.3, 64) for s in series))
+
+
+def sft_example(prefix, answer, marker="?"):
+    space = ActionSpace()
+    tokens = ["<bos>", *space.spell_terms(prefix), marker, *space.spell_terms(answer), "<eor>"]
+    return tokens
+
+
+def test_sft_data_in_the_pretrained_format_passes(stats):
+    assert audit("sft", [sft_example([1, 2, 4, 8, 16], [32]), sft_example([3, -1], [-5])], stats) == 2
+
+
+def test_a_new_action_is_refused_with_the_fix(stats):
+    with pytest.raises(ActionSpaceAuditError, match=r"'<ans>'.*Move this data into pretraining"):
+        audit("sft", [sft_example([1, 2], [3]), sft_example([1, 2, 4], [8], marker="<ans>")], stats)
+
+
+def test_a_new_pattern_is_refused(stats):
+    # Every token is known, but "?" right after "<bos>" (an empty prompt) never occurs in pretraining.
+    with pytest.raises(ActionSpaceAuditError, match=r"pattern '<bos>' then '\?'"):
+        audit("sft", [["<bos>", "?", "1", "<eor>"]], stats)
+
+
+def test_stats_survive_a_round_trip(stats):
+    assert CorpusStats.from_dict(stats.to_dict()) == stats

@@ -1,0 +1,71 @@
+"""The action-space audit: later stages may not need actions pretraining never took.
+
+WORLDVIEW rule 3. The vocabulary is frozen at pretraining; SFT, preference and RL data
+are checked against what the pretraining corpus actually contains, token by token and
+bigram by bigram. A miss is an error that says where the data belongs: pretraining.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from world.actions import ActionSpace
+
+
+class ActionSpaceAuditError(ValueError):
+    """Later-stage data needs an action (or action pattern) pretraining never saw."""
+
+
+@dataclass
+class CorpusStats:
+    """Which tokens and token bigrams the pretraining corpus contains, with counts."""
+
+    tokens: Counter[str] = field(default_factory=Counter)
+    bigrams: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def add(self, tokens: Sequence[str]) -> None:
+        self.tokens.update(tokens)
+        self.bigrams.update(itertools.pairwise(tokens))
+
+    @classmethod
+    def from_documents(cls, space: ActionSpace, documents: Iterable[Sequence[int]]) -> CorpusStats:
+        stats = cls()
+        for ids in documents:
+            stats.add(space.decode_tokens(ids))
+        return stats
+
+    def to_dict(self) -> dict:
+        return {
+            "tokens": dict(self.tokens),
+            "bigrams": [[a, b, n] for (a, b), n in self.bigrams.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CorpusStats:
+        return cls(Counter(data["tokens"]), Counter({(a, b): n for a, b, n in data["bigrams"]}))
+
+
+def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> int:
+    """Check every example (as token strings) against pretraining; returns how many passed.
+
+    Raises on the first token or bigram that pretraining never saw, naming it and the
+    example, because opening a new action after pretraining degrades or breaks the policy.
+    """
+    count = 0
+    for count, tokens in enumerate(examples, start=1):
+        for tok in tokens:
+            if stats.tokens[tok] == 0:
+                raise ActionSpaceAuditError(
+                    f"{stage} data needs the action {tok!r}, which the pretraining corpus never contains "
+                    f"(example {count}: {''.join(tokens)!r}). Move this data into pretraining."
+                )
+        for pair in itertools.pairwise(tokens):
+            if stats.bigrams[pair] == 0:
+                raise ActionSpaceAuditError(
+                    f"{stage} data needs the pattern {pair[0]!r} then {pair[1]!r}, which the pretraining corpus "
+                    f"never contains (example {count}: {''.join(tokens)!r}). Move this data into pretraining."
+                )
+    return count
