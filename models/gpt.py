@@ -1,0 +1,130 @@
+"""The policy: a small pre-LN GPT over the action space, with a KV cache for sampling.
+
+Positions come from the padding mask (`positions_from_mask`), in sampling, scoring and
+training alike: with left-padded prompts and learned absolute positions, a model that
+counts positions from the left edge of the padded row would score different states
+than the ones it sampled from, i.e. a different policy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, nh, T, hs)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    max_len: int = 128
+    dropout: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) 1 = real token -> (B, T) position ids that start at 0 on the first real token."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, nh, T, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.attn = SelfAttention(cfg)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
+        )
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, past=None):
+        attn_out, present = self.attn(self.ln1(x), allowed, past)
+        x = x + attn_out
+        return x + self.mlp(self.ln2(x)), present
+
+
+class GPT(nn.Module):
+    """Trunk + tied LM head. `hidden()` is shared with the value and reward heads."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def hidden(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """tokens (B, T) -> hidden states (B, T, C). `mask` (B, T_past + T) marks real tokens."""
+        T = tokens.shape[1]
+        past_len = cache[0][0].shape[2] if cache else 0
+        if positions is None:
+            positions = positions_from_mask(mask)[:, past_len:]
+        if int(positions.max()) >= self.cfg.max_len:
+            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
+        causal = torch.ones(T, past_len + T, dtype=torch.bool, device=tokens.device).tril(diagonal=past_len)
+        allowed = causal[None, None] & mask.bool()[:, None, None, :]  # (B, 1, T, T_past + T)
+        own = torch.zeros_like(causal)
+        own[torch.arange(T), past_len + torch.arange(T)] = True
+        allowed = allowed | own  # a pad attends to itself, so no row is empty (its output is never used)
+        x = self.tok_emb(tokens) + self.pos_emb(positions)
+        presents: KVCache = []
+        for i, block in enumerate(self.blocks):
+            x, present = block(x, allowed, cache[i] if cache else None)
+            presents.append(present)
+        return self.ln_f(x), presents
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state."""
+        h, _ = self.hidden(tokens, mask)
+        return h @ self.tok_emb.weight.T
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,90 @@
+"""Batched sampling from the policy with a KV cache: one action per state, with its log-prob.
+
+Each response token is an action drawn from the policy in the current state (the prefix).
+We return the actions, their log-probs under the sampling distribution, and the action
+mask (1 = an action the policy chose, up to and including `<eor>`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from models.gpt import GPT
+
+
+@dataclass(frozen=True)
+class Generation:
+    tokens: torch.Tensor  # (B, N) sampled actions, pad after <eor>
+    logprobs: torch.Tensor  # (B, N) log pi(action | state) at the sampling temperature, 0 where masked
+    action_mask: torch.Tensor  # (B, N) 1 = an action the policy took
+    finished: torch.Tensor  # (B,) True if the response ended with <eor>
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists -> (B, T) left-padded ids and (B, T) mask, so every prompt ends at column T-1."""
+    width = max(map(len, prompts))
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, ids in enumerate(prompts):
+        tokens[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids) :] = 1
+    return tokens, mask
+
+
+def _choose(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (B, V) -> actions (B,), log-probs (B,) under the distribution actually sampled."""
+    if temperature == 0:
+        logp = torch.log_softmax(logits, -1)
+        action = logits.argmax(-1)
+        return action, logp.gather(-1, action[:, None]).squeeze(-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    logp = torch.log_softmax(logits, -1)
+    action = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    return action, logp.gather(-1, action[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    eor_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Generation:
+    """Sample responses for a batch of prompts; stops a row at `<eor>`."""
+    tokens, mask = left_pad(prompts, pad_id)
+    B = tokens.shape[0]
+    out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
+    logprobs = torch.zeros(B, max_new_tokens)
+    action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
+    done = torch.zeros(B, dtype=torch.bool)
+    cache, step_input = None, tokens
+    for t in range(max_new_tokens):
+        if use_cache:
+            h, cache = model.hidden(step_input, mask, cache)
+        else:
+            h, _ = model.hidden(tokens, mask)
+        logits = h[:, -1] @ model.tok_emb.weight.T  # (B, V)
+        action, logp = _choose(logits, temperature, top_k, generator)
+        action = torch.where(done, torch.full_like(action, pad_id), action)
+        out[:, t], logprobs[:, t], action_mask[:, t] = action, torch.where(done, 0.0, logp), (~done).long()
+        done = done | (action == eor_id)
+        tokens = torch.cat([tokens, action[:, None]], dim=1)
+        mask = torch.cat([mask, (action_mask[:, t] == 1).long()[:, None]], dim=1)
+        step_input = action[:, None]
+        if bool(done.all()):
+            out, logprobs, action_mask = out[:, : t + 1], logprobs[:, : t + 1], action_mask[:, : t + 1]
+            break
+    return Generation(out, logprobs, action_mask, done)

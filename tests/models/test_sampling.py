@@ -1,0 +1,66 @@
+import torch
+
+from models.gpt import GPT, GPTConfig, positions_from_mask
+from models.sampling import generate, left_pad
+from world.actions import ActionSpace
+
+SPACE = ActionSpace()
+
+
+def model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=SPACE.size, n_layer=2, n_head=2, d_model=32, max_len=64)).eval()
+
+
+PROMPTS = [SPACE.encode_prompt([1, 2, 4, 8, 16]), SPACE.encode_prompt([3]), SPACE.encode_prompt([10, 20, 30])]
+KW = {"max_new_tokens": 12, "eor_id": SPACE.eor_id, "pad_id": SPACE.pad_id}
+
+
+def test_positions_start_at_the_first_real_token():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_kv_cache_equals_uncached_greedy_decoding():
+    m = model()
+    cached = generate(m, PROMPTS, temperature=0, use_cache=True, **KW)
+    uncached = generate(m, PROMPTS, temperature=0, use_cache=False, **KW)
+    assert torch.equal(cached.tokens, uncached.tokens)
+    assert torch.allclose(cached.logprobs, uncached.logprobs, atol=1e-5)
+
+
+def test_left_padding_does_not_change_the_policy():
+    m = model()
+    batched = generate(m, PROMPTS, temperature=0, **KW)
+    for row, prompt in enumerate(PROMPTS):
+        alone = generate(m, [prompt], temperature=0, **KW)
+        n = alone.tokens.shape[1]
+        assert torch.equal(batched.tokens[row, :n], alone.tokens[0])
+        assert torch.allclose(batched.logprobs[row, :n], alone.logprobs[0], atol=1e-5)
+
+
+def test_sampled_logprobs_match_a_teacher_forced_forward():
+    m = model()
+    gen = generate(m, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(0), **KW)
+    for row, prompt in enumerate(PROMPTS):
+        n = int(gen.action_mask[row].sum())
+        full = torch.tensor([prompt + gen.tokens[row, :n].tolist()])
+        logits = m(full, torch.ones_like(full))
+        logp = torch.log_softmax(logits[0, len(prompt) - 1 : -1], -1)
+        expected = logp.gather(-1, full[0, len(prompt) :, None]).squeeze(-1)
+        assert torch.allclose(gen.logprobs[row, :n], expected, atol=1e-5)
+
+
+def test_action_mask_covers_actions_through_eor_only():
+    m = model()
+    gen = generate(m, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(1), **KW)
+    for row in range(len(PROMPTS)):
+        acts = gen.tokens[row][gen.action_mask[row] == 1].tolist()
+        if gen.finished[row]:
+            assert acts[-1] == SPACE.eor_id and SPACE.eor_id not in acts[:-1]
+        assert (gen.logprobs[row][gen.action_mask[row] == 0] == 0).all()
+
+
+def test_left_pad_shapes():
+    tokens, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert tokens.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
