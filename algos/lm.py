@@ -1,0 +1,34 @@
+"""Next-token loss over actions only: the action mask says which tokens are the policy's.
+
+In pretraining every real token after `<bos>` is an action; in SFT only the response
+(through `<eor>`) is, the prompt is the state. Pure torch: no Ray, no I/O.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_next_token_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, action_mask: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Token-mean cross-entropy of the actions.
+
+    logits (B, T, V) from the states tokens[:, :T]; tokens (B, T); action_mask (B, T) with
+    1 where tokens[:, t] is an action (predicted from position t-1). Column 0 is never an
+    action. Returns (loss, metrics) with detached metrics.
+    """
+    pred = logits[:, :-1]  # (B, T-1, V): the distribution in state tokens[:, :t+1]
+    target = tokens[:, 1:]  # (B, T-1): the action taken there
+    mask = action_mask[:, 1:].to(pred.dtype)
+    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none").view_as(mask)
+    n_actions = mask.sum().clamp(min=1)
+    loss = (nll * mask).sum() / n_actions
+    correct = (pred.argmax(-1) == target).to(pred.dtype)
+    metrics = {
+        "loss/lm": loss.detach(),
+        "lm/token_accuracy": ((correct * mask).sum() / n_actions).detach(),
+        "lm/actions": mask.sum().detach(),
+    }
+    return loss, metrics
