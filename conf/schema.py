@@ -48,8 +48,48 @@ class WorldConfig(Strict):
         return self
 
 
+class ModelConfig(Strict):
+    """Shape of the GPT policy (the reward model and critic share the trunk)."""
+
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    d_model: int = Field(128, ge=8)
+    """Width; must be divisible by n_head."""
+    max_len: int = Field(128, ge=16)
+    """Context length in tokens: prompt plus response."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ModelConfig:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        return self
+
+
+class OptimConfig(Strict):
+    """AdamW with linear warm-up and cosine decay to `min_lr_ratio * lr`."""
+
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(50, ge=1)
+    """Evaluate (and log) every this many steps."""
+    checkpoint_every: int = Field(50, ge=1)
+    """Write a resumable checkpoint every this many steps."""
+    threads: int = Field(1, ge=1)
+    """torch threads for this process: on 2 shared cores one thread is often fastest."""
+
+
 class Config(Strict):
     """The whole run; one section per stage."""
 
     name: str = "tokenmdp"
+    seed: int = 0
+    """Seeds model initialisation and sampling."""
     world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: OptimConfig = OptimConfig()

@@ -1,0 +1,37 @@
+"""Checkpoints that carry their model config and action space, written atomically.
+
+A checkpoint is loaded only under the action space it was made with: the vocabulary is
+frozen at pretraining (WORLDVIEW rule 3). A run killed mid-write leaves the previous
+checkpoint intact, since the new one is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.gpt import GPT, GPTConfig
+from world.actions import ActionSpace
+
+
+def save_checkpoint(path: Path, *, model: GPT, space: ActionSpace, **state: Any) -> None:
+    """Write model weights, configs and any resumable `state` (optimizer, step, rng ...)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model.state_dict(), "gpt_config": model.cfg.to_dict(), "action_space": space.to_dict(), **state}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, space: ActionSpace | None = None) -> tuple[GPT, ActionSpace, dict[str, Any]]:
+    """(model, its action space, the rest of the state); refuses a different action space."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    saved_space = ActionSpace.from_dict(payload.pop("action_space"))
+    if space is not None:
+        space.require_same(saved_space, what=f"checkpoint {path}")
+    model = GPT(GPTConfig(**payload.pop("gpt_config")))
+    model.load_state_dict(payload.pop("model"))
+    return model, saved_space, payload
