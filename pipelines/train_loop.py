@@ -1,0 +1,130 @@
+"""The supervised loop shared by pretraining and SFT: step, evaluate, log, checkpoint, resume.
+
+What differs between the stages (which tokens are actions, where batches come from,
+what evaluation means) is passed in; the loop itself is the same. Batches are a pure
+function of the step, so a resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from algos.lm import masked_next_token_loss
+from algos.schedule import warmup_cosine
+from conf.schema import OptimConfig
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.gpt import GPT
+from pipelines.tracking import log_metrics_batch
+from world.actions import ActionSpace
+
+
+@dataclass(frozen=True)
+class Batch:
+    tokens: torch.Tensor  # (B, T) right-padded
+    mask: torch.Tensor  # (B, T) 1 = real token
+    action_mask: torch.Tensor  # (B, T) 1 = a token the policy is trained to take
+
+
+def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | None = None) -> Batch:
+    """Right-pad documents; tokens from `first_action[i]` on are actions (default: all after `<bos>`)."""
+    width = max(map(len, documents))
+    tokens = torch.full((len(documents), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    action_mask = torch.zeros_like(tokens)
+    for row, doc in enumerate(documents):
+        tokens[row, : len(doc)] = torch.tensor(doc)
+        mask[row, : len(doc)] = 1
+        action_mask[row, (first_action[row] if first_action else 1) : len(doc)] = 1
+    return Batch(tokens, mask, action_mask)
+
+
+def make_optimizer(model: GPT, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases and norms) with warm-up and cosine decay."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, total=optim.steps, warmup=optim.warmup_steps, min_ratio=optim.min_lr_ratio),
+    )
+    return optimizer, schedule
+
+
+def train_step(model: GPT, optimizer, schedule, batch: Batch, grad_clip: float) -> dict[str, float]:
+    model.train()
+    loss, metrics = masked_next_token_loss(model(batch.tokens, batch.mask), batch.tokens, batch.action_mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    schedule.step()
+    return {
+        **{k: v.item() for k, v in metrics.items()},
+        "optim/grad_norm": grad_norm.item(),
+        "optim/lr": schedule.get_last_lr()[0],
+    }
+
+
+@dataclass
+class Stage:
+    """One supervised stage: what to train, on which batches, judged how."""
+
+    name: str
+    checkpoint: Path
+    optim: OptimConfig
+    space: ActionSpace
+    batch_at: Callable[[int], Batch]
+    evaluate: Callable[[GPT], dict[str, float]]
+    extra_state: Callable[[], dict[str, Any]] = dict  # saved with every checkpoint
+    on_batch: Callable[[Batch], None] = lambda batch: None
+    on_resume: Callable[[dict[str, Any]], None] = lambda state: None  # restore what extra_state saved
+
+
+def run(stage: Stage, model: GPT, stop_at: int | None = None) -> tuple[GPT, dict[str, float], dict[str, Any]]:
+    """Train `model` (or the checkpoint's, when resuming); returns (model, final metrics, saved state)."""
+    optimizer, schedule = make_optimizer(model, stage.optim)
+    step, state = 0, {}
+    if stage.checkpoint.is_file():
+        model, _, state = load_checkpoint(stage.checkpoint, stage.space)
+        optimizer, schedule = make_optimizer(model, stage.optim)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        stage.on_resume(state)
+    pending: list[tuple[int, dict[str, float]]] = []
+    final: dict[str, float] = {}
+    with Progress(disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task(stage.name, total=stage.optim.steps, completed=step)
+        while step < stage.optim.steps:
+            batch = stage.batch_at(step)
+            stage.on_batch(batch)
+            metrics = train_step(model, optimizer, schedule, batch, stage.optim.grad_clip)
+            step += 1
+            progress.update(task, advance=1, description=f"{stage.name} loss {metrics['loss/lm']:.3f}")
+            if step % stage.optim.eval_every == 0 or step == stage.optim.steps:
+                metrics |= stage.evaluate(model)
+            pending.append((step, metrics))
+            final = metrics
+            if step % stage.optim.checkpoint_every == 0 or step == stage.optim.steps:
+                log_metrics_batch(pending)  # logged before the checkpoint, so a resume never loses them
+                pending = []
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    **stage.extra_state(),
+                }
+                save_checkpoint(stage.checkpoint, model=model, space=stage.space, **state)
+                if stop_at is not None and step >= stop_at:
+                    break
+    return model, final, state
