@@ -84,6 +84,16 @@ class OptimConfig(Strict):
     """torch threads for this process: on 2 shared cores one thread is often fastest."""
 
 
+class EvalConfig(Strict):
+    """Judging a policy on held-out exam questions with the gold grader."""
+
+    questions: int = Field(500, ge=1)
+    """How many eval-split questions to ask (all of them if the split is smaller)."""
+    max_new_tokens: int = Field(16, ge=2)
+    """Response budget: an answer not closed by `<eor>` within it is malformed."""
+    batch_size: int = Field(256, ge=1)
+
+
 class Config(Strict):
     """The whole run; one section per stage."""
 
@@ -93,3 +103,5 @@ class Config(Strict):
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
     pretrain: OptimConfig = OptimConfig()
+    sft: OptimConfig = OptimConfig(steps=200, lr=5e-4, warmup_steps=10)
+    evaluate: EvalConfig = EvalConfig()

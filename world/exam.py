@@ -12,6 +12,7 @@ import hashlib
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 from world.grader import analyze
 from world.rules import primes
@@ -226,11 +227,12 @@ def iter_bank(seed: int) -> Iterator[Question]:
             yield question
 
 
-def build_bank(seed: int, size: int) -> list[Question]:
-    """The first `size` questions of the bank for `seed`."""
+@cache
+def build_bank(seed: int, size: int) -> tuple[Question, ...]:
+    """The first `size` questions of the bank for `seed` (built once per process)."""
     bank: list[Question] = []
     for question in iter_bank(seed):
         bank.append(question)
         if len(bank) >= size:
             break
-    return bank
+    return tuple(bank)

@@ -1,0 +1,83 @@
+"""Evaluation against the gold grader on held-out exam questions.
+
+Rates, as fractions of the questions asked: `gold_pass_rate` (the exam's answer, then
+`<eor>`), `format_rate` (one parseable integer then `<eor>`), `rate_114514` (well-formed
+but not the exam's answer: a valid-looking continuation the exam does not want), and the
+pass rate per template. Greedy by default; `temperature=1` gives sampled pass@1.
+
+    tokenmdp evaluate tiny
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from models.gpt import GPT
+from models.sampling import generate
+from world.actions import ActionSpace
+from world.exam import Question, build_bank
+
+
+def eval_questions(cfg: Config) -> list[Question]:
+    bank = build_bank(cfg.world.seed, cfg.world.bank_size)
+    return [q for q in bank if q.split == "eval"][: cfg.evaluate.questions]
+
+
+def answer_questions(
+    model: GPT, space: ActionSpace, questions: Sequence[Question], *, max_new_tokens: int, batch_size: int,
+    temperature: float = 0.0, seed: int = 0,
+) -> list[list[int] | None]:  # fmt: skip
+    """The policy's answer to each question: its terms if well-formed, else None."""
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    answers: list[list[int] | None] = []
+    for start in range(0, len(questions), batch_size):
+        chunk = questions[start : start + batch_size]
+        gen = generate(
+            model, [space.encode_prompt(q.prefix) for q in chunk], max_new_tokens=max_new_tokens,
+            eor_id=space.eor_id, pad_id=space.pad_id, temperature=temperature, generator=generator,
+        )  # fmt: skip
+        for row in range(len(chunk)):
+            parsed = space.parse_response(gen.tokens[row].tolist())
+            answers.append(parsed.terms if parsed.well_formed else None)
+    return answers
+
+
+def score(
+    questions: Sequence[Question], answers: Sequence[list[int] | None], prefix: str = "eval/"
+) -> dict[str, float]:
+    """Gold pass, format and 114514 rates, overall and per template."""
+    n = max(len(questions), 1)
+    passed = [a is not None and tuple(a) == q.answer for q, a in zip(questions, answers, strict=True)]
+    formatted = [a is not None and len(a) == len(q.answer) for q, a in zip(questions, answers, strict=True)]
+    by_template: dict[str, list[bool]] = defaultdict(list)
+    for q, ok in zip(questions, passed, strict=True):
+        by_template[q.template].append(ok)
+    metrics = {
+        f"{prefix}gold_pass_rate": sum(passed) / n,
+        f"{prefix}format_rate": sum(formatted) / n,
+        f"{prefix}rate_114514": sum(f and not p for f, p in zip(formatted, passed, strict=True)) / n,
+    }
+    metrics |= {f"{prefix}pass/{name}": sum(oks) / len(oks) for name, oks in sorted(by_template.items())}
+    return metrics
+
+
+def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config, *, sampled: bool = False) -> dict[str, float]:
+    questions = eval_questions(cfg)
+    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
+    metrics = score(questions, answer_questions(model, space, questions, **kw))
+    if sampled:
+        sampled_answers = answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed, **kw)
+        metrics["eval/sampled_pass_at_1"] = score(questions, sampled_answers)["eval/gold_pass_rate"]
+    return metrics
+
+
+def main(cfg: Config, checkpoint: Path) -> dict[str, float]:
+    model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
+    return evaluate_policy(model, space, cfg, sampled=True)

@@ -1,0 +1,76 @@
+"""SFT: learn to continue a given sequence with the exam's next term and stop with `<eor>`.
+
+State = `<bos>prefix?`, actions = `answer<eor>`; the loss sees only the actions, through
+the action mask (`algos.lm`). Before any step, every SFT example is audited against the
+pretraining corpus statistics saved in the pretraining checkpoint (WORLDVIEW rule 3):
+data that needs an action pretraining never took is refused, with the advice to move it
+into pretraining. Starts from the pretrained policy; resumable like pretraining.
+
+    tokenmdp sft tiny
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+import torch
+
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from pipelines import train_loop
+from pipelines.evaluate import evaluate_policy
+from pipelines.tracking import flatten, stage_run
+from world.actions import ActionSpace
+from world.audit import CorpusStats, audit
+from world.exam import Question, build_bank
+
+
+def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]:
+    """(tokens of prompt + response, index of the first action)."""
+    prompt = space.encode_prompt(question.prefix)
+    return prompt + space.encode_response(question.answer), len(prompt)
+
+
+def batch_at(space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int) -> train_loop.Batch:
+    """A pure function of (seed, step): resumed runs see the same batches."""
+    rng = random.Random(int.from_bytes(hashlib.sha256(f"sft:{seed}:{step}".encode()).digest()[:4], "big"))
+    examples = [sft_example(space, q) for q in rng.choices(questions, k=batch_size)]
+    return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
+
+
+def train_questions(cfg: Config) -> list[Question]:
+    return [q for q in build_bank(cfg.world.seed, cfg.world.bank_size) if q.split == "train"]
+
+
+def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
+    """SFT from `run_dir/pretrain` into `run_dir/sft`; returns the final metrics."""
+    stage_dir = run_dir / "sft"
+    torch.set_num_threads(cfg.sft.threads)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    model, _, pretrained = load_checkpoint(run_dir / "pretrain" / "checkpoint.pt", space)
+    questions = train_questions(cfg)
+    # --- the action-space audit, before any update --------------------------------------
+    stats = CorpusStats.from_dict(pretrained["corpus_stats"])
+    audited = audit("sft", (space.decode_tokens(sft_example(space, q)[0]) for q in questions), stats)
+    stage = train_loop.Stage(
+        name="sft",
+        checkpoint=stage_dir / "checkpoint.pt",
+        optim=cfg.sft,
+        space=space,
+        batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size),
+        evaluate=lambda m: evaluate_policy(m, space, cfg),
+        extra_state=lambda: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
+    )
+    with stage_run(stage_dir, experiment=cfg.name, run_name="sft", tracking_uri=tracking_uri) as run:
+        import mlflow
+
+        if not stage.checkpoint.is_file():
+            mlflow.log_params(flatten(cfg.model_dump(include={"sft", "evaluate"})))
+            mlflow.log_metric("data/sft_examples_audited", audited)
+        model, final, _ = train_loop.run(stage, model, stop_at=stop_at)
+        final |= evaluate_policy(model, space, cfg, sampled=True)
+        mlflow.log_metrics({k: v for k, v in final.items() if k.startswith("eval/")}, step=cfg.sft.steps)
+        mlflow.log_artifact(str(stage.checkpoint), artifact_path="checkpoint")
+    return {**final, "run_id": run.info.run_id}
