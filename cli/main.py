@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -60,15 +61,44 @@ def world_stats(config: ConfigArg = "demo", overrides: SetOpt = None, documents:
     print_world_stats(load_config(config, overrides or []).world, documents)
 
 
-@app.command()
-def run(config: ConfigArg = "demo", overrides: SetOpt = None) -> None:
-    """Run the pipeline. So far: the world's statistics and a few graded exam questions."""
-    from cli.report import print_sample_questions, print_world_stats
-    from conf.load import load_config
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<config name>).")]
 
-    cfg = load_config(config, overrides or [])
-    print_world_stats(cfg.world, documents=2000)
-    print_sample_questions(cfg.world)
+
+def _setup(config: str, overrides: list[str] | None, out: Path | None):
+    from conf.load import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    return cfg, out or Path("runs") / cfg.name
+
+
+@app.command()
+def pretrain(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Pretrain the policy on the sequence corpus (resumes from its last checkpoint)."""
+    from pipelines import pretrain as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
+def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Supervised fine-tuning on exam questions, after the action-space audit."""
+    from pipelines import sft as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
+def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """The pipeline: pretrain -> SFT -> evaluation (reward model, RLHF and serving come next)."""
+    from pipelines.workflow import main as workflow
+
+    cfg, run_dir = _setup(config, overrides, out)
+    workflow(cfg, run_dir)
 
 
 if __name__ == "__main__":
