@@ -1,0 +1,37 @@
+"""`tokenmdp run tiny` end to end: stages, summary.json, MLflow runs, and a second run that resumes."""
+
+import json
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow's local artifacts land here
+    result = CliRunner().invoke(app, ["run", "tiny", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    sft = summary["stages"]["sft"]
+    assert set(sft) >= {"gold_pass_rate", "format_rate", "rate_114514", "run_id"}
+    assert all(0 <= sft[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["name"] == "tiny"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    steps_before = len(client.get_metric_history(sft["run_id"], "loss/lm"))
+    again = CliRunner().invoke(app, ["run", "tiny", "--out", str(tmp_path / "run")])
+    assert again.exit_code == 0, again.output
+    rerun = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["sft"]
+    assert rerun["run_id"] == sft["run_id"]  # same MLflow run, resumed
+    assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
+
+
+def test_run_rejects_a_bad_override(tmp_path):
+    result = CliRunner().invoke(app, ["run", "tiny", "--set", "sft.lr=-1", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "lr" in result.output
