@@ -11,7 +11,6 @@ are saved with the checkpoint: the action-space audit checks later stages agains
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -31,7 +30,7 @@ EVAL_BATCHES = 4
 
 def documents_at(world: WorldConfig, space: ActionSpace, split: Split, step: int, batch_size: int) -> list[list[int]]:
     """The documents of batch `step`: a pure function of (seed, split, step)."""
-    seed = int.from_bytes(hashlib.sha256(f"{world.seed}:{split}:{step}".encode()).digest()[:4], "big")
+    seed = train_loop.step_seed("pretrain", world.seed, split, step)
     rng = random.Random(seed)
     stream = sample_series(split, seed, world.oeis_weight, world.family_weights)
     return [render(next(stream), space, rng, world.query_rate, world.max_tokens) for _ in range(batch_size)]

@@ -11,7 +11,6 @@ into pretraining. Starts from the pretrained policy; resumable like pretraining.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]
 
 def batch_at(space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int) -> train_loop.Batch:
     """A pure function of (seed, step): resumed runs see the same batches."""
-    rng = random.Random(int.from_bytes(hashlib.sha256(f"sft:{seed}:{step}".encode()).digest()[:4], "big"))
+    rng = random.Random(train_loop.step_seed("sft", seed, step))
     examples = [sft_example(space, q) for q in rng.choices(questions, k=batch_size)]
     return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
 

@@ -7,6 +7,7 @@ function of the step, so a resumed run sees exactly the batches it would have se
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from pipelines.tracking import log_metrics_batch
 from world.actions import ActionSpace
+
+
+def step_seed(*parts: object) -> int:
+    """A stable 32-bit seed from (stage, seed, step, ...): Python's hash() is salted per process."""
+    return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "big")
 
 
 @dataclass(frozen=True)
