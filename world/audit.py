@@ -2,7 +2,9 @@
 
 WORLDVIEW rule 3. The vocabulary is frozen at pretraining; SFT, preference and RL data
 are checked against what the pretraining corpus actually contains, token by token and
-bigram by bigram. A miss is an error that says where the data belongs: pretraining.
+pattern by pattern (a pattern is a bigram of token classes: every digit is one class, so
+"?" then "9" is the pattern "?" then a digit). A miss is an error that says where the
+data belongs: pretraining.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from world.actions import ActionSpace
+from world.actions import DIGITS, ActionSpace
+
+DIGIT_CLASS = "<digit>"
+
+
+def token_class(token: str) -> str:
+    return DIGIT_CLASS if token in DIGITS else token
 
 
 class ActionSpaceAuditError(ValueError):
@@ -21,14 +29,14 @@ class ActionSpaceAuditError(ValueError):
 
 @dataclass
 class CorpusStats:
-    """Which tokens and token bigrams the pretraining corpus contains, with counts."""
+    """Which tokens and patterns (bigrams of token classes) the pretraining corpus contains."""
 
     tokens: Counter[str] = field(default_factory=Counter)
     bigrams: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, tokens: Sequence[str]) -> None:
         self.tokens.update(tokens)
-        self.bigrams.update(itertools.pairwise(tokens))
+        self.bigrams.update(itertools.pairwise(token_class(t) for t in tokens))
 
     @classmethod
     def from_documents(cls, space: ActionSpace, documents: Iterable[Sequence[int]]) -> CorpusStats:
@@ -62,7 +70,7 @@ def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> 
                     f"{stage} data needs the action {tok!r}, which the pretraining corpus never contains "
                     f"(example {count}: {''.join(tokens)!r}). Move this data into pretraining."
                 )
-        for pair in itertools.pairwise(tokens):
+        for pair in itertools.pairwise(token_class(t) for t in tokens):
             if stats.bigrams[pair] == 0:
                 raise ActionSpaceAuditError(
                     f"{stage} data needs the pattern {pair[0]!r} then {pair[1]!r}, which the pretraining corpus "

@@ -39,3 +39,10 @@ def test_a_new_pattern_is_refused(stats):
 
 def test_stats_survive_a_round_trip(stats):
     assert CorpusStats.from_dict(stats.to_dict()) == stats
+
+
+def test_patterns_are_over_token_classes(stats):
+    # Any digit after "?" is the pattern "?" then a digit, which pretraining has.
+    assert audit("sft", [["<bos>", "5", "?", "9", "<eor>"]], stats) == 1
+    with pytest.raises(ActionSpaceAuditError, match=r"pattern '<eor>' then '<digit>'"):
+        audit("sft", [["<bos>", "5", "?", "9", "<eor>", "1"]], stats)
