@@ -93,6 +93,20 @@ def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
 
 
 @app.command()
+def evaluate(
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Default: <run dir>/sft/checkpoint.pt")] = None,
+) -> None:
+    """Judge a policy on held-out exam questions with the gold grader."""
+    from pipelines import evaluate as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, checkpoint or run_dir / "sft" / "checkpoint.pt")))
+
+
+@app.command()
 def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """The pipeline: pretrain -> SFT -> evaluation (reward model, RLHF and serving come next)."""
     from pipelines.workflow import main as workflow

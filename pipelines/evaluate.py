@@ -5,7 +5,7 @@ Rates, as fractions of the questions asked: `gold_pass_rate` (the exam's answer,
 but not the exam's answer: a valid-looking continuation the exam does not want), and the
 pass rate per template. Greedy by default; `temperature=1` gives sampled pass@1.
 
-    tokenmdp evaluate tiny
+    tokenmdp evaluate tiny            # the SFT checkpoint of runs/tiny
 """
 
 from __future__ import annotations
@@ -68,16 +68,21 @@ def score(
     return metrics
 
 
-def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config, *, sampled: bool = False) -> dict[str, float]:
+def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
+    """Greedy gold pass, format and 114514 rates, overall and per template."""
     questions = eval_questions(cfg)
     kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    metrics = score(questions, answer_questions(model, space, questions, **kw))
-    if sampled:
-        sampled_answers = answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed, **kw)
-        metrics["eval/sampled_pass_at_1"] = score(questions, sampled_answers)["eval/gold_pass_rate"]
-    return metrics
+    return score(questions, answer_questions(model, space, questions, **kw))
+
+
+def sampled_pass_at_1(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
+    """Gold pass rate of one sample per question at temperature 1."""
+    questions = eval_questions(cfg)
+    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
+    answers = answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed, **kw)
+    return {"eval/sampled_pass_at_1": score(questions, answers)["eval/gold_pass_rate"]}
 
 
 def main(cfg: Config, checkpoint: Path) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    return evaluate_policy(model, space, cfg, sampled=True)
+    return evaluate_policy(model, space, cfg) | sampled_pass_at_1(model, space, cfg)

@@ -133,4 +133,6 @@ def run(stage: Stage, model: GPT, stop_at: int | None = None) -> tuple[GPT, dict
                 save_checkpoint(stage.checkpoint, model=model, space=stage.space, **state)
                 if stop_at is not None and step >= stop_at:
                     break
+    if not final:  # nothing left to train (a finished stage run again): still report where it stands
+        final = stage.evaluate(model)
     return model, final, state

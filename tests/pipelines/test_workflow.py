@@ -26,8 +26,17 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     steps_before = len(client.get_metric_history(sft["run_id"], "loss/lm"))
     again = CliRunner().invoke(app, ["run", "tiny", "--out", str(tmp_path / "run")])
     assert again.exit_code == 0, again.output
-    rerun = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]["sft"]
+    rerun_stages = json.loads((tmp_path / "run" / "summary.json").read_text())["stages"]
+    rerun = rerun_stages["sft"]
     assert rerun["run_id"] == sft["run_id"]  # same MLflow run, resumed
+    assert rerun["gold_pass_rate"] == sft["gold_pass_rate"]  # a finished stage still reports its metrics
+    assert rerun_stages["pretrain"]["val_loss"] == summary["stages"]["pretrain"]["val_loss"]
+    assert len(client.get_metric_history(sft["run_id"], "eval/gold_pass_rate")) == 2  # steps 6 and 12, once each
+    judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run")])
+    assert judged.exit_code == 0, judged.output
+    metrics = json.loads(judged.stdout.strip().splitlines()[-1])
+    assert metrics["eval/gold_pass_rate"] == sft["gold_pass_rate"]
+    assert 0 <= metrics["eval/sampled_pass_at_1"] <= 1
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
 
 
