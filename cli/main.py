@@ -93,6 +93,24 @@ def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
 
 
 @app.command()
+def preferences(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Sample on-policy responses from the SFT policy and label pairs within each prompt."""
+    from pipelines import preferences as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
+
+
+@app.command()
+def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Train the reward model (Bradley-Terry on within-prompt pairs) and judge it against gold."""
+    from pipelines import reward as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
 def evaluate(
     config: ConfigArg = "demo",
     overrides: SetOpt = None,

@@ -20,7 +20,7 @@ console = Console()
 
 
 def build_bank_with_progress(world: WorldConfig) -> list[Question]:
-    bank = iter_bank(world.seed)
+    bank = iter_bank(world.seed, world.max_difficulty)
     return list(track(islice(bank, world.bank_size), total=world.bank_size, description="exam bank", console=console))
 
 

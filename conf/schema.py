@@ -1,6 +1,7 @@
 """Pydantic schemas for every stage; a typo or a bad value is an error that names the field.
 
-Only the world exists so far; later stages add their own models beside it.
+One model per section: world, model, pretrain, sft, reward, rl (with the resources of
+every Ray actor), serve and evaluate.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class WorldConfig(Strict):
     """Longest pretraining document, in tokens."""
     bank_size: int = Field(20000, ge=10)
     """Number of distinct exam questions in the bank (train and eval splits together)."""
+    max_difficulty: int = Field(3, ge=1, le=3)
+    """Exam templates up to this difficulty (1 = arithmetic, geometric, squares, Fibonacci)."""
     label_noise: float = Field(0.1, ge=0, le=0.5)
     """Probability that the simulated labeler flips a preference."""
 
@@ -94,6 +97,120 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1)
 
 
+class RewardConfig(OptimConfig):
+    """Preference collection (on-policy, from the SFT policy) and Bradley-Terry training."""
+
+    prompts: int = Field(2000, ge=1)
+    """Train-split exam prompts to sample responses for."""
+    responses_per_prompt: int = Field(4, ge=2)
+    """K responses per prompt; pairs are formed among them, never across prompts."""
+    heldout_prompts: int = Field(300, ge=1)
+    """Eval-split prompts whose pairs judge the reward model (never trained on)."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the responses (1 = the policy itself)."""
+    margin: float = Field(0.0, ge=0)
+    """Bradley-Terry margin: -log sigma(r_chosen - r_rejected - margin)."""
+
+
+class Resources(Strict):
+    """What one kind of Ray actor asks for, and how many of it."""
+
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    """A fraction shares one GPU between actors."""
+    replicas: int = Field(1, ge=1)
+
+
+class LearnerResources(Strict):
+    """RLlib LearnerGroup: 0 learners = one local learner; >= 2 = DDP across learner actors."""
+
+    num_learners: int = Field(0, ge=0)
+    num_cpus_per_learner: float = Field(1.0, ge=0)
+    num_gpus_per_learner: float = Field(0.0, ge=0)
+
+
+class ActorsConfig(Strict):
+    """The resources of every Ray actor of the RLHF stage."""
+
+    sampler: Resources = Resources()
+    reward: Resources = Resources()
+    reference: Resources = Resources(replicas=1)
+    critic: Resources = Resources(replicas=1)
+    buffer: Resources = Resources(num_cpus=0.0)
+    learner: LearnerResources = LearnerResources()
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+
+    @model_validator(mode="after")
+    def _single_state_actors(self) -> ActorsConfig:
+        for name in ("reference", "critic", "buffer"):
+            if getattr(self, name).replicas != 1:
+                raise ValueError(f"actors.{name}.replicas must be 1 (it holds one state)")
+        return self
+
+
+class RLConfig(Strict):
+    """On-policy RLHF: advantage-weighted policy gradient with KL to the SFT reference."""
+
+    iterations: int = Field(30, ge=1)
+    prompts_per_iteration: int = Field(32, ge=1)
+    group_size: int = Field(4, ge=1)
+    """Responses per prompt (G); RLOO and group baselines need G >= 2."""
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(16, ge=2)
+    reward_source: Literal["rm", "gold"] = "rm"
+    """`rm` is RLHF; `gold` rewards with the grader directly (a verifiable-reward upper bound)."""
+    normalize_reward: bool = False
+    """Standardise RM scores within each prompt's group in the scorer."""
+    advantage: Literal["gae", "rloo", "group", "reinforce++"] = "rloo"
+    """gae: PPO with the critic; rloo: leave-one-out; group: GRPO group mean; reinforce++: batch-normalised."""
+    group_std: bool = False
+    """Divide group advantages by the group's std (GRPO); off = Dr. GRPO."""
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    kl_coef: float = Field(0.05, ge=0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_in: Literal["reward", "loss"] = "loss"
+    """Put the per-token KL penalty in the reward (PPO-style) or in the loss (GRPO-style)."""
+    clip_eps: float = Field(0.2, gt=0)
+    dual_clip: float | None = Field(None, gt=1)
+    """Dual-clip constant c > 1 bounding the loss of negative-advantage actions; None = off."""
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    epochs: int = Field(1, ge=1)
+    """Passes over each batch (> 1 makes later passes off-policy by one update: PPO's ratio handles it)."""
+    micro_batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    grad_clip: float = Field(1.0, gt=0)
+    critic_lr: float = Field(1e-4, gt=0)
+    value_clip: float = Field(0.2, gt=0)
+    max_staleness: int = Field(0, ge=0)
+    """How many policy versions old a sample may be when the learner uses it; 0 = strictly on-policy."""
+    sync: Literal["collective", "object_store"] = "collective"
+    """How new weights reach the samplers: a gloo/NCCL broadcast or through Ray's object store."""
+    eval_every: int = Field(10, ge=1)
+    checkpoint_every: int = Field(5, ge=1)
+    threads: int = Field(1, ge=1)
+    actors: ActorsConfig = ActorsConfig()
+
+    @model_validator(mode="after")
+    def _baseline_needs_groups(self) -> RLConfig:
+        if self.advantage in ("rloo", "group") and self.group_size < 2:
+            raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (got {self.group_size})")
+        return self
+
+
+class ServeConfig(Strict):
+    """The Ray Serve endpoint of the final policy."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    max_terms: int = Field(8, ge=1)
+    """Most terms one request may ask for."""
+
+
 class Config(Strict):
     """The whole run; one section per stage."""
 
@@ -104,4 +221,7 @@ class Config(Strict):
     model: ModelConfig = ModelConfig()
     pretrain: OptimConfig = OptimConfig()
     sft: OptimConfig = OptimConfig(steps=200, lr=5e-4, warmup_steps=10)
+    reward: RewardConfig = RewardConfig(steps=300, lr=3e-4, warmup_steps=20)
+    rl: RLConfig = RLConfig()
+    serve: ServeConfig = ServeConfig()
     evaluate: EvalConfig = EvalConfig()

@@ -14,24 +14,38 @@ from typing import Any
 import torch
 
 from models.gpt import GPT, GPTConfig
+from models.heads import ScalarModel
 from world.actions import ActionSpace
 
+Model = GPT | ScalarModel
 
-def save_checkpoint(path: Path, *, model: GPT, space: ActionSpace, **state: Any) -> None:
+
+def save_checkpoint(path: Path, *, model: Model, space: ActionSpace, **state: Any) -> None:
     """Write model weights, configs and any resumable `state` (optimizer, step, rng ...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model.state_dict(), "gpt_config": model.cfg.to_dict(), "action_space": space.to_dict(), **state}
+    payload = {
+        "model": model.state_dict(),
+        "kind": "scalar" if isinstance(model, ScalarModel) else "policy",
+        "gpt_config": model.cfg.to_dict(),
+        "action_space": space.to_dict(),
+        **state,
+    }
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, space: ActionSpace | None = None) -> tuple[GPT, ActionSpace, dict[str, Any]]:
-    """(model, its action space, the rest of the state); refuses a different action space."""
+def load_checkpoint(path: Path, space: ActionSpace | None = None) -> tuple[Any, ActionSpace, dict[str, Any]]:
+    """(model, its action space, the rest of the state); refuses a different action space.
+
+    The model is a `GPT` policy or a `ScalarModel` (reward model, critic), as it was saved.
+    """
     payload = torch.load(path, map_location="cpu", weights_only=False)
     saved_space = ActionSpace.from_dict(payload.pop("action_space"))
     if space is not None:
         space.require_same(saved_space, what=f"checkpoint {path}")
-    model = GPT(GPTConfig(**payload.pop("gpt_config")))
+    model: Model = GPT(GPTConfig(**payload.pop("gpt_config")))
+    if payload.pop("kind", "policy") == "scalar":
+        model = ScalarModel(model)
     model.load_state_dict(payload.pop("model"))
     return model, saved_space, payload

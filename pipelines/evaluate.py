@@ -21,12 +21,12 @@ from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.sampling import generate
 from world.actions import ActionSpace
-from world.exam import Question, build_bank
+from world.exam import Question, questions
 
 
 def eval_questions(cfg: Config) -> list[Question]:
-    bank = build_bank(cfg.world.seed, cfg.world.bank_size)
-    return [q for q in bank if q.split == "eval"][: cfg.evaluate.questions]
+    held_out = questions(cfg.world.seed, cfg.world.bank_size, "eval", cfg.world.max_difficulty)
+    return held_out[: cfg.evaluate.questions]
 
 
 def answer_questions(

@@ -79,7 +79,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
             documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size), space.pad_id
         ),
         evaluate=lambda m: val_loss(m, cfg, space),
-        extra_state=lambda: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
+        extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
         on_batch=count_actions,
         on_resume=restore,
     )

@@ -23,7 +23,8 @@ from pipelines.evaluate import evaluate_policy, sampled_pass_at_1
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats, audit
-from world.exam import Question, build_bank
+from world.exam import Question
+from world.exam import questions as bank_questions
 
 
 def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]:
@@ -40,7 +41,7 @@ def batch_at(space: ActionSpace, questions: list[Question], seed: int, step: int
 
 
 def train_questions(cfg: Config) -> list[Question]:
-    return [q for q in build_bank(cfg.world.seed, cfg.world.bank_size) if q.split == "train"]
+    return bank_questions(cfg.world.seed, cfg.world.bank_size, "train", cfg.world.max_difficulty)
 
 
 def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
@@ -60,7 +61,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         space=space,
         batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
-        extra_state=lambda: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
+        extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="sft", tracking_uri=tracking_uri) as run:
         import mlflow

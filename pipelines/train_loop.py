@@ -1,7 +1,7 @@
-"""The supervised loop shared by pretraining and SFT: step, evaluate, log, checkpoint, resume.
+"""The supervised loop shared by pretraining, SFT and the reward model: step, evaluate, log, checkpoint, resume.
 
 What differs between the stages (which tokens are actions, where batches come from,
-what evaluation means) is passed in; the loop itself is the same. Batches are a pure
+the loss, what evaluation means) is passed in; the loop itself is the same. Batches are a pure
 function of the step, so a resumed run sees exactly the batches it would have seen.
 """
 
@@ -20,8 +20,7 @@ from rich.progress import Progress
 from algos.lm import masked_next_token_loss
 from algos.schedule import warmup_cosine
 from conf.schema import OptimConfig
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.gpt import GPT
+from models.checkpoint import Model, load_checkpoint, save_checkpoint
 from pipelines.tracking import log_metrics_batch
 from world.actions import ActionSpace
 
@@ -51,7 +50,7 @@ def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | N
     return Batch(tokens, mask, action_mask)
 
 
-def make_optimizer(model: GPT, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(model: Model, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no decay on biases and norms) with warm-up and cosine decay."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -64,9 +63,19 @@ def make_optimizer(model: GPT, optim: OptimConfig) -> tuple[torch.optim.Optimize
     return optimizer, schedule
 
 
-def train_step(model: GPT, optimizer, schedule, batch: Batch, grad_clip: float) -> dict[str, float]:
+LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def lm_loss(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Pretraining and SFT: next-token loss on the batch's actions."""
+    return masked_next_token_loss(model(batch.tokens, batch.mask), batch.tokens, batch.action_mask)
+
+
+def train_step(
+    model: Model, optimizer, schedule, batch: Any, grad_clip: float, loss_fn: LossFn = lm_loss
+) -> dict[str, float]:
     model.train()
-    loss, metrics = masked_next_token_loss(model(batch.tokens, batch.mask), batch.tokens, batch.action_mask)
+    loss, metrics = loss_fn(model, batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -87,14 +96,16 @@ class Stage:
     checkpoint: Path
     optim: OptimConfig
     space: ActionSpace
-    batch_at: Callable[[int], Batch]
-    evaluate: Callable[[GPT], dict[str, float]]
-    extra_state: Callable[[], dict[str, Any]] = dict  # saved with every checkpoint
-    on_batch: Callable[[Batch], None] = lambda batch: None
+    batch_at: Callable[[int], Any]
+    evaluate: Callable[[Any], dict[str, float]]
+    loss: LossFn = lm_loss
+    progress_metric: str = "loss/lm"
+    extra_state: Callable[[Any], dict[str, Any]] = lambda model: {}  # saved with every checkpoint
+    on_batch: Callable[[Any], None] = lambda batch: None
     on_resume: Callable[[dict[str, Any]], None] = lambda state: None  # restore what extra_state saved
 
 
-def run(stage: Stage, model: GPT, stop_at: int | None = None) -> tuple[GPT, dict[str, float], dict[str, Any]]:
+def run(stage: Stage, model: Model, stop_at: int | None = None) -> tuple[Model, dict[str, float], dict[str, Any]]:
     """Train `model` (or the checkpoint's, when resuming); returns (model, final metrics, saved state)."""
     optimizer, schedule = make_optimizer(model, stage.optim)
     step, state = 0, {}
@@ -113,9 +124,13 @@ def run(stage: Stage, model: GPT, stop_at: int | None = None) -> tuple[GPT, dict
         while step < stage.optim.steps:
             batch = stage.batch_at(step)
             stage.on_batch(batch)
-            metrics = train_step(model, optimizer, schedule, batch, stage.optim.grad_clip)
+            metrics = train_step(model, optimizer, schedule, batch, stage.optim.grad_clip, stage.loss)
             step += 1
-            progress.update(task, advance=1, description=f"{stage.name} loss {metrics['loss/lm']:.3f}")
+            progress.update(
+                task,
+                advance=1,
+                description=f"{stage.name} {stage.progress_metric} {metrics[stage.progress_metric]:.3f}",
+            )
             if step % stage.optim.eval_every == 0 or step == stage.optim.steps:
                 metrics |= stage.evaluate(model)
             pending.append((step, metrics))
@@ -128,7 +143,7 @@ def run(stage: Stage, model: GPT, stop_at: int | None = None) -> tuple[GPT, dict
                     "schedule": schedule.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "step": step,
-                    **stage.extra_state(),
+                    **stage.extra_state(model),
                 }
                 save_checkpoint(stage.checkpoint, model=model, space=stage.space, **state)
                 if stop_at is not None and step >= stop_at:

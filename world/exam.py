@@ -208,11 +208,11 @@ def draw(template: str, rng: random.Random) -> Question | None:
     return Question(prefix, answer, template, difficulty)
 
 
-def iter_bank(seed: int) -> Iterator[Question]:
-    """Distinct verified questions, templates taken in turn, deterministic from `seed`."""
+def iter_bank(seed: int, max_difficulty: int = 3) -> Iterator[Question]:
+    """Distinct verified questions, templates (up to `max_difficulty`) in turn, deterministic from `seed`."""
     rng = random.Random(seed)
     seen: set[tuple[int, ...]] = set()
-    names = sorted(TEMPLATES)
+    names = sorted(name for name, (difficulty, _) in TEMPLATES.items() if difficulty <= max_difficulty)
     misses = dict.fromkeys(names, 0)
     while names:
         for name in list(names):
@@ -228,11 +228,16 @@ def iter_bank(seed: int) -> Iterator[Question]:
 
 
 @cache
-def build_bank(seed: int, size: int) -> tuple[Question, ...]:
+def build_bank(seed: int, size: int, max_difficulty: int = 3) -> tuple[Question, ...]:
     """The first `size` questions of the bank for `seed` (built once per process)."""
     bank: list[Question] = []
-    for question in iter_bank(seed):
+    for question in iter_bank(seed, max_difficulty):
         bank.append(question)
         if len(bank) >= size:
             break
     return tuple(bank)
+
+
+def questions(seed: int, size: int, split: str, max_difficulty: int = 3) -> list[Question]:
+    """The bank's questions of one split ("train" or "eval")."""
+    return [q for q in build_bank(seed, size, max_difficulty) if q.split == split]

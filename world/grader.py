@@ -141,9 +141,11 @@ class SimulatedLabeler:
         self.noise = noise
         self._rng = random.Random(seed)
 
-    def prefer(self, prefix: Sequence[int], a: Sequence[int] | None, b: Sequence[int] | None) -> int | None:
+    def prefer(
+        self, prefix: Sequence[int], a: Sequence[int] | None, b: Sequence[int] | None, n_terms: int | None = None
+    ) -> int | None:
         """0 if `a` is preferred, 1 if `b`, None if there is no preference (drop the pair)."""
-        grade_a, grade_b = grade(prefix, a), grade(prefix, b)
+        grade_a, grade_b = grade(prefix, a, n_terms=n_terms), grade(prefix, b, n_terms=n_terms)
         if grade_a is None or grade_b is None or grade_a == grade_b:
             return None
         choice = 0 if grade_a > grade_b else 1

@@ -1,0 +1,122 @@
+"""The Learner: RLlib's new-API-stack LearnerGroup around the GPT policy.
+
+`PolicyModule` (a TorchRLModule) wraps the GPT and computes the teacher-forced log-prob
+of every action in the batch; `PolicyGradientLearner` (a TorchLearner) turns them into
+the advantage-weighted PPO loss of `algos.policy_loss`, plus the KL to the reference when
+it lives in the loss. With `num_learners >= 2` RLlib wraps the module in DDP (gloo on CPU,
+NCCL on GPU) and shards each batch; the loss denominators travel in the batch, counted
+over the global batch, and the learner rescales by the world size so that DDP's gradient
+averaging leaves exactly the global loss's gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from algos.kl import kl_per_token
+from algos.policy_loss import Denominators, aggregate, clipped_surrogate
+from conf.schema import RLConfig
+from models.gpt import GPT, GPTConfig
+from models.rollout import action_logprobs
+
+MODULE_ID = "default_policy"
+# Columns of a learner batch: the rollout layout plus what the controller computed.
+COLUMNS = ("tokens", "mask", "action_mask", "old_logprobs", "ref_logprobs", "advantages")
+
+
+class PolicyModule(TorchRLModule):
+    """The GPT as an RLlib module: forward = log pi(action | state) for every column."""
+
+    def setup(self) -> None:
+        self.gpt = GPT(GPTConfig(**self.model_config["gpt_config"]))
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {"action_logprobs": action_logprobs(self.gpt, batch["tokens"].long(), batch["mask"].long())}
+
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._forward(batch)
+
+
+class PolicyGradientLearner(TorchLearner):
+    """PPO clipped surrogate weighted by the batch's advantages; no contrastive term."""
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        rl: dict = config.learner_config_dict
+        logp = fwd_out["action_logprobs"]
+        mask = batch["action_mask"].float()
+        den = Denominators(
+            float(batch["den_actions"][0]), float(batch["den_sequences"][0]), float(batch["den_max_len"][0])
+        )
+        world = max(int(rl["world_size"]), 1)
+        old, advantages = batch["old_logprobs"], batch["advantages"]
+        pg, clipped = clipped_surrogate(logp, old, advantages, rl["clip_eps"], rl["dual_clip"])
+        per_token = pg
+        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
+        if rl["kl_in"] == "loss":
+            per_token = pg + rl["kl_coef"] * kl
+        loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
+        n = mask.sum().clamp(min=1)
+        self.metrics.log_dict(
+            {
+                "loss/policy": (aggregate(pg, mask, rl["loss_agg"], den) * world).detach(),
+                "rl/clip_fraction": ((clipped * mask).sum() / n).detach(),
+                "rl/kl_learner": ((kl * mask).sum() / n).detach(),
+                "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
+            },
+            key=module_id,
+            window=1,
+        )
+        return loss
+
+
+def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
+    return {
+        "clip_eps": rl.clip_eps, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef, "kl_estimator": rl.kl_estimator,
+        "kl_in": rl.kl_in, "loss_agg": rl.loss_agg, "world_size": world_size,
+    }  # fmt: skip
+
+
+def build_learner_group(rl: RLConfig, gpt_config: GPTConfig, vocab_size: int):
+    """An RLlib LearnerGroup holding the policy; `num_learners` and resources from config."""
+    import gymnasium as gym
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    res = rl.actors.learner
+    spec = RLModuleSpec(
+        module_class=PolicyModule,
+        observation_space=gym.spaces.Box(0, vocab_size - 1, shape=(gpt_config.max_len,), dtype=np.int64),
+        action_space=gym.spaces.Discrete(vocab_size),
+        model_config={"gpt_config": gpt_config.to_dict()},
+    )
+    config = (
+        AlgorithmConfig()
+        .framework("torch")
+        .environment(observation_space=spec.observation_space, action_space=spec.action_space)
+        .training(lr=rl.lr, grad_clip=rl.grad_clip, grad_clip_by="global_norm")
+        .learners(
+            learner_class=PolicyGradientLearner,
+            num_learners=res.num_learners,
+            num_cpus_per_learner=res.num_cpus_per_learner,
+            num_gpus_per_learner=res.num_gpus_per_learner,
+            learner_config_dict=learner_config_dict(rl, max(res.num_learners, 1)),
+        )
+        .rl_module(rl_module_spec=spec)
+    )
+    return config.build_learner_group(rl_module_spec=spec)
+
+
+def policy_weights(gpt: GPT) -> dict[str, np.ndarray]:
+    """A GPT's weights in the module's naming, for `LearnerGroup.set_weights`."""
+    return {MODULE_ID: {f"gpt.{k}": v.detach().cpu().numpy() for k, v in gpt.state_dict().items()}}
+
+
+def gpt_state_dict(weights: dict) -> dict[str, torch.Tensor]:
+    """`LearnerGroup.get_weights()` -> a GPT state dict."""
+    module = weights[MODULE_ID]
+    return {k.removeprefix("gpt."): torch.as_tensor(np.asarray(v)) for k, v in module.items()}

@@ -1,0 +1,25 @@
+"""Reference: the frozen SFT policy, giving log pi_ref(action | state) for the KL penalty."""
+
+from __future__ import annotations
+
+import ray
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.rollout import Rollouts, action_logprobs
+from world.actions import ActionSpace
+
+
+class ReferenceImpl:
+    def __init__(self, checkpoint: str, digit_order: str = "msb", threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.model, _, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=digit_order))
+        self.model.eval()
+
+    @torch.no_grad()
+    def logprobs(self, rollouts: Rollouts) -> torch.Tensor:
+        """(B, T) reference log-probs of the rollouts' actions, 0 off the actions."""
+        return action_logprobs(self.model, rollouts.tokens, rollouts.mask) * rollouts.action_mask
+
+
+Reference = ray.remote(ReferenceImpl)

@@ -1,0 +1,50 @@
+"""RewardScorer: the reward model as a Ray actor, one score per response.
+
+Scores are the RM's scalar at `<eor>`, standardised with the statistics saved beside the
+model in training; with `per_prompt=True` they are further standardised within each
+prompt's group, which is where Bradley-Terry scores mean something.
+"""
+
+from __future__ import annotations
+
+import ray
+import torch
+
+from algos.advantages import normalize_within_groups
+from models.checkpoint import load_checkpoint
+from models.rollout import Rollouts
+from world.actions import ActionSpace
+
+
+class RewardScorerImpl:
+    """Plain class (testable without Ray); `RewardScorer` is its actor."""
+
+    def __init__(self, checkpoint: str, digit_order: str = "msb", threads: int = 1, per_prompt: bool = False) -> None:
+        torch.set_num_threads(threads)
+        self.space = ActionSpace(digit_order=digit_order)
+        self.model, _, state = load_checkpoint(checkpoint, self.space)
+        self.model.eval()
+        norm = state.get("reward_norm") or {}
+        self.mean, self.std = norm.get("mean", 0.0), norm.get("std", 1.0)
+        self.per_prompt = per_prompt
+
+    @torch.no_grad()
+    def score(self, rollouts: Rollouts) -> torch.Tensor:
+        """(B,) reward of each rollout's response."""
+        raw = self.model.score(rollouts.tokens, rollouts.mask)
+        scores = (raw - self.mean) / self.std
+        if self.per_prompt:
+            scores = normalize_within_groups(scores, rollouts.group)
+        return scores
+
+    @torch.no_grad()
+    def score_texts(self, prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
+        """Scores for (prefix terms, response token ids) pairs, for tools and tests."""
+        from models.sampling import left_pad
+
+        rows = [self.space.encode_prompt(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+        tokens, mask = left_pad(rows, self.space.pad_id)
+        return ((self.model.score(tokens, mask) - self.mean) / self.std).tolist()
+
+
+RewardScorer = ray.remote(RewardScorerImpl)

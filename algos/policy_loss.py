@@ -1,0 +1,77 @@
+"""The RL loss: advantage-weighted policy gradient (PPO's clipped surrogate), KL to the reference.
+
+Every action's log-probability moves in proportion to its advantage; there is no
+"positive minus negative" contrastive term anywhere (WORLDVIEW rule 6). Loss aggregation
+is explicit, with denominators counted over the *global* batch (all learners and
+micro-batches), so that splitting a batch never changes the gradient:
+
+    token-mean               sum over actions / global number of actions
+    seq-mean-token-mean      mean over sequences of (sum over its actions / its length)
+    seq-mean-token-sum-norm  sum over actions / (global number of sequences * max_len)   (Dr. GRPO)
+Pure torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+
+@dataclass(frozen=True)
+class Denominators:
+    """Counts over the global batch, fixed before it is split across learners and micro-batches."""
+
+    actions: float
+    sequences: float
+    max_len: float
+
+
+def denominators(action_mask: torch.Tensor, max_len: int) -> Denominators:
+    return Denominators(float(action_mask.sum()), float(action_mask.shape[0]), float(max_len))
+
+
+def aggregate(per_token: torch.Tensor, action_mask: torch.Tensor, mode: Aggregation, den: Denominators) -> torch.Tensor:
+    """This (micro-)batch's share of the global loss; the shares of all parts sum to the full loss."""
+    mask = action_mask.to(per_token.dtype)
+    summed = per_token * mask
+    if mode == "token-mean":
+        return summed.sum() / max(den.actions, 1.0)
+    if mode == "seq-mean-token-mean":
+        lengths = mask.sum(dim=1).clamp(min=1)
+        return (summed.sum(dim=1) / lengths).sum() / max(den.sequences, 1.0)
+    if mode == "seq-mean-token-sum-norm":
+        return summed.sum() / max(den.sequences * den.max_len, 1.0)
+    raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+def clipped_surrogate(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_eps: float,
+    dual_clip: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO loss -min(rho A, clip(rho, 1-eps, 1+eps) A), and where clipping was active.
+
+    With `dual_clip` c > 1, the loss of a negative-advantage action is capped at -c A, so
+    a huge ratio on a bad action cannot blow up the update.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = -ratio * advantages
+    clipped = -ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = torch.maximum(unclipped, clipped)
+    if dual_clip is not None:
+        loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)
+    return loss, (clipped > unclipped).to(loss.dtype)
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """Per-token 0.5 * max((V - R)^2, (V_clipped - R)^2) with V_clipped within `clip` of the old value."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)

@@ -1,0 +1,142 @@
+"""The reward model: the SFT trunk plus a scalar head at `<eor>`, trained with Bradley-Terry.
+
+Reads the on-policy preference pairs (`pipelines/preferences.py`), trains with the shared
+supervised loop (resumable, logged to MLflow), and judges the model on held-out prompts:
+accuracy against the noisy labels and against the noise-free gold grader, split into
+pairs that differ in format and pairs where both answers are well-formed and only
+correctness differs; beside it, the cross-prompt accuracy (a correct answer to prompt A
+against a wrong one to prompt B), which Bradley-Terry never trained for.
+
+    tokenmdp reward demo
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from algos.bradley_terry import bradley_terry_loss
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from models.heads import ScalarModel
+from pipelines import preferences, train_loop
+from pipelines.preferences import Preferences, ScoredResponse
+from pipelines.tracking import flatten, stage_run
+from world.actions import ActionSpace
+from world.preferences import PreferencePair
+
+SCORE_BATCH = 256
+NORM_SAMPLE = 1024
+
+
+def pair_batch(space: ActionSpace, pairs: Sequence[PreferencePair]) -> train_loop.Batch:
+    """Rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected (right-padded)."""
+    docs = [list(p.prompt + p.chosen) for p in pairs] + [list(p.prompt + p.rejected) for p in pairs]
+    return train_loop.collate(docs, space.pad_id)
+
+
+def rm_loss(rm: ScalarModel, batch: train_loop.Batch, margin: float = 0.0):
+    scores = rm.score(batch.tokens, batch.mask)
+    half = scores.shape[0] // 2
+    return bradley_terry_loss(scores[:half], scores[half:], margin)
+
+
+@torch.no_grad()
+def score_sequences(rm: ScalarModel, space: ActionSpace, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Raw RM score of each full sequence (prompt + response)."""
+    rm.eval()
+    out = []
+    for start in range(0, len(sequences), SCORE_BATCH):
+        batch = train_loop.collate([list(s) for s in sequences[start : start + SCORE_BATCH]], space.pad_id)
+        out.append(rm.score(batch.tokens, batch.mask))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def cross_prompt_pairs(pool: Sequence[ScoredResponse], seed: int) -> list[tuple[ScoredResponse, ScoredResponse]]:
+    """(correct answer to one prompt, wrong well-formed answer to another prompt) pairs."""
+    rng = random.Random(seed)
+    right = [s for s in pool if s.correct]
+    wrong = [s for s in pool if s.well_formed and not s.correct]
+    rng.shuffle(right)
+    rng.shuffle(wrong)
+    pairs = []
+    for a in right:
+        while wrong and wrong[-1].prompt == a.prompt:
+            rng.shuffle(wrong)  # a rare collision: draw another
+            if len({w.prompt for w in wrong}) == 1:
+                break
+        if wrong and wrong[-1].prompt != a.prompt:
+            pairs.append((a, wrong.pop()))
+    return pairs
+
+
+def evaluate_rm(rm: ScalarModel, space: ActionSpace, prefs: Preferences, seed: int) -> dict[str, float]:
+    """Held-out accuracies: against labels, against gold (by pair kind), and across prompts."""
+    pairs = prefs.heldout
+    chosen = score_sequences(rm, space, [p.prompt + p.chosen for p in pairs])
+    rejected = score_sequences(rm, space, [p.prompt + p.rejected for p in pairs])
+    agrees_label = (chosen > rejected).tolist()
+    agrees_gold = [a == p.gold_agrees for a, p in zip(agrees_label, pairs, strict=True)]
+    metrics = {
+        "rm/heldout_pairs": float(len(pairs)),
+        "rm/label_accuracy": sum(agrees_label) / max(len(pairs), 1),
+        "rm/gold_accuracy": sum(agrees_gold) / max(len(pairs), 1),
+    }
+    for kind in ("format", "correctness"):
+        hits = [ok for ok, p in zip(agrees_gold, pairs, strict=True) if p.kind == kind]
+        metrics[f"rm/gold_accuracy_{kind}"] = sum(hits) / len(hits) if hits else float("nan")
+        metrics[f"rm/heldout_pairs_{kind}"] = float(len(hits))
+    cross = cross_prompt_pairs(prefs.heldout_responses, seed)
+    if cross:
+        good = score_sequences(rm, space, [a.prompt + a.response for a, _ in cross])
+        bad = score_sequences(rm, space, [b.prompt + b.response for _, b in cross])
+        metrics["rm/cross_prompt_accuracy"] = (good > bad).float().mean().item()
+        metrics["rm/cross_prompt_pairs"] = float(len(cross))
+    return metrics
+
+
+def normalisation(rm: ScalarModel, space: ActionSpace, prefs: Preferences) -> dict[str, float]:
+    """Mean and std of raw scores over on-policy responses, saved with the model for RL."""
+    sample = [r.prompt + r.response for r in prefs.heldout_responses[:NORM_SAMPLE]]
+    scores = score_sequences(rm, space, sample)
+    return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6)} if len(scores) > 1 else {}
+
+
+def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
+    """Collect pairs (once), train the RM into `run_dir/reward`; returns the final held-out metrics."""
+    stage_dir = run_dir / "reward"
+    torch.set_num_threads(cfg.reward.threads)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    prefs = preferences.main(cfg, run_dir)
+    sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    torch.manual_seed(cfg.seed)
+    rm = ScalarModel(sft_model)
+
+    def batch_at(step: int) -> train_loop.Batch:
+        rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
+        return pair_batch(space, rng.choices(prefs.train, k=cfg.reward.batch_size))
+
+    stage = train_loop.Stage(
+        name="reward",
+        checkpoint=stage_dir / "checkpoint.pt",
+        optim=cfg.reward,
+        space=space,
+        batch_at=batch_at,
+        evaluate=lambda m: evaluate_rm(m, space, prefs, cfg.seed),
+        loss=lambda m, b: rm_loss(m, b, cfg.reward.margin),
+        progress_metric="loss/bt",
+        extra_state=lambda model: {"reward_norm": normalisation(model, space, prefs), "config": cfg.model_dump()},
+    )
+    with stage_run(stage_dir, experiment=cfg.name, run_name="reward", tracking_uri=tracking_uri) as run:
+        import mlflow
+
+        if not stage.checkpoint.is_file():
+            params = flatten(cfg.model_dump(include={"reward"})) | {"world.label_noise": cfg.world.label_noise}
+            mlflow.log_params(params)
+            mlflow.log_metrics({f"data/{k}": float(v) for k, v in prefs.counts.items()})
+        _, final, _ = train_loop.run(stage, rm, stop_at=stop_at)
+        mlflow.log_artifact(str(stage.checkpoint), artifact_path="checkpoint")
+    return {**final, "run_id": run.info.run_id}

@@ -1,0 +1,122 @@
+"""Advantages, KL estimators and the policy loss against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from algos.advantages import (
+    gae,
+    group_baseline,
+    normalize_within_groups,
+    reinforce_pp,
+    returns_to_go,
+    rloo,
+    token_rewards,
+    whiten,
+)
+from algos.kl import kl_per_token
+from algos.policy_loss import aggregate, clipped_surrogate, clipped_value_loss, denominators
+
+
+def close(a: torch.Tensor, b: list, tol: float = 1e-5) -> bool:
+    return torch.allclose(a, torch.tensor(b, dtype=a.dtype), atol=tol)
+
+
+def test_kl_estimators():
+    logp, ref = torch.tensor([0.0, -1.0]), torch.tensor([-1.0, 0.0])  # log ratio +1, -1
+    assert close(kl_per_token(logp, ref, "k1"), [1.0, -1.0])
+    assert close(kl_per_token(logp, ref, "k2"), [0.5, 0.5])
+    assert close(kl_per_token(logp, ref, "k3"), [math.exp(-1), math.e - 2])
+    assert close(kl_per_token(ref, ref, "k3"), [0.0, 0.0])
+    with pytest.raises(ValueError, match="k4"):
+        kl_per_token(logp, ref, "k4")
+
+
+GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])
+REWARDS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+
+
+def test_rloo_leaves_one_out():
+    assert close(rloo(REWARDS, GROUPS), [1.0, -0.5, -0.5, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo(torch.tensor([1.0, 0.0]), torch.tensor([0, 1]))
+
+
+def test_group_baseline_with_and_without_std():
+    assert close(group_baseline(REWARDS, GROUPS), [2 / 3, -1 / 3, -1 / 3, 0, 0, 0])
+    std = math.sqrt(1 / 3)  # unbiased std of (1, 0, 0)
+    assert close(
+        group_baseline(REWARDS, GROUPS, scale_by_std=True), [2 / 3 / std, -1 / 3 / std, -1 / 3 / std, 0, 0, 0], 1e-4
+    )
+
+
+def test_scores_normalised_within_their_prompt_only():
+    scores = torch.tensor([1.0, 3.0, 100.0, 104.0])
+    out = normalize_within_groups(scores, torch.tensor([0, 0, 1, 1]))
+    s0, s1 = math.sqrt(2), math.sqrt(8)
+    assert close(out, [-1 / s0, 1 / s0, -2 / s1, 2 / s1], 1e-4)
+
+
+MASK = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]])
+
+
+def test_token_rewards_put_the_score_on_the_last_action_and_kl_on_every_action():
+    out = token_rewards(torch.tensor([2.0, 3.0]), MASK, kl=torch.full((2, 4), 0.5), kl_coef=0.2)
+    assert close(out, [[0, -0.1, 1.9, 0], [0, 0, -0.1, 2.9]])
+    assert close(returns_to_go(out, MASK), [[0, 1.8, 1.9, 0], [0, 0, 2.8, 2.9]])
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.3, 0.5, 0.6, 0.7]])  # column 0 is the prompt, column 3 a pad after <eor>
+    mask = torch.tensor([[0, 1, 1, 0]])
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    # t=2: delta = 1 - 0.6 = 0.4; t=1: delta = 0.9 * 0.6 - 0.5 = 0.04, A = 0.04 + 0.45 * 0.4 = 0.22
+    assert close(adv, [[0.0, 0.22, 0.4, 0.0]])
+    assert close(ret, [[0.0, 0.72, 1.0, 0.0]])
+
+
+def test_whiten_and_reinforce_pp():
+    mask = torch.tensor([[1, 1, 1, 0]])
+    assert close(whiten(torch.tensor([[1.0, 2.0, 3.0, 9.0]]), mask), [[-1, 0, 1, 0]])
+    rewards = torch.tensor([[0.0, 0.0, 3.0, 0.0]])  # returns-to-go 3, 3, 3: no spread, all zero
+    assert close(reinforce_pp(rewards, mask), [[0, 0, 0, 0]])
+
+
+def test_clipped_surrogate_and_dual_clip():
+    logp = torch.tensor([0.0, math.log(1.5), math.log(0.5)])
+    adv = torch.tensor([1.0, 1.0, -1.0])
+    loss, clipped = clipped_surrogate(logp, torch.zeros(3), adv, clip_eps=0.2)
+    assert close(loss, [-1.0, -1.2, 0.8])
+    assert clipped.tolist() == [0.0, 1.0, 1.0]
+    big = torch.tensor([math.log(5.0)])
+    plain, _ = clipped_surrogate(big, torch.zeros(1), torch.tensor([-1.0]), clip_eps=0.2)
+    dual, _ = clipped_surrogate(big, torch.zeros(1), torch.tensor([-1.0]), clip_eps=0.2, dual_clip=3.0)
+    assert close(plain, [5.0]) and close(dual, [3.0])
+
+
+def test_policy_gradient_moves_each_action_by_its_advantage():
+    logp = torch.zeros(2, requires_grad=True)
+    loss, _ = clipped_surrogate(logp, torch.zeros(2), torch.tensor([2.0, -1.0]), clip_eps=0.2)
+    loss.sum().backward()
+    assert close(logp.grad, [-2.0, 1.0])  # descent raises the good action, lowers the bad one
+
+
+PER_TOKEN = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+AGG_MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("token-mean", 7 / 3), ("seq-mean-token-mean", 2.75), ("seq-mean-token-sum-norm", 7 / 8)]
+)
+def test_aggregation_modes_and_split_invariance(mode, expected):
+    den = denominators(AGG_MASK, max_len=4)
+    assert math.isclose(aggregate(PER_TOKEN, AGG_MASK, mode, den).item(), expected, rel_tol=1e-6)
+    parts = sum(aggregate(PER_TOKEN[i : i + 1], AGG_MASK[i : i + 1], mode, den) for i in range(2))
+    assert math.isclose(parts.item(), expected, rel_tol=1e-6)
+
+
+def test_clipped_value_loss():
+    out = clipped_value_loss(torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([2.0]), clip=0.2)
+    assert close(out, [0.845])  # the clipped value 0.7 is further from the return: 0.5 * 1.3^2

@@ -1,0 +1,46 @@
+"""Shared fixtures: one tiny pretrain+SFT run per session, a local Ray, private MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_run(tmp_path_factory) -> Path:
+    """A run directory holding tiny pretrain and SFT checkpoints (built once; copy it before changing it)."""
+    from conf.load import load_config
+    from pipelines import pretrain, sft
+
+    run_dir = tmp_path_factory.mktemp("tiny_sft")
+    uri = f"sqlite:///{run_dir / 'mlflow.db'}"
+    cfg = load_config("tiny")
+    pretrain.main(cfg, run_dir, tracking_uri=uri)
+    sft.main(cfg, run_dir, tracking_uri=uri)
+    return run_dir
+
+
+@pytest.fixture
+def sft_run(tiny_sft_run, tmp_path) -> Path:
+    """A private copy of the tiny SFT run (without its MLflow ids, so stages log to the test's own store)."""
+    run_dir = tmp_path / "run"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(tiny_sft_run / stage, run_dir / stage)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    from actors.cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
