@@ -33,6 +33,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     )
 
 
-def actor_options(resources: Resources) -> dict:
-    """`.options(...)` of one actor from its config section."""
-    return {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+def actor_options(resources: Resources, strategy: str = "PACK") -> dict:
+    """`.options(...)` of one actor from its config section; SPREAD places replicas on different nodes."""
+    options: dict = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if strategy == "SPREAD":
+        options["scheduling_strategy"] = "SPREAD"
+    return options

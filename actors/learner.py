@@ -119,4 +119,4 @@ def policy_weights(gpt: GPT) -> dict[str, np.ndarray]:
 def gpt_state_dict(weights: dict) -> dict[str, torch.Tensor]:
     """`LearnerGroup.get_weights()` -> a GPT state dict."""
     module = weights[MODULE_ID]
-    return {k.removeprefix("gpt."): torch.as_tensor(np.asarray(v)) for k, v in module.items()}
+    return {k.removeprefix("gpt."): torch.tensor(np.array(v)) for k, v in module.items()}

@@ -117,3 +117,37 @@ def gae(
         next_value = values[:, t] * mask[:, t]
         next_advantage = advantage * mask[:, t]
     return advantages, (advantages + values) * mask
+
+
+def estimate(
+    kind: str,
+    rewards: torch.Tensor,
+    group: torch.Tensor,
+    action_mask: torch.Tensor,
+    *,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    values: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    group_std: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T) advantages (and GAE's returns for the critic) by the configured estimator.
+
+    `kl` (B, T) with `kl_coef` > 0 puts the KL penalty in the reward: for the sequence-level
+    baselines (rloo, group) as R - kl_coef * sum_t kl_t, for the token-level ones on each token.
+    """
+    mask = action_mask.to(rewards.dtype)
+    if kind in ("rloo", "group"):
+        sequence = rewards - kl_coef * (kl * mask).sum(dim=1) if kl is not None else rewards
+        baseline = rloo(sequence, group) if kind == "rloo" else group_baseline(sequence, group, group_std)
+        return per_token(baseline, mask), None
+    per_step = token_rewards(rewards, mask, kl, kl_coef)
+    if kind == "reinforce++":
+        return reinforce_pp(per_step, mask, gamma), None
+    if kind == "gae":
+        if values is None:
+            raise ValueError("GAE needs the critic's values")
+        advantages, returns = gae(per_step, values, mask, gamma, lam)
+        return whiten(advantages, mask), returns
+    raise ValueError(f"unknown advantage estimator {kind!r}; choose gae, rloo, group or reinforce++")

@@ -111,6 +111,15 @@ def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = N
 
 
 @app.command()
+def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """On-policy RLHF on Ray actors from the SFT policy and the reward model (resumes from its checkpoint)."""
+    from pipelines import rlhf as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
 def evaluate(
     config: ConfigArg = "demo",
     overrides: SetOpt = None,

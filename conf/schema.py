@@ -132,17 +132,18 @@ class LearnerResources(Strict):
 class ActorsConfig(Strict):
     """The resources of every Ray actor of the RLHF stage."""
 
-    sampler: Resources = Resources()
-    reward: Resources = Resources()
-    reference: Resources = Resources(replicas=1)
-    critic: Resources = Resources(replicas=1)
+    sampler: Resources = Resources(num_cpus=0.5)
+    reward: Resources = Resources(num_cpus=0.25)
+    reference: Resources = Resources(num_cpus=0.25)
+    critic: Resources = Resources(num_cpus=0.25)
     buffer: Resources = Resources(num_cpus=0.0)
     learner: LearnerResources = LearnerResources()
+    """The defaults fit a 2-CPU laptop beside the controller, which hosts the local learner."""
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
 
     @model_validator(mode="after")
     def _single_state_actors(self) -> ActorsConfig:
-        for name in ("reference", "critic", "buffer"):
+        for name in ("critic", "buffer"):
             if getattr(self, name).replicas != 1:
                 raise ValueError(f"actors.{name}.replicas must be 1 (it holds one state)")
         return self
@@ -177,7 +178,6 @@ class RLConfig(Strict):
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     epochs: int = Field(1, ge=1)
     """Passes over each batch (> 1 makes later passes off-policy by one update: PPO's ratio handles it)."""
-    micro_batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-5, gt=0)
     grad_clip: float = Field(1.0, gt=0)
     critic_lr: float = Field(1e-4, gt=0)

@@ -1,8 +1,8 @@
 """The orchestrated workflow: every stage in order, each resumable, one summary at the end.
 
-A stage whose checkpoint already reached its configured steps only re-evaluates; a run
-killed mid-stage continues from that stage's last checkpoint in the same MLflow run.
-So far: pretrain -> SFT -> evaluation; the reward model, RLHF and serving come next.
+pretrain -> SFT -> preference collection -> reward model -> RLHF, each into its own
+directory of the run. A finished stage only reports (re-evaluates); a stage killed
+mid-way continues from its last checkpoint in the same MLflow run.
 
     tokenmdp run demo
 """
@@ -17,11 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from conf.schema import Config
-from pipelines import pretrain, sft
+from pipelines import pretrain, reward, rlhf, sft
 from pipelines.tracking import default_tracking_uri
 
 console = Console()
-SUMMARY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_114514")
+POLICY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_114514")
+REWARD_KEYS = (
+    "gold_accuracy", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness", "cross_prompt_accuracy",
+)  # fmt: skip
 
 
 def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
@@ -29,18 +32,33 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
     uri = tracking_uri or default_tracking_uri()
     wall: dict[str, float] = {}
-    # --- pretraining --------------------------------------------------------------------
-    start = time.perf_counter()
-    pre = pretrain.main(cfg, run_dir, tracking_uri=uri)
-    wall["pretrain"] = time.perf_counter() - start
-    # --- SFT (audited) and evaluation ---------------------------------------------------
-    start = time.perf_counter()
-    tuned = sft.main(cfg, run_dir, tracking_uri=uri)
-    wall["sft"] = time.perf_counter() - start
+
+    def timed(name: str, stage, *args, **kwargs):
+        start = time.perf_counter()
+        out = stage(*args, **kwargs)
+        wall[name] = time.perf_counter() - start
+        return out
+
+    # --- pretraining, then SFT (audited against pretraining's actions) ------------------
+    pre = timed("pretrain", pretrain.main, cfg, run_dir, tracking_uri=uri)
+    tuned = timed("sft", sft.main, cfg, run_dir, tracking_uri=uri)
+    # --- on-policy preference pairs and the reward model --------------------------------
+    rm = timed("reward", reward.main, cfg, run_dir, tracking_uri=uri) if cfg.rl.reward_source == "rm" else {}
+    # --- RLHF on Ray actors ---------------------------------------------------------------
+    rl = timed("rlhf", rlhf.main, cfg, run_dir, tracking_uri=uri)
     summary = {
         "stages": {
             "pretrain": {"val_loss": pre.get("eval/val_loss"), "run_id": pre["run_id"]},
-            "sft": {key: tuned.get(f"eval/{key}") for key in SUMMARY_KEYS} | {"run_id": tuned["run_id"]},
+            "sft": {key: tuned.get(f"eval/{key}") for key in POLICY_KEYS} | {"run_id": tuned["run_id"]},
+            "reward": {key: rm.get(f"rm/{key}") for key in REWARD_KEYS} | {"run_id": rm.get("run_id")},
+            "rlhf": {key: rl.get(f"eval/{key}") for key in ("gold_pass_rate", "format_rate", "rate_114514")}
+            | {
+                "kl": rl.get("rl/kl"),
+                "reward_proxy": rl.get("reward/proxy"),
+                "reward_gold": rl.get("reward/gold"),
+                "max_staleness": cfg.rl.max_staleness,
+                "run_id": rl["run_id"],
+            },
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }
@@ -57,5 +75,6 @@ def print_summary(summary: dict, run_dir: Path) -> None:
         for key, value in metrics.items():
             if key != "run_id":
                 table.add_row(stage, key, f"{value:.3f}" if isinstance(value, float) else str(value))
-        table.add_row(stage, "wall seconds", str(summary["wall_seconds"][stage]))
+        if stage in summary["wall_seconds"]:
+            table.add_row(stage, "wall seconds", str(summary["wall_seconds"][stage]))
     console.print(table)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from algos.advantages import (
+    estimate,
     gae,
     group_baseline,
     normalize_within_groups,
@@ -120,3 +121,16 @@ def test_aggregation_modes_and_split_invariance(mode, expected):
 def test_clipped_value_loss():
     out = clipped_value_loss(torch.tensor([1.0]), torch.tensor([0.5]), torch.tensor([2.0]), clip=0.2)
     assert close(out, [0.845])  # the clipped value 0.7 is further from the return: 0.5 * 1.3^2
+
+
+def test_estimate_dispatches_and_puts_kl_in_the_reward():
+    mask = torch.tensor([[0, 1, 1], [0, 1, 0], [0, 1, 1], [0, 1, 0]])
+    rewards, group = torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.tensor([0, 0, 1, 1])
+    adv, returns = estimate("rloo", rewards, group, mask)
+    assert close(adv, [[0, 1, 1], [0, -1, 0], [0, 0, 0], [0, 0, 0]]) and returns is None
+    kl = torch.full((4, 3), 0.5)  # row sums over actions: 1.0, 0.5, 1.0, 0.5
+    adv, _ = estimate("rloo", rewards, group, mask, kl=kl, kl_coef=1.0)
+    # sequence rewards 0, -0.5, -1, -0.5 -> leave-one-out 0.5, -0.5, -0.5, 0.5
+    assert close(adv, [[0, 0.5, 0.5], [0, -0.5, 0], [0, -0.5, -0.5], [0, 0.5, 0]])
+    with pytest.raises(ValueError, match="critic"):
+        estimate("gae", rewards, group, mask)

@@ -22,6 +22,11 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert set(sft) >= {"gold_pass_rate", "format_rate", "rate_114514", "run_id"}
     assert all(0 <= sft[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["name"] == "tiny"
+    assert 0 <= summary["stages"]["reward"]["gold_accuracy"] <= 1
+    rl = summary["stages"]["rlhf"]
+    assert all(0 <= rl[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
+    assert rl["max_staleness"] == 0 and rl["kl"] is not None
+    assert set(summary["wall_seconds"]) == {"pretrain", "sft", "reward", "rlhf"}
     client = mlflow.MlflowClient(tracking_uri=uri)
     steps_before = len(client.get_metric_history(sft["run_id"], "loss/lm"))
     again = CliRunner().invoke(app, ["run", "tiny", "--out", str(tmp_path / "run")])
@@ -31,6 +36,7 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert rerun["run_id"] == sft["run_id"]  # same MLflow run, resumed
     assert rerun["gold_pass_rate"] == sft["gold_pass_rate"]  # a finished stage still reports its metrics
     assert rerun_stages["pretrain"]["val_loss"] == summary["stages"]["pretrain"]["val_loss"]
+    assert rerun_stages["rlhf"] == rl  # a finished RLHF stage reports without training again
     assert len(client.get_metric_history(sft["run_id"], "eval/gold_pass_rate")) == 2  # steps 6 and 12, once each
     judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run")])
     assert judged.exit_code == 0, judged.output

@@ -1,0 +1,335 @@
+"""RLHF: on-policy policy gradient on Ray actors, read top to bottom.
+
+One iteration of the single controller:
+    sample     Sampler x N draw G responses per exam prompt, tagged with the policy version
+    score      RewardScorer x R give each response its reward at <eor> (or the gold grader does)
+    reference  Reference gives log pi_ref of every action; KL per token by k1/k2/k3
+    critic     Critic gives V(state) per action (PPO with GAE only)
+    advantage  algos.advantages: GAE, RLOO, group baseline or REINFORCE++
+    buffer     OnPolicyBuffer takes the batch with its version; the learner gets only fresh batches
+    update     RLlib LearnerGroup: advantage-weighted PPO surrogate (+ KL in the loss)
+    sync       the new weights reach every sampler before the next sample; version += 1
+The gold reward is computed beside the proxy reward on every batch, and the policy is
+evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoints hold
+the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG and the
+version; a killed run resumes from the last one in the same MLflow run.
+
+    tokenmdp rlhf demo
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from algos import advantages as adv
+from algos.kl import kl_per_token
+from conf.schema import Config
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.gpt import GPT
+from models.rollout import Rollouts, concat_rollouts
+from pipelines.evaluate import evaluate_policy
+from pipelines.tracking import flatten, log_metrics_batch, stage_run
+from pipelines.train_loop import step_seed
+from world.actions import ActionSpace
+from world.exam import Question
+from world.exam import questions as bank_questions
+
+
+@dataclass
+class Actors:
+    samplers: list
+    scorers: list
+    references: list
+    critic: Any | None
+    buffer: Any
+    learner: Any  # ray.rllib LearnerGroup
+    sync: Any  # actors.weight_sync.WeightSync
+
+
+def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) -> Actors:
+    """Every actor with the resources its config section asks for."""
+    from actors.buffer import OnPolicyBuffer
+    from actors.cluster import actor_options
+    from actors.critic import Critic
+    from actors.learner import build_learner_group, policy_weights
+    from actors.reference import Reference
+    from actors.reward_scorer import RewardScorer
+    from actors.sampler import Sampler
+    from actors.weight_sync import WeightSync
+
+    rl, res, order = cfg.rl, cfg.rl.actors, cfg.world.digit_order
+    sft, rm = str(run_dir / "sft" / "checkpoint.pt"), run_dir / "reward" / "checkpoint.pt"
+    kinds = ("sampler", "reward", "reference", "critic", "buffer")
+    opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
+    samplers = [
+        Sampler.options(**opts["sampler"]).remote(sft, order, rl.threads, step_seed("sampler", cfg.seed, rank))
+        for rank in range(res.sampler.replicas)
+    ]
+    scorers = []
+    if rl.reward_source == "rm":
+        scorers = [
+            RewardScorer.options(**opts["reward"]).remote(str(rm), order, rl.threads, rl.normalize_reward)
+            for _ in range(res.reward.replicas)
+        ]
+    references = [
+        Reference.options(**opts["reference"]).remote(sft, order, rl.threads) for _ in range(res.reference.replicas)
+    ]
+    critic = None
+    if rl.advantage == "gae":
+        trunk = str(rm) if rm.is_file() else sft
+        critic = Critic.options(**opts["critic"]).remote(
+            trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
+        )
+    buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
+    learner = build_learner_group(rl, policy.cfg, space.size)
+    learner.set_weights(policy_weights(policy))
+    sync = WeightSync(samplers, rl.sync)
+    return Actors(samplers, scorers, references, critic, buffer, learner, sync)
+
+
+def prompts_at(questions: list[Question], seed: int, iteration: int, n: int) -> list[Question]:
+    """The iteration's exam prompts: a pure function of (seed, iteration), so a resume asks the same."""
+    return random.Random(step_seed("rlhf", seed, iteration)).sample(questions, min(n, len(questions)))
+
+
+def split(items: list, parts: int) -> list[list]:
+    size = -(-len(items) // parts)
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def sample(actors: Actors, space: ActionSpace, questions: list[Question], cfg: Config) -> Rollouts:
+    import ray
+
+    chunks = split(questions, len(actors.samplers))
+    refs = [
+        s.sample.remote([space.encode_prompt(q.prefix) for q in chunk], cfg.rl.group_size, cfg.rl.max_new_tokens,
+                        cfg.rl.temperature, None, {"question": list(chunk)})
+        for s, chunk in zip(actors.samplers, chunks, strict=False)
+    ]  # fmt: skip
+    return concat_rollouts(ray.get(refs), space.pad_id)
+
+
+def group_shards(rollouts: Rollouts, parts: int) -> list[torch.Tensor]:
+    """Row indices split into `parts` shards of whole prompt groups (per-prompt normalisation needs a whole group)."""
+    groups = split(sorted(set(rollouts.group.tolist())), parts)
+    return [torch.nonzero(torch.isin(rollouts.group, torch.tensor(g))).squeeze(1) for g in groups]
+
+
+def fan_out(workers: list, method: str, rollouts: Rollouts) -> torch.Tensor:
+    """Call `method` on shards of the batch across replicas and put the rows back in order."""
+    import ray
+
+    shards = group_shards(rollouts, len(workers))
+    outs = ray.get([getattr(w, method).remote(rollouts.select(rows)) for w, rows in zip(workers, shards, strict=False)])
+    result = torch.zeros((rollouts.size, *outs[0].shape[1:]), dtype=outs[0].dtype)
+    for rows, out in zip(shards, outs, strict=False):
+        result[rows] = out
+    return result
+
+
+def gold_rewards(rollouts: Rollouts, space: ActionSpace) -> torch.Tensor:
+    """1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth."""
+    out = []
+    for question, response in zip(rollouts.meta["question"], rollouts.responses(), strict=True):
+        parsed = space.parse_response(response)
+        out.append(float(parsed.well_formed and tuple(parsed.terms) == question.answer))
+    return torch.tensor(out)
+
+
+def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int):
+    """The RLlib batch: the rollout layout plus advantages and the global-batch loss denominators."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from actors.learner import MODULE_ID
+
+    B = rollouts.size
+    mask = rollouts.action_mask.float()
+    columns = {
+        "tokens": rollouts.tokens.numpy(),
+        "mask": rollouts.mask.numpy(),
+        "action_mask": mask.numpy(),
+        "old_logprobs": rollouts.logprobs.float().numpy(),
+        "ref_logprobs": ref_logprobs.float().numpy(),
+        "advantages": advantages.float().numpy(),
+        "den_actions": np.full(B, float(mask.sum()), np.float32),
+        "den_sequences": np.full(B, float(B), np.float32),
+        "den_max_len": np.full(B, float(max_len), np.float32),
+    }
+    return MultiAgentBatch({MODULE_ID: SampleBatch(columns)}, env_steps=B)
+
+
+def learner_metrics(results: Any) -> dict[str, float]:
+    from actors.learner import MODULE_ID
+
+    result = results[0] if isinstance(results, list) else results
+    out = {}
+    for key, value in result.get(MODULE_ID, {}).items():
+        value = value.peek() if hasattr(value, "peek") else value
+        if isinstance(value, (int, float, np.floating, torch.Tensor)):
+            out[key if "/" in key else f"learner/{key}"] = float(value)
+    return out
+
+
+def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
+                   iteration: int, version: int) -> tuple[dict[str, float], int]:  # fmt: skip
+    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: (metrics, new version)."""
+    import ray
+
+    from actors.learner import gpt_state_dict
+
+    rl, t, m = cfg.rl, {}, {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        t[f"time/{name}"] = now - clock
+        clock = now
+
+    # --- sample: the policy's own actions, tagged with its version -----------------------
+    rollouts = sample(actors, space, prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration), cfg)
+    lap("sample")
+    # --- score: the proxy reward (RM) beside the gold reward -----------------------------
+    gold = gold_rewards(rollouts, space)
+    proxy = fan_out(actors.scorers, "score", rollouts) if actors.scorers else gold
+    lap("score")
+    # --- reference log-probs and the per-token KL ---------------------------------------
+    ref_logprobs = fan_out(actors.references, "logprobs", rollouts)
+    mask = rollouts.action_mask.float()
+    kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator) * mask
+    lap("reference")
+    values = ray.get(actors.critic.values.remote(rollouts)) if actors.critic else None
+    lap("critic")
+    # --- advantages ---------------------------------------------------------------------
+    kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
+    advantages, returns = adv.estimate(
+        rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
+        gamma=rl.gamma, lam=rl.lam, group_std=rl.group_std,
+    )  # fmt: skip
+    lap("advantage")
+    # --- the buffer: only batches fresh enough for this policy version reach the learner ---
+    batch = learner_batch(rollouts, advantages, ref_logprobs, rl.max_new_tokens)
+    ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
+    served = ray.get(actors.buffer.take.remote(version))
+    lap("buffer")
+    # --- update: RLlib learners, advantage-weighted policy gradient ----------------------
+    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    for _, fresh in served:
+        for _ in range(rl.epochs):
+            results = actors.learner.update(
+                batch=fresh, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size}
+            )
+            m |= learner_metrics(results)
+    if actors.critic is not None and returns is not None:
+        m |= ray.get(actors.critic.update.remote(rollouts, returns, values))
+    lap("update")
+    # --- sync: the new weights reach every sampler before the next rollout ---------------
+    policy.load_state_dict(gpt_state_dict(actors.learner.get_weights()))
+    version += 1 if served else 0
+    t["time/sync_transfer"] = actors.sync.push(policy.state_dict(), version)
+    lap("sync")
+    lengths = mask.sum(dim=1)
+    m |= {
+        "reward/proxy": proxy.mean().item(),
+        "reward/gold": gold.mean().item(),
+        "rl/kl": (kl.sum(dim=1)).mean().item(),
+        "rl/response_length": lengths.mean().item(),
+        "rl/finished_rate": rollouts.finished.float().mean().item(),
+        "rl/policy_version": float(version),
+        "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
+    }
+    return m | t | ray.get(actors.buffer.report.remote()), version
+
+
+def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
+    """RLHF from `run_dir/sft` (and `run_dir/reward`) into `run_dir/rlhf`; returns the final metrics."""
+    import ray
+
+    from actors.cluster import init_ray
+
+    rl = cfg.rl
+    stage_dir = run_dir / "rlhf"
+    ckpt = stage_dir / "checkpoint.pt"
+    torch.set_num_threads(rl.threads)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    if rl.reward_source == "rm" and not (run_dir / "reward" / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"rl.reward_source=rm needs a reward model: run `tokenmdp reward` into {run_dir} first")
+    policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    questions = bank_questions(cfg.world.seed, cfg.world.bank_size, "train", cfg.world.max_difficulty)
+    iteration, version, state = 0, 0, {}
+    if ckpt.is_file():
+        policy, _, state = load_checkpoint(ckpt, space)
+        iteration, version = state["iteration"], state["policy_version"]
+        if iteration >= rl.iterations:  # finished: report where it stands without starting actors
+            return state["last_metrics"] | evaluate_policy(policy, space, cfg) | {"run_id": state["run_id"]}
+    init_ray()
+    actors = start_actors(cfg, run_dir, space, policy)
+    try:
+        if state:  # --- resume: the learner's optimizer, critic, buffer, samplers' weights and RNG
+            actors.learner.set_state(state["learner"])
+            if actors.critic is not None:
+                ray.get(actors.critic.set_state.remote(state["critic"]))
+            ray.get(actors.buffer.set_state.remote(state["buffer"]))
+            ray.get([s.set_rng_state.remote(r) for s, r in zip(actors.samplers, state["sampler_rng"], strict=False)])
+        actors.sync.push(policy.state_dict(), version)
+        final = _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri)
+    finally:
+        actors.sync.close()
+        actors.learner.shutdown()
+    return final
+
+
+def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri):
+    import ray
+
+    rl = cfg.rl
+    stage_dir = run_dir / "rlhf"
+    pending: list[tuple[int, dict[str, float]]] = []
+    final: dict[str, float] = {}
+    with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
+        import mlflow
+
+        if iteration == 0:
+            mlflow.log_params(flatten(cfg.model_dump(include={"rl"})))
+            before = evaluate_policy(policy, space, cfg)
+            log_metrics_batch([(0, before)])
+        with Progress(disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
+            while iteration < rl.iterations:
+                metrics, version = iteration_step(cfg, actors, space, policy, questions, iteration, version)
+                iteration += 1
+                total = sum(v for k, v in metrics.items() if k.startswith("time/") and k != "time/sync_transfer")
+                metrics["time/iteration"] = total
+                metrics["time/sync_buffer_share"] = (metrics["time/sync"] + metrics["time/buffer"]) / max(total, 1e-9)
+                progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
+                if iteration % rl.eval_every == 0 or iteration == rl.iterations:
+                    metrics |= evaluate_policy(policy, space, cfg)
+                pending.append((iteration, metrics))
+                final = metrics
+                if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
+                    log_metrics_batch(pending)
+                    pending = []
+                    save_checkpoint(
+                        stage_dir / "checkpoint.pt", model=policy, space=space, iteration=iteration,
+                        policy_version=version, learner=actors.learner.get_state(),
+                        critic=ray.get(actors.critic.get_state.remote()) if actors.critic else None,
+                        buffer=ray.get(actors.buffer.get_state.remote()),
+                        sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]),
+                        config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
+                    )  # fmt: skip
+                    if stop_at is not None and iteration >= stop_at:
+                        break
+        if not final:
+            final = evaluate_policy(policy, space, cfg)
+        mlflow.log_artifact(str(stage_dir / "checkpoint.pt"), artifact_path="checkpoint")
+    return {**final, "run_id": run.info.run_id}

@@ -1,0 +1,47 @@
+"""RLlib LearnerGroup around the GPT: weights in and out, and DDP over 2 learners equals one learner."""
+
+import pytest
+import torch
+
+from actors.learner import build_learner_group, gpt_state_dict, policy_weights
+from algos.kl import kl_per_token
+from conf.load import load_config
+from models.checkpoint import load_checkpoint
+from models.rollout import sample_rollouts
+from pipelines.rlhf import learner_batch, learner_metrics
+from world.actions import ActionSpace
+
+pytestmark = pytest.mark.slow
+SPACE = ActionSpace()
+
+
+def one_update(num_learners: int, policy, batch, cfg):
+    rl = cfg.rl.model_copy(
+        update={"actors": cfg.rl.actors.model_copy(update={"learner": cfg.rl.actors.learner.model_copy(
+            update={"num_learners": num_learners, "num_cpus_per_learner": 0.25})})}
+    )  # fmt: skip
+    group = build_learner_group(rl, policy.cfg, SPACE.size)
+    try:
+        group.set_weights(policy_weights(policy))
+        assert all(torch.equal(v, policy.state_dict()[k]) for k, v in gpt_state_dict(group.get_weights()).items())
+        metrics = learner_metrics(group.update(batch=batch, timesteps={"num_env_steps_sampled_lifetime": 1}))
+        return gpt_state_dict(group.get_weights()), metrics
+    finally:
+        group.shutdown()
+
+
+def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
+    cfg = load_config("tiny", ["rl.lr=1e-3"])
+    policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
+    prompts = [SPACE.encode_prompt([1, 2, 3, 4]), SPACE.encode_prompt([2, 4, 8, 16])]
+    rollouts = sample_rollouts(policy, SPACE, prompts, group_size=8, max_new_tokens=8, policy_version=0)
+    advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
+    batch = learner_batch(rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8)
+    local, local_metrics = one_update(0, policy, batch, cfg)
+    ddp, _ = one_update(2, policy, batch, cfg)
+    moved = max((local[k] - policy.state_dict()[k]).abs().max().item() for k in local)
+    gap = max((local[k] - ddp[k]).abs().max().item() for k in local)
+    assert moved > 0.5 * cfg.rl.lr  # Adam's first step moves weights by about lr
+    assert gap < 0.05 * cfg.rl.lr, f"2 learners differ from 1 by {gap}"
+    expected_kl = (kl_per_token(rollouts.logprobs, rollouts.logprobs - 0.1, "k3") * rollouts.action_mask).sum()
+    assert abs(local_metrics["rl/kl_learner"] - expected_kl.item() / rollouts.action_mask.sum().item()) < 1e-4
