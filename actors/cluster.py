@@ -24,6 +24,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster needs no token
+    # On 2 busy cores Serve's HTTP proxy can take longer than the 5 s readiness check to import.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray.init(
         num_cpus=num_cpus or os.cpu_count() or 2,
         object_store_memory=OBJECT_STORE_BYTES,

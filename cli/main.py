@@ -134,6 +134,35 @@ def evaluate(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="models:/<name>/<version>, a run directory or a checkpoint file.")],
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: serve.port of the config.")] = None,
+) -> None:
+    """Serve a policy over HTTP with Ray Serve until interrupted (POST /v1/continue, /v1/completions)."""
+    from serve.launch import start
+
+    cfg, _ = _setup(config, overrides, None)
+    settings = cfg.serve.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    try:
+        url = start(model, settings)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from None
+    typer.echo(f"serving {model} at {url} (docs: {url}/docs); Ctrl-C stops")
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+
+
+@app.command()
 def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """The pipeline: pretrain -> SFT -> evaluation (reward model, RLHF and serving come next)."""
     from pipelines.workflow import main as workflow

@@ -209,6 +209,8 @@ class ServeConfig(Strict):
     batch_wait_timeout_s: float = Field(0.005, ge=0)
     max_terms: int = Field(8, ge=1)
     """Most terms one request may ask for."""
+    max_term_digits: int = Field(18, ge=1)
+    """Longest term (in digits) a request may contain; the policy answers at most this long."""
 
 
 class Config(Strict):

@@ -1,0 +1,83 @@
+"""The Ray Serve deployment of the final policy: FastAPI ingress, pydantic models, dynamic batching.
+
+    POST /v1/continue      {"sequence": [1, 2, 4, 8, 16], "max_terms": 1} -> {"terms": [32], ...}
+    POST /v1/completions   OpenAI-style: {"prompt": "1,2,4,8,16,"} -> {"choices": [{"text": "32"}]}
+    GET  /healthz          liveness and which model is loaded
+    GET  /docs             the OpenAPI docs
+
+Bad input is a 4xx JSON error naming the problem; a failure inside the model is a 500
+JSON error for that request only: the server keeps serving.
+"""
+
+import logging
+import time
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from serve.engine import BadRequest, PolicyEngine, Sampling
+from serve.schemas import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    ContinueRequest,
+    ContinueResponse,
+    ModelInfo,
+)
+
+log = logging.getLogger("tokenmdp.serve")
+app = FastAPI(title="TokenMDP policy", description="Continue integer sequences with the RLHF-trained policy.")
+
+
+@app.exception_handler(BadRequest)
+async def _bad_request(_: Request, err: BadRequest) -> JSONResponse:
+    return JSONResponse(status_code=422, content={"detail": str(err)})
+
+
+@app.exception_handler(Exception)
+async def _internal(_: Request, err: Exception) -> JSONResponse:  # pragma: no cover - last resort
+    log.exception("request failed")
+    return JSONResponse(status_code=500, content={"detail": f"internal error: {type(err).__name__}"})
+
+
+@serve.deployment
+@serve.ingress(app)
+class PolicyServer:
+    def __init__(self, model: str, tracking_uri: str, settings: dict) -> None:
+        from serve.launch import resolve_model
+
+        checkpoint, name, version = resolve_model(model, tracking_uri or None)  # in the replica: works on any node
+        limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}
+        self.engine = PolicyEngine(checkpoint, **limits)
+        self.info = ModelInfo(name=name, version=version)
+        self._continue.set_max_batch_size(settings["max_batch_size"])
+        self._continue.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok", "model": self.info.model_dump()}
+
+    @app.post("/v1/continue", response_model=ContinueResponse)
+    async def continue_sequence(self, request: ContinueRequest) -> ContinueResponse:
+        self.engine.check_sequence(request.sequence, request.max_terms)
+        sampling = Sampling(request.temperature, request.top_k, request.seed)
+        terms, finished = await self._continue((request.sequence, request.max_terms, sampling))
+        return ContinueResponse(terms=terms, text=",".join(map(str, terms)), finished=finished, model=self.info)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _continue(self, items: list[tuple[list[int], int, Sampling]]) -> list[tuple[list[int], bool]]:
+        return self.engine.continue_batch(items)
+
+    @app.post("/v1/completions", response_model=CompletionResponse)
+    async def completions(self, request: CompletionRequest) -> CompletionResponse:
+        sequence = self.engine.parse_prompt(request.prompt)
+        self.engine.check_sequence(sequence, 1)
+        sampling = Sampling(request.temperature, request.top_k, request.seed)
+        text, reason, n_tokens = self.engine.complete(sequence, request.max_tokens, sampling)
+        return CompletionResponse(
+            id=f"cmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()), model=f"{self.info.name}/{self.info.version}",
+            choices=[CompletionChoice(index=0, text=text, finish_reason=reason)],
+            usage={"prompt_tokens": len(self.engine.space.encode_prompt(sequence)), "completion_tokens": n_tokens},
+        )  # fmt: skip

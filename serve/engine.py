@@ -1,0 +1,108 @@
+"""The served policy without Ray or HTTP: validate, batch by sampling settings, generate.
+
+Requests with the same sampling settings run as one batch through the KV-cache sampler;
+a request with its own seed gets its own generator, so its answer does not depend on
+what it was batched with.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.sampling import generate
+
+
+class BadRequest(ValueError):
+    """A request the model cannot answer as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_k: int | None = None
+    seed: int | None = None
+
+
+class PolicyEngine:
+    def __init__(self, checkpoint: Path, max_terms: int = 8, max_term_digits: int = 18, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.model, self.space, _ = load_checkpoint(Path(checkpoint))
+        self.model.eval()
+        self.max_terms, self.max_term_digits = max_terms, max_term_digits
+        self.context = self.model.cfg.max_len
+
+    # --- validation -----------------------------------------------------------------------
+    def check_sequence(self, sequence: list[int], max_terms: int) -> None:
+        if max_terms > self.max_terms:
+            raise BadRequest(f"max_terms={max_terms} is over this server's limit of {self.max_terms}")
+        for i, term in enumerate(sequence):
+            if len(str(abs(term))) > self.max_term_digits:
+                raise BadRequest(f"sequence[{i}] has {len(str(abs(term)))} digits; the limit is {self.max_term_digits}")
+        needed = len(self.space.encode_prompt(sequence)) + max_terms * (self.max_term_digits + 2)
+        if needed > self.context:
+            raise BadRequest(
+                f"sequence plus {max_terms} answer term(s) needs up to {needed} tokens; the context is {self.context}"
+            )
+
+    def parse_prompt(self, text: str) -> list[int]:
+        parts = [p.strip() for p in text.strip().rstrip(",").split(",")]
+        try:
+            terms = [int(p) for p in parts]
+        except ValueError:
+            raise BadRequest(f"prompt {text[:40]!r} is not comma-separated integers like '1,2,4,8,16,'") from None
+        return terms
+
+    # --- generation -----------------------------------------------------------------------
+    def _generate(self, prompts: list[list[int]], sampling: Sampling, max_new_tokens: int):
+        generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
+        return generate(
+            self.model, prompts, max_new_tokens=max_new_tokens, eor_id=self.space.eor_id, pad_id=self.space.pad_id,
+            temperature=sampling.temperature, top_k=sampling.top_k, generator=generator,
+        )  # fmt: skip
+
+    def continue_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[tuple[list[int], bool]]:
+        """(sequence, max_terms, sampling) -> (new terms, finished); each term is one episode of the policy."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (_, _, s) in enumerate(requests):
+            groups[(s.temperature, s.top_k, None if s.seed is None else ("seeded", i))].append(i)
+        results: dict[int, tuple[list[int], bool]] = {}
+        for rows in groups.values():
+            results |= self._continue_group(requests, rows)
+        return [results[i] for i in range(len(requests))]
+
+    def _continue_group(self, requests, rows: list[int]) -> dict[int, tuple[list[int], bool]]:
+        sampling = requests[rows[0]][2]
+        sequences = {i: list(requests[i][0]) for i in rows}
+        new_terms: dict[int, list[int]] = {i: [] for i in rows}
+        finished = dict.fromkeys(rows, True)
+        while active := [i for i in rows if finished[i] and len(new_terms[i]) < requests[i][1]]:
+            prompts = [self.space.encode_prompt(sequences[i]) for i in active]
+            gen = self._generate(prompts, sampling, self.max_term_digits + 2)
+            for row, i in enumerate(active):
+                parsed = self.space.parse_response(gen.tokens[row].tolist())
+                if not parsed.well_formed or not parsed.terms:
+                    finished[i] = False
+                    continue
+                new_terms[i].append(parsed.terms[0])
+                sequences[i].append(parsed.terms[0])
+        return {i: (new_terms[i], finished[i]) for i in rows}
+
+    def complete(self, sequence: list[int], max_tokens: int, sampling: Sampling) -> tuple[str, str, int]:
+        """Continuation text (without `<eor>`), finish reason ("stop" at `<eor>`, else "length"), tokens generated."""
+        budget = self.context - len(self.space.encode_prompt(sequence))
+        if budget < 1:
+            raise BadRequest(f"the prompt fills the model's context of {self.context} tokens")
+        gen = self._generate([self.space.encode_prompt(sequence)], sampling, min(max_tokens, budget))
+        ids = gen.tokens[0][gen.action_mask[0].bool()].tolist()
+        finished = bool(gen.finished[0])
+        parsed = self.space.parse_response(ids)
+        if parsed.well_formed:  # numbers in the usual spelling, whatever the model's digit order
+            text = ",".join(map(str, parsed.terms))
+        else:
+            text = "".join(self.space.decode_tokens(ids[:-1] if finished else ids))
+        return text, "stop" if finished else "length", len(ids)

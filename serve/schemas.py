@@ -1,0 +1,55 @@
+"""Request and response models of the HTTP API; a bad request fails here with a message naming the field."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class ContinueRequest(Strict):
+    sequence: list[StrictInt] = Field(min_length=1, description="The terms shown, e.g. [1, 2, 4, 8, 16].")
+    max_terms: StrictInt = Field(1, ge=1, description="How many next terms to produce.")
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy.")
+    top_k: StrictInt | None = Field(None, ge=1)
+    seed: StrictInt | None = Field(None, description="Makes sampling (temperature > 0) reproducible.")
+
+
+class ContinueResponse(BaseModel):
+    terms: list[int]
+    text: str
+    finished: bool = Field(description="Every term was well-formed and closed by <eor>.")
+    model: ModelInfo
+
+
+class CompletionRequest(Strict):
+    """OpenAI-style completion: the prompt is sequence text such as "1,2,4,8,16,"."""
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    max_tokens: StrictInt = Field(16, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=10.0)
+    top_k: StrictInt | None = Field(None, ge=1)
+    seed: StrictInt | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: str
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: dict[str, int]
