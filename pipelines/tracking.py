@@ -32,7 +32,10 @@ def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: str | None = None) -> Iterator[object]:
-    """Start, or resume, the MLflow run that belongs to `stage_dir`."""
+    """Start, or resume, the MLflow run that belongs to `stage_dir`.
+
+    Inside an active run (the workflow's parent run) the stage's run is nested under it.
+    """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
@@ -40,7 +43,8 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     mlflow.set_experiment(experiment)
     id_file = stage_dir / "mlflow_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
-    with mlflow.start_run(run_id=run_id, run_name=run_name) as run:
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) as run:
         stage_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run.info.run_id)
         yield run

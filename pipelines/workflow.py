@@ -1,8 +1,11 @@
 """The orchestrated workflow: every stage in order, each resumable, one summary at the end.
 
 pretrain -> SFT -> preference collection -> reward model -> RLHF, each into its own
-directory of the run. A finished stage only reports (re-evaluates); a stage killed
-mid-way continues from its last checkpoint in the same MLflow run.
+directory of the run and its own MLflow run, nested under one parent run. A finished
+stage only reports (re-evaluates); a stage killed mid-way continues from its last
+checkpoint in the same MLflow run. At the end the final policy is registered in the
+MLflow Model Registry (a pyfunc model carrying the checkpoint) and the report's plots
+are logged beside `summary.json`.
 
     tokenmdp run demo
 """
@@ -17,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from conf.schema import Config
-from pipelines import pretrain, reward, rlhf, sft
-from pipelines.tracking import default_tracking_uri
+from pipelines import pretrain, report, reward, rlhf, sft
+from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
 POLICY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_114514")
@@ -31,6 +34,47 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
     uri = tracking_uri or default_tracking_uri()
+    with stage_run(run_dir, experiment=cfg.name, run_name="pipeline", tracking_uri=uri):
+        import mlflow
+
+        summary = _stages(cfg, run_dir, uri)
+        summary["model_uri"] = register(cfg, run_dir)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        mlflow.log_artifact(str(run_dir / "summary.json"))
+        mlflow.log_artifact(str(run_dir / "config.json"))
+        for plot in plots(summary, run_dir, uri):
+            mlflow.log_artifact(str(plot), artifact_path="report")
+    print_summary(summary, run_dir)
+    return summary
+
+
+def register(cfg: Config, run_dir: Path) -> str:
+    """Register the final policy once per run directory; the URI is what `tokenmdp serve --model` takes."""
+    from serve.pyfunc_model import register_policy
+
+    marker = run_dir / "model_uri"
+    if marker.is_file():
+        return marker.read_text().strip()
+    uri = register_policy(run_dir / "rlhf" / "checkpoint.pt", f"tokenmdp-{cfg.name}")
+    marker.write_text(uri)
+    return uri
+
+
+def plots(summary: dict, run_dir: Path, uri: str) -> list[Path]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    sft_metrics = client.get_run(summary["stages"]["sft"]["run_id"]).data.metrics
+    rlhf_id = summary["stages"]["rlhf"]["run_id"]
+    return [
+        report.rlhf_curves(client, rlhf_id, out / "rlhf_curves.png"),
+        report.per_template(sft_metrics, client.get_run(rlhf_id).data.metrics, out / "per_template.png"),
+    ]
+
+
+def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
     wall: dict[str, float] = {}
 
     def timed(name: str, stage, *args, **kwargs):
@@ -62,13 +106,11 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print_summary(summary, run_dir)
     return summary
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:
-    table = Table(title=f"TokenMDP run: {run_dir}")
+    table = Table(title=f"TokenMDP run: {run_dir}  model: {summary.get('model_uri')}")
     for col in ("stage", "metric", "value"):
         table.add_column(col)
     for stage, metrics in summary["stages"].items():

@@ -27,7 +27,25 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert all(0 <= rl[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
     assert rl["max_staleness"] == 0 and rl["kl"] is not None
     assert set(summary["wall_seconds"]) == {"pretrain", "sft", "reward", "rlhf"}
+    # the final policy is in the registry, loadable as pyfunc and by the server's resolver
+    assert summary["model_uri"] == "models:/tokenmdp-tiny/1"
+    from serve.launch import resolve_model
+
+    checkpoint, name, version = resolve_model(summary["model_uri"], tracking_uri=uri)
+    assert checkpoint.is_file() and (name, version) == ("tokenmdp-tiny", "1")
+    mlflow.set_tracking_uri(uri)
+    predictions = mlflow.pyfunc.load_model(summary["model_uri"]).predict([[1, 2, 4, 8, 16], [3, 6, 9]])
+    assert len(predictions) == 2
     client = mlflow.MlflowClient(tracking_uri=uri)
+    # one parent run with a nested run per stage, the report's plots and summary.json as artifacts
+    parent = client.get_run(client.get_run(sft["run_id"]).data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name == "pipeline"
+    for stage in ("pretrain", "reward", "rlhf"):
+        assert client.get_run(summary["stages"][stage]["run_id"]).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")
+    }
+    assert {"summary.json", "report/rlhf_curves.png", "report/per_template.png"} <= artifacts
     steps_before = len(client.get_metric_history(sft["run_id"], "loss/lm"))
     again = CliRunner().invoke(app, ["run", "tiny", "--out", str(tmp_path / "run")])
     assert again.exit_code == 0, again.output
@@ -37,6 +55,7 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert rerun["gold_pass_rate"] == sft["gold_pass_rate"]  # a finished stage still reports its metrics
     assert rerun_stages["pretrain"]["val_loss"] == summary["stages"]["pretrain"]["val_loss"]
     assert rerun_stages["rlhf"] == rl  # a finished RLHF stage reports without training again
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["model_uri"] == summary["model_uri"]
     assert len(client.get_metric_history(sft["run_id"], "eval/gold_pass_rate")) == 2  # steps 6 and 12, once each
     judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run")])
     assert judged.exit_code == 0, judged.output

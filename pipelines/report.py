@@ -1,0 +1,55 @@
+"""The run report: plots of the RLHF stage and of the exam before and after it, as PNG files.
+
+Drawn from what MLflow recorded (so a resumed run plots its whole history): gold and
+proxy reward, KL to the reference and the 114514 rate over iterations, and the pass rate
+per exam template after SFT and after RLHF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.step for m in points], [m.value for m in points]
+
+
+def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for key, label in (("reward/gold", "gold reward (train prompts)"), ("reward/proxy", "proxy reward (RM)")):
+        axes[0].plot(*history(client, rlhf_run_id, key), label=label)
+    axes[0].plot(*history(client, rlhf_run_id, "eval/gold_pass_rate"), "o-", label="gold pass rate (held-out)")
+    axes[0].set_title("reward")
+    axes[1].plot(*history(client, rlhf_run_id, "rl/kl"), color="tab:red")
+    axes[1].set_title("KL to the reference (per response)")
+    axes[2].plot(*history(client, rlhf_run_id, "eval/rate_114514"), "o-", color="tab:purple")
+    axes[2].set_title("114514 rate (well-formed, wrong)")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def per_template(before: dict[str, float], after: dict[str, float], out: Path) -> Path:
+    names = sorted(k.removeprefix("eval/pass/") for k in before if k.startswith("eval/pass/"))
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 0.5), 4.5))
+    ax.bar([i - 0.2 for i in x], [before.get(f"eval/pass/{n}", 0) for n in names], 0.4, label="after SFT")
+    ax.bar([i + 0.2 for i in x], [after.get(f"eval/pass/{n}", 0) for n in names], 0.4, label="after RLHF")
+    ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("gold pass rate (greedy, held-out)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

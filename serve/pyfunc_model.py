@@ -1,0 +1,41 @@
+"""The policy as an MLflow pyfunc model: what the registry holds and `tokenmdp serve --model` loads.
+
+The model carries the checkpoint (weights, model config, action space) as an artifact;
+`predict` continues sequences greedily, so `mlflow.pyfunc.load_model(uri).predict(...)`
+works anywhere this package is installed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.pyfunc
+
+
+class PolicyModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from serve.engine import PolicyEngine
+
+        self.engine = PolicyEngine(Path(context.artifacts["checkpoint"]))
+
+    def predict(self, context, model_input, params=None):
+        """A list of sequences (lists of ints) -> a list of next terms (None where the answer was malformed)."""
+        from serve.engine import Sampling
+
+        rows = model_input.values.tolist() if hasattr(model_input, "values") else list(model_input)
+        results = self.engine.continue_batch([([int(x) for x in row], 1, Sampling()) for row in rows])
+        return [terms[0] if terms else None for terms, _ in results]
+
+
+def register_policy(checkpoint: Path, name: str) -> str:
+    """Log the checkpoint as a pyfunc model in the active run and register it; returns `models:/name/version`."""
+    import mlflow
+
+    info = mlflow.pyfunc.log_model(
+        name="policy",
+        python_model=PolicyModel(),
+        artifacts={"checkpoint": str(checkpoint)},
+        registered_model_name=name,
+        pip_requirements=["torch", "mlflow", "pydantic"],
+    )
+    return f"models:/{name}/{info.registered_model_version}"
