@@ -18,8 +18,8 @@ from world.actions import ActionSpace
 
 class CriticImpl:
     def __init__(
-        self, checkpoint: str, digit_order: str = "msb", threads: int = 1, lr: float = 1e-4, value_clip: float = 0.2,
-        grad_clip: float = 1.0,
+        self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, lr: float = 1e-4,
+        value_clip: float = 0.2, grad_clip: float = 1.0,
     ) -> None:  # fmt: skip
         torch.set_num_threads(threads)
         model, _, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=digit_order))

@@ -11,7 +11,7 @@ from world.actions import ActionSpace
 
 
 class ReferenceImpl:
-    def __init__(self, checkpoint: str, digit_order: str = "msb", threads: int = 1) -> None:
+    def __init__(self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1) -> None:
         torch.set_num_threads(threads)
         self.model, _, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=digit_order))
         self.model.eval()

@@ -19,7 +19,9 @@ from world.actions import ActionSpace
 class RewardScorerImpl:
     """Plain class (testable without Ray); `RewardScorer` is its actor."""
 
-    def __init__(self, checkpoint: str, digit_order: str = "msb", threads: int = 1, per_prompt: bool = False) -> None:
+    def __init__(
+        self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, per_prompt: bool = False
+    ) -> None:
         torch.set_num_threads(threads)
         self.space = ActionSpace(digit_order=digit_order)
         self.model, _, state = load_checkpoint(checkpoint, self.space)

@@ -16,7 +16,7 @@ from world.actions import ActionSpace
 
 
 class SamplerImpl:
-    def __init__(self, checkpoint: str, digit_order: str = "msb", threads: int = 1, seed: int = 0) -> None:
+    def __init__(self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, seed: int = 0) -> None:
         torch.set_num_threads(threads)
         self.space = ActionSpace(digit_order=digit_order)
         self.model, _, _ = load_checkpoint(checkpoint, self.space)

@@ -7,6 +7,7 @@ checkpoint intact, since the new one is renamed into place only when complete.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,19 @@ def save_checkpoint(path: Path, *, model: Model, space: ActionSpace, **state: An
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, space: ActionSpace | None = None) -> tuple[Any, ActionSpace, dict[str, Any]]:
+def load_checkpoint(
+    path: Path | str | bytes, space: ActionSpace | None = None
+) -> tuple[Any, ActionSpace, dict[str, Any]]:
     """(model, its action space, the rest of the state); refuses a different action space.
 
+    `path` may also be the checkpoint file's bytes: how actors on other nodes receive it.
     The model is a `GPT` policy or a `ScalarModel` (reward model, critic), as it was saved.
     """
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    payload = torch.load(source, map_location="cpu", weights_only=False)
     saved_space = ActionSpace.from_dict(payload.pop("action_space"))
     if space is not None:
-        space.require_same(saved_space, what=f"checkpoint {path}")
+        space.require_same(saved_space, what="checkpoint" if isinstance(path, bytes) else f"checkpoint {path}")
     model: Model = GPT(GPTConfig(**payload.pop("gpt_config")))
     if payload.pop("kind", "policy") == "scalar":
         model = ScalarModel(model)

@@ -57,6 +57,8 @@ class Actors:
 
 def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) -> Actors:
     """Every actor with the resources its config section asks for."""
+    import ray
+
     from actors.buffer import OnPolicyBuffer
     from actors.cluster import actor_options
     from actors.critic import Critic
@@ -67,7 +69,10 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) ->
     from actors.weight_sync import WeightSync
 
     rl, res, order = cfg.rl, cfg.rl.actors, cfg.world.digit_order
-    sft, rm = str(run_dir / "sft" / "checkpoint.pt"), run_dir / "reward" / "checkpoint.pt"
+    rm_path = run_dir / "reward" / "checkpoint.pt"
+    # Checkpoints travel as bytes through the object store: actors on other nodes need no shared disk.
+    sft = ray.put((run_dir / "sft" / "checkpoint.pt").read_bytes())
+    rm = ray.put(rm_path.read_bytes()) if rm_path.is_file() else None
     kinds = ("sampler", "reward", "reference", "critic", "buffer")
     opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
     samplers = [
@@ -77,7 +82,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) ->
     scorers = []
     if rl.reward_source == "rm":
         scorers = [
-            RewardScorer.options(**opts["reward"]).remote(str(rm), order, rl.threads, rl.normalize_reward)
+            RewardScorer.options(**opts["reward"]).remote(rm, order, rl.threads, rl.normalize_reward)
             for _ in range(res.reward.replicas)
         ]
     references = [
@@ -85,7 +90,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) ->
     ]
     critic = None
     if rl.advantage == "gae":
-        trunk = str(rm) if rm.is_file() else sft
+        trunk = rm if rm is not None else sft
         critic = Critic.options(**opts["critic"]).remote(
             trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
         )
