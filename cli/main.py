@@ -110,6 +110,24 @@ def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = N
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
+@app.command("reward-curve")
+def reward_curve(
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    sizes: Annotated[str, typer.Option(help="Comma-separated numbers of training pairs.")] = "250,500,1000,2000",
+) -> None:
+    """How the reward model's held-out accuracy grows with the number of preference pairs."""
+    from cli.report import print_rows
+    from pipelines import reward as stage
+
+    cfg, run_dir = _setup(config, overrides, out)
+    points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
+    print_rows("reward model learning curve", points, ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_correctness",
+                                                        "rm/label_accuracy", "rm/cross_prompt_accuracy"])  # fmt: skip
+    typer.echo(json.dumps(points))
+
+
 @app.command()
 def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """On-policy RLHF on Ray actors from the SFT policy and the reward model (resumes from its checkpoint)."""

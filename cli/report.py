@@ -79,3 +79,14 @@ def print_sample_questions(world: WorldConfig) -> None:
             str(grade(prefix, [114514])),
         )
     console.print(table)
+
+
+def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
+    """A table of dict rows, numbers with three decimals."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = [row.get(c) for c in columns]
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
+    console.print(table)

@@ -140,3 +140,31 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         _, final, _ = train_loop.run(stage, rm, stop_at=stop_at)
         mlflow.log_artifact(str(stage.checkpoint), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}
+
+
+def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_uri: str | None = None) -> list[dict]:
+    """Held-out accuracy of reward models trained on the first n pairs, for each n: how it grows with data.
+
+    Each point trains a fresh RM from the SFT trunk with the same optimiser settings, without
+    checkpoints; the points are logged as one MLflow run (`reward-curve`, step = pairs).
+    """
+    torch.set_num_threads(cfg.reward.threads)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    prefs = preferences.main(cfg, run_dir)
+    points = []
+    for n in sizes:
+        subset = prefs.train[: min(n, len(prefs.train))]
+        sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+        torch.manual_seed(cfg.seed)
+        rm = ScalarModel(sft_model)
+        optimizer, schedule = train_loop.make_optimizer(rm, cfg.reward)
+        for step in range(cfg.reward.steps):
+            rng = random.Random(train_loop.step_seed("reward-curve", cfg.seed, n, step))
+            batch = pair_batch(space, rng.choices(subset, k=cfg.reward.batch_size))
+            train_loop.train_step(rm, optimizer, schedule, batch, cfg.reward.grad_clip, lambda m, b: rm_loss(m, b))
+        points.append({"pairs": len(subset), **evaluate_rm(rm, space, prefs, cfg.seed)})
+    with stage_run(run_dir / "reward_curve", experiment=cfg.name, run_name="reward-curve", tracking_uri=tracking_uri):
+        from pipelines.tracking import log_metrics_batch
+
+        log_metrics_batch([(p["pairs"], {k: v for k, v in p.items() if k != "pairs"}) for p in points])
+    return points

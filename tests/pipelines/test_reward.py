@@ -56,3 +56,11 @@ def test_reward_stage_resumes_to_the_same_weights(sft_run, tmp_path):
     b, _, _ = load_checkpoint(straight_dir / "reward" / "checkpoint.pt")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert resumed["rm/gold_accuracy"] == straight["rm/gold_accuracy"]
+
+
+def test_learning_curve_trains_one_model_per_size(sft_run, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", ["reward.steps=5"])
+    points = reward.learning_curve(cfg, sft_run, [20, 10_000], tracking_uri=uri)
+    assert points[0]["pairs"] == 20 and points[1]["pairs"] == len(preferences.load(sft_run / "preferences").train)
+    assert all(0 <= p["rm/gold_accuracy"] <= 1 for p in points)

@@ -1,0 +1,91 @@
+"""Where the time of one RLHF iteration goes, per phase, with 1 and 2 samplers.
+
+    python -m bench.rl_iteration [--iterations 6] [--prompts 64] [--group 4]
+
+Untrained demo-shape policy and reward model (timing does not depend on what they
+learned); real actors, real RLlib learner, real weight sync. The first iteration is a
+warm-up and is left out. Prints one JSON line: mean seconds per phase for each sampler
+count, and the share of sync + buffer in an iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from conf.load import load_config
+from models.checkpoint import save_checkpoint
+from models.gpt import GPT, GPTConfig
+from models.heads import ScalarModel
+from world.actions import ActionSpace
+from world.exam import questions as bank_questions
+
+PHASES = ("sample", "score", "reference", "critic", "advantage", "buffer", "update", "sync")
+
+
+def fake_run(run_dir: Path, cfg) -> GPT:
+    space = ActionSpace()
+    torch.manual_seed(0)
+    m = cfg.model
+    policy = GPT(GPTConfig(space.size, m.n_layer, m.n_head, m.d_model, m.max_len))
+    save_checkpoint(run_dir / "sft" / "checkpoint.pt", model=policy, space=space)
+    save_checkpoint(run_dir / "reward" / "checkpoint.pt", model=ScalarModel(policy), space=space)
+    return policy
+
+
+def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
+    import ray
+
+    from actors.cluster import init_ray
+    from pipelines import rlhf
+
+    overrides = [
+        f"rl.actors.sampler.replicas={samplers}", f"rl.prompts_per_iteration={args.prompts}",
+        f"rl.group_size={args.group}", f"rl.sync={sync}", "world.bank_size=2000",
+    ]  # fmt: skip
+    cfg = load_config("demo", overrides)
+    space = ActionSpace()
+    policy = fake_run(run_dir, cfg)
+    questions = bank_questions(0, 2000, "train")
+    init_ray()
+    actors = rlhf.start_actors(cfg, run_dir, space, policy)
+    rows, version = [], 0
+    try:
+        for it in range(args.iterations):
+            metrics, version = rlhf.iteration_step(cfg, actors, space, policy, questions, it, version)
+            if it > 0:
+                rows.append(metrics)
+    finally:
+        actors.sync.close()
+        actors.learner.shutdown()
+        for handle in [*actors.samplers, *actors.scorers, *actors.references, actors.buffer]:
+            ray.kill(handle)
+    mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
+    total = sum(mean.values())
+    return {
+        "seconds": {p: round(v, 4) for p, v in mean.items()},
+        "iteration_s": round(total, 3),
+        "sync_buffer_share": round((mean["sync"] + mean["buffer"]) / total, 4),
+        "sync_transfer_s": round(sum(r["time/sync_transfer"] for r in rows) / len(rows), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iterations", type=int, default=6)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--group", type=int, default=4)
+    args = parser.parse_args()
+    result = {"bench": "rl_iteration", "prompts": args.prompts, "group": args.group}
+    with tempfile.TemporaryDirectory() as tmp:
+        for samplers, sync in ((1, "collective"), (2, "collective"), (1, "object_store")):
+            result[f"samplers_{samplers}_{sync}"] = measure(samplers, args, Path(tmp) / f"{samplers}{sync}", sync)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

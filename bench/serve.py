@@ -1,0 +1,92 @@
+"""Serve latency and throughput at concurrency 1, 16 and 64 over real HTTP on 127.0.0.1.
+
+    python -m bench.serve [--model runs/demo] [--requests 200] [--url http://127.0.0.1:8000]
+
+Without `--url` it starts the Serve app itself (an untrained demo-shape policy unless
+`--model` is given). Requests are `/v1/continue` greedy one-term continuations of varied
+sequences. Prints one JSON line: p50/p99 latency (ms) and requests/s per concurrency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+
+async def load(url: str, concurrency: int, requests: int) -> dict:
+    latencies: list[float] = []
+    semaphore = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def one(i: int) -> None:
+            body = {"sequence": [i % 50, i % 50 + 3, i % 50 + 6, i % 50 + 9]}
+            async with semaphore:
+                start = time.perf_counter()
+                response = await client.post("/v1/continue", json=body)
+                latencies.append(time.perf_counter() - start)
+                response.raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(min(8, requests))))  # warm-up
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(requests)))
+        wall = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
+        "requests_per_s": round(requests / wall, 1),
+    }
+
+
+def untrained_checkpoint(folder: Path) -> Path:
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.gpt import GPT, GPTConfig
+    from world.actions import ActionSpace
+
+    torch.manual_seed(0)
+    space = ActionSpace()
+    path = folder / "bench" / "sft" / "checkpoint.pt"
+    save_checkpoint(path, model=GPT(GPTConfig(space.size, 4, 4, 128, 128)), space=space)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url")
+    parser.add_argument("--model")
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.url
+        if url is None:
+            from conf.schema import ServeConfig
+            from serve.launch import start
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            url = start(args.model or str(untrained_checkpoint(Path(tmp))), ServeConfig(port=port))
+        result = {"bench": "serve", "url": url, "requests": args.requests}
+        for concurrency in (1, 16, 64):
+            result[f"concurrency_{concurrency}"] = asyncio.run(load(url, concurrency, args.requests))
+        if args.url is None:
+            from ray import serve
+
+            serve.shutdown()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
