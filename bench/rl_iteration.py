@@ -50,7 +50,7 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
     cfg = load_config("demo", overrides)
     space = ActionSpace()
     policy = fake_run(run_dir, cfg)
-    questions = bank_questions(0, 2000, "train")
+    questions = bank_questions(0, 2000, "train")  # any prompts do for timing
     init_ray()
     actors = rlhf.start_actors(cfg, run_dir, space, policy)
     rows, version = [], 0

@@ -34,6 +34,8 @@ class WorldConfig(Strict):
     """Longest pretraining document, in tokens."""
     bank_size: int = Field(20000, ge=10)
     """Number of distinct exam questions in the bank (train and eval splits together)."""
+    feedback_share: float = Field(0.3, ge=0.0, lt=1.0)
+    """Share of the train split held back from SFT for preference collection and RL prompts."""
     max_difficulty: int = Field(3, ge=1, le=3)
     """Exam templates up to this difficulty (1 = arithmetic, geometric, squares, Fibonacci)."""
     label_noise: float = Field(0.1, ge=0, le=0.5)

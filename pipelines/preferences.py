@@ -1,5 +1,6 @@
 """Preference collection: on-policy samples from the SFT policy, paired within each prompt.
 
+Prompts come from the feedback pool (train questions SFT never saw, `world.feedback_share`).
 For each exam prompt, K responses are drawn with `models.rollout.sample_rollouts`, the
 sampler code RL uses; every pair among them goes to the simulated labeler (gold grader
 plus `world.label_noise`). Train-split prompts give the training pairs; eval-split
@@ -81,7 +82,7 @@ def sample_pairs(
 def collect(cfg: Config, model: GPT, space: ActionSpace) -> Preferences:
     w = cfg.world
     rng = random.Random(cfg.seed)
-    train_qs = questions(w.seed, w.bank_size, "train", w.max_difficulty)
+    train_qs = questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
     eval_qs = questions(w.seed, w.bank_size, "eval", w.max_difficulty)
     train_qs = rng.sample(train_qs, min(cfg.reward.prompts, len(train_qs)))
     eval_qs = eval_qs[: cfg.reward.heldout_prompts]

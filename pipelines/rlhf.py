@@ -270,7 +270,8 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     if rl.reward_source == "rm" and not (run_dir / "reward" / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"rl.reward_source=rm needs a reward model: run `tokenmdp reward` into {run_dir} first")
     policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    questions = bank_questions(cfg.world.seed, cfg.world.bank_size, "train", cfg.world.max_difficulty)
+    w = cfg.world
+    questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
     iteration, version, state = 0, 0, {}
     if ckpt.is_file():
         policy, _, state = load_checkpoint(ckpt, space)

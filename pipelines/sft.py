@@ -41,7 +41,8 @@ def batch_at(space: ActionSpace, questions: list[Question], seed: int, step: int
 
 
 def train_questions(cfg: Config) -> list[Question]:
-    return bank_questions(cfg.world.seed, cfg.world.bank_size, "train", cfg.world.max_difficulty)
+    w = cfg.world
+    return bank_questions(w.seed, w.bank_size, "sft", w.max_difficulty, w.feedback_share)
 
 
 def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:

@@ -32,8 +32,18 @@ class Question:
     @property
     def split(self) -> str:
         """'eval' for a fixed 10% of prefixes: eval questions never appear in train."""
-        digest = hashlib.sha256(",".join(map(str, self.prefix)).encode()).digest()
-        return "eval" if digest[0] % 10 == 0 else "train"
+        return "eval" if self._digest()[0] % 10 == 0 else "train"
+
+    def in_feedback_pool(self, share: float) -> bool:
+        """A fixed `share` of the train split, kept for preference collection and RL, never shown in SFT.
+
+        Pairs sampled on questions SFT memorised would teach the reward model to recognise
+        memorised answers instead of checking them.
+        """
+        return self.split == "train" and self._digest()[1] < round(256 * share)
+
+    def _digest(self) -> bytes:
+        return hashlib.sha256(",".join(map(str, self.prefix)).encode()).digest()
 
 
 def _cumulative(start: int, steps: Terms) -> Terms:
@@ -238,6 +248,13 @@ def build_bank(seed: int, size: int, max_difficulty: int = 3) -> tuple[Question,
     return tuple(bank)
 
 
-def questions(seed: int, size: int, split: str, max_difficulty: int = 3) -> list[Question]:
-    """The bank's questions of one split ("train" or "eval")."""
-    return [q for q in build_bank(seed, size, max_difficulty) if q.split == split]
+def questions(seed: int, size: int, split: str, max_difficulty: int = 3, feedback_share: float = 0.0) -> list[Question]:
+    """The bank's questions of one split: "eval", "train" (all), "sft" or "feedback" (the two parts of train)."""
+    bank = build_bank(seed, size, max_difficulty)
+    if split in ("eval", "train"):
+        return [q for q in bank if q.split == split]
+    if split == "feedback":
+        return [q for q in bank if q.in_feedback_pool(feedback_share)]
+    if split == "sft":
+        return [q for q in bank if q.split == "train" and not q.in_feedback_pool(feedback_share)]
+    raise ValueError(f"unknown split {split!r}")

@@ -8,6 +8,7 @@ from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from models.heads import ScalarModel
 from pipelines import preferences, reward
+from world.exam import questions
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.slow
 def test_pairs_come_from_the_sft_policy_and_stay_within_one_prompt(sft_run):
     cfg = load_config("tiny")
     prefs = preferences.main(cfg, sft_run)
-    assert prefs.train and prefs.counts["train/prompts"] == 600
+    feedback = questions(0, 1000, "feedback", 1, cfg.world.feedback_share)
+    assert prefs.train and prefs.counts["train/prompts"] == len(feedback)  # the pool is smaller than 600
     kept = prefs.counts["train/kept_correctness"] + prefs.counts.get("train/kept_format", 0)
     dropped = prefs.counts["train/dropped_identical"] + prefs.counts["train/dropped_no_preference"]
     assert kept == len(prefs.train) and kept + dropped == prefs.counts["train/candidates"]
@@ -37,7 +39,7 @@ def test_reward_model_beats_chance_on_its_pairs_and_reports_gold_accuracy(sft_ru
     rejected = reward.score_sequences(rm, reward.ActionSpace(), [p.prompt + p.rejected for p in prefs.train])
     assert (chosen > rejected).float().mean().item() > 0.6
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(final["run_id"])
-    assert run.data.metrics["data/train/candidates"] == 3600
+    assert run.data.metrics["data/train/candidates"] == 6 * run.data.metrics["data/train/prompts"]
     assert "rm/gold_accuracy_correctness" in run.data.metrics
 
 

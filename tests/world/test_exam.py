@@ -23,3 +23,14 @@ def test_eval_split_is_about_ten_percent_and_disjoint():
     train = {q.prefix for q in bank if q.split == "train"}
     assert not evals & train
     assert 0.05 < len(evals) / len(bank) < 0.15
+
+
+def test_sft_and_feedback_pools_split_train_and_never_touch_eval():
+    from world.exam import questions
+
+    sft = set(questions(0, 1100, "sft", feedback_share=0.3))
+    feedback = set(questions(0, 1100, "feedback", feedback_share=0.3))
+    train, held_out = set(questions(0, 1100, "train")), set(questions(0, 1100, "eval"))
+    assert sft | feedback == train and not sft & feedback and not train & held_out
+    assert 0.2 < len(feedback) / len(train) < 0.4
+    assert not questions(0, 1100, "feedback", feedback_share=0.0)

@@ -1,0 +1,17 @@
+"""Benchmarks end with one JSON line (what bench/README.md's figures come from)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def test_sampler_bench_prints_json_with_the_speedup():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.sampler", "--batch", "4", "--new-tokens", "4"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["bench"] == "sampler" and result["tokens_per_s"] > 0 and result["kv_speedup"] > 0
