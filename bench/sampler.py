@@ -3,7 +3,10 @@
     python -m bench.sampler [--batch 64] [--new-tokens 32] [--threads 1]
 
 Prints one JSON line. Every row is forced to run all `new_tokens` steps (no early
-`<eor>`), so both variants do the same work.
+`<eor>`), so every variant does the same work. With the optional `bench` extra
+(`pip install -e '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of
+the same shape (layers, heads, width, vocabulary, context) on the same left-padded
+prompts, sampling with its KV cache, in the same run: `hf_tokens_per_s`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,27 @@ def tokens_per_s(model: GPT, prompts: list[list[int]], new_tokens: int, use_cach
     return gen.tokens.numel() / (time.perf_counter() - start)
 
 
+def hf_tokens_per_s(prompts: list[list[int]], new_tokens: int, pad_id: int) -> float | None:
+    """transformers.generate on a same-size GPT-2 (random weights: speed does not depend on them)."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        return None
+    from models.sampling import left_pad
+
+    config = GPT2Config(vocab_size=16, n_positions=128, n_embd=128, n_layer=4, n_head=4, pad_token_id=pad_id)
+    model = GPT2LMHeadModel(config).eval()
+    tokens, mask = left_pad(prompts, pad_id)
+    kw = {"do_sample": True, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "eos_token_id": None}
+    with torch.no_grad():
+        model.generate(
+            input_ids=tokens[:4], attention_mask=mask[:4], **(kw | {"max_new_tokens": 4, "min_new_tokens": 4})
+        )
+        start = time.perf_counter()
+        out = model.generate(input_ids=tokens, attention_mask=mask, **kw)
+    return (out.shape[1] - tokens.shape[1]) * out.shape[0] / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
@@ -42,6 +66,7 @@ def main() -> None:
     tokens_per_s(model, prompts[:4], 4, True, no_stop)  # warm-up
     cached = tokens_per_s(model, prompts, args.new_tokens, True, no_stop)
     uncached = tokens_per_s(model, prompts, args.new_tokens, False, no_stop)
+    hf = hf_tokens_per_s(prompts, args.new_tokens, space.pad_id)
     print(
         json.dumps(
             {
@@ -53,6 +78,8 @@ def main() -> None:
                 "tokens_per_s": round(cached),
                 "uncached_tokens_per_s": round(uncached),
                 "kv_speedup": round(cached / uncached, 2),
+                "hf_tokens_per_s": round(hf) if hf else None,
+                "vs_hf": round(cached / hf, 2) if hf else None,
             }
         )
     )
