@@ -183,10 +183,14 @@ def serve(
 @app.command()
 def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """The pipeline: pretrain -> SFT -> evaluation (reward model, RLHF and serving come next)."""
+    from pipelines.workflow import ConfigChanged
     from pipelines.workflow import main as workflow
 
     cfg, run_dir = _setup(config, overrides, out)
-    workflow(cfg, run_dir)
+    try:
+        workflow(cfg, run_dir)
+    except ConfigChanged as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
 
 
 if __name__ == "__main__":

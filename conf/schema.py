@@ -208,7 +208,7 @@ class ServeConfig(Strict):
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
     max_terms: int = Field(8, ge=1)
     """Most terms one request may ask for."""
     max_term_digits: int = Field(18, ge=1)

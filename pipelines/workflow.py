@@ -30,9 +30,33 @@ REWARD_KEYS = (
 )  # fmt: skip
 
 
+class ConfigChanged(ValueError):
+    """The run directory holds stages trained under another config: resuming would mix the two."""
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two resolved configs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(), indent=2))
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        changed = config_differences(json.loads(saved.read_text()), cfg.model_dump())
+        if changed:
+            raise ConfigChanged(
+                f"{run_dir} was made with another config (differs in {', '.join(changed[:8])}); "
+                "choose a new run directory with --out, or delete this one"
+            )
+    saved.write_text(json.dumps(cfg.model_dump(), indent=2))
     uri = tracking_uri or default_tracking_uri()
     with stage_run(run_dir, experiment=cfg.name, run_name="pipeline", tracking_uri=uri):
         import mlflow

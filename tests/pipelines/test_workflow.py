@@ -69,3 +69,14 @@ def test_run_rejects_a_bad_override(tmp_path):
     result = CliRunner().invoke(app, ["run", "tiny", "--set", "sft.lr=-1", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "lr" in result.output
+
+
+def test_a_run_directory_refuses_a_different_config(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    from conf.load import load_config
+
+    (run_dir / "config.json").write_text(json.dumps(load_config("tiny", ["sft.lr=1.0"]).model_dump()))
+    result = CliRunner().invoke(app, ["run", "tiny", "--out", str(run_dir)], terminal_width=400)
+    assert result.exit_code != 0
+    assert "differs in sft.lr" in result.output and "--out" in result.output
