@@ -23,7 +23,7 @@ from algos.kl import kl_per_token
 from algos.policy_loss import Denominators, aggregate, clipped_surrogate
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
-from models.rollout import action_logprobs
+from models.rollout import logprobs_and_entropy
 
 MODULE_ID = "default_policy"
 # Columns of a learner batch: the rollout layout plus what the controller computed.
@@ -37,7 +37,8 @@ class PolicyModule(TorchRLModule):
         self.gpt = GPT(GPTConfig(**self.model_config["gpt_config"]))
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {"action_logprobs": action_logprobs(self.gpt, batch["tokens"].long(), batch["mask"].long())}
+        logp, entropy = logprobs_and_entropy(self.gpt, batch["tokens"].long(), batch["mask"].long())
+        return {"action_logprobs": logp, "entropy": entropy}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._forward(batch)
@@ -68,6 +69,7 @@ class PolicyGradientLearner(TorchLearner):
                 "rl/clip_fraction": ((clipped * mask).sum() / n).detach(),
                 "rl/kl_learner": ((kl * mask).sum() / n).detach(),
                 "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
+                "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
             },
             key=module_id,
             window=1,

@@ -89,11 +89,13 @@ def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temper
     return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 
 
-def entropy_per_state(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) entropy of the policy in the state before token t (column 0 is 0)."""
-    logp = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
-    ent = -(logp.exp() * logp).sum(-1)
-    return torch.cat([torch.zeros_like(ent[:, :1]), ent], dim=1)
+def logprobs_and_entropy(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`action_logprobs` and the (B, T) entropy of the policy in the state before each token, from one forward."""
+    logp_all = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
+    logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    pad = torch.zeros_like(logp[:, :1])
+    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1)
 
 
 def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:

@@ -141,13 +141,16 @@ def fan_out(workers: list, method: str, rollouts: Rollouts) -> torch.Tensor:
     return result
 
 
-def gold_rewards(rollouts: Rollouts, space: ActionSpace) -> torch.Tensor:
-    """1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth."""
-    out = []
+def gold_rewards(rollouts: Rollouts, space: ActionSpace) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) 1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth;
+    and (B,) 1 where it is a well-formed answer of the right length (so well-formed and not gold = 114514)."""
+    gold, formed = [], []
     for question, response in zip(rollouts.meta["question"], rollouts.responses(), strict=True):
         parsed = space.parse_response(response)
-        out.append(float(parsed.well_formed and tuple(parsed.terms) == question.answer))
-    return torch.tensor(out)
+        ok = parsed.well_formed and len(parsed.terms) == len(question.answer)
+        formed.append(float(ok))
+        gold.append(float(ok and tuple(parsed.terms) == question.answer))
+    return torch.tensor(gold), torch.tensor(formed)
 
 
 def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int):
@@ -204,7 +207,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     rollouts = sample(actors, space, prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration), cfg)
     lap("sample")
     # --- score: the proxy reward (RM) beside the gold reward -----------------------------
-    gold = gold_rewards(rollouts, space)
+    gold, formed = gold_rewards(rollouts, space)
     proxy = fan_out(actors.scorers, "score", rollouts) if actors.scorers else gold
     lap("score")
     # --- reference log-probs and the per-token KL ---------------------------------------
@@ -247,6 +250,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     m |= {
         "reward/proxy": proxy.mean().item(),
         "reward/gold": gold.mean().item(),
+        "reward/proxy_minus_gold": (proxy - gold).mean().item(),
+        "rl/rate_114514": (formed - gold).mean().item(),
+        "rl/sample_tokens_per_s": mask.sum().item() / max(t["time/sample"], 1e-9),
         "rl/kl": (kl.sum(dim=1)).mean().item(),
         "rl/response_length": lengths.mean().item(),
         "rl/finished_rate": rollouts.finished.float().mean().item(),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from actors.learner import build_learner_group, gpt_state_dict, policy_weights
+from actors.learner import MODULE_ID, build_learner_group, gpt_state_dict, policy_weights
 from algos.kl import kl_per_token
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
@@ -45,3 +45,38 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     assert gap < 0.05 * cfg.rl.lr, f"2 learners differ from 1 by {gap}"
     expected_kl = (kl_per_token(rollouts.logprobs, rollouts.logprobs - 0.1, "k3") * rollouts.action_mask).sum()
     assert abs(local_metrics["rl/kl_learner"] - expected_kl.item() / rollouts.action_mask.sum().item()) < 1e-4
+
+
+def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, ray_local):
+    from pipelines import rlhf
+    from world.exam import questions as bank_questions
+
+    cfg = load_config(
+        "tiny",
+        ["rl.reward_source=gold", "rl.actors.sampler.replicas=2", "rl.actors.sampler.num_cpus=0.25",
+         "rl.actors.reference.num_cpus=0.1", "rl.actors.learner.num_learners=2",
+         "rl.actors.learner.num_cpus_per_learner=0.25", "rl.lr=1e-3"],
+    )  # fmt: skip
+    policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
+    prompts = bank_questions(0, 1000, "feedback", 1, cfg.world.feedback_share)
+    actors = rlhf.start_actors(cfg, tiny_sft_run, SPACE, policy)
+    try:
+        version = 0
+        for iteration in range(2):
+            metrics, version = rlhf.iteration_step(cfg, actors, SPACE, policy, prompts, iteration, version)
+            assert metrics["rl/sample_staleness"] == 0
+        results = actors.learner.foreach_learner(
+            lambda learner, **_: float(sum(p.detach().double().sum() for p in learner.module[MODULE_ID].parameters()))
+        )
+        learner_sums = [r.get() for r in results]
+        expected = float(sum(p.double().sum() for p in policy.state_dict().values()))
+        assert len(learner_sums) == 2 and learner_sums[0] == learner_sums[1]  # DDP keeps the learners identical
+        assert abs(learner_sums[0] - expected) < 1e-6 * max(1.0, abs(expected))
+        for sampler in actors.samplers:  # every sampler holds the learner's latest version
+            assert ray_local.get(sampler.policy_version.remote()) == version == 2
+            assert abs(ray_local.get(sampler.checksum.remote()) - expected) < 1e-6 * max(1.0, abs(expected))
+    finally:
+        actors.sync.close()
+        actors.learner.shutdown()
+        for handle in [*actors.samplers, *actors.references, actors.buffer]:
+            ray_local.kill(handle)

@@ -85,3 +85,25 @@ def test_bad_input_is_a_4xx_that_names_the_problem(server, path, payload, named)
 def test_malformed_json_is_a_4xx(server):
     response = server.post("/v1/continue", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422 and "json" in response.text.lower()
+
+
+def test_two_hundred_concurrent_requests_all_succeed(server):
+    def ask(i: int) -> int:
+        return server.post("/v1/continue", json={"sequence": [i, i + 2, i + 4, i + 6]}).status_code
+
+    with ThreadPoolExecutor(32) as pool:
+        codes = list(pool.map(ask, range(200)))
+    assert codes == [200] * 200
+
+
+def test_the_endpoint_gives_the_exam_answer_where_the_trained_policy_knows_it(server, tiny_sft_run):
+    from serve.engine import PolicyEngine, Sampling
+    from world.exam import build_bank
+
+    engine = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt")
+    bank = build_bank(0, 1000, 1)
+    answers = engine.continue_batch([(list(q.prefix), 1, Sampling()) for q in bank])
+    known = [q for q, (terms, _) in zip(bank, answers, strict=True) if tuple(terms) == q.answer]
+    assert known, "the tiny policy answers no exam question: nothing to check"
+    body = server.post("/v1/continue", json={"sequence": list(known[0].prefix)}).json()
+    assert tuple(body["terms"]) == known[0].answer and body["finished"]
