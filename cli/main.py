@@ -62,6 +62,16 @@ def world_stats(config: ConfigArg = "demo", overrides: SetOpt = None, documents:
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<config name>).")]
+RayOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="Join this Ray cluster (default: RAY_ADDRESS, else a local Ray).")
+]
+
+
+def _use_ray(address: str | None) -> None:
+    import os
+
+    if address:
+        os.environ["RAY_ADDRESS"] = address
 
 
 def _setup(config: str, overrides: list[str] | None, out: Path | None):
@@ -129,10 +139,11 @@ def reward_curve(
 
 
 @app.command()
-def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None, ray_address: RayOpt = None) -> None:
     """On-policy RLHF on Ray actors from the SFT policy and the reward model (resumes from its checkpoint)."""
     from pipelines import rlhf as stage
 
+    _use_ray(ray_address)
     cfg, run_dir = _setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
@@ -158,10 +169,12 @@ def serve(
     overrides: SetOpt = None,
     host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
     port: Annotated[int | None, typer.Option(help="Default: serve.port of the config.")] = None,
+    ray_address: RayOpt = None,
 ) -> None:
     """Serve a policy over HTTP with Ray Serve until interrupted (POST /v1/continue, /v1/completions)."""
     from serve.launch import start
 
+    _use_ray(ray_address)
     cfg, _ = _setup(config, overrides, None)
     settings = cfg.serve.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
     try:
@@ -181,11 +194,12 @@ def serve(
 
 
 @app.command()
-def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
-    """The pipeline: pretrain -> SFT -> evaluation (reward model, RLHF and serving come next)."""
+def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None, ray_address: RayOpt = None) -> None:
+    """The whole pipeline: pretrain -> SFT -> preferences -> reward model -> RLHF -> registry and report."""
     from pipelines.workflow import ConfigChanged
     from pipelines.workflow import main as workflow
 
+    _use_ray(ray_address)
     cfg, run_dir = _setup(config, overrides, out)
     try:
         workflow(cfg, run_dir)
