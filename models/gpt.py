@@ -15,7 +15,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, nh, T, hs)
+
+class KVCache:
+    """Keys and values of every layer, preallocated to `capacity` positions and filled in place.
+
+    Concatenating a growing cache each step cost a quarter of the sampling time; writing
+    into a buffer sized once per batch does not.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device) -> None:
+        shape = (n_layer, batch, n_head, capacity, head_size)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.length = 0  # positions filled
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's (B, nh, T, hs) keys/values for `layer`; returns all of them so far."""
+        end = self.length + k.shape[2]
+        if end > self.keys.shape[3]:
+            raise ValueError(f"KV cache of {self.keys.shape[3]} positions is full")
+        self.keys[layer, :, :, self.length : end] = k
+        self.values[layer, :, :, self.length : end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
 @dataclass(frozen=True)
@@ -45,16 +66,16 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(
-        self, x: torch.Tensor, allowed: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        self, x: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
         drop = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, nh, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class Block(nn.Module):
@@ -66,10 +87,9 @@ class Block(nn.Module):
             nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
         )
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, past=None):
-        attn_out, present = self.attn(self.ln1(x), allowed, past)
-        x = x + attn_out
-        return x + self.mlp(self.ln2(x)), present
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attn(self.ln1(x), allowed, cache, layer)
+        return x + self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
@@ -101,10 +121,13 @@ class GPT(nn.Module):
         mask: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, KVCache]:
-        """tokens (B, T) -> hidden states (B, T, C). `mask` (B, T_past + T) marks real tokens."""
+    ) -> torch.Tensor:
+        """tokens (B, T) -> hidden states (B, T, C). `mask` (B, T_past + T) marks real tokens.
+
+        With a `cache`, `tokens` continue the cached positions and are appended to it.
+        """
         T = tokens.shape[1]
-        past_len = cache[0][0].shape[2] if cache else 0
+        past_len = cache.length if cache is not None else 0
         if positions is None:
             positions = positions_from_mask(mask)[:, past_len:]
         if int(positions.max()) >= self.cfg.max_len:
@@ -115,16 +138,20 @@ class GPT(nn.Module):
         own[torch.arange(T), past_len + torch.arange(T)] = True
         allowed = allowed | own  # a pad attends to itself, so no row is empty (its output is never used)
         x = self.tok_emb(tokens) + self.pos_emb(positions)
-        presents: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, allowed, cache[i] if cache else None)
-            presents.append(present)
-        return self.ln_f(x), presents
+            x = block(x, allowed, cache, i)
+        if cache is not None:
+            cache.length += T
+        return self.ln_f(x)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        c = self.cfg
+        p = self.tok_emb.weight
+        return KVCache(c.n_layer, batch, c.n_head, capacity, c.d_model // c.n_head, p.dtype, p.device)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state."""
-        h, _ = self.hidden(tokens, mask)
-        return h @ self.tok_emb.weight.T
+        return self.hidden(tokens, mask) @ self.tok_emb.weight.T
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

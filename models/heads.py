@@ -32,8 +32,7 @@ class ScalarModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h, _ = self.trunk.hidden(tokens, mask)
-        return self.head(h).squeeze(-1)
+        return self.head(self.trunk.hidden(tokens, mask)).squeeze(-1)
 
     def score(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B,) the scalar at each row's last real token: the reward of the whole response."""

@@ -70,12 +70,10 @@ def generate(
     logprobs = torch.zeros(B, max_new_tokens)
     action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
-    cache, step_input = None, tokens
+    cache = model.new_cache(B, tokens.shape[1] + max_new_tokens) if use_cache else None
+    step_input = tokens
     for t in range(max_new_tokens):
-        if use_cache:
-            h, cache = model.hidden(step_input, mask, cache)
-        else:
-            h, _ = model.hidden(tokens, mask)
+        h = model.hidden(step_input, mask, cache) if use_cache else model.hidden(tokens, mask)
         logits = h[:, -1] @ model.tok_emb.weight.T  # (B, V)
         action, logp = _choose(logits, temperature, top_k, generator)
         action = torch.where(done, torch.full_like(action, pad_id), action)
