@@ -23,19 +23,15 @@ class SamplerImpl:
         self.model.eval()
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
-        self._flat: torch.Tensor | None = None
 
     def sample(
         self, prompts: list[list[int]], group_size: int, max_new_tokens: int, temperature: float = 1.0,
-        top_k: int | None = None, meta: dict | None = None,
+        top_k: int | None = None,
     ) -> Rollouts:  # fmt: skip
-        rollouts = sample_rollouts(
+        return sample_rollouts(
             self.model, self.space, prompts, group_size=group_size, max_new_tokens=max_new_tokens,
             policy_version=self.version, temperature=temperature, top_k=top_k, generator=self.generator,
         )  # fmt: skip
-        if meta:
-            rollouts.meta.update({k: [v for v in values for _ in range(group_size)] for k, values in meta.items()})
-        return rollouts
 
     def policy_version(self) -> int:
         return self.version

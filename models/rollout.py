@@ -9,7 +9,7 @@ layout, with positions from `mask`, so every one of them sees the states the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -30,7 +30,6 @@ class Rollouts:
     finished: torch.Tensor  # (B,) the response ended with <eor>
     policy_version: int
     prompt_width: int  # columns 0..prompt_width-1 are the prompt
-    meta: dict = field(default_factory=dict)  # per-row lists, e.g. which question each row answers
 
     @property
     def size(self) -> int:
@@ -46,7 +45,7 @@ class Rollouts:
         """A sub-batch (e.g. a micro-batch); keeps version and layout."""
         return Rollouts(
             self.tokens[rows], self.mask[rows], self.action_mask[rows], self.logprobs[rows],
-            self.group[rows], self.finished[rows], self.policy_version, self.prompt_width, self.meta,
+            self.group[rows], self.finished[rows], self.policy_version, self.prompt_width,
         )  # fmt: skip
 
 
@@ -118,10 +117,6 @@ def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
     for p in parts:
         groups.append(p.group + offsets)
         offsets += int(p.group.max()) + 1 if p.size else 0
-    meta: dict = {}
-    for p in parts:
-        for key, value in p.meta.items():
-            meta.setdefault(key, []).extend(value)
     return Rollouts(
         tokens=torch.cat([pad(p.tokens, p, pad_id) for p in parts]),
         mask=torch.cat([pad(p.mask, p, 0) for p in parts]),
@@ -131,5 +126,4 @@ def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:
         finished=torch.cat([p.finished for p in parts]),
         policy_version=versions.pop(),
         prompt_width=width,
-        meta=meta,
     )

@@ -112,12 +112,13 @@ def split(items: list, parts: int) -> list[list]:
 
 
 def sample(actors: Actors, space: ActionSpace, questions: list[Question], cfg: Config) -> Rollouts:
+    """G responses per question, split across the samplers; rows come back in question order."""
     import ray
 
     chunks = split(questions, len(actors.samplers))
     refs = [
         s.sample.remote([space.encode_prompt(q.prefix) for q in chunk], cfg.rl.group_size, cfg.rl.max_new_tokens,
-                        cfg.rl.temperature, None, {"question": list(chunk)})
+                        cfg.rl.temperature)
         for s, chunk in zip(actors.samplers, chunks, strict=False)
     ]  # fmt: skip
     return concat_rollouts(ray.get(refs), space.pad_id)
@@ -141,11 +142,17 @@ def fan_out(workers: list, method: str, rollouts: Rollouts) -> torch.Tensor:
     return result
 
 
-def gold_rewards(rollouts: Rollouts, space: ActionSpace) -> tuple[torch.Tensor, torch.Tensor]:
+def gold_rewards(
+    rollouts: Rollouts, questions: list[Question], space: ActionSpace
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) 1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth;
-    and (B,) 1 where it is a well-formed answer of the right length (so well-formed and not gold = 114514)."""
+    and (B,) 1 where it is a well-formed answer of the right length (so well-formed and not gold = 114514).
+
+    Row i answers `questions[rollouts.group[i]]`: the controller keeps the questions, the actors never see them.
+    """
     gold, formed = [], []
-    for question, response in zip(rollouts.meta["question"], rollouts.responses(), strict=True):
+    for g, response in zip(rollouts.group.tolist(), rollouts.responses(), strict=True):
+        question = questions[g]
         parsed = space.parse_response(response)
         ok = parsed.well_formed and len(parsed.terms) == len(question.answer)
         formed.append(float(ok))
@@ -204,10 +211,11 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         clock = now
 
     # --- sample: the policy's own actions, tagged with its version -----------------------
-    rollouts = sample(actors, space, prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration), cfg)
+    asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration)
+    rollouts = sample(actors, space, asked, cfg)
     lap("sample")
     # --- score: the proxy reward (RM) beside the gold reward -----------------------------
-    gold, formed = gold_rewards(rollouts, space)
+    gold, formed = gold_rewards(rollouts, asked, space)
     proxy = fan_out(actors.scorers, "score", rollouts) if actors.scorers else gold
     lap("score")
     # --- reference log-probs and the per-token KL ---------------------------------------
