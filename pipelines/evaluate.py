@@ -44,8 +44,7 @@ def answer_questions(
             eor_id=space.eor_id, pad_id=space.pad_id, temperature=temperature, generator=generator,
         )  # fmt: skip
         for row in range(len(chunk)):
-            parsed = space.parse_response(gen.tokens[row].tolist())
-            answers.append(parsed.terms if parsed.well_formed else None)
+            answers.append(space.parse_response(gen.tokens[row].tolist()).answer)
     return answers
 
 
@@ -54,8 +53,8 @@ def score(
 ) -> dict[str, float]:
     """Gold pass, format and 114514 rates, overall and per template."""
     n = max(len(questions), 1)
-    passed = [a is not None and tuple(a) == q.answer for q, a in zip(questions, answers, strict=True)]
-    formatted = [a is not None and len(a) == len(q.answer) for q, a in zip(questions, answers, strict=True)]
+    passed = [q.is_answered_by(a) for q, a in zip(questions, answers, strict=True)]
+    formatted = [q.is_formatted_by(a) for q, a in zip(questions, answers, strict=True)]
     by_template: dict[str, list[bool]] = defaultdict(list)
     for q, ok in zip(questions, passed, strict=True):
         by_template[q.template].append(ok)

@@ -71,7 +71,7 @@ def sample_pairs(
             pairs += pairs_for_prompt(space, q.prefix, group, labeler, counts, n_terms=len(q.answer))
             for r in group:
                 parsed = space.parse_response(r)
-                correct = parsed.well_formed and tuple(parsed.terms) == q.answer
+                correct = q.is_answered_by(parsed.answer)
                 scored.append(ScoredResponse(prompt, tuple(r), correct, parsed.well_formed))
     counts = Counter({f"{split}/{key}": n for key, n in counts.items()})
     counts[f"{split}/prompts"] = len(questions)

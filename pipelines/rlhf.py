@@ -153,10 +153,9 @@ def gold_rewards(
     gold, formed = [], []
     for g, response in zip(rollouts.group.tolist(), rollouts.responses(), strict=True):
         question = questions[g]
-        parsed = space.parse_response(response)
-        ok = parsed.well_formed and len(parsed.terms) == len(question.answer)
-        formed.append(float(ok))
-        gold.append(float(ok and tuple(parsed.terms) == question.answer))
+        terms = space.parse_response(response).answer
+        formed.append(float(question.is_formatted_by(terms)))
+        gold.append(float(question.is_answered_by(terms)))
     return torch.tensor(gold), torch.tensor(formed)
 
 

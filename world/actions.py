@@ -194,3 +194,8 @@ class ParsedResponse:
     def well_formed(self) -> bool:
         """Parseable integers closed by `<eor>`: the format the exam accepts."""
         return self.terms is not None and self.finished
+
+    @property
+    def answer(self) -> list[int] | None:
+        """The terms when well-formed, else None: what the exam grades."""
+        return self.terms if self.well_formed else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -28,6 +28,14 @@ class Question:
     answer: tuple[int, ...]
     template: str
     difficulty: int  # 1 easy .. 3 hard
+
+    def is_answered_by(self, terms: Sequence[int] | None) -> bool:
+        """The response's terms (None = malformed) are exactly the exam's answer: the gold reward."""
+        return terms is not None and tuple(terms) == self.answer
+
+    def is_formatted_by(self, terms: Sequence[int] | None) -> bool:
+        """A well-formed answer with as many terms as the exam asks for (right or wrong)."""
+        return terms is not None and len(terms) == len(self.answer)
 
     @property
     def split(self) -> str:

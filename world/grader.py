@@ -145,7 +145,10 @@ class SimulatedLabeler:
         self, prefix: Sequence[int], a: Sequence[int] | None, b: Sequence[int] | None, n_terms: int | None = None
     ) -> int | None:
         """0 if `a` is preferred, 1 if `b`, None if there is no preference (drop the pair)."""
-        grade_a, grade_b = grade(prefix, a, n_terms=n_terms), grade(prefix, b, n_terms=n_terms)
+        return self.prefer_grades(grade(prefix, a, n_terms=n_terms), grade(prefix, b, n_terms=n_terms))
+
+    def prefer_grades(self, grade_a: int | None, grade_b: int | None) -> int | None:
+        """`prefer` for responses already graded: callers pairing many responses grade each once."""
         if grade_a is None or grade_b is None or grade_a == grade_b:
             return None
         choice = 0 if grade_a > grade_b else 1

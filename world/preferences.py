@@ -55,20 +55,19 @@ def pairs_for_prompt(
     (`dropped_no_preference`). `n_terms` is how many terms the exam asks for.
     """
     prompt = tuple(space.encode_prompt(prefix))
-    parsed = [space.parse_response(list(r)) for r in responses]
-    terms = [p.terms if p.well_formed else None for p in parsed]
+    terms = [space.parse_response(list(r)).answer for r in responses]
+    grades = [grade(prefix, t, n_terms=n_terms) for t in terms]  # once per response, not per pair
     pairs = []
     for i, j in combinations(range(len(responses)), 2):
         counts["candidates"] += 1
         if tuple(responses[i]) == tuple(responses[j]):
             counts["dropped_identical"] += 1
             continue
-        choice = labeler.prefer(prefix, terms[i], terms[j], n_terms)
+        choice = labeler.prefer_grades(grades[i], grades[j])
         if choice is None:
             counts["dropped_no_preference"] += 1
             continue
-        gold = [grade(prefix, terms[k], n_terms=n_terms) or 0 for k in (i, j)]
-        gold_choice = 0 if gold[0] > gold[1] else 1
+        gold_choice = 0 if grades[i] > grades[j] else 1
         chosen, rejected = (i, j) if choice == 0 else (j, i)
         kind: PairKind = "correctness" if terms[i] is not None and terms[j] is not None else "format"
         pair = PreferencePair(prompt, tuple(responses[chosen]), tuple(responses[rejected]), kind, choice == gold_choice)
