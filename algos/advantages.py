@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from algos.masks import last_real_index
+
 EPS = 1e-6
 
 
@@ -64,8 +66,7 @@ def per_token(sequence_values: torch.Tensor, action_mask: torch.Tensor) -> torch
 def token_rewards(rewards: torch.Tensor, action_mask: torch.Tensor, kl: torch.Tensor | None, kl_coef: float):
     """(B, T): the sequence reward on each row's last action, minus kl_coef * KL on every action."""
     mask = action_mask.to(rewards.dtype)
-    columns = torch.arange(mask.shape[1]).expand_as(mask)
-    last = torch.where(mask.bool(), columns, torch.full_like(columns, -1)).max(dim=1).values
+    last = last_real_index(mask)
     out = torch.zeros_like(mask)
     has_action = last >= 0
     out[has_action, last[has_action]] = rewards[has_action]

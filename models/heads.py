@@ -11,13 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from algos.masks import last_real_index
 from models.gpt import GPT
-
-
-def last_real_index(mask: torch.Tensor) -> torch.Tensor:
-    """(B, T) mask -> (B,) column of the last real token (works for left and right padding)."""
-    columns = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    return torch.where(mask.bool(), columns, torch.full_like(columns, -1)).max(dim=1).values
 
 
 class ScalarModel(nn.Module):

@@ -78,18 +78,16 @@ def sample_rollouts(
     return Rollouts(tokens, mask, action_mask, logprobs, group, gen.finished, policy_version, width)
 
 
-def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Teacher-forced (B, T) log pi(tokens[:, t] | tokens[:, :t]) in column t; column 0 is 0.
-
-    With gradients when the caller has them on: the learner calls this inside its loss.
-    """
-    logits = model(tokens, mask)[:, :-1] / temperature
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced (B, T) log pi(tokens[:, t] | tokens[:, :t]) in column t; column 0 is 0."""
+    return logprobs_and_entropy(model, tokens, mask)[0]
 
 
 def logprobs_and_entropy(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`action_logprobs` and the (B, T) entropy of the policy in the state before each token, from one forward."""
+    """`action_logprobs` and the (B, T) entropy of the policy in the state before each token, from one forward.
+
+    With gradients when the caller has them on: the learner calls this inside its loss.
+    """
     logp_all = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
     logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)

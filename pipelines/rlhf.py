@@ -282,19 +282,18 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     space = ActionSpace(digit_order=cfg.world.digit_order)
     if rl.reward_source == "rm" and not (run_dir / "reward" / "checkpoint.pt").is_file():
         raise FileNotFoundError(f"rl.reward_source=rm needs a reward model: run `tokenmdp reward` into {run_dir} first")
-    policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
     w = cfg.world
     questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
-    iteration, version, state = 0, 0, {}
-    if ckpt.is_file():
-        policy, _, state = load_checkpoint(ckpt, space)
-        iteration, version = state["iteration"], state["policy_version"]
-        if iteration >= rl.iterations:  # finished: report where it stands without starting actors
-            return state["last_metrics"] | evaluate_policy(policy, space, cfg) | {"run_id": state["run_id"]}
+    # Start from the SFT policy, or from where a previous run of this stage stopped.
+    resuming = ckpt.is_file()
+    policy, _, state = load_checkpoint(ckpt if resuming else run_dir / "sft" / "checkpoint.pt", space)
+    iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
+    if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
+        return state["last_metrics"] | evaluate_policy(policy, space, cfg) | {"run_id": state["run_id"]}
     init_ray()
     actors = start_actors(cfg, run_dir, space, policy)
     try:
-        if state:  # --- resume: the learner's optimizer, critic, buffer, samplers' weights and RNG
+        if resuming:  # --- the learner's optimizer, critic, buffer, samplers' weights and RNG
             actors.learner.set_state(state["learner"])
             if actors.critic is not None:
                 ray.get(actors.critic.set_state.remote(state["critic"]))

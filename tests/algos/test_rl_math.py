@@ -134,3 +134,10 @@ def test_estimate_dispatches_and_puts_kl_in_the_reward():
     assert close(adv, [[0, 0.5, 0.5], [0, -0.5, 0], [0, -0.5, -0.5], [0, 0.5, 0]])
     with pytest.raises(ValueError, match="critic"):
         estimate("gae", rewards, group, mask)
+
+
+def test_last_real_index_for_left_right_and_empty_rows():
+    from algos.masks import last_real_index
+
+    mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]])
+    assert last_real_index(mask).tolist() == [2, 3, -1]
