@@ -84,8 +84,11 @@ def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
     }  # fmt: skip
 
 
-def build_learner_group(rl: RLConfig, gpt_config: GPTConfig, vocab_size: int):
-    """An RLlib LearnerGroup holding the policy; `num_learners` and resources from config."""
+def build_learner_group(rl: RLConfig, gpt_config: GPTConfig, vocab_size: int, learner_class: type | None = None):
+    """An RLlib LearnerGroup holding the policy; `num_learners` and resources from config.
+
+    `learner_class` defaults to `PolicyGradientLearner`; only experiments swap it.
+    """
     import gymnasium as gym
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
@@ -102,7 +105,7 @@ def build_learner_group(rl: RLConfig, gpt_config: GPTConfig, vocab_size: int):
         .environment(observation_space=spec.observation_space, action_space=spec.action_space)
         .training(lr=rl.lr, grad_clip=rl.grad_clip, grad_clip_by="global_norm")
         .learners(
-            learner_class=PolicyGradientLearner,
+            learner_class=learner_class or PolicyGradientLearner,
             num_learners=res.num_learners,
             num_cpus_per_learner=res.num_cpus_per_learner,
             num_gpus_per_learner=res.num_gpus_per_learner,

@@ -60,8 +60,7 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
             if it > 0:
                 rows.append(metrics)
     finally:
-        actors.sync.close()
-        actors.learner.shutdown()
+        actors.stop()
         for handle in [*actors.samplers, *actors.scorers, *actors.references, actors.buffer]:
             ray.kill(handle)
     mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}

@@ -207,5 +207,36 @@ def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
         raise typer.BadParameter(str(err), param_hint="--out") from None
 
 
+EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
+
+
+@app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPERIMENT_NAMES)}.")],
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Experiment directory (default: runs/experiments/<config>/<name>).")
+    ] = None,
+    base_run: Annotated[
+        Path | None, typer.Option("--base-run", help="Reuse the shared stages of this finished run (e.g. runs/demo).")
+    ] = None,
+    ray_address: RayOpt = None,
+) -> None:
+    """A controlled comparison: arms that change one setting, same seeds, one MLflow parent run, a table and a plot."""
+    if name not in EXPERIMENT_NAMES:
+        raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)}")
+    from experiments import registry
+    from experiments.runner import run as run_experiment
+    from pipelines.workflow import ConfigChanged
+
+    _use_ray(ray_address)
+    cfg, _ = _setup(config, overrides, None)
+    try:
+        run_experiment(registry()[name], cfg, out or Path("runs") / "experiments" / cfg.name / name, base_run=base_run)
+    except (ConfigChanged, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+
+
 if __name__ == "__main__":
     app()

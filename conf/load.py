@@ -48,3 +48,14 @@ def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
         return Config.model_validate(data)
     except Exception as err:  # pydantic's message names the field
         raise ConfigError(f"invalid config {name_or_path!r}:\n{err}") from err
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """`cfg` with `key=value` overrides applied and validated again (an experiment's arm)."""
+    data = cfg.model_dump()
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return Config.model_validate(data)
+    except Exception as err:
+        raise ConfigError(f"invalid overrides {list(overrides)}:\n{err}") from err

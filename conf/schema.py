@@ -188,6 +188,9 @@ class RLConfig(Strict):
     """How many policy versions old a sample may be when the learner uses it; 0 = strictly on-policy."""
     sync: Literal["collective", "object_store"] = "collective"
     """How new weights reach the samplers: a gloo/NCCL broadcast or through Ray's object store."""
+    sync_every: int = Field(1, ge=1)
+    """Push weights to the samplers after every `sync_every` updates: > 1 makes the samplers lag
+    the learner as asynchronous samplers do, so samples are up to sync_every - 1 versions old."""
     eval_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(5, ge=1)
     threads: int = Field(1, ge=1)
@@ -197,6 +200,11 @@ class RLConfig(Strict):
     def _baseline_needs_groups(self) -> RLConfig:
         if self.advantage in ("rloo", "group") and self.group_size < 2:
             raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (got {self.group_size})")
+        if self.sync_every - 1 > self.max_staleness:
+            raise ValueError(
+                f"sync_every={self.sync_every} makes samples up to {self.sync_every - 1} versions old, but "
+                f"max_staleness={self.max_staleness} would refuse them: raise max_staleness or lower sync_every"
+            )
         return self
 
 

@@ -13,7 +13,7 @@ against a wrong one to prompt B), which Bradley-Terry never trained for.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -34,7 +34,8 @@ NORM_SAMPLE = 1024
 
 def pair_batch(space: ActionSpace, pairs: Sequence[PreferencePair]) -> train_loop.Batch:
     """Rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected (right-padded)."""
-    docs = [list(p.prompt + p.chosen) for p in pairs] + [list(p.prompt + p.rejected) for p in pairs]
+    sequences = [p.sequences() for p in pairs]
+    docs = [list(chosen) for chosen, _ in sequences] + [list(rejected) for _, rejected in sequences]
     return train_loop.collate(docs, space.pad_id)
 
 
@@ -105,19 +106,27 @@ def normalisation(rm: ScalarModel, space: ActionSpace, prefs: Preferences) -> di
     return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6)} if len(scores) > 1 else {}
 
 
-def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
-    """Collect pairs (once), train the RM into `run_dir/reward`; returns the final held-out metrics."""
+def main(
+    cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None,
+    train_pairs: Callable[[Preferences], Sequence] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Collect pairs (once), train the RM into `run_dir/reward`; returns the final held-out metrics.
+
+    `train_pairs` maps the collected preferences to other training pairs (anything with
+    `sequences()`): only experiments use it; held-out evaluation stays on the collected pairs.
+    """
     stage_dir = run_dir / "reward"
     torch.set_num_threads(cfg.reward.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
     prefs = preferences.main(cfg, run_dir)
+    training = train_pairs(prefs) if train_pairs else prefs.train
     sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
     torch.manual_seed(cfg.seed)
     rm = ScalarModel(sft_model)
 
     def batch_at(step: int) -> train_loop.Batch:
         rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
-        return pair_batch(space, rng.choices(prefs.train, k=cfg.reward.batch_size))
+        return pair_batch(space, rng.choices(training, k=cfg.reward.batch_size))
 
     stage = train_loop.Stage(
         name="reward",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,22 @@ from world.exam import Question
 from world.exam import questions as bank_questions
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Where an experiment's deliberately different arm plugs in (`experiments/`); LIBRARY is the real path.
+
+    `learner_class` replaces the policy-gradient learner, `advantages(rewards, group, action_mask)`
+    replaces the advantage estimate. The library itself never sets either.
+    """
+
+    name: str = "library"
+    learner_class: type | None = None
+    advantages: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+
+LIBRARY = Variant()
+
+
 @dataclass
 class Actors:
     samplers: list
@@ -54,8 +71,19 @@ class Actors:
     learner: Any  # ray.rllib LearnerGroup
     sync: Any  # actors.weight_sync.WeightSync
 
+    def stop(self) -> None:
+        """Release every actor and its resources now, not when the handles are collected: a next
+        stage in the same process (an experiment's next arm) must not wait for them."""
+        import ray
 
-def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) -> Actors:
+        self.sync.close()
+        self.learner.shutdown()
+        for actor in [*self.samplers, *self.scorers, *self.references, self.critic, self.buffer]:
+            if actor is not None:
+                ray.kill(actor)
+
+
+def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, variant: Variant = LIBRARY) -> Actors:
     """Every actor with the resources its config section asks for."""
     import ray
 
@@ -95,7 +123,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT) ->
             trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
         )
     buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
-    learner = build_learner_group(rl, policy.cfg, space.size)
+    learner = build_learner_group(rl, policy.cfg, space.size, variant.learner_class)
     learner.set_weights(policy_weights(policy))
     sync = WeightSync(samplers, rl.sync)
     return Actors(samplers, scorers, references, critic, buffer, learner, sync)
@@ -194,7 +222,8 @@ def learner_metrics(results: Any) -> dict[str, float]:
 
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
-                   iteration: int, version: int) -> tuple[dict[str, float], int]:  # fmt: skip
+                   iteration: int, version: int,
+                   variant: Variant = LIBRARY) -> tuple[dict[str, float], int]:  # fmt: skip
     """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: (metrics, new version)."""
     import ray
 
@@ -230,6 +259,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
         gamma=rl.gamma, lam=rl.lam, group_std=rl.group_std,
     )  # fmt: skip
+    if variant.advantages is not None:
+        advantages = variant.advantages(proxy, rollouts.group, rollouts.action_mask)
     lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
     batch = learner_batch(rollouts, advantages, ref_logprobs, rl.max_new_tokens)
@@ -251,7 +282,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     # --- sync: the new weights reach every sampler before the next rollout ---------------
     policy.load_state_dict(gpt_state_dict(actors.learner.get_weights()))
     version += 1 if served else 0
-    t["time/sync_transfer"] = actors.sync.push(policy.state_dict(), version)
+    pushed = served and version % rl.sync_every == 0  # sync_every > 1: samplers lag, as async ones do
+    t["time/sync_transfer"] = actors.sync.push(policy.state_dict(), version) if pushed else 0.0
     lap("sync")
     lengths = mask.sum(dim=1)
     m |= {
@@ -269,7 +301,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     return m | t | ray.get(actors.buffer.report.remote()), version
 
 
-def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None) -> dict[str, float]:
+def main(
+    cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None, variant: Variant = LIBRARY
+) -> dict[str, float]:
     """RLHF from `run_dir/sft` (and `run_dir/reward`) into `run_dir/rlhf`; returns the final metrics."""
     import ray
 
@@ -291,7 +325,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
         return state["last_metrics"] | evaluate_policy(policy, space, cfg) | {"run_id": state["run_id"]}
     init_ray()
-    actors = start_actors(cfg, run_dir, space, policy)
+    actors = start_actors(cfg, run_dir, space, policy, variant)
     try:
         if resuming:  # --- the learner's optimizer, critic, buffer, samplers' weights and RNG
             actors.learner.set_state(state["learner"])
@@ -300,14 +334,15 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
             ray.get(actors.buffer.set_state.remote(state["buffer"]))
             ray.get([s.set_rng_state.remote(r) for s, r in zip(actors.samplers, state["sampler_rng"], strict=False)])
         actors.sync.push(policy.state_dict(), version)
-        final = _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri)
+        final = _train(
+            cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant
+        )
     finally:
-        actors.sync.close()
-        actors.learner.shutdown()
+        actors.stop()
     return final
 
 
-def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri):
+def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant):
     import ray
 
     rl = cfg.rl
@@ -318,13 +353,13 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         import mlflow
 
         if iteration == 0:
-            mlflow.log_params(flatten(cfg.model_dump(include={"rl"})))
+            mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
             before = evaluate_policy(policy, space, cfg)
             log_metrics_batch([(0, before)])
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
             while iteration < rl.iterations:
-                metrics, version = iteration_step(cfg, actors, space, policy, questions, iteration, version)
+                metrics, version = iteration_step(cfg, actors, space, policy, questions, iteration, version, variant)
                 iteration += 1
                 total = sum(v for k, v in metrics.items() if k.startswith("time/") and k != "time/sync_transfer")
                 metrics["time/iteration"] = total

@@ -30,6 +30,10 @@ class PreferencePair:
     kind: PairKind  # "format": one response is malformed; "correctness": both are well-formed
     gold_agrees: bool  # the noise-free grader prefers `chosen` too (False = a flipped label)
 
+    def sequences(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(prompt + chosen, prompt + rejected): what the reward model scores."""
+        return self.prompt + self.chosen, self.prompt + self.rejected
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -76,7 +76,6 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
             assert ray_local.get(sampler.policy_version.remote()) == version == 2
             assert abs(ray_local.get(sampler.checksum.remote()) - expected) < 1e-6 * max(1.0, abs(expected))
     finally:
-        actors.sync.close()
-        actors.learner.shutdown()
+        actors.stop()
         for handle in [*actors.samplers, *actors.references, actors.buffer]:
             ray_local.kill(handle)

@@ -58,3 +58,19 @@ def test_presets_validate_and_overrides_apply():
 def test_bad_config_names_the_field(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", [override])
+
+
+def test_experiment_names_match_the_registry_and_an_unknown_one_is_refused():
+    from cli.main import EXPERIMENT_NAMES
+    from experiments import registry
+
+    assert set(EXPERIMENT_NAMES) == set(registry())
+    result = runner.invoke(app, ["experiment", "stalenes", "tiny"])
+    assert result.exit_code != 0 and "choose from staleness" in result.output
+
+
+def test_experiment_refuses_a_base_run_trained_under_another_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(load_config("tiny", ["sft.lr=0.1"]).model_dump()))
+    result = runner.invoke(app, ["experiment", "staleness", "tiny", "--base-run", str(tmp_path),
+                                 "--out", str(tmp_path / "exp")])  # fmt: skip
+    assert result.exit_code != 0 and "sft.lr" in result.output

@@ -1,0 +1,13 @@
+"""Controlled experiments that show why the library's rules hold (`tokenmdp experiment NAME`)."""
+
+from __future__ import annotations
+
+from experiments.runner import Experiment
+
+
+def registry() -> dict[str, Experiment]:
+    """Every experiment by name (imported lazily: they pull in Ray and RLlib)."""
+    from experiments import action_space, contrastive, overoptimisation, rm_pairs, staleness
+
+    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation)
+    return {m.EXPERIMENT.name: m.EXPERIMENT for m in modules}

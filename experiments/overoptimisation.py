@@ -1,0 +1,78 @@
+"""Over-optimisation: proxy (RM) and gold reward against KL from the reference.
+
+Two arms differ only in the KL coefficient: the demo's and a weak one. With the weak
+penalty the policy travels further from the SFT reference; the RM's proxy reward keeps
+rising while the gold reward (the grader on the same training samples) peaks and turns
+down: Goodhart on a learnt reward. The peak is found on a moving average.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from experiments.rl_arms import run_rlhf_arm, summary_row
+from experiments.runner import Arm, ArmResult, Experiment, metric_history
+
+WEAK_KL = 0.01
+WINDOW = 5
+
+
+def moving_average(values: list[float], window: int = WINDOW) -> list[float]:
+    """Trailing mean over up to `window` points (the first points average what there is)."""
+    out = []
+    for i in range(len(values)):
+        chunk = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
+def turning_point(gold: list[float], proxy: list[float]) -> dict[str, float]:
+    """Where smoothed gold peaks, and how much smoothed proxy still rose after it."""
+    g, p = moving_average(gold), moving_average(proxy)
+    peak = max(range(len(g)), key=g.__getitem__)
+    return {"peak index": float(peak), "gold at peak": g[peak], "gold at end": g[-1],
+            "proxy rise after peak": p[-1] - p[peak]}  # fmt: skip
+
+
+def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
+    rows = []
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for r in results:
+        rl_dir = r.run_dir / "rlhf"
+        steps, kl = metric_history(client, rl_dir, "rl/kl")
+        _, gold = metric_history(client, rl_dir, "reward/gold")
+        _, proxy = metric_history(client, rl_dir, "reward/proxy")
+        turn = turning_point(gold, proxy)
+        peak = int(turn.pop("peak index"))
+        rows.append(summary_row(r) | {"iteration of gold peak": steps[peak], "KL at gold peak": kl[peak]} | turn)
+        axes[0].plot(moving_average(kl), moving_average(gold), label=f"{r.arm.name}: gold")
+        axes[0].plot(moving_average(kl), moving_average(proxy), "--", label=f"{r.arm.name}: proxy (RM)")
+        axes[1].plot(steps, moving_average(gold), label=f"{r.arm.name}: gold")
+        axes[1].plot(steps, moving_average(proxy), "--", label=f"{r.arm.name}: proxy (RM)")
+    axes[0].set_xlabel("KL to the reference (nats per response)")
+    axes[1].set_xlabel("iteration")
+    for ax in axes:
+        ax.set_ylabel(f"reward ({WINDOW}-iteration moving average)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    plot = out / "overoptimisation.png"
+    fig.savefig(plot, dpi=100)
+    plt.close(fig)
+    return rows, plot
+
+
+EXPERIMENT = Experiment(
+    name="overoptimisation",
+    question="where does the gold reward turn down while the RM's proxy reward still rises?",
+    changes=("rl.kl_coef",),
+    shared=("pretrain", "sft", "reward"),
+    arms=(Arm("kl-config"), Arm(f"kl-{WEAK_KL}", (f"rl.kl_coef={WEAK_KL}",))),
+    run_arm=run_rlhf_arm,
+    report=report,
+)

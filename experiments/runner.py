@@ -1,0 +1,178 @@
+"""Controlled comparisons: arms that differ in one named setting, same seeds, one MLflow parent run.
+
+An experiment runs the stages its arms share once (`out/base`), copies them into every
+arm's directory, then runs each arm's own stages with the arm's config and variant. The
+MLflow runs nest experiment -> arm -> stage; each arm's resolved config is saved as
+`config.json` (and logged), and the runner refuses to start if two arms differ in any
+field the experiment did not name. Every stage resumes, so a killed experiment continues.
+The table (`table.md`, `results.json`) and the plot land in `out` and in the parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from conf.load import with_overrides
+from conf.schema import Config
+from pipelines import preferences, pretrain, reward, sft
+from pipelines.tracking import default_tracking_uri, stage_run
+from pipelines.workflow import ConfigChanged, config_differences
+
+console = Console()
+BASE_STAGES: dict[str, Callable[..., Any]] = {
+    "pretrain": pretrain.main,
+    "sft": sft.main,
+    "preferences": lambda cfg, run_dir, tracking_uri: preferences.main(cfg, run_dir),
+    "reward": reward.main,
+}
+STAGE_DIRS = {
+    "pretrain": ("pretrain",),
+    "sft": ("sft",),
+    "preferences": ("preferences",),
+    "reward": ("preferences", "reward"),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of a comparison: config overrides, and the name of a deliberately different variant."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    variant: str = "library"
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    cfg: Config
+    run_dir: Path
+    final: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)  # what the experiment measured beside the stage metrics
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What one experiment asks, which setting its arms change, and how to run and report them."""
+
+    name: str
+    question: str
+    changes: tuple[str, ...]  # the only config fields in which arms may differ
+    shared: tuple[str, ...]  # base stages run once and copied into every arm ("pretrain", "sft", "reward")
+    arms: tuple[Arm, ...]
+    run_arm: Callable[[Config, Arm, Path, str], ArmResult]
+    report: Callable[[list[ArmResult], Path, Any], tuple[list[dict[str, Any]], Path]]  # -> (table rows, plot)
+
+
+def arm_configs(exp: Experiment, cfg: Config) -> dict[str, Config]:
+    """Each arm's config; refuses arms that differ in a field the experiment does not name."""
+    configs = {arm.name: with_overrides(cfg, arm.overrides) for arm in exp.arms}
+    first = next(iter(configs.values())).model_dump()
+    for name, arm_cfg in configs.items():
+        stray = [f for f in config_differences(first, arm_cfg.model_dump()) if f not in exp.changes]
+        if stray:
+            raise ValueError(f"experiment {exp.name}: arm {name} also changes {stray}; only {exp.changes} may differ")
+    return configs
+
+
+def run(
+    exp: Experiment, cfg: Config, out: Path, tracking_uri: str | None = None, base_run: Path | None = None
+) -> list[dict[str, Any]]:
+    """Run (or resume) every arm of `exp` on top of `cfg` into `out`; returns the table rows.
+
+    `base_run`: a finished run directory (e.g. `runs/demo`) whose shared stages to reuse instead
+    of training them again; its config may differ from `cfg` only in the RL and serve sections.
+    """
+    uri = tracking_uri or default_tracking_uri()
+    configs = arm_configs(exp, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    _guard(out / "config.json", {"experiment": exp.name, "base": cfg.model_dump()})
+    if base_run is not None:
+        reuse(base_run, cfg, out / "base", exp.shared)
+    with stage_run(out, experiment=f"{cfg.name}-experiments", run_name=f"experiment:{exp.name}", tracking_uri=uri):
+        import mlflow
+
+        mlflow.set_tag("experiment.question", exp.question)
+        mlflow.set_tag("experiment.changes", ", ".join(exp.changes))
+        base = out / "base"
+        for stage in exp.shared:  # --- stages every arm shares, once -------------------------
+            BASE_STAGES[stage](cfg, base, tracking_uri=uri)
+        results = []
+        for arm in exp.arms:  # --- each arm's own stages -----------------------------------
+            arm_dir = out / arm.name
+            arm_dir.mkdir(exist_ok=True)
+            _share(base, arm_dir, exp.shared)
+            resolved = {"variant": arm.variant, "config": configs[arm.name].model_dump()}
+            _guard(arm_dir / "config.json", resolved)
+            with stage_run(arm_dir, experiment=f"{cfg.name}-experiments", run_name=f"arm:{arm.name}",
+                           tracking_uri=uri):  # fmt: skip
+                mlflow.set_tag("arm.variant", arm.variant)
+                mlflow.log_artifact(str(arm_dir / "config.json"))
+                results.append(exp.run_arm(configs[arm.name], arm, arm_dir, uri))
+        rows, plot = exp.report(results, out, mlflow.MlflowClient(tracking_uri=uri))
+        _write_table(exp, rows, out)
+        for path in (plot, out / "table.md", out / "results.json"):
+            mlflow.log_artifact(str(path))
+    return rows
+
+
+def reuse(base_run: Path, cfg: Config, base: Path, stages: tuple[str, ...]) -> None:
+    """Copy the shared stages of a finished run made with the same world, model and stage configs."""
+    saved = base_run / "config.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{base_run} has no config.json: pass a run directory made by `tokenmdp run`")
+    changed = [f for f in config_differences(json.loads(saved.read_text()), cfg.model_dump())
+               if not f.startswith(("rl.", "serve."))]  # fmt: skip
+    if changed:
+        raise ConfigChanged(f"{base_run} was trained under another config (differs in {', '.join(changed[:8])})")
+    _share(base_run, base, stages)
+
+
+def _guard(path: Path, resolved: dict) -> None:
+    """Save the resolved config; a directory made with another one is refused, not mixed."""
+    if path.is_file():
+        changed = config_differences(json.loads(path.read_text()), resolved)
+        if changed:
+            raise ConfigChanged(f"{path.parent} was made with another config (differs in {', '.join(changed[:8])})")
+    path.write_text(json.dumps(resolved, indent=2))
+
+
+def _share(base: Path, arm_dir: Path, stages: tuple[str, ...]) -> None:
+    """Copy the shared stages' directories into the arm (once), so the arm's own stages find them."""
+    for stage in stages:
+        for name in STAGE_DIRS[stage]:
+            if (base / name).is_dir() and not (arm_dir / name).exists():
+                shutil.copytree(base / name, arm_dir / name)
+
+
+def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None:
+    columns = list(rows[0]) if rows else []
+    table = Table(title=f"experiment {exp.name}: {exp.question}")
+    for col in columns:
+        table.add_column(col)
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    for row in rows:
+        table.add_row(*(fmt(row[c]) for c in columns))
+    console.print(table)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"experiment": exp.name, "rows": rows}, indent=2))
+
+
+def metric_history(client, run_dir: Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one metric of the stage whose directory is `run_dir`."""
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+    return [m.step for m in points], [m.value for m in points]

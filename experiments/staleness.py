@@ -1,0 +1,54 @@
+"""On-policy vs stale: samplers that lag the learner by up to 0, 2 or 8 policy versions.
+
+`rl.sync_every = s + 1` pushes weights to the samplers only every s + 1 updates, as
+asynchronous samplers that run ahead of the learner would; `rl.max_staleness = s` lets
+the buffer serve those samples. No correction beyond PPO's clipped ratio against the
+sampler's own log-probs. Same SFT policy, reward model, prompts and seeds in every arm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments.plots import curves
+from experiments.rl_arms import run_rlhf_arm, summary_row
+from experiments.runner import Arm, ArmResult, Experiment, metric_history
+
+STALENESS = (0, 2, 8)
+
+
+def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
+    rows = []
+    series = {}
+    for r in results:
+        rl_dir = r.run_dir / "rlhf"
+        steps, wall = metric_history(client, rl_dir, "time/iteration")
+        elapsed = dict(zip(steps, _cumsum(wall), strict=True))
+        series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in ("reward/gold", "rl/kl")}
+        series[r.arm.name]["elapsed"] = elapsed
+        rows.append(summary_row(r) | {
+            "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
+            "refused stale": r.final.get("buffer/refused_stale", float("nan")),
+            "RL seconds": sum(wall),
+        })  # fmt: skip
+    plot = curves(series, out / "staleness.png", ("reward/gold", "rl/kl"), against_wall=True)
+    return rows, plot
+
+
+def _cumsum(values: list[float]) -> list[float]:
+    total, out = 0.0, []
+    for v in values:
+        total += v
+        out.append(total)
+    return out
+
+
+EXPERIMENT = Experiment(
+    name="staleness",
+    question="does training on samples from older policy versions cost gold reward or KL?",
+    changes=("rl.max_staleness", "rl.sync_every"),
+    shared=("pretrain", "sft", "reward"),
+    arms=tuple(Arm(f"staleness-{s}", (f"rl.max_staleness={s}", f"rl.sync_every={s + 1}")) for s in STALENESS),
+    run_arm=run_rlhf_arm,
+    report=report,
+)
