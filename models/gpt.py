@@ -130,18 +130,33 @@ class GPT(nn.Module):
         past_len = cache.length if cache is not None else 0
         if positions is None:
             positions = positions_from_mask(mask)[:, past_len:]
-        if int(positions.max()) >= self.cfg.max_len:
-            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
         causal = torch.ones(T, past_len + T, dtype=torch.bool, device=tokens.device).tril(diagonal=past_len)
         allowed = causal[None, None] & mask.bool()[:, None, None, :]  # (B, 1, T, T_past + T)
         own = torch.zeros_like(causal)
         own[torch.arange(T), past_len + torch.arange(T)] = True
         allowed = allowed | own  # a pad attends to itself, so no row is empty (its output is never used)
+        return self._run(tokens, positions, allowed, cache)
+
+    def decode(
+        self, actions: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache
+    ) -> torch.Tensor:
+        """One sampling step: actions (B, 1) at `positions` (B, 1), attending where `allowed` (B, 1, 1, L).
+
+        The caller keeps positions and the padding mask up to date, so nothing is rebuilt per step;
+        every row has real tokens before this one, so no attention row is empty.
+        """
+        return self._run(actions, positions, allowed, cache)
+
+    def _run(
+        self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None
+    ) -> torch.Tensor:
+        if int(positions.max()) >= self.cfg.max_len:
+            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
         x = self.tok_emb(tokens) + self.pos_emb(positions)
         for i, block in enumerate(self.blocks):
             x = block(x, allowed, cache, i)
         if cache is not None:
-            cache.length += T
+            cache.length += tokens.shape[1]
         return self.ln_f(x)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models.gpt import GPT
+from models.gpt import GPT, positions_from_mask
 
 
 @dataclass(frozen=True)
@@ -65,24 +65,34 @@ def generate(
 ) -> Generation:
     """Sample responses for a batch of prompts; stops a row at `<eor>`."""
     tokens, mask = left_pad(prompts, pad_id)
-    B = tokens.shape[0]
+    B, width = tokens.shape
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     logprobs = torch.zeros(B, max_new_tokens)
     action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
-    cache = model.new_cache(B, tokens.shape[1] + max_new_tokens) if use_cache else None
-    step_input = tokens
+    if use_cache:  # the whole row's padding mask, filled one column per step
+        real = torch.zeros(B, width + max_new_tokens, dtype=torch.bool)
+        real[:, :width] = mask.bool()
+        cache = model.new_cache(B, width + max_new_tokens)
+        h = model.hidden(tokens, mask, cache)
+        position = positions_from_mask(mask)[:, -1:]  # (B, 1) of each row's last real token
     for t in range(max_new_tokens):
-        h = model.hidden(step_input, mask, cache) if use_cache else model.hidden(tokens, mask)
+        if not use_cache:
+            h = model.hidden(tokens, mask)
         logits = h[:, -1] @ model.tok_emb.weight.T  # (B, V)
         action, logp = _choose(logits, temperature, top_k, generator)
+        active = ~done
         action = torch.where(done, torch.full_like(action, pad_id), action)
-        out[:, t], logprobs[:, t], action_mask[:, t] = action, torch.where(done, 0.0, logp), (~done).long()
+        out[:, t], logprobs[:, t], action_mask[:, t] = action, torch.where(done, 0.0, logp), active.long()
         done = done | (action == eor_id)
-        tokens = torch.cat([tokens, action[:, None]], dim=1)
-        mask = torch.cat([mask, (action_mask[:, t] == 1).long()[:, None]], dim=1)
-        step_input = action[:, None]
         if bool(done.all()):
             out, logprobs, action_mask = out[:, : t + 1], logprobs[:, : t + 1], action_mask[:, : t + 1]
             break
+        if use_cache:
+            real[:, width + t] = active
+            position = position + active[:, None].long()
+            h = model.decode(action[:, None], position, real[:, None, None, : width + t + 1], cache)
+        else:
+            tokens = torch.cat([tokens, action[:, None]], dim=1)
+            mask = torch.cat([mask, active.long()[:, None]], dim=1)
     return Generation(out, logprobs, action_mask, done)
