@@ -104,6 +104,8 @@ def run(
         mlflow.set_tag("experiment.changes", ", ".join(exp.changes))
         base = out / "base"
         for stage in exp.shared:  # --- stages every arm shares, once -------------------------
+            if stage == "reward" and cfg.rl.reward_source == "gold":
+                continue  # RL rewarded by the grader needs no reward model
             BASE_STAGES[stage](cfg, base, tracking_uri=uri)
         results = []
         for arm in exp.arms:  # --- each arm's own stages -----------------------------------
