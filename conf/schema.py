@@ -112,6 +112,11 @@ class RewardConfig(OptimConfig):
     """Sampling temperature of the responses (1 = the policy itself)."""
     margin: float = Field(0.0, ge=0)
     """Bradley-Terry margin: -log sigma(r_chosen - r_rejected - margin)."""
+    likelihood_feature: bool = True
+    """Score = head at <eor> + w * log p_trunk(response | prompt), w learnt from 1: the RM starts
+    from the SFT policy's likelihood ordering instead of from zero. Off = the plain scalar head."""
+    freeze_trunk: bool = False
+    """Train only the head (and w), not the SFT trunk: the trunk cannot overfit the noisy pairs."""
 
 
 class Resources(Strict):

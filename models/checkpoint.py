@@ -28,6 +28,7 @@ def save_checkpoint(path: Path, *, model: Model, space: ActionSpace, **state: An
         "model": model.state_dict(),
         "kind": "scalar" if isinstance(model, ScalarModel) else "policy",
         "gpt_config": model.cfg.to_dict(),
+        "query_id": getattr(model, "query_id", None),
         "action_space": space.to_dict(),
         **state,
     }
@@ -50,7 +51,8 @@ def load_checkpoint(
     if space is not None:
         space.require_same(saved_space, what="checkpoint" if isinstance(path, bytes) else f"checkpoint {path}")
     model: Model = GPT(GPTConfig(**payload.pop("gpt_config")))
+    query_id = payload.pop("query_id", None)
     if payload.pop("kind", "policy") == "scalar":
-        model = ScalarModel(model)
+        model = ScalarModel(model, query_id)
     model.load_state_dict(payload.pop("model"))
     return model, saved_space, payload

@@ -122,7 +122,7 @@ def main(
     training = train_pairs(prefs) if train_pairs else prefs.train
     sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
     torch.manual_seed(cfg.seed)
-    rm = ScalarModel(sft_model)
+    rm = ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
 
     def batch_at(step: int) -> train_loop.Batch:
         rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
@@ -137,6 +137,7 @@ def main(
         evaluate=lambda m: evaluate_rm(m, space, prefs, cfg.seed),
         loss=lambda m, b: rm_loss(m, b, cfg.reward.margin),
         progress_metric="loss/bt",
+        prepare=lambda model: model.trunk.requires_grad_(not cfg.reward.freeze_trunk),
         extra_state=lambda model: {"reward_norm": normalisation(model, space, prefs), "config": cfg.model_dump()},
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="reward", tracking_uri=tracking_uri) as run:
@@ -165,7 +166,8 @@ def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_ur
         subset = prefs.train[: min(n, len(prefs.train))]
         sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
         torch.manual_seed(cfg.seed)
-        rm = ScalarModel(sft_model)
+        rm = ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
+        rm.trunk.requires_grad_(not cfg.reward.freeze_trunk)
         optimizer, schedule = train_loop.make_optimizer(rm, cfg.reward)
         for step in range(cfg.reward.steps):
             rng = random.Random(train_loop.step_seed("reward-curve", cfg.seed, n, step))

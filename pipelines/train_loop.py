@@ -52,8 +52,9 @@ def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | N
 
 def make_optimizer(model: Model, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (no decay on biases and norms) with warm-up and cosine decay."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.dim() >= 2]
+    no_decay = [p for p in trained if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(0.9, 0.95))
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -103,14 +104,17 @@ class Stage:
     extra_state: Callable[[Any], dict[str, Any]] = lambda model: {}  # saved with every checkpoint
     on_batch: Callable[[Any], None] = lambda batch: None
     on_resume: Callable[[dict[str, Any]], None] = lambda state: None  # restore what extra_state saved
+    prepare: Callable[[Any], None] = lambda model: None  # applied to the fresh or resumed model (e.g. freezing)
 
 
 def run(stage: Stage, model: Model, stop_at: int | None = None) -> tuple[Model, dict[str, float], dict[str, Any]]:
     """Train `model` (or the checkpoint's, when resuming); returns (model, final metrics, saved state)."""
+    stage.prepare(model)
     optimizer, schedule = make_optimizer(model, stage.optim)
     step, state = 0, {}
     if stage.checkpoint.is_file():
         model, _, state = load_checkpoint(stage.checkpoint, stage.space)
+        stage.prepare(model)
         optimizer, schedule = make_optimizer(model, stage.optim)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

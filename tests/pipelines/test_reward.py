@@ -26,14 +26,16 @@ def test_pairs_come_from_the_sft_policy_and_stay_within_one_prompt(sft_run):
     assert again.train == prefs.train
 
 
-def test_reward_model_beats_chance_on_its_pairs_and_reports_gold_accuracy(sft_run, tmp_path):
+@pytest.mark.parametrize("likelihood_feature", [True, False])
+def test_reward_model_beats_chance_on_its_pairs_and_reports_gold_accuracy(sft_run, tmp_path, likelihood_feature):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", [f"reward.likelihood_feature={likelihood_feature}"])
     final = reward.main(cfg, sft_run, tracking_uri=uri)
     for key in ("rm/gold_accuracy", "rm/label_accuracy", "rm/cross_prompt_accuracy"):
         assert 0.0 <= final[key] <= 1.0
     rm, _, state = load_checkpoint(sft_run / "reward" / "checkpoint.pt")
     assert isinstance(rm, ScalarModel) and state["reward_norm"]["std"] > 0
+    assert (rm.query_id is not None) == likelihood_feature
     prefs = preferences.load(sft_run / "preferences")
     chosen = reward.score_sequences(rm, reward.ActionSpace(), [p.prompt + p.chosen for p in prefs.train])
     rejected = reward.score_sequences(rm, reward.ActionSpace(), [p.prompt + p.rejected for p in prefs.train])
@@ -43,9 +45,10 @@ def test_reward_model_beats_chance_on_its_pairs_and_reports_gold_accuracy(sft_ru
     assert "rm/gold_accuracy_correctness" in run.data.metrics
 
 
-def test_reward_stage_resumes_to_the_same_weights(sft_run, tmp_path):
+@pytest.mark.parametrize("freeze_trunk", [False, True])
+def test_reward_stage_resumes_to_the_same_weights(sft_run, tmp_path, freeze_trunk):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", [f"reward.freeze_trunk={freeze_trunk}"])
     reward.main(cfg, sft_run, tracking_uri=uri, stop_at=30)
     resumed = reward.main(cfg, sft_run, tracking_uri=uri)
     straight_dir = sft_run.parent / "straight"
@@ -58,6 +61,10 @@ def test_reward_stage_resumes_to_the_same_weights(sft_run, tmp_path):
     b, _, _ = load_checkpoint(straight_dir / "reward" / "checkpoint.pt")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert resumed["rm/gold_accuracy"] == straight["rm/gold_accuracy"]
+    sft, _, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
+    pairs = zip(sft.state_dict().values(), a.trunk.state_dict().values(), strict=True)
+    trunk_unchanged = all(torch.equal(x, y) for x, y in pairs)
+    assert trunk_unchanged == freeze_trunk  # frozen before and after the resume, or trained throughout
 
 
 def test_learning_curve_trains_one_model_per_size(sft_run, tmp_path):
