@@ -15,6 +15,7 @@ from experiments.rl_arms import run_rlhf_arm, summary_row
 from experiments.runner import Arm, ArmResult, Experiment, metric_history
 
 STALENESS = (0, 2, 8)
+METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
@@ -24,14 +25,14 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
         rl_dir = r.run_dir / "rlhf"
         steps, wall = metric_history(client, rl_dir, "time/iteration")
         elapsed = dict(zip(steps, _cumsum(wall), strict=True))
-        series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in ("reward/gold", "rl/kl")}
+        series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in METRICS}
         series[r.arm.name]["elapsed"] = elapsed
         rows.append(summary_row(r) | {
             "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
             "refused stale": r.final.get("buffer/refused_stale", float("nan")),
             "RL seconds": sum(wall),
         })  # fmt: skip
-    plot = curves(series, out / "staleness.png", ("reward/gold", "rl/kl"), against_wall=True)
+    plot = curves(series, out / "staleness.png", METRICS, against_wall=True)
     return rows, plot
 
 
