@@ -38,7 +38,6 @@ def fake_run(run_dir: Path, cfg) -> GPT:
 
 
 def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
-    import ray
 
     from actors.cluster import init_ray
     from pipelines import rlhf
@@ -61,8 +60,6 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
                 rows.append(metrics)
     finally:
         actors.stop()
-        for handle in [*actors.samplers, *actors.scorers, *actors.references, actors.buffer]:
-            ray.kill(handle)
     mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
     total = sum(mean.values())
     return {

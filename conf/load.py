@@ -42,20 +42,18 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
     data = yaml.safe_load(preset_path(name_or_path).read_text()) or {}
+    return _validated(data, overrides, f"config {name_or_path!r}")
+
+
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """`cfg` with `key=value` overrides applied and validated again (an experiment's arm)."""
+    return _validated(cfg.model_dump(), overrides, f"overrides {list(overrides)}")
+
+
+def _validated(data: dict[str, Any], overrides: Sequence[str], what: str) -> Config:
     for override in overrides:
         apply_override(data, override)
     try:
         return Config.model_validate(data)
     except Exception as err:  # pydantic's message names the field
-        raise ConfigError(f"invalid config {name_or_path!r}:\n{err}") from err
-
-
-def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
-    """`cfg` with `key=value` overrides applied and validated again (an experiment's arm)."""
-    data = cfg.model_dump()
-    for override in overrides:
-        apply_override(data, override)
-    try:
-        return Config.model_validate(data)
-    except Exception as err:
-        raise ConfigError(f"invalid overrides {list(overrides)}:\n{err}") from err
+        raise ConfigError(f"invalid {what}:\n{err}") from err

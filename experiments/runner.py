@@ -24,7 +24,7 @@ from conf.load import with_overrides
 from conf.schema import Config
 from pipelines import preferences, pretrain, reward, sft
 from pipelines.tracking import default_tracking_uri, stage_run
-from pipelines.workflow import ConfigChanged, config_differences
+from pipelines.workflow import ConfigChanged, config_differences, guard_config
 
 console = Console()
 BASE_STAGES: dict[str, Callable[..., Any]] = {
@@ -94,7 +94,7 @@ def run(
     uri = tracking_uri or default_tracking_uri()
     configs = arm_configs(exp, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    _guard(out / "config.json", {"experiment": exp.name, "base": cfg.model_dump()})
+    guard_config(out / "config.json", {"experiment": exp.name, "base": cfg.model_dump()})
     if base_run is not None:
         reuse(base_run, cfg, out / "base", exp.shared)
     with stage_run(out, experiment=f"{cfg.name}-experiments", run_name=f"experiment:{exp.name}", tracking_uri=uri):
@@ -113,7 +113,7 @@ def run(
             arm_dir.mkdir(exist_ok=True)
             _share(base, arm_dir, exp.shared)
             resolved = {"variant": arm.variant, "config": configs[arm.name].model_dump()}
-            _guard(arm_dir / "config.json", resolved)
+            guard_config(arm_dir / "config.json", resolved)
             with stage_run(arm_dir, experiment=f"{cfg.name}-experiments", run_name=f"arm:{arm.name}",
                            tracking_uri=uri):  # fmt: skip
                 mlflow.set_tag("arm.variant", arm.variant)
@@ -136,15 +136,6 @@ def reuse(base_run: Path, cfg: Config, base: Path, stages: tuple[str, ...]) -> N
     if changed:
         raise ConfigChanged(f"{base_run} was trained under another config (differs in {', '.join(changed[:8])})")
     _share(base_run, base, stages)
-
-
-def _guard(path: Path, resolved: dict) -> None:
-    """Save the resolved config; a directory made with another one is refused, not mixed."""
-    if path.is_file():
-        changed = config_differences(json.loads(path.read_text()), resolved)
-        if changed:
-            raise ConfigChanged(f"{path.parent} was made with another config (differs in {', '.join(changed[:8])})")
-    path.write_text(json.dumps(resolved, indent=2))
 
 
 def _share(base: Path, arm_dir: Path, stages: tuple[str, ...]) -> None:

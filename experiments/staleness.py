@@ -8,6 +8,7 @@ sampler's own log-probs. Same SFT policy, reward model, prompts and seeds in eve
 
 from __future__ import annotations
 
+from itertools import accumulate
 from pathlib import Path
 
 from experiments.plots import curves
@@ -24,7 +25,7 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     for r in results:
         rl_dir = r.run_dir / "rlhf"
         steps, wall = metric_history(client, rl_dir, "time/iteration")
-        elapsed = dict(zip(steps, _cumsum(wall), strict=True))
+        elapsed = dict(zip(steps, accumulate(wall), strict=True))
         series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in METRICS}
         series[r.arm.name]["elapsed"] = elapsed
         rows.append(summary_row(r) | {
@@ -34,14 +35,6 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
         })  # fmt: skip
     plot = curves(series, out / "staleness.png", METRICS, against_wall=True)
     return rows, plot
-
-
-def _cumsum(values: list[float]) -> list[float]:
-    total, out = 0.0, []
-    for v in values:
-        total += v
-        out.append(total)
-    return out
 
 
 EXPERIMENT = Experiment(

@@ -106,6 +106,19 @@ def normalisation(rm: ScalarModel, space: ActionSpace, prefs: Preferences) -> di
     return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6)} if len(scores) > 1 else {}
 
 
+def new_reward_model(cfg: Config, space: ActionSpace, run_dir: Path) -> ScalarModel:
+    """A fresh RM on the run's SFT trunk (with the likelihood feature when configured), seeded head."""
+    sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    torch.manual_seed(cfg.seed)
+    return ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
+
+
+def freeze_as_configured(rm: ScalarModel, cfg: Config) -> ScalarModel:
+    """`reward.freeze_trunk`: only the head (and the likelihood weight) train."""
+    rm.trunk.requires_grad_(not cfg.reward.freeze_trunk)
+    return rm
+
+
 def main(
     cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None,
     train_pairs: Callable[[Preferences], Sequence] | None = None,
@@ -120,9 +133,7 @@ def main(
     space = ActionSpace(digit_order=cfg.world.digit_order)
     prefs = preferences.main(cfg, run_dir)
     training = train_pairs(prefs) if train_pairs else prefs.train
-    sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    torch.manual_seed(cfg.seed)
-    rm = ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
+    rm = new_reward_model(cfg, space, run_dir)
 
     def batch_at(step: int) -> train_loop.Batch:
         rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
@@ -137,7 +148,7 @@ def main(
         evaluate=lambda m: evaluate_rm(m, space, prefs, cfg.seed),
         loss=lambda m, b: rm_loss(m, b, cfg.reward.margin),
         progress_metric="loss/bt",
-        prepare=lambda model: model.trunk.requires_grad_(not cfg.reward.freeze_trunk),
+        prepare=lambda model: freeze_as_configured(model, cfg),
         extra_state=lambda model: {"reward_norm": normalisation(model, space, prefs), "config": cfg.model_dump()},
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="reward", tracking_uri=tracking_uri) as run:
@@ -164,10 +175,7 @@ def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_ur
     points = []
     for n in sizes:
         subset = prefs.train[: min(n, len(prefs.train))]
-        sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-        torch.manual_seed(cfg.seed)
-        rm = ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
-        rm.trunk.requires_grad_(not cfg.reward.freeze_trunk)
+        rm = freeze_as_configured(new_reward_model(cfg, space, run_dir), cfg)
         optimizer, schedule = train_loop.make_optimizer(rm, cfg.reward)
         for step in range(cfg.reward.steps):
             rng = random.Random(train_loop.step_seed("reward-curve", cfg.seed, n, step))

@@ -255,12 +255,13 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     lap("critic")
     # --- advantages ---------------------------------------------------------------------
     kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
-    advantages, returns = adv.estimate(
-        rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
-        gamma=rl.gamma, lam=rl.lam, group_std=rl.group_std,
-    )  # fmt: skip
-    if variant.advantages is not None:
-        advantages = variant.advantages(proxy, rollouts.group, rollouts.action_mask)
+    if variant.advantages is None:
+        advantages, returns = adv.estimate(
+            rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
+            gamma=rl.gamma, lam=rl.lam, group_std=rl.group_std,
+        )  # fmt: skip
+    else:  # an experiment's arm: its own weights, no critic targets
+        advantages, returns = variant.advantages(proxy, rollouts.group, rollouts.action_mask), None
     lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
     batch = learner_batch(rollouts, advantages, ref_logprobs, rl.max_new_tokens)

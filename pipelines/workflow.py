@@ -46,17 +46,21 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.json"
-    if saved.is_file():
-        changed = config_differences(json.loads(saved.read_text()), cfg.model_dump())
+def guard_config(path: Path, resolved: dict) -> None:
+    """Save the resolved config at `path`; a directory made with another one is refused, not mixed."""
+    if path.is_file():
+        changed = config_differences(json.loads(path.read_text()), resolved)
         if changed:
             raise ConfigChanged(
-                f"{run_dir} was made with another config (differs in {', '.join(changed[:8])}); "
-                "choose a new run directory with --out, or delete this one"
+                f"{path.parent} was made with another config (differs in {', '.join(changed[:8])}); "
+                "choose a new directory with --out, or delete this one"
             )
-    saved.write_text(json.dumps(cfg.model_dump(), indent=2))
+    path.write_text(json.dumps(resolved, indent=2))
+
+
+def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    guard_config(run_dir / "config.json", cfg.model_dump())
     uri = tracking_uri or default_tracking_uri()
     with stage_run(run_dir, experiment=cfg.name, run_name="pipeline", tracking_uri=uri):
         import mlflow
