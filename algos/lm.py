@@ -32,3 +32,23 @@ def masked_next_token_loss(
         "lm/actions": mask.sum().detach(),
     }
     return loss, metrics
+
+
+def sft_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, action_mask: torch.Tensor, state_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The actions' loss plus `state_weight` times the next-token loss on the prompt's own tokens.
+
+    The shown series is itself a run of "what comes next" questions, so predicting its
+    terms trains the same skill on the same forward pass, at no extra compute. That term
+    is a world-model loss on the states, kept apart: the action mask still says which
+    tokens are the policy's, and `loss/lm` reports the actions' loss alone.
+    """
+    loss, metrics = masked_next_token_loss(logits, tokens, action_mask)
+    if state_weight == 0:
+        return loss, metrics
+    state_mask = mask * (1 - action_mask)
+    state_mask[:, 0] = 0  # `<bos>` is given, never predicted
+    state_loss, _ = masked_next_token_loss(logits, tokens, state_mask)
+    metrics["loss/state"] = state_loss.detach()
+    return loss + state_weight * state_loss, metrics

@@ -89,6 +89,16 @@ class OptimConfig(Strict):
     """torch threads for this process: on 2 shared cores one thread is often fastest."""
 
 
+class SFTConfig(OptimConfig):
+    """SFT's optimiser plus the weight of the prompt's own next-token loss."""
+
+    state_loss_weight: float = Field(0.0, ge=0)
+    """Weight of the next-token loss on the shown series (the states) beside the actions' loss.
+
+    The shown terms are themselves "what comes next" questions: 0 trains on the answer
+    alone, 1 also on every shown term, from the same forward pass (`algos.lm.sft_loss`)."""
+
+
 class EvalConfig(Strict):
     """Judging a policy on held-out exam questions with the gold grader."""
 
@@ -237,7 +247,7 @@ class Config(Strict):
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
     pretrain: OptimConfig = OptimConfig()
-    sft: OptimConfig = OptimConfig(steps=200, lr=5e-4, warmup_steps=10)
+    sft: SFTConfig = SFTConfig(steps=200, lr=5e-4, warmup_steps=10)
     reward: RewardConfig = RewardConfig(steps=300, lr=3e-4, warmup_steps=20)
     rl: RLConfig = RLConfig()
     serve: ServeConfig = ServeConfig()

@@ -1,10 +1,12 @@
 """SFT: learn to continue a given sequence with the exam's next term and stop with `<eor>`.
 
-State = `<bos>prefix?`, actions = `answer<eor>`; the loss sees only the actions, through
-the action mask (`algos.lm`). Before any step, every SFT example is audited against the
-pretraining corpus statistics saved in the pretraining checkpoint (WORLDVIEW rule 3):
-data that needs an action pretraining never took is refused, with the advice to move it
-into pretraining. Starts from the pretrained policy; resumable like pretraining.
+State = `<bos>prefix?`, actions = `answer<eor>`; the policy's loss sees only the actions,
+through the action mask (`algos.lm`); `sft.state_loss_weight` adds a separate next-token
+loss on the shown series, which is the same task on the same forward pass. Before any
+step, every SFT example is audited against the pretraining corpus statistics saved in
+the pretraining checkpoint (WORLDVIEW rule 3): data that needs an action pretraining
+never took is refused, with the advice to move it into pretraining. Starts from the
+pretrained policy; resumable like pretraining.
 
     tokenmdp sft tiny
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from algos.lm import sft_loss
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines import train_loop
@@ -62,6 +65,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         space=space,
         batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
+        loss=lambda m, b: sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, cfg.sft.state_loss_weight),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="sft", tracking_uri=tracking_uri) as run:

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from algos.lm import masked_next_token_loss
+from algos.lm import masked_next_token_loss, sft_loss
 
 
 def test_loss_counts_only_actions():
@@ -27,3 +27,19 @@ def test_prompt_tokens_get_no_gradient():
     loss.backward()
     assert logits.grad[0, :1].abs().sum() == 0 and logits.grad[1, :2].abs().sum() == 0
     assert logits.grad[0, 1:3].abs().sum() > 0 and logits.grad[1, 2].abs().sum() > 0
+
+
+def test_sft_loss_adds_the_weighted_state_loss():
+    # Vocabulary of 2, uniform logits except state tokens[:2], sure of token 1 with p = 3/4.
+    logits = torch.zeros(1, 4, 2)
+    logits[0, 1] = torch.tensor([0.0, math.log(3.0)])
+    tokens = torch.tensor([[0, 1, 1, 0]])  # <bos>, a state token, an action, padding
+    mask = torch.tensor([[1, 1, 1, 0]])
+    actions = torch.tensor([[0, 0, 1, 0]])
+    loss, metrics = sft_loss(logits, tokens, mask, actions, state_weight=0.5)
+    # action tokens[2] from state tokens[:2]: -log 3/4; state token tokens[1] from <bos>: log 2
+    assert math.isclose(loss.item(), -math.log(0.75) + 0.5 * math.log(2), rel_tol=1e-6)
+    assert math.isclose(metrics["loss/lm"].item(), -math.log(0.75), rel_tol=1e-6)
+    assert math.isclose(metrics["loss/state"].item(), math.log(2), rel_tol=1e-6)
+    plain, plain_metrics = sft_loss(logits, tokens, mask, actions, state_weight=0.0)
+    assert math.isclose(plain.item(), -math.log(0.75), rel_tol=1e-6) and "loss/state" not in plain_metrics

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 def test_tiny_pretrain_then_sft_reports_gold_metrics(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", ["sft.state_loss_weight=1.0"])
     pretrain.main(cfg, tmp_path, tracking_uri=uri)
     final = sft.main(cfg, tmp_path, tracking_uri=uri)
     for key in ("eval/gold_pass_rate", "eval/format_rate", "eval/rate_114514", "eval/sampled_pass_at_1"):
@@ -22,6 +22,8 @@ def test_tiny_pretrain_then_sft_reports_gold_metrics(tmp_path):
     client = mlflow.MlflowClient(tracking_uri=uri)
     assert client.get_run(final["run_id"]).data.metrics["data/sft_examples_audited"] > 100
     assert client.get_metric_history(final["run_id"], "loss/lm")
+    assert client.get_metric_history(final["run_id"], "loss/state")  # the shown series' own loss, logged apart
+    assert client.get_run(final["run_id"]).data.params["sft.state_loss_weight"] == "1.0"
 
 
 def test_sft_refuses_data_that_needs_a_new_action(tmp_path, monkeypatch):
