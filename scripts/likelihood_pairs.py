@@ -31,8 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
-    space = ActionSpace()
-    policy, _, _ = load_checkpoint(args.run_dir / "sft" / "checkpoint.pt", space)
+    policy, space, _ = load_checkpoint(args.run_dir / "sft" / "checkpoint.pt")  # in the run's own digit order
     prefs = preferences.load(args.run_dir / "preferences")
     agree = 0
     for p in prefs.heldout:

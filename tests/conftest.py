@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENMDP_CACHE_DIR", tempfile.mkdtemp(prefix="tokenmdp-test-cache-"))  # not the user's cache
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import islice
 
+from world.disk_cache import cached
 from world.grader import analyze
 from world.rules import primes
 
@@ -247,13 +249,14 @@ def iter_bank(seed: int, max_difficulty: int = 3) -> Iterator[Question]:
 
 @cache
 def build_bank(seed: int, size: int, max_difficulty: int = 3) -> tuple[Question, ...]:
-    """The first `size` questions of the bank for `seed` (built once per process)."""
-    bank: list[Question] = []
-    for question in iter_bank(seed, max_difficulty):
-        bank.append(question)
-        if len(bank) >= size:
-            break
-    return tuple(bank)
+    """The first `size` questions of the bank for `seed` (built once per process, then read from the disk cache)."""
+    return cached(
+        "exam-bank",
+        (seed, size, max_difficulty),
+        lambda: tuple(islice(iter_bank(seed, max_difficulty), size)),
+        dump=lambda bank: [[list(q.prefix), list(q.answer), q.template, q.difficulty] for q in bank],
+        load=lambda rows: tuple(Question(tuple(p), tuple(a), t, d) for p, a, t, d in rows),
+    )
 
 
 def questions(seed: int, size: int, split: str, max_difficulty: int = 3, feedback_share: float = 0.0) -> list[Question]:

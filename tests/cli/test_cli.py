@@ -46,7 +46,7 @@ def test_world_stats_runs_on_tiny():
 
 
 def test_presets_validate_and_overrides_apply():
-    for preset in ("tiny", "demo", "cluster"):
+    for preset in ("tiny", "demo", "full", "cluster"):
         assert load_config(preset).world.bank_size > 0
     assert load_config("tiny", ["world.seed=5"]).world.seed == 5
 
