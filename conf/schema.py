@@ -90,13 +90,16 @@ class OptimConfig(Strict):
 
 
 class SFTConfig(OptimConfig):
-    """SFT's optimiser plus the weight of the prompt's own next-token loss."""
+    """SFT's optimiser, the weight of the prompt's own next-token loss and how questions are drawn."""
 
     state_loss_weight: float = Field(0.0, ge=0)
     """Weight of the next-token loss on the shown series (the states) beside the actions' loss.
 
     The shown terms are themselves "what comes next" questions: 0 trains on the answer
     alone, 1 also on every shown term, from the same forward pass (`algos.lm.sft_loss`)."""
+    balance_templates: bool = False
+    """Draw each example's template uniformly, then one of its questions, instead of
+    questions uniformly: the bank is dominated by the templates with many distinct questions."""
 
 
 class EvalConfig(Strict):

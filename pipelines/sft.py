@@ -36,11 +36,28 @@ def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]
     return prompt + space.encode_response(question.answer), len(prompt)
 
 
-def batch_at(space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int) -> train_loop.Batch:
+def batch_at(
+    space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int, balanced: bool = False
+) -> train_loop.Batch:
     """A pure function of (seed, step): resumed runs see the same batches."""
     rng = random.Random(train_loop.step_seed("sft", seed, step))
-    examples = [sft_example(space, q) for q in rng.choices(questions, k=batch_size)]
+    examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, balanced)]
     return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
+
+
+def draw_questions(questions: list[Question], rng: random.Random, k: int, balanced: bool) -> list[Question]:
+    """`k` questions drawn uniformly, or (`balanced`) a uniform template then one of its questions.
+
+    The bank holds far more questions of some templates than of others; the held-out
+    exam's first questions cover the templates evenly.
+    """
+    if not balanced:
+        return rng.choices(questions, k=k)
+    by_template: dict[str, list[Question]] = {}
+    for q in questions:
+        by_template.setdefault(q.template, []).append(q)
+    templates = sorted(by_template)
+    return [rng.choice(by_template[rng.choice(templates)]) for _ in range(k)]
 
 
 def train_questions(cfg: Config) -> list[Question]:
@@ -63,7 +80,9 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         checkpoint=stage_dir / "checkpoint.pt",
         optim=cfg.sft,
         space=space,
-        batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size),
+        batch_at=lambda step: batch_at(
+            space, questions, cfg.world.seed, step, cfg.sft.batch_size, cfg.sft.balance_templates
+        ),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
         loss=lambda m, b: sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, cfg.sft.state_loss_weight),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},

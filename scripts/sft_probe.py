@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 
 import torch
@@ -22,7 +21,7 @@ from models.checkpoint import load_checkpoint
 from models.gpt import GPT, GPTConfig
 from pipelines import train_loop
 from pipelines.evaluate import answer_questions, score
-from pipelines.sft import sft_example
+from pipelines.sft import batch_at
 from world.actions import ActionSpace
 from world.exam import questions
 
@@ -36,6 +35,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--balanced", action="store_true", help="templates drawn uniformly (sft.balance_templates)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -56,9 +56,7 @@ def main() -> None:
 
     start = time.perf_counter()
     for step in range(args.steps):
-        rng = random.Random(train_loop.step_seed("sft", w.seed, step))
-        examples = [sft_example(space, q) for q in rng.choices(train, k=args.batch_size)]
-        batch = train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
+        batch = batch_at(space, train, w.seed, step, args.batch_size, args.balanced)
         train_loop.train_step(model, optimizer, schedule, batch, optim.grad_clip, loss)
     result = {**vars(args), "digit_order": space.digit_order, "train_seconds": round(time.perf_counter() - start)}
     for name, qs in (("eval", held_out), ("sft_train", train[:500])):
