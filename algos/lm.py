@@ -47,8 +47,7 @@ def sft_loss(
     loss, metrics = masked_next_token_loss(logits, tokens, action_mask)
     if state_weight == 0:
         return loss, metrics
-    state_mask = mask * (1 - action_mask)
-    state_mask[:, 0] = 0  # `<bos>` is given, never predicted
+    state_mask = mask * (1 - action_mask)  # column 0 (`<bos>`) is never a target of the shifted loss
     state_loss, _ = masked_next_token_loss(logits, tokens, state_mask)
     metrics["loss/state"] = state_loss.detach()
     return loss + state_weight * state_loss, metrics

@@ -38,7 +38,6 @@ def fake_run(run_dir: Path, cfg) -> GPT:
 
 
 def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
-
     from actors.cluster import init_ray
     from pipelines import rlhf
 

@@ -37,25 +37,33 @@ def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]
 
 
 def batch_at(
-    space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int, balanced: bool = False
-) -> train_loop.Batch:
-    """A pure function of (seed, step): resumed runs see the same batches."""
+    space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int,
+    by_template: dict[str, list[Question]] | None = None,
+) -> train_loop.Batch:  # fmt: skip
+    """A pure function of (seed, step): resumed runs see the same batches; `by_template` draws templates evenly."""
     rng = random.Random(train_loop.step_seed("sft", seed, step))
-    examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, balanced)]
+    examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, by_template)]
     return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
 
 
-def draw_questions(questions: list[Question], rng: random.Random, k: int, balanced: bool) -> list[Question]:
-    """`k` questions drawn uniformly, or (`balanced`) a uniform template then one of its questions.
+def group_by_template(questions: list[Question]) -> dict[str, list[Question]]:
+    """Questions per template, grouped once per stage, not once per batch."""
+    grouped: dict[str, list[Question]] = {}
+    for q in questions:
+        grouped.setdefault(q.template, []).append(q)
+    return grouped
+
+
+def draw_questions(
+    questions: list[Question], rng: random.Random, k: int, by_template: dict[str, list[Question]] | None
+) -> list[Question]:
+    """`k` questions drawn uniformly, or (given `by_template`) a uniform template then one of its questions.
 
     The bank holds far more questions of some templates than of others; the held-out
     exam's first questions cover the templates evenly.
     """
-    if not balanced:
+    if by_template is None:
         return rng.choices(questions, k=k)
-    by_template: dict[str, list[Question]] = {}
-    for q in questions:
-        by_template.setdefault(q.template, []).append(q)
     templates = sorted(by_template)
     return [rng.choice(by_template[rng.choice(templates)]) for _ in range(k)]
 
@@ -75,14 +83,13 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     # --- the action-space audit, before any update --------------------------------------
     stats = CorpusStats.from_dict(pretrained["corpus_stats"])
     audited = audit("sft", (space.decode_tokens(sft_example(space, q)[0]) for q in questions), stats)
+    by_template = group_by_template(questions) if cfg.sft.balance_templates else None
     stage = train_loop.Stage(
         name="sft",
         checkpoint=stage_dir / "checkpoint.pt",
         optim=cfg.sft,
         space=space,
-        batch_at=lambda step: batch_at(
-            space, questions, cfg.world.seed, step, cfg.sft.batch_size, cfg.sft.balance_templates
-        ),
+        batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size, by_template),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
         loss=lambda m, b: sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, cfg.sft.state_loss_weight),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},

@@ -21,7 +21,7 @@ from models.checkpoint import load_checkpoint
 from models.gpt import GPT, GPTConfig
 from pipelines import train_loop
 from pipelines.evaluate import answer_questions, score
-from pipelines.sft import batch_at
+from pipelines.sft import batch_at, group_by_template
 from world.actions import ActionSpace
 from world.exam import questions
 
@@ -54,9 +54,10 @@ def main() -> None:
     def loss(m, b):
         return sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, args.state_loss_weight)
 
+    by_template = group_by_template(train) if args.balanced else None
     start = time.perf_counter()
     for step in range(args.steps):
-        batch = batch_at(space, train, w.seed, step, args.batch_size, args.balanced)
+        batch = batch_at(space, train, w.seed, step, args.batch_size, by_template)
         train_loop.train_step(model, optimizer, schedule, batch, optim.grad_clip, loss)
     result = {**vars(args), "digit_order": space.digit_order, "train_seconds": round(time.perf_counter() - start)}
     for name, qs in (("eval", held_out), ("sft_train", train[:500])):

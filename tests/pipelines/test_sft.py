@@ -55,12 +55,13 @@ def test_score_by_hand():
 def test_balanced_draws_give_every_template_an_equal_share():
     import random
 
-    from pipelines.sft import draw_questions
+    from pipelines.sft import draw_questions, group_by_template
 
     qs = [Question((i, i + 1, i + 2), (i + 3,), "arithmetic", 1) for i in range(90)]
     qs += [Question((1, 2, 4 * i), (8 * i,), "geometric", 1) for i in range(1, 11)]
-    plain = draw_questions(qs, random.Random(0), 2000, balanced=False)
-    balanced = draw_questions(qs, random.Random(0), 2000, balanced=True)
+    groups = group_by_template(qs)
+    plain = draw_questions(qs, random.Random(0), 2000, None)
+    balanced = draw_questions(qs, random.Random(0), 2000, groups)
     assert 0.07 < sum(q.template == "geometric" for q in plain) / 2000 < 0.13
     assert 0.45 < sum(q.template == "geometric" for q in balanced) / 2000 < 0.55
-    assert draw_questions(qs, random.Random(3), 50, True) == draw_questions(qs, random.Random(3), 50, True)
+    assert draw_questions(qs, random.Random(3), 50, groups) == draw_questions(qs, random.Random(3), 50, groups)
