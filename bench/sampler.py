@@ -1,12 +1,16 @@
 """Sampling speed with and without the KV cache, on an untrained policy of the demo shape.
 
-    python -m bench.sampler [--batch 64] [--new-tokens 32] [--threads 1]
+    python -m bench.sampler [--batch 64] [--new-tokens 32] [--threads 1] [--sweep 1,8,64,256] [--group 4]
 
 Prints one JSON line. Every row is forced to run all `new_tokens` steps (no early
-`<eor>`), so every variant does the same work. With the optional `bench` extra
+`<eor>`), so every variant does the same work; each figure is the best of `--repeats`
+runs, ours and transformers' taken in turn. With the optional `bench` extra
 (`pip install -e '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of
 the same shape (layers, heads, width, vocabulary, context) on the same left-padded
-prompts, sampling with its KV cache, in the same run: `hf_tokens_per_s`.
+prompts, sampling with its KV cache, in the same run: `hf_tokens_per_s`. The sweep
+repeats the comparison per batch size; `group` is the RL sampler's workload: `batch`
+prompts with G samples each (ours reads each prompt once, `samples_per_prompt`;
+transformers with `num_return_sequences`).
 """
 
 from __future__ import annotations
@@ -14,41 +18,65 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import torch
 
 from models.gpt import GPT, GPTConfig
-from models.sampling import generate
+from models.sampling import generate, left_pad
 from world.actions import ActionSpace
 
+NO_STOP = -1  # an id never sampled: rows run to the end
 
-def tokens_per_s(model: GPT, prompts: list[list[int]], new_tokens: int, use_cache: bool, no_stop_id: int) -> float:
-    start = time.perf_counter()
-    gen = generate(
-        model, prompts, max_new_tokens=new_tokens, eor_id=no_stop_id, pad_id=0, temperature=1.0, use_cache=use_cache
-    )
-    return gen.tokens.numel() / (time.perf_counter() - start)
+Run = Callable[[list[list[int]], int, int], int]  # (prompts, new tokens, samples per prompt) -> tokens made
 
 
-def hf_tokens_per_s(prompts: list[list[int]], new_tokens: int, pad_id: int) -> float | None:
+def ours(model: GPT, use_cache: bool = True) -> Run:
+    def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
+        gen = generate(
+            model, prompts, max_new_tokens=new_tokens, eor_id=NO_STOP, pad_id=0, temperature=1.0,
+            use_cache=use_cache, samples_per_prompt=group,
+        )  # fmt: skip
+        return gen.tokens.numel()
+
+    return run
+
+
+def transformers_generate(pad_id: int) -> Run | None:
     """transformers.generate on a same-size GPT-2 (random weights: speed does not depend on them)."""
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
         return None
-    from models.sampling import left_pad
-
     config = GPT2Config(vocab_size=16, n_positions=128, n_embd=128, n_layer=4, n_head=4, pad_token_id=pad_id)
     model = GPT2LMHeadModel(config).eval()
-    tokens, mask = left_pad(prompts, pad_id)
-    kw = {"do_sample": True, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "eos_token_id": None}
-    with torch.no_grad():
-        model.generate(
-            input_ids=tokens[:4], attention_mask=mask[:4], **(kw | {"max_new_tokens": 4, "min_new_tokens": 4})
-        )
-        start = time.perf_counter()
-        out = model.generate(input_ids=tokens, attention_mask=mask, **kw)
-    return (out.shape[1] - tokens.shape[1]) * out.shape[0] / (time.perf_counter() - start)
+
+    def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
+        tokens, mask = left_pad(prompts, pad_id)
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=tokens, attention_mask=mask, do_sample=True, max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, eos_token_id=None, num_return_sequences=group,
+            )  # fmt: skip
+        return (out.shape[1] - tokens.shape[1]) * out.shape[0]
+
+    return run
+
+
+def best_rates(runs: dict[str, Run | None], prompts: list[list[int]], new_tokens: int, group: int, repeats: int):
+    """New tokens/s of each run, best of `repeats`, the runs taken in turn so drift hits them alike."""
+    best: dict[str, float] = {}
+    for run in runs.values():
+        if run is not None:
+            run(prompts[:2], 2, group)  # warm-up
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if run is None:
+                continue
+            start = time.perf_counter()
+            made = run(prompts, new_tokens, group)
+            best[name] = max(best.get(name, 0.0), made / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -56,17 +84,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep", default="1,8,64,256", help="batch sizes, comma-separated ('' = none)")
+    parser.add_argument("--group", type=int, default=4, help="samples per prompt of the RL workload (1 = skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = ActionSpace()
     model = GPT(GPTConfig(vocab_size=space.size, n_layer=4, n_head=4, d_model=128, max_len=128)).eval()
-    prompts = [space.encode_prompt([i, 2 * i, 4 * i, 8 * i, 16 * i]) for i in range(1, args.batch + 1)]
-    no_stop = -1  # an id never sampled: rows run to the end
-    tokens_per_s(model, prompts[:4], 4, True, no_stop)  # warm-up
-    cached = tokens_per_s(model, prompts, args.new_tokens, True, no_stop)
-    uncached = tokens_per_s(model, prompts, args.new_tokens, False, no_stop)
-    hf = hf_tokens_per_s(prompts, args.new_tokens, space.pad_id)
+
+    def prompts(n: int) -> list[list[int]]:
+        return [space.encode_prompt([i, 2 * i, 4 * i, 8 * i, 16 * i]) for i in range(1, n + 1)]
+
+    hf = transformers_generate(space.pad_id)
+    main_rates = best_rates(
+        {"ours": ours(model), "uncached": ours(model, use_cache=False), "hf": hf},
+        prompts(args.batch), args.new_tokens, 1, args.repeats,
+    )  # fmt: skip
+    sweep = []
+    for batch in [int(b) for b in args.sweep.split(",") if b]:
+        rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
+        sweep.append({"batch": batch, **_compare(rates)})
+    group = None
+    if args.group > 1:
+        rates = best_rates(
+            {"ours": ours(model), "hf": hf}, prompts(args.batch), args.new_tokens, args.group, args.repeats
+        )
+        group = {"prompts": args.batch, "samples_per_prompt": args.group, **_compare(rates)}
     print(
         json.dumps(
             {
@@ -75,14 +119,25 @@ def main() -> None:
                 "batch": args.batch,
                 "new_tokens": args.new_tokens,
                 "threads": args.threads,
-                "tokens_per_s": round(cached),
-                "uncached_tokens_per_s": round(uncached),
-                "kv_speedup": round(cached / uncached, 2),
-                "hf_tokens_per_s": round(hf) if hf else None,
-                "vs_hf": round(cached / hf, 2) if hf else None,
+                "tokens_per_s": round(main_rates["ours"]),
+                "uncached_tokens_per_s": round(main_rates["uncached"]),
+                "kv_speedup": round(main_rates["ours"] / main_rates["uncached"], 2),
+                "hf_tokens_per_s": round(main_rates["hf"]) if hf else None,
+                "vs_hf": round(main_rates["ours"] / main_rates["hf"], 2) if hf else None,
+                "sweep": sweep,
+                "group": group,
             }
         )
     )
+
+
+def _compare(rates: dict[str, float]) -> dict[str, float | None]:
+    hf = rates.get("hf")
+    return {
+        "tokens_per_s": round(rates["ours"]),
+        "hf_tokens_per_s": round(hf) if hf else None,
+        "vs_hf": round(rates["ours"] / hf, 2) if hf else None,
+    }
 
 
 if __name__ == "__main__":

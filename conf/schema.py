@@ -178,6 +178,9 @@ class RLConfig(Strict):
     """Responses per prompt (G); RLOO and group baselines need G >= 2."""
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(16, ge=2)
+    balance_templates: bool = False
+    """Draw each prompt's template uniformly, then one of its questions: the feedback pool is as skewed
+    as the bank, and groups whose G answers are all right carry no advantage."""
     reward_source: Literal["rm", "gold"] = "rm"
     """`rm` is RLHF; `gold` rewards with the grader directly (a verifiable-reward upper bound)."""
     normalize_reward: bool = False

@@ -38,6 +38,14 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
+    def repeat_rows(self, times: int) -> KVCache:
+        """A cache whose rows are each of these rows `times` times over (row i -> rows i*times ..)."""
+        grown = object.__new__(KVCache)
+        grown.keys = self.keys.repeat_interleave(times, dim=1)
+        grown.values = self.values.repeat_interleave(times, dim=1)
+        grown.length = self.length
+        return grown
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -140,7 +148,8 @@ class GPT(nn.Module):
     def decode(
         self, actions: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache
     ) -> torch.Tensor:
-        """One sampling step: actions (B, 1) at `positions` (B, 1), attending where `allowed` (B, 1, 1, L).
+        """One sampling step: actions (B, 1) at `positions` (B, 1), attending where `allowed` (B, 1, 1, L)
+        is True (or with `allowed` added to the attention scores, when it is a float bias).
 
         The caller keeps positions and the padding mask up to date, so nothing is rebuilt per step;
         every row has real tokens before this one, so no attention row is empty.

@@ -65,8 +65,8 @@ def sample_rollouts(
     expanded = [list(p) for p in prompts for _ in range(group_size)]
     model.eval()
     gen = generate(
-        model, expanded, max_new_tokens=max_new_tokens, eor_id=space.eor_id, pad_id=space.pad_id,
-        temperature=temperature, top_k=top_k, generator=generator,
+        model, [list(p) for p in prompts], max_new_tokens=max_new_tokens, eor_id=space.eor_id,
+        pad_id=space.pad_id, temperature=temperature, top_k=top_k, generator=generator, samples_per_prompt=group_size,
     )  # fmt: skip
     prompt_tokens, prompt_mask = left_pad(expanded, space.pad_id)
     width = prompt_tokens.shape[1]

@@ -62,20 +62,32 @@ def generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    samples_per_prompt: int = 1,
 ) -> Generation:
-    """Sample responses for a batch of prompts; stops a row at `<eor>`."""
+    """Sample responses for a batch of prompts; stops a row at `<eor>`.
+
+    With `samples_per_prompt` = G, rows i*G .. i*G+G-1 answer prompt i: the prompt is read
+    once and its KV cache copied to its G rows (an RL group shares its state).
+    """
     tokens, mask = left_pad(prompts, pad_id)
-    B, width = tokens.shape
+    G = samples_per_prompt
+    B, width = tokens.shape[0] * G, tokens.shape[1]
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long)
     logprobs = torch.zeros(B, max_new_tokens)
     action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
-    if use_cache:  # the whole row's padding mask, filled one column per step
-        real = torch.zeros(B, width + max_new_tokens, dtype=torch.bool)
-        real[:, :width] = mask.bool()
-        cache = model.new_cache(B, width + max_new_tokens)
-        h = model.hidden(tokens, mask, cache)
+    if use_cache:
+        cache = model.new_cache(len(prompts), width + max_new_tokens)
+        h = model.hidden(tokens, mask, cache)[:, -1:].repeat_interleave(G, dim=0)
+        cache = cache.repeat_rows(G)
+        mask = mask.repeat_interleave(G, dim=0)
+        # The attention bias of the whole row (0 = attend, -inf = padding), filled one column per step:
+        # an additive float mask is cheaper in the attention kernel than a boolean one.
+        bias = torch.full((B, 1, 1, width + max_new_tokens), float("-inf"))
+        bias[:, 0, 0, :width].masked_fill_(mask.bool(), 0.0)
         position = positions_from_mask(mask)[:, -1:]  # (B, 1) of each row's last real token
+    else:
+        tokens, mask = tokens.repeat_interleave(G, dim=0), mask.repeat_interleave(G, dim=0)
     for t in range(max_new_tokens):
         if not use_cache:
             h = model.hidden(tokens, mask)
@@ -89,9 +101,9 @@ def generate(
             out, logprobs, action_mask = out[:, : t + 1], logprobs[:, : t + 1], action_mask[:, : t + 1]
             break
         if use_cache:
-            real[:, width + t] = active
+            bias[:, 0, 0, width + t].masked_fill_(active, 0.0)
             position = position + active[:, None].long()
-            h = model.decode(action[:, None], position, real[:, None, None, : width + t + 1], cache)
+            h = model.decode(action[:, None], position, bias[..., : width + t + 1], cache)
         else:
             tokens = torch.cat([tokens, action[:, None]], dim=1)
             mask = torch.cat([mask, active.long()[:, None]], dim=1)

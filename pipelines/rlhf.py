@@ -41,7 +41,7 @@ from pipelines.evaluate import evaluate_policy
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
-from world.exam import Question
+from world.exam import Question, draw_questions, group_by_template
 from world.exam import questions as bank_questions
 
 
@@ -129,9 +129,18 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     return Actors(samplers, scorers, references, critic, buffer, learner, sync)
 
 
-def prompts_at(questions: list[Question], seed: int, iteration: int, n: int) -> list[Question]:
-    """The iteration's exam prompts: a pure function of (seed, iteration), so a resume asks the same."""
-    return random.Random(step_seed("rlhf", seed, iteration)).sample(questions, min(n, len(questions)))
+def prompts_at(
+    questions: list[Question], seed: int, iteration: int, n: int,
+    by_template: dict[str, list[Question]] | None = None,
+) -> list[Question]:  # fmt: skip
+    """The iteration's exam prompts: a pure function of (seed, iteration), so a resume asks the same.
+
+    Distinct questions drawn uniformly, or (given `by_template`) a uniform template, then one of its questions.
+    """
+    rng = random.Random(step_seed("rlhf", seed, iteration))
+    if by_template is not None:
+        return draw_questions(questions, rng, n, by_template)
+    return rng.sample(questions, min(n, len(questions)))
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -222,9 +231,12 @@ def learner_metrics(results: Any) -> dict[str, float]:
 
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
-                   iteration: int, version: int,
-                   variant: Variant = LIBRARY) -> tuple[dict[str, float], int]:  # fmt: skip
-    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: (metrics, new version)."""
+                   iteration: int, version: int, variant: Variant = LIBRARY,
+                   by_template: dict[str, list[Question]] | None = None) -> tuple[dict[str, float], int]:  # fmt: skip
+    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: (metrics, new version).
+
+    `by_template` (the pool grouped once per stage) draws the prompts' templates evenly.
+    """
     import ray
 
     from actors.learner import gpt_state_dict
@@ -239,7 +251,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         clock = now
 
     # --- sample: the policy's own actions, tagged with its version -----------------------
-    asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration)
+    asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration, by_template)
     rollouts = sample(actors, space, asked, cfg)
     lap("sample")
     # --- score: the proxy reward (RM) beside the gold reward -----------------------------
@@ -349,6 +361,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
+    by_template = group_by_template(questions) if rl.balance_templates else None
     final: dict[str, float] = {}
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
         import mlflow
@@ -360,7 +373,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
             while iteration < rl.iterations:
-                metrics, version = iteration_step(cfg, actors, space, policy, questions, iteration, version, variant)
+                metrics, version = iteration_step(
+                    cfg, actors, space, policy, questions, iteration, version, variant, by_template
+                )
                 iteration += 1
                 total = sum(v for k, v in metrics.items() if k.startswith("time/") and k != "time/sync_transfer")
                 metrics["time/iteration"] = total

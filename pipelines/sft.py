@@ -26,7 +26,7 @@ from pipelines.evaluate import evaluate_policy, sampled_pass_at_1
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats, audit
-from world.exam import Question
+from world.exam import Question, draw_questions, group_by_template
 from world.exam import questions as bank_questions
 
 
@@ -44,28 +44,6 @@ def batch_at(
     rng = random.Random(train_loop.step_seed("sft", seed, step))
     examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, by_template)]
     return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
-
-
-def group_by_template(questions: list[Question]) -> dict[str, list[Question]]:
-    """Questions per template, grouped once per stage, not once per batch."""
-    grouped: dict[str, list[Question]] = {}
-    for q in questions:
-        grouped.setdefault(q.template, []).append(q)
-    return grouped
-
-
-def draw_questions(
-    questions: list[Question], rng: random.Random, k: int, by_template: dict[str, list[Question]] | None
-) -> list[Question]:
-    """`k` questions drawn uniformly, or (given `by_template`) a uniform template then one of its questions.
-
-    The bank holds far more questions of some templates than of others; the held-out
-    exam's first questions cover the templates evenly.
-    """
-    if by_template is None:
-        return rng.choices(questions, k=k)
-    templates = sorted(by_template)
-    return [rng.choice(by_template[rng.choice(templates)]) for _ in range(k)]
 
 
 def train_questions(cfg: Config) -> list[Question]:

@@ -269,3 +269,25 @@ def questions(seed: int, size: int, split: str, max_difficulty: int = 3, feedbac
     if split == "sft":
         return [q for q in bank if q.split == "train" and not q.in_feedback_pool(feedback_share)]
     raise ValueError(f"unknown split {split!r}")
+
+
+def group_by_template(questions: list[Question]) -> dict[str, list[Question]]:
+    """Questions per template, grouped once per stage, not once per batch."""
+    grouped: dict[str, list[Question]] = {}
+    for q in questions:
+        grouped.setdefault(q.template, []).append(q)
+    return grouped
+
+
+def draw_questions(
+    questions: list[Question], rng: random.Random, k: int, by_template: dict[str, list[Question]] | None
+) -> list[Question]:
+    """`k` questions drawn uniformly, or (given `by_template`) a uniform template then one of its questions.
+
+    The bank holds far more questions of some templates than of others; the held-out
+    exam's first questions cover the templates evenly.
+    """
+    if by_template is None:
+        return rng.choices(questions, k=k)
+    templates = sorted(by_template)
+    return [rng.choice(by_template[rng.choice(templates)]) for _ in range(k)]

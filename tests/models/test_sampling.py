@@ -64,3 +64,18 @@ def test_action_mask_covers_actions_through_eor_only():
 def test_left_pad_shapes():
     tokens, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert tokens.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_a_group_read_once_samples_as_the_prompt_repeated():
+    m = model()
+    G = 3
+    shared = generate(
+        m, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(2), samples_per_prompt=G, **KW
+    )
+    repeated = [p for p in PROMPTS for _ in range(G)]
+    plain = generate(m, repeated, temperature=1.0, generator=torch.Generator().manual_seed(2), **KW)
+    assert shared.tokens.shape[0] == len(PROMPTS) * G
+    assert torch.equal(shared.tokens, plain.tokens)
+    assert torch.allclose(shared.logprobs, plain.logprobs, atol=1e-5)
+    uncached = generate(m, PROMPTS, temperature=0, use_cache=False, samples_per_prompt=G, **KW)
+    assert torch.equal(uncached.tokens, generate(m, repeated, temperature=0, **KW).tokens)

@@ -1,6 +1,7 @@
+import random
 from collections import Counter
 
-from world.exam import TEMPLATES, build_bank
+from world.exam import TEMPLATES, Question, build_bank, draw_questions, group_by_template
 from world.grader import grade
 
 
@@ -34,3 +35,28 @@ def test_sft_and_feedback_pools_split_train_and_never_touch_eval():
     assert sft | feedback == train and not sft & feedback and not train & held_out
     assert 0.2 < len(feedback) / len(train) < 0.4
     assert not questions(0, 1100, "feedback", feedback_share=0.0)
+
+
+def test_balanced_draws_give_every_template_an_equal_share():
+    qs = [Question((i, i + 1, i + 2), (i + 3,), "arithmetic", 1) for i in range(90)]
+    qs += [Question((1, 2, 4 * i), (8 * i,), "geometric", 1) for i in range(1, 11)]
+    groups = group_by_template(qs)
+    plain = draw_questions(qs, random.Random(0), 2000, None)
+    balanced = draw_questions(qs, random.Random(0), 2000, groups)
+    assert 0.07 < sum(q.template == "geometric" for q in plain) / 2000 < 0.13
+    assert 0.45 < sum(q.template == "geometric" for q in balanced) / 2000 < 0.55
+    assert draw_questions(qs, random.Random(3), 50, groups) == draw_questions(qs, random.Random(3), 50, groups)
+
+
+def test_rl_prompts_are_fixed_by_seed_and_iteration_and_balanced_on_request():
+    from pipelines.rlhf import prompts_at
+
+    qs = [Question((i, i + 1, i + 2), (i + 3,), "arithmetic", 1) for i in range(90)]
+    qs += [Question((1, 2, 4 * i), (8 * i,), "geometric", 1) for i in range(1, 11)]
+    groups = group_by_template(qs)
+    plain = prompts_at(qs, seed=0, iteration=5, n=40)
+    assert plain == prompts_at(qs, seed=0, iteration=5, n=40) != prompts_at(qs, seed=0, iteration=6, n=40)
+    assert len(set(plain)) == 40  # distinct questions
+    drawn = [q for it in range(50) for q in prompts_at(qs, 0, it, 40, groups)]
+    assert prompts_at(qs, 0, 5, 40, groups) == prompts_at(qs, 0, 5, 40, groups)
+    assert 0.45 < sum(q.template == "geometric" for q in drawn) / len(drawn) < 0.55
