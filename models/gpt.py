@@ -20,31 +20,38 @@ class KVCache:
     """Keys and values of every layer, preallocated to `capacity` positions and filled in place.
 
     Concatenating a growing cache each step cost a quarter of the sampling time; writing
-    into a buffer sized once per batch does not.
+    into a buffer sized once per batch does not. The buffer starts at zero, so a decoding
+    step may attend over the whole capacity (contiguous memory, the unfilled positions
+    masked out by the caller's bias) instead of over a strided slice the attention kernel
+    would first copy. `group` rows share one prompt: the prompt's keys are computed once
+    and written to each of its rows.
     """
 
-    def __init__(self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device) -> None:
+    def __init__(
+        self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device, group: int = 1
+    ) -> None:
         shape = (n_layer, batch, n_head, capacity, head_size)
-        self.keys = torch.empty(shape, dtype=dtype, device=device)
-        self.values = torch.empty(shape, dtype=dtype, device=device)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.group = group
         self.length = 0  # positions filled
 
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's (B, nh, T, hs) keys/values for `layer`; returns all of them so far."""
-        end = self.length + k.shape[2]
-        if end > self.keys.shape[3]:
-            raise ValueError(f"KV cache of {self.keys.shape[3]} positions is full")
-        self.keys[layer, :, :, self.length : end] = k
-        self.values[layer, :, :, self.length : end] = v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
 
-    def repeat_rows(self, times: int) -> KVCache:
-        """A cache whose rows are each of these rows `times` times over (row i -> rows i*times ..)."""
-        grown = object.__new__(KVCache)
-        grown.keys = self.keys.repeat_interleave(times, dim=1)
-        grown.values = self.values.repeat_interleave(times, dim=1)
-        grown.length = self.length
-        return grown
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, nh, T, hs) keys/values for `layer` (B = rows / group while the prompt is read);
+        returns all of them so far, B rows."""
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache of {self.capacity} positions is full")
+        rows = k.shape[0]
+        for store, new in ((self.keys, k), (self.values, v)):
+            store[layer].view(rows, -1, *store.shape[2:])[:, :, :, self.length : end] = new[:, None]
+        if self.length == 0:  # the prompt itself: no past to attend to
+            return k, v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,27 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
+    def decode(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """One new token per row, x (B, 1, C), attending over the whole cache plus `bias` (B * nh, 1, capacity).
+
+        Explicit matmuls over the contiguous cache: at one query per row, the fused kernel spent
+        its time copying the cache's strided slice, not computing.
+        """
+        B, _, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.qkv(x).view(B, 3, self.n_head, 1, hs).unbind(1)  # (B, nh, 1, hs) each
+        at = cache.length
+        cache.keys[layer, :, :, at : at + 1] = k
+        cache.values[layer, :, :, at : at + 1] = v
+        scores = torch.baddbmm(
+            bias,
+            q.reshape(B * self.n_head, 1, hs),
+            cache.keys[layer].view(B * self.n_head, -1, hs).transpose(1, 2),
+            alpha=hs**-0.5,
+        )  # (B * nh, 1, capacity)
+        y = torch.bmm(torch.softmax(scores, -1), cache.values[layer].view(B * self.n_head, -1, hs))
+        return self.proj(y.view(B, self.n_head, 1, hs).transpose(1, 2).reshape(B, 1, C))
+
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
@@ -97,6 +125,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
         x = x + self.attn(self.ln1(x), allowed, cache, layer)
+        return x + self.mlp(self.ln2(x))
+
+    def decode(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        x = x + self.attn.decode(self.ln1(x), bias, cache, layer)
         return x + self.mlp(self.ln2(x))
 
 
@@ -146,15 +178,22 @@ class GPT(nn.Module):
         return self._run(tokens, positions, allowed, cache)
 
     def decode(
-        self, actions: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache
+        self, actions: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor, cache: KVCache
     ) -> torch.Tensor:
-        """One sampling step: actions (B, 1) at `positions` (B, 1), attending where `allowed` (B, 1, 1, L)
-        is True (or with `allowed` added to the attention scores, when it is a float bias).
+        """One sampling step: actions (B, 1) at `positions` (B, 1) -> hidden states (B, 1, C).
 
-        The caller keeps positions and the padding mask up to date, so nothing is rebuilt per step;
-        every row has real tokens before this one, so no attention row is empty.
+        `bias` (B, 1, 1, capacity) is added to the attention scores: 0 where a row may attend
+        (its real tokens, this one included), -inf elsewhere (padding, positions not yet
+        filled). The caller keeps positions and the bias up to date and checks the context
+        length, so nothing is rebuilt per step.
         """
-        return self._run(actions, positions, allowed, cache)
+        x = self.tok_emb(actions) + self.pos_emb(positions)
+        B, nh = x.shape[0], self.cfg.n_head
+        bias = bias.expand(B, nh, 1, -1).reshape(B * nh, 1, -1)  # once per step, not once per layer
+        for i, block in enumerate(self.blocks):
+            x = block.decode(x, bias, cache, i)
+        cache.length += 1
+        return self.ln_f(x)
 
     def _run(
         self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None
@@ -168,10 +207,10 @@ class GPT(nn.Module):
             cache.length += tokens.shape[1]
         return self.ln_f(x)
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        c = self.cfg
-        p = self.tok_emb.weight
-        return KVCache(c.n_layer, batch, c.n_head, capacity, c.d_model // c.n_head, p.dtype, p.device)
+    def new_cache(self, batch: int, capacity: int, group: int = 1) -> KVCache:
+        """A cache for `batch` prompts of `group` rows each."""
+        c, p = self.cfg, self.tok_emb.weight
+        return KVCache(c.n_layer, batch * group, c.n_head, capacity, c.d_model // c.n_head, p.dtype, p.device, group)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state."""

@@ -67,7 +67,7 @@ def generate(
     """Sample responses for a batch of prompts; stops a row at `<eor>`.
 
     With `samples_per_prompt` = G, rows i*G .. i*G+G-1 answer prompt i: the prompt is read
-    once and its KV cache copied to its G rows (an RL group shares its state).
+    once and its keys and values written to each of its G rows (an RL group shares its state).
     """
     tokens, mask = left_pad(prompts, pad_id)
     G = samples_per_prompt
@@ -77,15 +77,16 @@ def generate(
     action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     if use_cache:
-        cache = model.new_cache(len(prompts), width + max_new_tokens)
+        cache = model.new_cache(len(prompts), width + max_new_tokens, group=G)
         h = model.hidden(tokens, mask, cache)[:, -1:].repeat_interleave(G, dim=0)
-        cache = cache.repeat_rows(G)
         mask = mask.repeat_interleave(G, dim=0)
-        # The attention bias of the whole row (0 = attend, -inf = padding), filled one column per step:
-        # an additive float mask is cheaper in the attention kernel than a boolean one.
-        bias = torch.full((B, 1, 1, width + max_new_tokens), float("-inf"))
+        # The attention bias of the whole row (0 = attend, -inf = padding or not yet written),
+        # filled one column per step.
+        bias = torch.full((B, 1, 1, cache.capacity), float("-inf"))
         bias[:, 0, 0, :width].masked_fill_(mask.bool(), 0.0)
         position = positions_from_mask(mask)[:, -1:]  # (B, 1) of each row's last real token
+        # Positions grow by at most one per step: the context can only overflow from this step on.
+        overflow_from = model.cfg.max_len - 1 - int(position.max())
     else:
         tokens, mask = tokens.repeat_interleave(G, dim=0), mask.repeat_interleave(G, dim=0)
     for t in range(max_new_tokens):
@@ -103,7 +104,9 @@ def generate(
         if use_cache:
             bias[:, 0, 0, width + t].masked_fill_(active, 0.0)
             position = position + active[:, None].long()
-            h = model.decode(action[:, None], position, bias[..., : width + t + 1], cache)
+            if t >= overflow_from and int(position.max()) >= model.cfg.max_len:
+                raise ValueError(f"sequence longer than the model's context of {model.cfg.max_len} tokens")
+            h = model.decode(action[:, None], position, bias, cache)
         else:
             tokens = torch.cat([tokens, action[:, None]], dim=1)
             mask = torch.cat([mask, active.long()[:, None]], dim=1)

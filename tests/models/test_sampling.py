@@ -79,3 +79,14 @@ def test_a_group_read_once_samples_as_the_prompt_repeated():
     assert torch.allclose(shared.logprobs, plain.logprobs, atol=1e-5)
     uncached = generate(m, PROMPTS, temperature=0, use_cache=False, samples_per_prompt=G, **KW)
     assert torch.equal(uncached.tokens, generate(m, repeated, temperature=0, **KW).tokens)
+
+
+def test_decoding_past_the_context_is_an_error_only_when_a_row_gets_there():
+    import pytest
+
+    m = model()  # context of 64 positions
+    long_prompt = SPACE.encode_prompt([7] * 28)  # 57 tokens: positions 0-56
+    with pytest.raises(ValueError, match="context of 64"):
+        generate(m, [long_prompt], max_new_tokens=12, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
+    fits = generate(m, [long_prompt], max_new_tokens=6, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
+    assert fits.tokens.shape == (1, 6)
