@@ -201,6 +201,9 @@ class RLConfig(Strict):
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
     epochs: int = Field(1, ge=1)
     """Passes over each batch (> 1 makes later passes off-policy by one update: PPO's ratio handles it)."""
+    minibatches: int = Field(1, ge=1)
+    """Optimizer steps per pass: the batch's rows are shuffled into this many minibatches, each
+    normalised over its own rows; > 1 makes later steps off-policy, which PPO's ratio clipping handles."""
     lr: float = Field(2e-5, gt=0)
     grad_clip: float = Field(1.0, gt=0)
     critic_lr: float = Field(1e-4, gt=0)
@@ -221,6 +224,11 @@ class RLConfig(Strict):
     def _baseline_needs_groups(self) -> RLConfig:
         if self.advantage in ("rloo", "group") and self.group_size < 2:
             raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (got {self.group_size})")
+        if self.minibatches > self.prompts_per_iteration * self.group_size:
+            raise ValueError(
+                f"minibatches={self.minibatches} is more than the {self.prompts_per_iteration * self.group_size} "
+                "responses of an iteration (prompts_per_iteration x group_size)"
+            )
         if self.sync_every - 1 > self.max_staleness:
             raise ValueError(
                 f"sync_every={self.sync_every} makes samples up to {self.sync_every - 1} versions old, but "

@@ -7,7 +7,8 @@ One iteration of the single controller:
     critic     Critic gives V(state) per action (PPO with GAE only)
     advantage  algos.advantages: GAE, RLOO, group baseline or REINFORCE++
     buffer     OnPolicyBuffer takes the batch with its version; the learner gets only fresh batches
-    update     RLlib LearnerGroup: advantage-weighted PPO surrogate (+ KL in the loss)
+    update     RLlib LearnerGroup: advantage-weighted PPO surrogate (+ KL in the loss),
+               `rl.epochs` passes of `rl.minibatches` optimizer steps over each batch
     sync       the new weights reach every sampler before the next sample; version += 1
 The gold reward is computed beside the proxy reward on every batch, and the policy is
 evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoints hold
@@ -198,11 +199,6 @@ def gold_rewards(
 
 def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int):
     """The RLlib batch: the rollout layout plus advantages and the global-batch loss denominators."""
-    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
-    from actors.learner import MODULE_ID
-
-    B = rollouts.size
     mask = rollouts.action_mask.float()
     columns = {
         "tokens": rollouts.tokens.numpy(),
@@ -211,11 +207,40 @@ def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: to
         "old_logprobs": rollouts.logprobs.float().numpy(),
         "ref_logprobs": ref_logprobs.float().numpy(),
         "advantages": advantages.float().numpy(),
-        "den_actions": np.full(B, float(mask.sum()), np.float32),
+    }
+    return _with_denominators(columns, max_len)
+
+
+def _with_denominators(columns: dict[str, np.ndarray], max_len: int):
+    """A MultiAgentBatch of `columns` whose loss denominators count exactly its rows: one optimizer step's batch."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from actors.learner import MODULE_ID
+
+    B = len(columns["tokens"])
+    columns = columns | {
+        "den_actions": np.full(B, float(columns["action_mask"].sum()), np.float32),
         "den_sequences": np.full(B, float(B), np.float32),
         "den_max_len": np.full(B, float(max_len), np.float32),
     }
     return MultiAgentBatch({MODULE_ID: SampleBatch(columns)}, env_steps=B)
+
+
+def minibatches(batch: Any, parts: int, rng: np.random.Generator) -> list:
+    """`parts` disjoint random minibatches of a learner batch's rows, each normalised over its own rows.
+
+    PPO's minibatches: one optimizer step each, so each is a whole (global) batch of its own
+    (its denominators are recounted; RLlib then splits it across learners). One part = the batch.
+    """
+    from actors.learner import MODULE_ID
+
+    if parts == 1:
+        return [batch]
+    rows = batch.policy_batches[MODULE_ID]
+    max_len = float(rows["den_max_len"][0])
+    names = [k for k in rows if not k.startswith("den_")]
+    order = rng.permutation(len(rows))
+    return [_with_denominators({k: rows[k][part] for k in names}, max_len) for part in np.array_split(order, parts)]
 
 
 def learner_metrics(results: Any) -> dict[str, float]:
@@ -283,12 +308,14 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     # --- update: RLlib learners, advantage-weighted policy gradient ----------------------
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+    shuffle = np.random.default_rng(step_seed("minibatch", cfg.seed, iteration))  # a resume draws the same
     for _, fresh in served:
         for _ in range(rl.epochs):
-            results = actors.learner.update(
-                batch=fresh, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size}
-            )
-            m |= learner_metrics(results)
+            for part in minibatches(fresh, rl.minibatches, shuffle):
+                results = actors.learner.update(
+                    batch=part, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size}
+                )
+                m |= learner_metrics(results)
     if actors.critic is not None and returns is not None:
         m |= ray.get(actors.critic.update.remote(rollouts, returns, values))
     lap("update")

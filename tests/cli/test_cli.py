@@ -53,7 +53,12 @@ def test_presets_validate_and_overrides_apply():
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("world.sedd=1", "sedd"), ("world.query_rate=2", "query_rate"), ("world.family_weights={bogus: 1}", "bogus")],
+    [
+        ("world.sedd=1", "sedd"),
+        ("world.query_rate=2", "query_rate"),
+        ("world.family_weights={bogus: 1}", "bogus"),
+        ("rl.minibatches=100000", "minibatches=100000 is more than"),
+    ],
 )
 def test_bad_config_names_the_field(override, message):
     with pytest.raises(ConfigError, match=message):

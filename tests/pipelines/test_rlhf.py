@@ -41,7 +41,7 @@ def test_a_stopped_run_resumes_to_the_same_policy(sft_run, tmp_path, ray_local):
     import shutil
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny", GOLD)
+    cfg = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2"])  # shuffled PPO minibatches too
     straight_dir = tmp_path / "straight"
     for stage in ("pretrain", "sft"):
         shutil.copytree(sft_run / stage, straight_dir / stage)
