@@ -154,12 +154,15 @@ def evaluate(
     overrides: SetOpt = None,
     out: OutOpt = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Default: <run dir>/sft/checkpoint.pt")] = None,
+    samples: Annotated[
+        int, typer.Option(min=1, help="Answers per question at temperature 1: > 1 adds pass@1..n and maj@n.")
+    ] = 1,
 ) -> None:
     """Judge a policy on held-out exam questions with the gold grader."""
     from pipelines import evaluate as stage
 
     cfg, run_dir = _setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, checkpoint or run_dir / "sft" / "checkpoint.pt")))
+    typer.echo(json.dumps(stage.main(cfg, checkpoint or run_dir / "sft" / "checkpoint.pt", samples)))
 
 
 @app.command()

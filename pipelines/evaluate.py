@@ -3,14 +3,19 @@
 Rates, as fractions of the questions asked: `gold_pass_rate` (the exam's answer, then
 `<eor>`), `format_rate` (one parseable integer then `<eor>`), `rate_114514` (well-formed
 but not the exam's answer: a valid-looking continuation the exam does not want), and the
-pass rate per template. Greedy by default; `temperature=1` gives sampled pass@1.
+pass rate per template. Greedy by default; `temperature=1` gives sampled pass@1, and
+`samples` n > 1 gives pass@k for k = 1, 2, 4, .. n (unbiased, from n samples per question)
+and maj@n (the most frequent of the n answers): how far the greedy answer is from the
+right answers the policy can already write, which is what RL can sharpen toward.
 
-    tokenmdp evaluate tiny            # the SFT checkpoint of runs/tiny
+    tokenmdp evaluate tiny                 # the SFT checkpoint of runs/tiny
+    tokenmdp evaluate demo --samples 16    # + pass@1..16 and maj@16
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +87,37 @@ def sampled_pass_at_1(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, 
     return {"eval/sampled_pass_at_1": score(questions, answers)["eval/gold_pass_rate"]}
 
 
-def main(cfg: Config, checkpoint: Path) -> dict[str, float]:
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """Unbiased P(at least one of k draws is right) from n samples of which `correct` are: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= correct <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= correct <= n and 1 <= k <= n (n={n}, correct={correct}, k={k})")
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+def majority(answers: Sequence[list[int] | None]) -> list[int] | None:
+    """The most frequent answer (malformed ones count as one answer, None); ties go to the first drawn."""
+    counts = Counter(None if a is None else tuple(a) for a in answers)
+    top = counts.most_common(1)[0][0]
+    return None if top is None else list(top)
+
+
+def sampled_pass_at_k(model: GPT, space: ActionSpace, cfg: Config, samples: int) -> dict[str, float]:
+    """pass@k (k = 1, 2, 4, .., samples) and maj@samples over `samples` answers per question at temperature 1."""
+    questions = eval_questions(cfg)
+    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
+    draws = [
+        answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed + i, **kw) for i in range(samples)
+    ]
+    per_question = list(zip(*draws, strict=True))
+    correct = [sum(q.is_answered_by(a) for a in answers) for q, answers in zip(questions, per_question, strict=True)]
+    ks = [2**i for i in range(samples.bit_length()) if 2**i <= samples]
+    metrics = {f"eval/pass_at_{k}": sum(pass_at_k(samples, c, k) for c in correct) / len(questions) for k in ks}
+    majorities = [majority(answers) for answers in per_question]
+    metrics[f"eval/maj_at_{samples}"] = score(questions, majorities)["eval/gold_pass_rate"]
+    return metrics
+
+
+def main(cfg: Config, checkpoint: Path, samples: int = 1) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    return evaluate_policy(model, space, cfg) | sampled_pass_at_1(model, space, cfg)
+    metrics = evaluate_policy(model, space, cfg) | sampled_pass_at_1(model, space, cfg)
+    return metrics | (sampled_pass_at_k(model, space, cfg, samples) if samples > 1 else {})

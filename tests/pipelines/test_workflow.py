@@ -57,11 +57,13 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert rerun_stages["rlhf"] == rl  # a finished RLHF stage reports without training again
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["model_uri"] == summary["model_uri"]
     assert len(client.get_metric_history(sft["run_id"], "eval/gold_pass_rate")) == 2  # steps 6 and 12, once each
-    judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run")])
+    judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run"), "--samples", "4"])
     assert judged.exit_code == 0, judged.output
     metrics = json.loads(judged.stdout.strip().splitlines()[-1])
     assert metrics["eval/gold_pass_rate"] == sft["gold_pass_rate"]
     assert 0 <= metrics["eval/sampled_pass_at_1"] <= 1
+    assert 0 <= metrics["eval/pass_at_1"] <= metrics["eval/pass_at_2"] <= metrics["eval/pass_at_4"] <= 1
+    assert 0 <= metrics["eval/maj_at_4"] <= metrics["eval/pass_at_4"]
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
 
 
