@@ -38,7 +38,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import evaluate_policy
+from pipelines.evaluate import answer_questions, evaluate_policy, score
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -142,6 +142,43 @@ def prompts_at(
     if by_template is not None:
         return draw_questions(questions, rng, n, by_template)
     return rng.sample(questions, min(n, len(questions)))
+
+
+def practised_questions(
+    questions: list[Question], seed: int, iterations: int, per_iteration: int, n: int,
+    by_template: dict[str, list[Question]] | None = None,
+) -> list[Question]:  # fmt: skip
+    """The first `n` distinct prompts of iterations [0, iterations): what RL practises on from the start.
+
+    Judged greedily beside the held-out questions (`eval/practised_pass_rate`): a policy that
+    learns rules gains on both, one that learns its prompts' answers only on these.
+    """
+    seen: dict[str, Question] = {}
+    for iteration in range(iterations):
+        for q in prompts_at(questions, seed, iteration, per_iteration, by_template):
+            seen.setdefault(q.prefix, q)
+    return list(seen.values())[:n]
+
+
+def practised_pass_rate(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> float:
+    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
+    return score(practised, answer_questions(policy, space, practised, **kw))["eval/gold_pass_rate"]
+
+
+def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> dict[str, float]:
+    """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
+    return evaluate_policy(policy, space, cfg) | {
+        "eval/practised_pass_rate": practised_pass_rate(policy, space, cfg, practised)
+    }
+
+
+def final_report(policy: GPT, space: ActionSpace, cfg: Config, run_dir: Path, questions: list[Question]) -> dict:
+    """`judge` of the final policy, with the SFT policy's rate on the same practised prompts beside it."""
+    practised = practised_for(cfg, questions)
+    sft_policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    return judge(policy, space, cfg, practised) | {
+        "eval/practised_pass_rate_sft": practised_pass_rate(sft_policy, space, cfg, practised)
+    }
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -363,7 +400,9 @@ def main(
     policy, _, state = load_checkpoint(ckpt if resuming else run_dir / "sft" / "checkpoint.pt", space)
     iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
-        return state["last_metrics"] | evaluate_policy(policy, space, cfg) | {"run_id": state["run_id"]}
+        return (
+            state["last_metrics"] | final_report(policy, space, cfg, run_dir, questions) | {"run_id": state["run_id"]}
+        )
     init_ray()
     actors = start_actors(cfg, run_dir, space, policy, variant)
     try:
@@ -382,6 +421,16 @@ def main(
     return final
 
 
+def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:
+    """The practised prompts of this config: those of the first evaluation window, as many as `evaluate.questions`."""
+    rl = cfg.rl
+    by_template = group_by_template(questions) if rl.balance_templates else None
+    return practised_questions(
+        questions, cfg.seed, min(rl.eval_every, rl.iterations), rl.prompts_per_iteration, cfg.evaluate.questions,
+        by_template,
+    )  # fmt: skip
+
+
 def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant):
     import ray
 
@@ -389,13 +438,14 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
     by_template = group_by_template(questions) if rl.balance_templates else None
+    practised = practised_for(cfg, questions)
     final: dict[str, float] = {}
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
         import mlflow
 
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
-            before = evaluate_policy(policy, space, cfg)
+            before = judge(policy, space, cfg, practised)
             log_metrics_batch([(0, before)])
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
@@ -409,7 +459,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                 metrics["time/sync_buffer_share"] = (metrics["time/sync"] + metrics["time/buffer"]) / max(total, 1e-9)
                 progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
                 if iteration % rl.eval_every == 0 or iteration == rl.iterations:
-                    metrics |= evaluate_policy(policy, space, cfg)
+                    metrics |= judge(policy, space, cfg, practised)
                 pending.append((iteration, metrics))
                 final = metrics
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
@@ -425,7 +475,6 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                     )  # fmt: skip
                     if stop_at is not None and iteration >= stop_at:
                         break
-        if not final:
-            final = evaluate_policy(policy, space, cfg)
+        final = final | final_report(policy, space, cfg, run_dir, questions)
         mlflow.log_artifact(str(stage_dir / "checkpoint.pt"), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}

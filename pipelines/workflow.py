@@ -25,6 +25,8 @@ from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
 POLICY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_114514")
+# practised: greedy on the RL prompts of its first evaluation window, RL's policy and SFT's (rules vs answers)
+RLHF_KEYS = ("gold_pass_rate", "format_rate", "rate_114514", "practised_pass_rate", "practised_pass_rate_sft")
 REWARD_KEYS = (
     "gold_accuracy", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness", "cross_prompt_accuracy",
 )  # fmt: skip
@@ -123,7 +125,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
             "pretrain": {"val_loss": pre.get("eval/val_loss"), "run_id": pre["run_id"]},
             "sft": {key: tuned.get(f"eval/{key}") for key in POLICY_KEYS} | {"run_id": tuned["run_id"]},
             "reward": {key: rm.get(f"rm/{key}") for key in REWARD_KEYS} | {"run_id": rm.get("run_id")},
-            "rlhf": {key: rl.get(f"eval/{key}") for key in ("gold_pass_rate", "format_rate", "rate_114514")}
+            "rlhf": {key: rl.get(f"eval/{key}") for key in RLHF_KEYS}
             | {
                 "kl": rl.get("rl/kl"),
                 "reward_proxy": rl.get("reward/proxy"),

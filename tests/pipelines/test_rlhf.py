@@ -26,7 +26,11 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert final["rl/policy_version"] == cfg.rl.iterations
     assert final["buffer/max_staleness"] == 0 and final["buffer/refused_stale"] == 0
     assert 0 <= final["eval/gold_pass_rate"] <= 1
+    assert 0 <= final["eval/practised_pass_rate"] <= 1 and 0 <= final["eval/practised_pass_rate_sft"] <= 1
     client = mlflow.MlflowClient(tracking_uri=uri)
+    practised = client.get_metric_history(final["run_id"], "eval/practised_pass_rate")
+    steps = sorted(m.step for m in practised)
+    assert steps[0] == 0 and steps[-1] == cfg.rl.iterations  # the SFT policy's rate opens the curve
     metrics = client.get_run(final["run_id"]).data.metrics
     for key in ("reward/proxy", "reward/gold", "rl/kl", "time/sample", "time/sync", "time/update", "loss/policy"):
         assert key in metrics, key
