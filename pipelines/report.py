@@ -1,7 +1,8 @@
 """The run report: plots of the RLHF stage and of the exam before and after it, as PNG files.
 
 Drawn from what MLflow recorded (so a resumed run plots its whole history): gold and
-proxy reward, KL to the reference and the 114514 rate over iterations, and the pass rate
+proxy reward, the greedy pass rate on held-out and on practised prompts, KL to the
+reference and the 114514 rate over iterations, and the pass rate
 per exam template after SFT and after RLHF.
 """
 
@@ -25,6 +26,9 @@ def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
     for key, label in (("reward/gold", "gold reward (train prompts)"), ("reward/proxy", "proxy reward (RM)")):
         axes[0].plot(*history(client, rlhf_run_id, key), label=label)
     axes[0].plot(*history(client, rlhf_run_id, "eval/gold_pass_rate"), "o-", label="gold pass rate (held-out)")
+    practised = history(client, rlhf_run_id, "eval/practised_pass_rate")
+    if practised[0]:  # runs before the metric existed have none
+        axes[0].plot(*practised, "s--", label="gold pass rate (practised prompts)")
     axes[0].set_title("reward")
     axes[1].plot(*history(client, rlhf_run_id, "rl/kl"), color="tab:red")
     axes[1].set_title("KL to the reference (per response)")
