@@ -79,12 +79,18 @@ def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, fl
     return score(questions, answer_questions(model, space, questions, **kw))
 
 
+def pass_rate(
+    model: GPT, space: ActionSpace, cfg: Config, questions: Sequence[Question], temperature: float = 0.0, seed: int = 0
+) -> float:
+    """Gold pass rate of one answer per question (greedy by default) on any set of questions."""
+    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
+    answers = answer_questions(model, space, questions, temperature=temperature, seed=seed, **kw)
+    return score(questions, answers)["eval/gold_pass_rate"]
+
+
 def sampled_pass_at_1(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
     """Gold pass rate of one sample per question at temperature 1."""
-    questions = eval_questions(cfg)
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    answers = answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed, **kw)
-    return {"eval/sampled_pass_at_1": score(questions, answers)["eval/gold_pass_rate"]}
+    return {"eval/sampled_pass_at_1": pass_rate(model, space, cfg, eval_questions(cfg), 1.0, cfg.seed)}
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import answer_questions, evaluate_policy, score
+from pipelines.evaluate import evaluate_policy, pass_rate
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -144,6 +144,15 @@ def prompts_at(
     return rng.sample(questions, min(n, len(questions)))
 
 
+def prompt_draws(
+    questions: list[Question], seed: int, iterations: int, per_iteration: int,
+    by_template: dict[str, list[Question]] | None = None,
+) -> Iterator[Question]:  # fmt: skip
+    """Every prompt of iterations [0, iterations) in draw order, repeats included: what `prompts_at` asked."""
+    for iteration in range(iterations):
+        yield from prompts_at(questions, seed, iteration, per_iteration, by_template)
+
+
 def practised_questions(
     questions: list[Question], seed: int, iterations: int, per_iteration: int, n: int,
     by_template: dict[str, list[Question]] | None = None,
@@ -153,32 +162,21 @@ def practised_questions(
     Judged greedily beside the held-out questions (`eval/practised_pass_rate`): a policy that
     learns rules gains on both, one that learns its prompts' answers only on these.
     """
-    seen: dict[str, Question] = {}
-    for iteration in range(iterations):
-        for q in prompts_at(questions, seed, iteration, per_iteration, by_template):
-            seen.setdefault(q.prefix, q)
+    seen: dict[tuple[int, ...], Question] = {}
+    for q in prompt_draws(questions, seed, iterations, per_iteration, by_template):
+        seen.setdefault(q.prefix, q)
     return list(seen.values())[:n]
-
-
-def practised_pass_rate(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> float:
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    return score(practised, answer_questions(policy, space, practised, **kw))["eval/gold_pass_rate"]
 
 
 def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> dict[str, float]:
     """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
-    return evaluate_policy(policy, space, cfg) | {
-        "eval/practised_pass_rate": practised_pass_rate(policy, space, cfg, practised)
-    }
+    return evaluate_policy(policy, space, cfg) | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}
 
 
-def final_report(policy: GPT, space: ActionSpace, cfg: Config, run_dir: Path, questions: list[Question]) -> dict:
-    """`judge` of the final policy, with the SFT policy's rate on the same practised prompts beside it."""
-    practised = practised_for(cfg, questions)
+def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question]) -> dict[str, float]:
+    """The SFT policy's greedy rate on the same practised prompts: what `eval/practised_pass_rate` started from."""
     sft_policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    return judge(policy, space, cfg, practised) | {
-        "eval/practised_pass_rate_sft": practised_pass_rate(sft_policy, space, cfg, practised)
-    }
+    return {"eval/practised_pass_rate_sft": pass_rate(sft_policy, space, cfg, practised)}
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -400,8 +398,12 @@ def main(
     policy, _, state = load_checkpoint(ckpt if resuming else run_dir / "sft" / "checkpoint.pt", space)
     iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
+        practised = practised_for(cfg, questions)
         return (
-            state["last_metrics"] | final_report(policy, space, cfg, run_dir, questions) | {"run_id": state["run_id"]}
+            state["last_metrics"]
+            | judge(policy, space, cfg, practised)
+            | sft_baseline(space, cfg, run_dir, practised)
+            | {"run_id": state["run_id"]}
         )
     init_ray()
     actors = start_actors(cfg, run_dir, space, policy, variant)
@@ -475,6 +477,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                     )  # fmt: skip
                     if stop_at is not None and iteration >= stop_at:
                         break
-        final = final | final_report(policy, space, cfg, run_dir, questions)
+        if not final:  # the loop judges its last iteration; only a run with nothing left to do gets here empty
+            final = judge(policy, space, cfg, practised)
+        final = final | sft_baseline(space, cfg, run_dir, practised)
         mlflow.log_artifact(str(stage_dir / "checkpoint.pt"), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}

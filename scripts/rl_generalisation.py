@@ -22,19 +22,17 @@ import torch
 
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
-from pipelines.evaluate import answer_questions, eval_questions, score
-from pipelines.rlhf import prompts_at
+from pipelines.evaluate import eval_questions, pass_rate
+from pipelines.rlhf import prompt_draws
 from world.exam import Question, group_by_template
 from world.exam import questions as bank_questions
 
 
-def drawn_prompts(cfg: Config, iterations: int, pool: list[Question]) -> Counter[str]:
+def drawn_prompts(cfg: Config, iterations: int, pool: list[Question]) -> Counter[tuple[int, ...]]:
     """How often each prefix was an RL prompt in the first `iterations` iterations."""
     by_template = group_by_template(pool) if cfg.rl.balance_templates else None
-    drawn: Counter[str] = Counter()
-    for iteration in range(iterations):
-        drawn.update(q.prefix for q in prompts_at(pool, cfg.seed, iteration, cfg.rl.prompts_per_iteration, by_template))
-    return drawn
+    draws = prompt_draws(pool, cfg.seed, iterations, cfg.rl.prompts_per_iteration, by_template)
+    return Counter(q.prefix for q in draws)
 
 
 def matched_unseen(seen: list[Question], unseen: list[Question], rng: random.Random) -> list[Question]:
@@ -64,12 +62,10 @@ def main() -> None:
         "never drawn, same templates": matched_unseen(seen, [q for q in pool if q.prefix not in drawn], rng),
         "held-out eval": eval_questions(cfg)[: args.limit],
     }
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
     result: dict = {"iterations": state["iteration"], "distinct_prompts": len(drawn),
                     "mean_draws": sum(drawn.values()) / max(len(drawn), 1)}  # fmt: skip
     for name, questions in sets.items():
-        rates = [score(questions, answer_questions(m, space, questions, **kw))["eval/gold_pass_rate"]
-                 for m in (sft_policy, rl_policy)]  # fmt: skip
+        rates = [pass_rate(m, space, cfg, questions) for m in (sft_policy, rl_policy)]
         result[name] = {"n": len(questions), "sft": rates[0], "rl": rates[1]}
         print(f"{name:30s} n={len(questions):4d}  SFT {rates[0]:.3f}  RL {rates[1]:.3f}  ({rates[1] - rates[0]:+.3f})")
     print(json.dumps(result))
