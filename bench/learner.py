@@ -2,8 +2,11 @@
 
     python -m bench.learner [--steps 10] [--threads 1] [--batch 128]
 
-The peak is a 1024x1024 float32 matmul measured in the same run and thread count. A
-training step costs ~6 x params x tokens FLOPs (forward + backward). The RL loss runs
+The peak is a 1024x1024 float32 matmul measured in the same run and thread count, on
+both kernels PyTorch has on the CPU (MKL's sgemm and oneDNN: on this AMD CPU sgemm does
+not use AVX-512, see models/kernels.py); the higher one is the machine's peak. A
+training step costs ~6 x params x tokens FLOPs (forward + backward); SFT is timed with
+the policy's linears on oneDNN (the default) and on sgemm, one after the other. The RL loss runs
 through RLlib's LearnerGroup with `num_learners` 0 (local) and 2 (DDP over gloo, each
 learner half the batch). Prints one JSON line.
 """
@@ -17,17 +20,23 @@ import time
 import torch
 
 from models.gpt import GPT, GPTConfig
+from models.kernels import Linear, onednn
 from world.actions import ActionSpace
 
 
-def matmul_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
+def matmul_gflops(threads: int, on_onednn: bool, n: int = 1024, repeats: int = 20) -> float:
+    """GFLOP/s of an n x n float32 product on oneDNN (through `models.kernels.Linear`) or on sgemm."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    layer = Linear(n, n, bias=False)
+    layer.weight.data = b
+    multiply = (lambda: layer(a)) if on_onednn else (lambda: a @ b)
+    with torch.no_grad(), onednn(on_onednn):
+        multiply()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            multiply()
+        return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def sft_tokens_per_s(model: GPT, batch: int, steps: int) -> tuple[float, int]:
@@ -77,11 +86,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
-    peak = matmul_gflops(args.threads)
+    sgemm_peak, onednn_peak = matmul_gflops(args.threads, False), matmul_gflops(args.threads, True)
+    peak = max(sgemm_peak, onednn_peak)
     torch.manual_seed(0)
     space = ActionSpace()
     model = GPT(GPTConfig(space.size, 4, 4, 128, 128))
     params = model.num_params()
+    with onednn(False):
+        sft_sgemm, _ = sft_tokens_per_s(model, args.batch, args.steps)
     sft, _ = sft_tokens_per_s(model, args.batch, args.steps)
     from actors.cluster import init_ray
 
@@ -91,7 +103,9 @@ def main() -> None:
     gflops = 6 * params * sft / 1e9
     print(json.dumps({
         "bench": "learner", "params": params, "threads": args.threads, "batch": args.batch,
-        "matmul_peak_gflops": round(peak, 1), "sft_tokens_per_s": round(sft), "sft_gflops": round(gflops, 2),
+        "matmul_peak_gflops": round(peak, 1), "sgemm_peak_gflops": round(sgemm_peak, 1),
+        "onednn_peak_gflops": round(onednn_peak, 1), "sft_tokens_per_s": round(sft),
+        "sft_tokens_per_s_sgemm": round(sft_sgemm), "sft_gflops": round(gflops, 2),
         "sft_share_of_peak": round(gflops / peak, 3), "rl_tokens_per_s_local": round(rl_local),
         "rl_tokens_per_s_2_learners": round(rl_ddp),
     }))  # fmt: skip

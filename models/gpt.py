@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.kernels import FeedForward, Linear
+
 
 class KVCache:
     """Keys and values of every layer, preallocated to `capacity` positions and filled in place.
@@ -76,8 +78,8 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.qkv = Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = Linear(cfg.d_model, cfg.d_model)
         self.dropout = cfg.dropout
 
     def forward(
@@ -119,9 +121,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.attn = SelfAttention(cfg)
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
-        )
+        self.mlp = FeedForward(cfg.d_model, 4 * cfg.d_model)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
         x = x + self.attn(self.ln1(x), allowed, cache, layer)

@@ -90,3 +90,29 @@ def test_decoding_past_the_context_is_an_error_only_when_a_row_gets_there():
         generate(m, [long_prompt], max_new_tokens=12, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
     fits = generate(m, [long_prompt], max_new_tokens=6, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
     assert fits.tokens.shape == (1, 6)
+
+
+MANY = PROMPTS * 8  # 24 rows: enough for the linears' oneDNN kernels (models.kernels)
+
+
+def test_a_batch_on_onednn_samples_the_policy_a_teacher_forced_forward_scores():
+    m = model()
+    gen = generate(m, MANY, temperature=1.0, generator=torch.Generator().manual_seed(3), **KW)
+    for row, prompt in enumerate(MANY):
+        n = int(gen.action_mask[row].sum())
+        full = torch.tensor([prompt + gen.tokens[row, :n].tolist()])
+        logp = torch.log_softmax(m(full, torch.ones_like(full))[0, len(prompt) - 1 : -1], -1)
+        assert torch.allclose(
+            gen.logprobs[row, :n], logp.gather(-1, full[0, len(prompt) :, None]).squeeze(-1), atol=1e-5
+        )
+    greedy = generate(m, MANY, temperature=0, **KW)
+    assert torch.equal(greedy.tokens, generate(m, MANY, temperature=0, use_cache=False, **KW).tokens)
+
+
+def test_new_weights_are_sampled_from_at_once():
+    m, other = model(0), model(1)
+    before = generate(m, MANY, temperature=0, **KW)
+    m.load_state_dict(other.state_dict())  # what a sampler does at weight sync
+    after = generate(m, MANY, temperature=0, **KW)
+    assert torch.equal(after.logprobs, generate(other, MANY, temperature=0, **KW).logprobs)
+    assert not torch.equal(after.logprobs, before.logprobs)

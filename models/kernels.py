@@ -1,0 +1,104 @@
+"""Linear layers that run their float32 products on oneDNN where this CPU's BLAS is slow.
+
+PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on this AMD CPU
+does not use its AVX-512 units: a 1024-square product runs at ~97 GFLOP/s against
+~228 on oneDNN (the `mkldnn` library PyTorch ships), and the policy's training and
+decoding shapes run 1.6-2.3x faster on oneDNN (bench/README). `Linear` is `nn.Linear`
+with its forward and input gradient on oneDNN from `ONEDNN_MIN_ROWS` rows on (below
+that oneDNN's per-call overhead costs more than its kernel saves); the weight gradient
+stays on sgemm, where oneDNN is no faster at these shapes. Same parameters, same
+float32 arithmetic up to the order of summation, so checkpoints and the learner's
+log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
+also applies its GELU inside the first product's kernel. `use_onednn(False)` turns it
+all off (`with onednn(False):`, for benchmarks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ONEDNN_MIN_ROWS = 16
+AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_enabled = AVAILABLE
+
+
+@contextmanager
+def onednn(enabled: bool) -> Iterator[None]:
+    """Within the block, large float32 CPU linears run on oneDNN (True, the default where available) or on sgemm."""
+    global _enabled
+    old, _enabled = _enabled, enabled and AVAILABLE
+    try:
+        yield
+    finally:
+        _enabled = old
+
+
+def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """oneDNN pays for float32 CPU products of at least `ONEDNN_MIN_ROWS` rows."""
+    return (
+        _enabled
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
+    )
+
+
+def _records_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+    """x (..., in) @ weight (out, in).T + bias on oneDNN, then (`gelu`) the exact GELU in the same kernel."""
+    post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, post_op, [], algorithm)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad_out, weight.t().contiguous(), None)
+        rows = grad_out.reshape(-1, grad_out.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_w = rows.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = rows.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` (same parameters and state dict) whose large float32 CPU products run on oneDNN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if onednn_applies(x, self.weight):
+            if _records_graph(x, self.weight):
+                return _OneDNNLinear.apply(x, self.weight, self.bias)
+            return _onednn(x, self.weight, self.bias)  # sampling and scoring: no graph to record
+        return F.linear(x, self.weight, self.bias)
+
+
+class FeedForward(nn.Sequential):
+    """Linear, exact GELU, Linear: a Sequential, so checkpoints keep their `0`/`2` parameter names."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__(Linear(width, hidden), nn.GELU(), Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up, gelu, down = self
+        if onednn_applies(x, up.weight) and not _records_graph(x, up.weight):
+            return down(_onednn(x, up.weight, up.bias, gelu=True))
+        return down(gelu(up(x)))

@@ -1,0 +1,64 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.gpt import GPT, GPTConfig
+from models.kernels import AVAILABLE, ONEDNN_MIN_ROWS, FeedForward, Linear, onednn, onednn_applies
+
+needs_onednn = pytest.mark.skipif(not AVAILABLE, reason="no oneDNN in this torch build")
+
+
+@pytest.fixture
+def layer() -> Linear:
+    torch.manual_seed(0)
+    return Linear(32, 48)
+
+
+@needs_onednn
+def test_large_float32_products_take_onednn_and_small_ones_do_not(layer):
+    assert onednn_applies(torch.zeros(2, ONEDNN_MIN_ROWS // 2, 32), layer.weight)
+    assert not onednn_applies(torch.zeros(ONEDNN_MIN_ROWS - 1, 32), layer.weight)
+    assert not onednn_applies(torch.zeros(64, 32, dtype=torch.float64), layer.weight.double())
+    with onednn(False):
+        assert not onednn_applies(torch.zeros(64, 32), layer.weight)
+    assert onednn_applies(torch.zeros(64, 32), layer.weight)
+
+
+@needs_onednn
+def test_forward_and_gradients_equal_nn_linear(layer):
+    x = torch.randn(4, 10, 32, requires_grad=True)
+    assert onednn_applies(x, layer.weight)
+    out = layer(x)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, layer.weight, layer.bias), grad_out)
+    reference = F.linear(x, layer.weight, layer.bias)
+    expected = torch.autograd.grad(reference, (x, layer.weight, layer.bias), grad_out)
+    assert torch.allclose(out, reference, atol=1e-5)
+    for got, want in zip(grads, expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-4)
+
+
+@needs_onednn
+def test_a_frozen_layer_passes_gradients_to_its_input_only(layer):
+    layer.requires_grad_(False)
+    x = torch.randn(64, 32, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand(64, -1), atol=1e-5)
+    assert layer.weight.grad is None
+
+
+@needs_onednn
+def test_the_fused_gelu_computes_what_the_modules_compute():
+    torch.manual_seed(0)
+    mlp, x = FeedForward(32, 128), torch.randn(3, 20, 32)
+    with torch.no_grad():
+        fused = mlp(x)
+        with onednn(False):
+            plain = mlp(x)
+    assert torch.allclose(fused, plain, atol=1e-5)
+    assert not torch.equal(fused, mlp[2](mlp[0](x)).detach())  # the GELU was applied
+
+
+def test_checkpoints_keep_their_parameter_names():
+    names = GPT(GPTConfig(vocab_size=16, n_layer=1)).state_dict().keys()
+    assert {"blocks.0.mlp.0.weight", "blocks.0.mlp.2.bias", "blocks.0.attn.qkv.weight"} <= set(names)
