@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import timedelta
 
 import ray
 import torch
+
+JOIN_TIMEOUT = timedelta(minutes=5)  # a sampler that never joins is an error, not a hang
 
 
 def _free_port() -> int:
@@ -33,7 +36,7 @@ class WeightSync:
             init = f"tcp://{ray.util.get_node_ip_address()}:{_free_port()}"
             world = len(samplers) + 1
             joined = [s.join_sync_group.remote(init, rank + 1, world, backend) for rank, s in enumerate(samplers)]
-            dist.init_process_group(backend, init_method=init, rank=0, world_size=world)
+            dist.init_process_group(backend, init_method=init, rank=0, world_size=world, timeout=JOIN_TIMEOUT)
             ray.get(joined)
         elif mode != "object_store":
             raise ValueError(f"unknown weight sync {mode!r}; choose collective or object_store")

@@ -27,8 +27,7 @@ from world.exam import questions as bank_questions
 PHASES = ("sample", "score", "reference", "critic", "advantage", "buffer", "update", "sync")
 
 
-def fake_run(run_dir: Path, cfg) -> GPT:
-    space = ActionSpace()
+def fake_run(run_dir: Path, cfg, space: ActionSpace) -> GPT:
     torch.manual_seed(0)
     m = cfg.model
     policy = GPT(GPTConfig(space.size, m.n_layer, m.n_head, m.d_model, m.max_len))
@@ -46,8 +45,8 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
         f"rl.group_size={args.group}", f"rl.sync={sync}", "world.bank_size=2000",
     ]  # fmt: skip
     cfg = load_config("demo", overrides)
-    space = ActionSpace()
-    policy = fake_run(run_dir, cfg)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    policy = fake_run(run_dir, cfg, space)
     questions = bank_questions(0, 2000, "train")  # any prompts do for timing
     init_ray()
     actors = rlhf.start_actors(cfg, run_dir, space, policy)

@@ -124,6 +124,9 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
             trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
         )
     buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
+    # A constructor's error (a checkpoint of another action space, say) surfaces here, with
+    # its message, instead of as a sampler that never joins the weight-sync group.
+    ray.get([a.__ray_ready__.remote() for a in (*samplers, *scorers, *references, critic, buffer) if a is not None])
     learner = build_learner_group(rl, policy.cfg, space.size, variant.learner_class)
     learner.set_weights(policy_weights(policy))
     sync = WeightSync(samplers, rl.sync)

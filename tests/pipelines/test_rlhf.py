@@ -7,6 +7,7 @@ import torch
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from pipelines import reward, rlhf
+from world.actions import ActionSpace
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +72,12 @@ def test_ppo_with_the_critic_and_kl_in_the_reward(sft_run, tmp_path, ray_local):
 def test_rlhf_refuses_to_start_without_a_reward_model(sft_run):
     with pytest.raises(FileNotFoundError, match="tokenmdp reward"):
         rlhf.main(load_config("tiny"), sft_run)
+
+
+@pytest.mark.timeout(300)
+def test_an_actor_that_cannot_start_is_an_error_with_its_reason_not_a_hang(sft_run, ray_local):
+    policy, space, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
+    other_order = "msb" if space.digit_order == "lsb" else "lsb"
+    cfg = load_config("tiny", [*GOLD, f"world.digit_order={other_order}"])  # the actors' space differs
+    with pytest.raises(Exception, match="action space"):
+        rlhf.start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
