@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from models.gpt import GPT, GPTConfig, positions_from_mask
@@ -14,6 +15,8 @@ def model(seed: int = 0) -> GPT:
 
 PROMPTS = [SPACE.encode_prompt([1, 2, 4, 8, 16]), SPACE.encode_prompt([3]), SPACE.encode_prompt([10, 20, 30])]
 KW = {"max_new_tokens": 12, "eor_id": SPACE.eor_id, "pad_id": SPACE.pad_id}
+MANY = PROMPTS * 8  # 24 rows: enough for the linears' oneDNN kernels (models.kernels)
+BOTH_PATHS = pytest.mark.parametrize("prompts", [PROMPTS, MANY], ids=["few rows", "rows on oneDNN"])
 
 
 def test_positions_start_at_the_first_real_token():
@@ -21,10 +24,11 @@ def test_positions_start_at_the_first_real_token():
     assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
 
 
-def test_kv_cache_equals_uncached_greedy_decoding():
+@BOTH_PATHS
+def test_kv_cache_equals_uncached_greedy_decoding(prompts):
     m = model()
-    cached = generate(m, PROMPTS, temperature=0, use_cache=True, **KW)
-    uncached = generate(m, PROMPTS, temperature=0, use_cache=False, **KW)
+    cached = generate(m, prompts, temperature=0, use_cache=True, **KW)
+    uncached = generate(m, prompts, temperature=0, use_cache=False, **KW)
     assert torch.equal(cached.tokens, uncached.tokens)
     assert torch.allclose(cached.logprobs, uncached.logprobs, atol=1e-5)
 
@@ -39,10 +43,11 @@ def test_left_padding_does_not_change_the_policy():
         assert torch.allclose(batched.logprobs[row, :n], alone.logprobs[0], atol=1e-5)
 
 
-def test_sampled_logprobs_match_a_teacher_forced_forward():
+@BOTH_PATHS
+def test_sampled_logprobs_match_a_teacher_forced_forward(prompts):
     m = model()
-    gen = generate(m, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(0), **KW)
-    for row, prompt in enumerate(PROMPTS):
+    gen = generate(m, prompts, temperature=1.0, generator=torch.Generator().manual_seed(0), **KW)
+    for row, prompt in enumerate(prompts):
         n = int(gen.action_mask[row].sum())
         full = torch.tensor([prompt + gen.tokens[row, :n].tolist()])
         logits = m(full, torch.ones_like(full))
@@ -90,23 +95,6 @@ def test_decoding_past_the_context_is_an_error_only_when_a_row_gets_there():
         generate(m, [long_prompt], max_new_tokens=12, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
     fits = generate(m, [long_prompt], max_new_tokens=6, eor_id=-1, pad_id=SPACE.pad_id, temperature=0)
     assert fits.tokens.shape == (1, 6)
-
-
-MANY = PROMPTS * 8  # 24 rows: enough for the linears' oneDNN kernels (models.kernels)
-
-
-def test_a_batch_on_onednn_samples_the_policy_a_teacher_forced_forward_scores():
-    m = model()
-    gen = generate(m, MANY, temperature=1.0, generator=torch.Generator().manual_seed(3), **KW)
-    for row, prompt in enumerate(MANY):
-        n = int(gen.action_mask[row].sum())
-        full = torch.tensor([prompt + gen.tokens[row, :n].tolist()])
-        logp = torch.log_softmax(m(full, torch.ones_like(full))[0, len(prompt) - 1 : -1], -1)
-        assert torch.allclose(
-            gen.logprobs[row, :n], logp.gather(-1, full[0, len(prompt) :, None]).squeeze(-1), atol=1e-5
-        )
-    greedy = generate(m, MANY, temperature=0, **KW)
-    assert torch.equal(greedy.tokens, generate(m, MANY, temperature=0, use_cache=False, **KW).tokens)
 
 
 def test_new_weights_are_sampled_from_at_once():
