@@ -9,8 +9,8 @@ that oneDNN's per-call overhead costs more than its kernel saves); the weight gr
 stays on sgemm, where oneDNN is no faster at these shapes. Same parameters, same
 float32 arithmetic up to the order of summation, so checkpoints and the learner's
 log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
-also applies its GELU inside the first product's kernel. `use_onednn(False)` turns it
-all off (`with onednn(False):`, for benchmarks).
+also applies its GELU inside the first product's kernel. `with onednn(False):` turns it
+all off (benchmarks compare both in one run).
 """
 
 from __future__ import annotations
