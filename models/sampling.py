@@ -50,7 +50,6 @@ def _choose(
     return action, logp.gather(-1, action[:, None]).squeeze(-1)
 
 
-@torch.no_grad()
 def generate(
     model: GPT,
     prompts: list[list[int]],
@@ -68,7 +67,21 @@ def generate(
 
     With `samples_per_prompt` = G, rows i*G .. i*G+G-1 answer prompt i: the prompt is read
     once and its keys and values written to each of its G rows (an RL group shares its state).
+    The loop runs in inference mode (no autograd bookkeeping per operator: 5-16% faster than
+    `no_grad` in an A/B, bench/README); the results are copied out of it, so a learner may
+    use them like any tensor.
     """
+    with torch.inference_mode():
+        gen = _sample(
+            model, prompts, max_new_tokens, eor_id, pad_id, temperature, top_k, generator, use_cache, samples_per_prompt
+        )
+    return Generation(gen.tokens.clone(), gen.logprobs.clone(), gen.action_mask.clone(), gen.finished.clone())
+
+
+def _sample(
+    model: GPT, prompts: list[list[int]], max_new_tokens: int, eor_id: int, pad_id: int, temperature: float,
+    top_k: int | None, generator: torch.Generator | None, use_cache: bool, samples_per_prompt: int,
+) -> Generation:  # fmt: skip
     tokens, mask = left_pad(prompts, pad_id)
     G = samples_per_prompt
     B, width = tokens.shape[0] * G, tokens.shape[1]

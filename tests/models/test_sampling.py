@@ -104,3 +104,12 @@ def test_new_weights_are_sampled_from_at_once():
     after = generate(m, MANY, temperature=0, **KW)
     assert torch.equal(after.logprobs, generate(other, MANY, temperature=0, **KW).logprobs)
     assert not torch.equal(after.logprobs, before.logprobs)
+
+
+def test_samples_leave_inference_mode_as_ordinary_tensors_a_learner_can_train_on():
+    m = model()
+    gen = generate(m, PROMPTS, temperature=1.0, generator=torch.Generator().manual_seed(4), **KW)
+    assert not any(t.is_inference() for t in (gen.tokens, gen.logprobs, gen.action_mask, gen.finished))
+    full = torch.cat([torch.tensor([PROMPTS[0]]), gen.tokens[:1]], dim=1)
+    m(full, torch.ones_like(full)).sum().backward()  # an inference tensor here would refuse to be saved
+    assert m.tok_emb.weight.grad is not None
