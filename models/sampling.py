@@ -67,7 +67,7 @@ def generate(
 
     With `samples_per_prompt` = G, rows i*G .. i*G+G-1 answer prompt i: the prompt is read
     once and its keys and values written to each of its G rows (an RL group shares its state).
-    The loop runs in inference mode (no autograd bookkeeping per operator: 5-16% faster than
+    The loop runs in inference mode (no autograd bookkeeping per operator: 5-29% faster than
     `no_grad` in an A/B, bench/README); the results are copied out of it, so a learner may
     use them like any tensor.
     """
