@@ -72,20 +72,28 @@ def score(
     return metrics
 
 
+def configured_answers(
+    model: GPT, space: ActionSpace, cfg: Config, questions: Sequence[Question], temperature: float = 0.0, seed: int = 0
+) -> list[list[int] | None]:
+    """`answer_questions` with the config's `evaluate` budget (new tokens, batch size)."""
+    e = cfg.evaluate
+    return answer_questions(
+        model, space, questions, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, temperature=temperature,
+        seed=seed,
+    )  # fmt: skip
+
+
 def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
     """Greedy gold pass, format and 114514 rates, overall and per template."""
     questions = eval_questions(cfg)
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    return score(questions, answer_questions(model, space, questions, **kw))
+    return score(questions, configured_answers(model, space, cfg, questions))
 
 
 def pass_rate(
     model: GPT, space: ActionSpace, cfg: Config, questions: Sequence[Question], temperature: float = 0.0, seed: int = 0
 ) -> float:
     """Gold pass rate of one answer per question (greedy by default) on any set of questions."""
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    answers = answer_questions(model, space, questions, temperature=temperature, seed=seed, **kw)
-    return score(questions, answers)["eval/gold_pass_rate"]
+    return score(questions, configured_answers(model, space, cfg, questions, temperature, seed))["eval/gold_pass_rate"]
 
 
 def sampled_pass_at_1(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
@@ -108,22 +116,23 @@ def majority(answers: Sequence[list[int] | None]) -> list[int] | None:
 
 
 def sampled_pass_at_k(model: GPT, space: ActionSpace, cfg: Config, samples: int) -> dict[str, float]:
-    """pass@k (k = 1, 2, 4, .., samples) and maj@samples over `samples` answers per question at temperature 1."""
+    """pass@k (k = 1, 2, 4, .., samples) and maj@samples over `samples` answers per question at temperature 1.
+
+    The first draw is `sampled_pass_at_1`'s (same seed), so its rate comes along without a second pass.
+    """
     questions = eval_questions(cfg)
-    kw = {"max_new_tokens": cfg.evaluate.max_new_tokens, "batch_size": cfg.evaluate.batch_size}
-    draws = [
-        answer_questions(model, space, questions, temperature=1.0, seed=cfg.seed + i, **kw) for i in range(samples)
-    ]
+    draws = [configured_answers(model, space, cfg, questions, 1.0, cfg.seed + i) for i in range(samples)]
     per_question = list(zip(*draws, strict=True))
     correct = [sum(q.is_answered_by(a) for a in answers) for q, answers in zip(questions, per_question, strict=True)]
     ks = [2**i for i in range(samples.bit_length()) if 2**i <= samples]
     metrics = {f"eval/pass_at_{k}": sum(pass_at_k(samples, c, k) for c in correct) / len(questions) for k in ks}
     majorities = [majority(answers) for answers in per_question]
     metrics[f"eval/maj_at_{samples}"] = score(questions, majorities)["eval/gold_pass_rate"]
+    metrics["eval/sampled_pass_at_1"] = score(questions, draws[0])["eval/gold_pass_rate"]
     return metrics
 
 
 def main(cfg: Config, checkpoint: Path, samples: int = 1) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    metrics = evaluate_policy(model, space, cfg) | sampled_pass_at_1(model, space, cfg)
-    return metrics | (sampled_pass_at_k(model, space, cfg, samples) if samples > 1 else {})
+    sampled = sampled_pass_at_k(model, space, cfg, samples) if samples > 1 else sampled_pass_at_1(model, space, cfg)
+    return evaluate_policy(model, space, cfg) | sampled
