@@ -3,7 +3,8 @@
 PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on this AMD CPU
 does not use its AVX-512 units: a 1024-square product runs at ~97 GFLOP/s against
 ~228 on oneDNN (the `mkldnn` library PyTorch ships), and the policy's training and
-decoding shapes run 1.6-2.3x faster on oneDNN (bench/README). `Linear` is `nn.Linear`
+decoding shapes run 1.6-2.3x faster on oneDNN in a microbenchmark (a whole SFT step 1.4x,
+sampling 1.2x: bench/README). `Linear` is `nn.Linear`
 with its forward and input gradient on oneDNN from `ONEDNN_MIN_ROWS` rows on (below
 that oneDNN's per-call overhead costs more than its kernel saves); the weight gradient
 stays on sgemm, where oneDNN is no faster at these shapes. Same parameters, same
