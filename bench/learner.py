@@ -3,10 +3,11 @@
     python -m bench.learner [--steps 10] [--threads 1] [--batch 128]
 
 The peak is a 1024x1024 float32 matmul measured in the same run and thread count, on
-both kernels PyTorch has on the CPU (MKL's sgemm and oneDNN: on this AMD CPU sgemm does
-not use AVX-512, see models/kernels.py); the higher one is the machine's peak. A
+both kernels PyTorch has on the CPU (MKL's sgemm and oneDNN: on an AVX-512 AMD CPU sgemm
+does not use AVX-512, see models/kernels.py); the higher one is the machine's peak. A
 training step costs ~6 x params x tokens FLOPs (forward + backward); SFT is timed with
-the policy's linears on oneDNN (the default) and on sgemm, one after the other. The RL loss runs
+the policy's linears on oneDNN and on sgemm, one after the other; `sft_tokens_per_s` is
+the kernel this machine uses by default (`linears`). The RL loss runs
 through RLlib's LearnerGroup with `num_learners` 0 (local) and 2 (DDP over gloo, each
 learner half the batch). Prints one JSON line.
 """
@@ -20,7 +21,7 @@ import time
 import torch
 
 from models.gpt import GPT, GPTConfig
-from models.kernels import Linear, onednn
+from models.kernels import Linear, current_kernel, onednn
 from world.actions import ActionSpace
 
 
@@ -92,9 +93,12 @@ def main() -> None:
     space = ActionSpace()
     model = GPT(GPTConfig(space.size, 4, 4, 128, 128))
     params = model.num_params()
+    default = current_kernel()
     with onednn(False):
         sft_sgemm, _ = sft_tokens_per_s(model, args.batch, args.steps)
-    sft, _ = sft_tokens_per_s(model, args.batch, args.steps)
+    with onednn(True):
+        sft_onednn, _ = sft_tokens_per_s(model, args.batch, args.steps)
+    sft = sft_onednn if default == "onednn" else sft_sgemm
     from actors.cluster import init_ray
 
     init_ray()
@@ -104,10 +108,10 @@ def main() -> None:
     print(json.dumps({
         "bench": "learner", "params": params, "threads": args.threads, "batch": args.batch,
         "matmul_peak_gflops": round(peak, 1), "sgemm_peak_gflops": round(sgemm_peak, 1),
-        "onednn_peak_gflops": round(onednn_peak, 1), "sft_tokens_per_s": round(sft),
-        "sft_tokens_per_s_sgemm": round(sft_sgemm), "sft_gflops": round(gflops, 2),
-        "sft_share_of_peak": round(gflops / peak, 3), "rl_tokens_per_s_local": round(rl_local),
-        "rl_tokens_per_s_2_learners": round(rl_ddp),
+        "onednn_peak_gflops": round(onednn_peak, 1), "linears": default, "sft_tokens_per_s": round(sft),
+        "sft_tokens_per_s_onednn": round(sft_onednn), "sft_tokens_per_s_sgemm": round(sft_sgemm),
+        "sft_gflops": round(gflops, 2), "sft_share_of_peak": round(gflops / peak, 3),
+        "rl_tokens_per_s_local": round(rl_local), "rl_tokens_per_s_2_learners": round(rl_ddp),
     }))  # fmt: skip
 
 

@@ -4,8 +4,9 @@
 
 Prints one JSON line. Every row is forced to run all `new_tokens` steps (no early
 `<eor>`), so every variant does the same work; each figure is the best of `--repeats`
-runs, ours and transformers' taken in turn. `sgemm_tokens_per_s` is ours with the
-linears on sgemm instead of oneDNN (models/kernels.py), in the same run. With the
+runs, ours and transformers' taken in turn. `onednn_tokens_per_s` and `sgemm_tokens_per_s`
+are ours with the linears on each kernel (models/kernels.py), in the same run;
+`tokens_per_s` is the one this machine uses by default (`linears`). With the
 optional `bench` extra (`pip install -e '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of
 the same shape (layers, heads, width, vocabulary, context) on the same left-padded
 prompts, sampling with its KV cache, in the same run: `hf_tokens_per_s`. The sweep
@@ -24,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from models.gpt import GPT, GPTConfig
-from models.kernels import onednn
+from models.kernels import current_kernel, onednn
 from models.sampling import generate, left_pad
 from world.actions import ActionSpace
 
@@ -33,11 +34,11 @@ NO_STOP = -1  # an id never sampled: rows run to the end
 Run = Callable[[list[list[int]], int, int], int]  # (prompts, new tokens, samples per prompt) -> tokens made
 
 
-def ours(model: GPT, use_cache: bool = True, on_onednn: bool = True) -> Run:
-    """Our sampler; `on_onednn=False` runs its linears on sgemm, as `nn.Linear` would (models/kernels.py)."""
+def ours(model: GPT, use_cache: bool = True, kernel: str | None = None) -> Run:
+    """Our sampler; `kernel` "onednn" or "sgemm" forces where its linears run (models/kernels.py)."""
 
     def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
-        with onednn(on_onednn):
+        with onednn((kernel or current_kernel()) == "onednn"):
             gen = generate(
                 model, prompts, max_new_tokens=new_tokens, eor_id=NO_STOP, pad_id=0, temperature=1.0,
                 use_cache=use_cache, samples_per_prompt=group,
@@ -102,10 +103,13 @@ def main() -> None:
         return [space.encode_prompt([i, 2 * i, 4 * i, 8 * i, 16 * i]) for i in range(1, n + 1)]
 
     hf = transformers_generate(space.pad_id)
+    default = current_kernel()
     variants = {
-        "ours": ours(model), "sgemm": ours(model, on_onednn=False), "uncached": ours(model, use_cache=False), "hf": hf
+        "onednn": ours(model, kernel="onednn"), "sgemm": ours(model, kernel="sgemm"),
+        "uncached": ours(model, use_cache=False), "hf": hf,
     }  # fmt: skip
     main_rates = best_rates(variants, prompts(args.batch), args.new_tokens, 1, args.repeats)
+    main_rates["ours"] = main_rates[default]
     sweep = []
     for batch in [int(b) for b in args.sweep.split(",") if b]:
         rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
@@ -124,9 +128,11 @@ def main() -> None:
                 "batch": args.batch,
                 "new_tokens": args.new_tokens,
                 "threads": args.threads,
+                "linears": default,
                 "tokens_per_s": round(main_rates["ours"]),
+                "onednn_tokens_per_s": round(main_rates["onednn"]),
                 "sgemm_tokens_per_s": round(main_rates["sgemm"]),
-                "onednn_speedup": round(main_rates["ours"] / main_rates["sgemm"], 2),
+                "onednn_speedup": round(main_rates["onednn"] / main_rates["sgemm"], 2),
                 "uncached_tokens_per_s": round(main_rates["uncached"]),
                 "kv_speedup": round(main_rates["ours"] / main_rates["uncached"], 2),
                 "hf_tokens_per_s": round(main_rates["hf"]) if hf else None,

@@ -1,21 +1,24 @@
 """Linear layers that run their float32 products on oneDNN where this CPU's BLAS is slow.
 
-PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on this AMD CPU
-does not use its AVX-512 units: a 1024-square product runs at ~97 GFLOP/s against
-~228 on oneDNN (the `mkldnn` library PyTorch ships), and the policy's training and
-decoding shapes run 1.6-2.3x faster on oneDNN in a microbenchmark (a whole SFT step 1.4x,
-sampling 1.2x: bench/README). `Linear` is `nn.Linear`
+PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on an AVX-512 AMD
+CPU (Zen 4) does not use the AVX-512 units: a 1024-square product runs at ~97 GFLOP/s
+against ~228 on oneDNN (the `mkldnn` library PyTorch ships), and a whole SFT step ran
+1.4x faster, sampling 1.2x (bench/README). On an AVX2-only CPU (Zen 3) it is the other
+way round: sgemm 75 GFLOP/s, oneDNN 64, sampling 0.81x. So oneDNN is the default only
+where PyTorch reports AVX-512 (`torch.backends.cpu.get_cpu_capability()`), and
+`TOKENMDP_LINEARS=onednn|sgemm` overrides the choice. `Linear` is `nn.Linear`
 with its forward and input gradient on oneDNN from `ONEDNN_MIN_ROWS` rows on (below
 that oneDNN's per-call overhead costs more than its kernel saves); the weight gradient
 stays on sgemm, where oneDNN is no faster at these shapes. Same parameters, same
 float32 arithmetic up to the order of summation, so checkpoints and the learner's
 log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
-also applies its GELU inside the first product's kernel. `with onednn(False):` turns it
-all off (benchmarks compare both in one run).
+also applies its GELU inside the first product's kernel. `with onednn(False):` (or
+`True`) switches within a block (benchmarks and tests compare both in one run).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,18 +28,36 @@ from torch import nn
 
 ONEDNN_MIN_ROWS = 16
 AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-_enabled = AVAILABLE
+KERNEL_CHOICES = ("onednn", "sgemm")
+
+
+def default_enabled(capability: str, override: str | None) -> bool:
+    """oneDNN by default where the CPU has AVX-512 (measured faster there, slower on AVX2);
+    `override` (the `TOKENMDP_LINEARS` variable) decides when set."""
+    if override:
+        if override not in KERNEL_CHOICES:
+            raise ValueError(f"TOKENMDP_LINEARS={override!r}: expected one of {', '.join(KERNEL_CHOICES)}")
+        return override == "onednn" and AVAILABLE
+    return AVAILABLE and capability.startswith("AVX512")
+
+
+_enabled = default_enabled(torch.backends.cpu.get_cpu_capability(), os.environ.get("TOKENMDP_LINEARS"))
 
 
 @contextmanager
 def onednn(enabled: bool) -> Iterator[None]:
-    """Within the block, large float32 CPU linears run on oneDNN (True, the default where available) or on sgemm."""
+    """Within the block, large float32 CPU linears run on oneDNN (True, where this torch has it) or on sgemm."""
     global _enabled
     old, _enabled = _enabled, enabled and AVAILABLE
     try:
         yield
     finally:
         _enabled = old
+
+
+def current_kernel() -> str:
+    """Where large float32 CPU linears run now: "onednn" or "sgemm" (benchmarks report it)."""
+    return "onednn" if _enabled else "sgemm"
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -15,3 +15,4 @@ def test_sampler_bench_prints_json_with_the_speedup():
     ).stdout  # fmt: skip
     result = json.loads(out.strip().splitlines()[-1])
     assert result["bench"] == "sampler" and result["tokens_per_s"] > 0 and result["kv_speedup"] > 0
+    assert result["tokens_per_s"] == result[f"{result['linears']}_tokens_per_s"]  # the machine's default kernel

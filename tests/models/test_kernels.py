@@ -3,7 +3,15 @@ import torch
 import torch.nn.functional as F
 
 from models.gpt import GPT, GPTConfig
-from models.kernels import AVAILABLE, ONEDNN_MIN_ROWS, FeedForward, Linear, onednn, onednn_applies
+from models.kernels import (
+    AVAILABLE,
+    ONEDNN_MIN_ROWS,
+    FeedForward,
+    Linear,
+    default_enabled,
+    onednn,
+    onednn_applies,
+)
 
 needs_onednn = pytest.mark.skipif(not AVAILABLE, reason="no oneDNN in this torch build")
 
@@ -14,8 +22,26 @@ def layer() -> Linear:
     return Linear(32, 48)
 
 
+@pytest.fixture
+def on_onednn():
+    """The oneDNN path, whatever this machine's default (sgemm on AVX2 CPUs)."""
+    with onednn(True):
+        yield
+
+
 @needs_onednn
-def test_large_float32_products_take_onednn_and_small_ones_do_not(layer):
+def test_the_default_is_onednn_only_on_avx512_cpus_unless_overridden():
+    assert default_enabled("AVX512", None)
+    assert not default_enabled("AVX2", None)
+    assert not default_enabled("DEFAULT", None)
+    assert default_enabled("AVX2", "onednn")
+    assert not default_enabled("AVX512", "sgemm")
+    with pytest.raises(ValueError, match="TOKENMDP_LINEARS='mkl'"):
+        default_enabled("AVX512", "mkl")
+
+
+@needs_onednn
+def test_large_float32_products_take_onednn_and_small_ones_do_not(layer, on_onednn):
     assert onednn_applies(torch.zeros(2, ONEDNN_MIN_ROWS // 2, 32), layer.weight)
     assert not onednn_applies(torch.zeros(ONEDNN_MIN_ROWS - 1, 32), layer.weight)
     assert not onednn_applies(torch.zeros(64, 32, dtype=torch.float64), layer.weight.double())
@@ -25,7 +51,7 @@ def test_large_float32_products_take_onednn_and_small_ones_do_not(layer):
 
 
 @needs_onednn
-def test_forward_and_gradients_equal_nn_linear(layer):
+def test_forward_and_gradients_equal_nn_linear(layer, on_onednn):
     x = torch.randn(4, 10, 32, requires_grad=True)
     assert onednn_applies(x, layer.weight)
     out = layer(x)
@@ -39,7 +65,7 @@ def test_forward_and_gradients_equal_nn_linear(layer):
 
 
 @needs_onednn
-def test_a_frozen_layer_passes_gradients_to_its_input_only(layer):
+def test_a_frozen_layer_passes_gradients_to_its_input_only(layer, on_onednn):
     layer.requires_grad_(False)
     x = torch.randn(64, 32, requires_grad=True)
     layer(x).sum().backward()
@@ -48,7 +74,7 @@ def test_a_frozen_layer_passes_gradients_to_its_input_only(layer):
 
 
 @needs_onednn
-def test_the_fused_gelu_computes_what_the_modules_compute():
+def test_the_fused_gelu_computes_what_the_modules_compute(on_onednn):
     torch.manual_seed(0)
     mlp, x = FeedForward(32, 128), torch.randn(3, 20, 32)
     with torch.no_grad():

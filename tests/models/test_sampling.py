@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from models.gpt import GPT, GPTConfig, positions_from_mask
+from models.kernels import onednn
 from models.sampling import generate, left_pad
 from world.actions import ActionSpace
 
@@ -16,7 +17,16 @@ def model(seed: int = 0) -> GPT:
 PROMPTS = [SPACE.encode_prompt([1, 2, 4, 8, 16]), SPACE.encode_prompt([3]), SPACE.encode_prompt([10, 20, 30])]
 KW = {"max_new_tokens": 12, "eor_id": SPACE.eor_id, "pad_id": SPACE.pad_id}
 MANY = PROMPTS * 8  # 24 rows: enough for the linears' oneDNN kernels (models.kernels)
-BOTH_PATHS = pytest.mark.parametrize("prompts", [PROMPTS, MANY], ids=["few rows", "rows on oneDNN"])
+
+
+@pytest.fixture(params=["few rows", "rows on oneDNN"])
+def prompts(request):
+    """Both paths of the linears: few rows (F.linear) and many rows with oneDNN switched on."""
+    if request.param == "few rows":
+        yield PROMPTS
+    else:
+        with onednn(True):
+            yield MANY
 
 
 def test_positions_start_at_the_first_real_token():
@@ -24,7 +34,6 @@ def test_positions_start_at_the_first_real_token():
     assert positions_from_mask(mask).tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]
 
 
-@BOTH_PATHS
 def test_kv_cache_equals_uncached_greedy_decoding(prompts):
     m = model()
     cached = generate(m, prompts, temperature=0, use_cache=True, **KW)
@@ -43,7 +52,6 @@ def test_left_padding_does_not_change_the_policy():
         assert torch.allclose(batched.logprobs[row, :n], alone.logprobs[0], atol=1e-5)
 
 
-@BOTH_PATHS
 def test_sampled_logprobs_match_a_teacher_forced_forward(prompts):
     m = model()
     gen = generate(m, prompts, temperature=1.0, generator=torch.Generator().manual_seed(0), **KW)
