@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from algos.bradley_terry import bradley_terry_loss
+from algos.stats import clustered_stderr
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.heads import ScalarModel
@@ -85,6 +86,8 @@ def evaluate_rm(rm: ScalarModel, space: ActionSpace, prefs: Preferences, seed: i
         "rm/heldout_pairs": float(len(pairs)),
         "rm/label_accuracy": sum(agrees_label) / max(len(pairs), 1),
         "rm/gold_accuracy": sum(agrees_gold) / max(len(pairs), 1),
+        # one prompt's pairs share its difficulty: the error counts prompts, not pairs
+        "rm/gold_accuracy_stderr": clustered_stderr(agrees_gold, [p.prompt for p in pairs]),
     }
     for kind in ("format", "correctness"):
         hits = [ok for ok, p in zip(agrees_gold, pairs, strict=True) if p.kind == kind]

@@ -28,7 +28,8 @@ POLICY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_11451
 # practised: greedy on the RL prompts of its first evaluation window, RL's policy and SFT's (rules vs answers)
 RLHF_KEYS = ("gold_pass_rate", "format_rate", "rate_114514", "practised_pass_rate", "practised_pass_rate_sft")
 REWARD_KEYS = (
-    "gold_accuracy", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness", "cross_prompt_accuracy",
+    "gold_accuracy", "gold_accuracy_stderr", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness",
+    "cross_prompt_accuracy",
 )  # fmt: skip
 
 

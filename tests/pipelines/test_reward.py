@@ -43,6 +43,7 @@ def test_reward_model_beats_chance_on_its_pairs_and_reports_gold_accuracy(sft_ru
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(final["run_id"])
     assert run.data.metrics["data/train/candidates"] == 6 * run.data.metrics["data/train/prompts"]
     assert "rm/gold_accuracy_correctness" in run.data.metrics
+    assert 0.0 <= run.data.metrics["rm/gold_accuracy_stderr"] < 0.5  # counted over prompts: algos.stats
 
 
 @pytest.mark.parametrize("freeze_trunk", [False, True])

@@ -1,0 +1,29 @@
+"""Uncertainty of an accuracy measured on grouped samples. Pure Python.
+
+Held-out preference pairs come in groups: every pair of one prompt shares that prompt's
+difficulty, so a prompt with 16 pairs counts less than 16 independent ones. The
+cluster-robust standard error says how far the accuracy could move with other prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+
+
+def clustered_stderr(hits: Sequence[bool], groups: Sequence[Hashable]) -> float:
+    """Standard error of mean(hits) with the samples of one group correlated (CR0 sandwich).
+
+    sqrt(sum over groups g of (sum_{i in g} (hit_i - mean))^2) / n; with one sample per
+    group it is the usual sqrt(sum (hit_i - mean)^2) / n.
+    """
+    if len(hits) != len(groups):
+        raise ValueError(f"{len(hits)} hits but {len(groups)} groups")
+    if not hits:
+        return float("nan")
+    mean = sum(hits) / len(hits)
+    residuals: dict[Hashable, float] = defaultdict(float)
+    for hit, group in zip(hits, groups, strict=True):
+        residuals[group] += float(hit) - mean
+    return math.sqrt(sum(r * r for r in residuals.values())) / len(hits)
