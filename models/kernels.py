@@ -3,9 +3,11 @@
 PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on an AVX-512 AMD
 CPU (Zen 4) does not use the AVX-512 units: a 1024-square product runs at ~97 GFLOP/s
 against ~228 on oneDNN (the `mkldnn` library PyTorch ships), and a whole SFT step ran
-1.4x faster, sampling 1.2x (bench/README). On an AVX2-only CPU (Zen 3) it is the other
-way round: sgemm 75 GFLOP/s, oneDNN 64, sampling 0.81x. So oneDNN is the default only
-where PyTorch reports AVX-512 (`torch.backends.cpu.get_cpu_capability()`), and
+1.4x faster, sampling 1.2x (bench/README). Elsewhere sgemm is as fast or faster: on an
+AVX2-only AMD CPU (Zen 3) sgemm 75 GFLOP/s, oneDNN 64, sampling on oneDNN 0.87x; on an
+AVX-512 Intel Xeon, where MKL does use AVX-512, sgemm 312, oneDNN 305, sampling 0.85x
+and SFT a wash. So oneDNN is the default only on AMD CPUs for which PyTorch reports
+AVX-512 (`torch.backends.cpu.get_cpu_capability()`, the vendor from /proc/cpuinfo), and
 `TOKENMDP_LINEARS=onednn|sgemm` overrides the choice. `Linear` is `nn.Linear`
 with its forward and input gradient on oneDNN from `ONEDNN_MIN_ROWS` rows on (below
 that oneDNN's per-call overhead costs more than its kernel saves); the weight gradient
@@ -31,17 +33,30 @@ AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "
 KERNEL_CHOICES = ("onednn", "sgemm")
 
 
-def default_enabled(capability: str, override: str | None) -> bool:
-    """oneDNN by default where the CPU has AVX-512 (measured faster there, slower on AVX2);
-    `override` (the `TOKENMDP_LINEARS` variable) decides when set."""
+def cpu_vendor(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's vendor id ("AuthenticAMD", "GenuineIntel", ...), "" where it cannot be read."""
+    try:
+        with open(cpuinfo) as lines:
+            for line in lines:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_enabled(capability: str, vendor: str, override: str | None) -> bool:
+    """oneDNN by default on AMD CPUs with AVX-512, where MKL's sgemm leaves those units idle
+    (measured faster there, slower or a wash on AVX2 and on Intel); `override` (the
+    `TOKENMDP_LINEARS` variable) decides when set."""
     if override:
         if override not in KERNEL_CHOICES:
             raise ValueError(f"TOKENMDP_LINEARS={override!r}: expected one of {', '.join(KERNEL_CHOICES)}")
         return override == "onednn" and AVAILABLE
-    return AVAILABLE and capability.startswith("AVX512")
+    return AVAILABLE and vendor == "AuthenticAMD" and capability.startswith("AVX512")
 
 
-_enabled = default_enabled(torch.backends.cpu.get_cpu_capability(), os.environ.get("TOKENMDP_LINEARS"))
+_enabled = default_enabled(torch.backends.cpu.get_cpu_capability(), cpu_vendor(), os.environ.get("TOKENMDP_LINEARS"))
 
 
 @contextmanager

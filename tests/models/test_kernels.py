@@ -8,6 +8,7 @@ from models.kernels import (
     ONEDNN_MIN_ROWS,
     FeedForward,
     Linear,
+    cpu_vendor,
     default_enabled,
     onednn,
     onednn_applies,
@@ -24,20 +25,28 @@ def layer() -> Linear:
 
 @pytest.fixture
 def on_onednn():
-    """The oneDNN path, whatever this machine's default (sgemm on AVX2 CPUs)."""
+    """The oneDNN path, whatever this machine's default (sgemm unless an AVX-512 AMD CPU)."""
     with onednn(True):
         yield
 
 
 @needs_onednn
-def test_the_default_is_onednn_only_on_avx512_cpus_unless_overridden():
-    assert default_enabled("AVX512", None)
-    assert not default_enabled("AVX2", None)
-    assert not default_enabled("DEFAULT", None)
-    assert default_enabled("AVX2", "onednn")
-    assert not default_enabled("AVX512", "sgemm")
+def test_the_default_is_onednn_only_on_avx512_amd_cpus_unless_overridden():
+    assert default_enabled("AVX512", "AuthenticAMD", None)
+    assert not default_enabled("AVX512", "GenuineIntel", None)  # MKL uses AVX-512 there
+    assert not default_enabled("AVX2", "AuthenticAMD", None)
+    assert not default_enabled("DEFAULT", "", None)
+    assert default_enabled("AVX2", "GenuineIntel", "onednn")
+    assert not default_enabled("AVX512", "AuthenticAMD", "sgemm")
     with pytest.raises(ValueError, match="TOKENMDP_LINEARS='mkl'"):
-        default_enabled("AVX512", "mkl")
+        default_enabled("AVX512", "AuthenticAMD", "mkl")
+
+
+def test_the_vendor_is_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    assert cpu_vendor(str(tmp_path / "missing")) == ""
 
 
 @needs_onednn
