@@ -133,8 +133,9 @@ def reward_curve(
 
     cfg, run_dir = _setup(config, overrides, out)
     points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
-    print_rows("reward model learning curve", points, ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_correctness",
-                                                        "rm/label_accuracy", "rm/cross_prompt_accuracy"])  # fmt: skip
+    columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
+               "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip
+    print_rows("reward model learning curve", points, columns)
     typer.echo(json.dumps(points))
 
 

@@ -85,7 +85,7 @@ def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
     """A table of dict rows, numbers with three decimals."""
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")  # whole names, folded on narrow terminals
     for row in rows:
         cells = [row.get(c) for c in columns]
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
