@@ -12,11 +12,17 @@ import torch.nn.functional as F
 
 
 def bradley_terry_loss(
-    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0
+    r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: float = 0.0, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean of -log sigma(r_chosen - r_rejected - margin) over pairs; (loss, detached metrics)."""
+    """Mean of -log sigma(r_chosen - r_rejected - margin) over pairs; (loss, detached metrics).
+
+    With `label_smoothing` = eps each label counts as right with probability 1 - eps:
+    -(1 - eps) log sigma(d - margin) - eps log sigma(-(d - margin)), as conservative DPO does
+    for noisy preferences, so a flipped label's pull is bounded instead of growing with d.
+    """
     diff = r_chosen - r_rejected
-    loss = -F.logsigmoid(diff - margin).mean()
+    agree, disagree = F.logsigmoid(diff - margin), F.logsigmoid(-(diff - margin))
+    loss = -((1.0 - label_smoothing) * agree + label_smoothing * disagree).mean()
     metrics = {
         "loss/bt": loss.detach(),
         "rm/pair_accuracy": (diff > 0).float().mean().detach(),

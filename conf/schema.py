@@ -125,6 +125,9 @@ class RewardConfig(OptimConfig):
     """Sampling temperature of the responses (1 = the policy itself)."""
     margin: float = Field(0.0, ge=0)
     """Bradley-Terry margin: -log sigma(r_chosen - r_rejected - margin)."""
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    """Each label is taken as right with probability 1 - this (conservative DPO's smoothing);
+    0 = plain Bradley-Terry. The simulated labeler flips `world.label_noise` of them."""
     likelihood_feature: bool = True
     """Score = head at <eor> + w * log p_trunk(response | prompt), w learnt from 1: the RM starts
     from the SFT policy's likelihood ordering instead of from zero. Off = the plain scalar head."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,10 +41,11 @@ def pair_batch(space: ActionSpace, pairs: Sequence[PreferencePair]) -> train_loo
     return train_loop.collate(docs, space.pad_id)
 
 
-def rm_loss(rm: ScalarModel, batch: train_loop.Batch, margin: float = 0.0):
+def rm_loss(rm: ScalarModel, batch: train_loop.Batch, margin: float = 0.0, label_smoothing: float = 0.0):
+    """Bradley-Terry on a `pair_batch`: its first half chosen, second half rejected."""
     scores = rm.score(batch.tokens, batch.mask)
     half = scores.shape[0] // 2
-    return bradley_terry_loss(scores[:half], scores[half:], margin)
+    return bradley_terry_loss(scores[:half], scores[half:], margin, label_smoothing)
 
 
 @torch.no_grad()
@@ -116,6 +118,11 @@ def new_reward_model(cfg: Config, space: ActionSpace, run_dir: Path) -> ScalarMo
     return ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
 
 
+def configured_loss(cfg: Config) -> Callable[[ScalarModel, train_loop.Batch], tuple]:
+    """`rm_loss` with the configured margin and label smoothing (the stage and the learning curve)."""
+    return partial(rm_loss, margin=cfg.reward.margin, label_smoothing=cfg.reward.label_smoothing)
+
+
 def freeze_as_configured(rm: ScalarModel, cfg: Config) -> ScalarModel:
     """`reward.freeze_trunk`: only the head (and the likelihood weight) train."""
     rm.trunk.requires_grad_(not cfg.reward.freeze_trunk)
@@ -149,7 +156,7 @@ def main(
         space=space,
         batch_at=batch_at,
         evaluate=lambda m: evaluate_rm(m, space, prefs, cfg.seed),
-        loss=lambda m, b: rm_loss(m, b, cfg.reward.margin),
+        loss=configured_loss(cfg),
         progress_metric="loss/bt",
         prepare=lambda model: freeze_as_configured(model, cfg),
         extra_state=lambda model: {"reward_norm": normalisation(model, space, prefs), "config": cfg.model_dump()},
@@ -175,6 +182,7 @@ def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_ur
     torch.set_num_threads(cfg.reward.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
     prefs = preferences.main(cfg, run_dir)
+    loss = configured_loss(cfg)
     points = []
     for n in sizes:
         subset = prefs.train[: min(n, len(prefs.train))]
@@ -183,7 +191,7 @@ def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_ur
         for step in range(cfg.reward.steps):
             rng = random.Random(train_loop.step_seed("reward-curve", cfg.seed, n, step))
             batch = pair_batch(space, rng.choices(subset, k=cfg.reward.batch_size))
-            train_loop.train_step(rm, optimizer, schedule, batch, cfg.reward.grad_clip, lambda m, b: rm_loss(m, b))
+            train_loop.train_step(rm, optimizer, schedule, batch, cfg.reward.grad_clip, loss)
         points.append({"pairs": len(subset), **evaluate_rm(rm, space, prefs, cfg.seed)})
     with stage_run(run_dir / "reward_curve", experiment=cfg.name, run_name="reward-curve", tracking_uri=tracking_uri):
         from pipelines.tracking import log_metrics_batch

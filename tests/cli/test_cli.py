@@ -58,6 +58,7 @@ def test_presets_validate_and_overrides_apply():
         ("world.query_rate=2", "query_rate"),
         ("world.family_weights={bogus: 1}", "bogus"),
         ("rl.minibatches=100000", "minibatches=100000 is more than"),
+        ("reward.label_smoothing=0.5", "label_smoothing"),
     ],
 )
 def test_bad_config_names_the_field(override, message):
