@@ -57,3 +57,15 @@ def _validated(data: dict[str, Any], overrides: Sequence[str], what: str) -> Con
         return Config.model_validate(data)
     except Exception as err:  # pydantic's message names the field
         raise ConfigError(f"invalid {what}:\n{err}") from err
+
+
+def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config saved by an earlier version, with the fields added since at their defaults.
+
+    New fields default to the old behaviour, so a run directory made before they existed still
+    resumes; a saved config this schema no longer accepts is returned as it is (and will differ).
+    """
+    try:
+        return Config.model_validate(saved).model_dump()
+    except ValueError:
+        return saved

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from conf.load import with_overrides
+from conf.load import with_defaults, with_overrides
 from conf.schema import Config
 from pipelines import preferences, pretrain, reward, sft
 from pipelines.tracking import default_tracking_uri, stage_run
@@ -131,7 +131,7 @@ def reuse(base_run: Path, cfg: Config, base: Path, stages: tuple[str, ...]) -> N
     saved = base_run / "config.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{base_run} has no config.json: pass a run directory made by `tokenmdp run`")
-    changed = [f for f in config_differences(json.loads(saved.read_text()), cfg.model_dump())
+    changed = [f for f in config_differences(with_defaults(json.loads(saved.read_text())), cfg.model_dump())
                if not f.startswith(("rl.", "serve."))]  # fmt: skip
     if changed:
         raise ConfigChanged(f"{base_run} was trained under another config (differs in {', '.join(changed[:8])})")

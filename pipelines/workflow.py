@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from conf.load import with_defaults
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rlhf, sft
 from pipelines.tracking import default_tracking_uri, stage_run
@@ -50,9 +51,12 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def guard_config(path: Path, resolved: dict) -> None:
-    """Save the resolved config at `path`; a directory made with another one is refused, not mixed."""
+    """Save the resolved config at `path`; a directory made with another one is refused, not mixed.
+
+    Fields added to the schema since the directory was made count at their defaults (`with_defaults`).
+    """
     if path.is_file():
-        changed = config_differences(json.loads(path.read_text()), resolved)
+        changed = config_differences(with_defaults(json.loads(path.read_text())), resolved)
         if changed:
             raise ConfigChanged(
                 f"{path.parent} was made with another config (differs in {', '.join(changed[:8])}); "

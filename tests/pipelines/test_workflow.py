@@ -82,3 +82,18 @@ def test_a_run_directory_refuses_a_different_config(tmp_path):
     result = CliRunner().invoke(app, ["run", "tiny", "--out", str(run_dir)], terminal_width=400)
     assert result.exit_code != 0
     assert "differs in sft.lr" in result.output and "--out" in result.output
+
+
+def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path):
+    from conf.load import load_config
+    from pipelines.workflow import ConfigChanged, guard_config
+
+    saved = load_config("tiny").model_dump()
+    del saved["reward"]["label_smoothing"]  # as a run directory made before the field existed
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    guard_config(path, load_config("tiny").model_dump())  # the default is the old behaviour: accepted
+    assert json.loads(path.read_text())["reward"]["label_smoothing"] == 0.0
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigChanged, match=r"differs in reward\.label_smoothing"):
+        guard_config(path, load_config("tiny", ["reward.label_smoothing=0.1"]).model_dump())
