@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from algos.stats import clustered_stderr
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
@@ -65,6 +66,7 @@ def score(
         by_template[q.template].append(ok)
     metrics = {
         f"{prefix}gold_pass_rate": sum(passed) / n,
+        f"{prefix}gold_pass_rate_stderr": clustered_stderr(passed, range(len(passed))),  # questions independent
         f"{prefix}format_rate": sum(formatted) / n,
         f"{prefix}rate_114514": sum(f and not p for f, p in zip(formatted, passed, strict=True)) / n,
     }

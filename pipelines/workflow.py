@@ -25,9 +25,12 @@ from pipelines import pretrain, report, reward, rlhf, sft
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
-POLICY_KEYS = ("gold_pass_rate", "sampled_pass_at_1", "format_rate", "rate_114514")
+POLICY_KEYS = ("gold_pass_rate", "gold_pass_rate_stderr", "sampled_pass_at_1", "format_rate", "rate_114514")
 # practised: greedy on the RL prompts of its first evaluation window, RL's policy and SFT's (rules vs answers)
-RLHF_KEYS = ("gold_pass_rate", "format_rate", "rate_114514", "practised_pass_rate", "practised_pass_rate_sft")
+RLHF_KEYS = (
+    "gold_pass_rate", "gold_pass_rate_stderr", "format_rate", "rate_114514", "practised_pass_rate",
+    "practised_pass_rate_sft",
+)  # fmt: skip
 REWARD_KEYS = (
     "gold_accuracy", "gold_accuracy_stderr", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness",
     "cross_prompt_accuracy",

@@ -47,6 +47,7 @@ def test_score_by_hand():
     qs += [Question((2, 4, 6, 8), (10,), "arithmetic", 1), Question((1, 1, 2, 3), (5,), "fibonacci", 1)]
     metrics = score(qs, [[32], [31], None, [5, 8]])
     assert metrics["eval/gold_pass_rate"] == 0.25
+    assert metrics["eval/gold_pass_rate_stderr"] == pytest.approx((0.25 * 0.75 / 4) ** 0.5)  # binomial, 4 questions
     assert metrics["eval/format_rate"] == 0.5  # [5, 8] is two terms where one was asked
     assert metrics["eval/rate_114514"] == 0.25  # 31: well-formed, not the exam's
     assert metrics["eval/pass/arithmetic"] == 0.0 and metrics["eval/pass/geometric"] == 1.0
