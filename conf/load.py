@@ -59,13 +59,16 @@ def _validated(data: dict[str, Any], overrides: Sequence[str], what: str) -> Con
         raise ConfigError(f"invalid {what}:\n{err}") from err
 
 
-def with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+def with_defaults(saved: Any) -> Any:
     """A resolved config saved by an earlier version, with the fields added since at their defaults.
 
     New fields default to the old behaviour, so a run directory made before they existed still
-    resumes; a saved config this schema no longer accepts is returned as it is (and will differ).
+    resumes. A config nested in a larger record (an experiment's `base`, an arm's `config`) is
+    filled too; a saved config this schema no longer accepts is returned as it is (and will differ).
     """
+    if not isinstance(saved, dict):
+        return saved
     try:
         return Config.model_validate(saved).model_dump()
     except ValueError:
-        return saved
+        return {key: with_defaults(value) for key, value in saved.items()}

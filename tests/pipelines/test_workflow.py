@@ -97,3 +97,6 @@ def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path
     path.write_text(json.dumps(saved))
     with pytest.raises(ConfigChanged, match=r"differs in reward\.label_smoothing"):
         guard_config(path, load_config("tiny", ["reward.label_smoothing=0.1"]).model_dump())
+    arm = {"variant": "plain", "config": saved}  # an experiment arm's record nests the config
+    path.write_text(json.dumps(arm))
+    guard_config(path, {"variant": "plain", "config": load_config("tiny").model_dump()})
