@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
+from conf.presets import preset_names
+
 app = typer.Typer(help="TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP.", no_args_is_help=True)
 world_app = typer.Typer(help="The sequence world: corpus, exam bank, action space.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
 
-ConfigArg = Annotated[str, typer.Argument(help="A preset (tiny, demo, cluster) or a YAML path.")]
+ConfigArg = Annotated[str, typer.Argument(help=f"A preset ({', '.join(preset_names())}) or a YAML path.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set world.seed=3")]
 
 

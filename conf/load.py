@@ -8,9 +8,8 @@ from typing import Any
 
 import yaml
 
+from conf.presets import PRESETS_DIR, preset_names
 from conf.schema import Config
-
-PRESETS = Path(__file__).parent
 
 
 class ConfigError(ValueError):
@@ -19,10 +18,10 @@ class ConfigError(ValueError):
 
 def preset_path(name_or_path: str) -> Path:
     """`tiny` names conf/tiny.yaml; anything else is a path."""
-    candidate = PRESETS / f"{name_or_path}.yaml"
+    candidate = PRESETS_DIR / f"{name_or_path}.yaml"
     path = candidate if candidate.is_file() else Path(name_or_path)
     if not path.is_file():
-        raise ConfigError(f"no config preset or file {name_or_path!r} (presets: tiny, demo, cluster)")
+        raise ConfigError(f"no config preset or file {name_or_path!r} (presets: {', '.join(preset_names())})")
     return path
 
 

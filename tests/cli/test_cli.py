@@ -51,6 +51,13 @@ def test_presets_validate_and_overrides_apply():
     assert load_config("tiny", ["world.seed=5"]).world.seed == 5
 
 
+def test_an_unknown_preset_is_refused_with_the_list_of_presets():
+    with pytest.raises(ConfigError, match="'dmeo' \\(presets: tiny, demo, full, cluster\\)"):
+        load_config("dmeo")
+    result = runner.invoke(app, ["run", "--help"])
+    assert "tiny, demo, full, cluster" in " ".join(result.stdout.split())
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
