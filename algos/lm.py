@@ -42,12 +42,15 @@ def sft_loss(
     The shown series is itself a run of "what comes next" questions, so predicting its
     terms trains the same skill on the same forward pass, at no extra compute. That term
     is a world-model loss on the states, kept apart: the action mask still says which
-    tokens are the policy's, and `loss/lm` reports the actions' loss alone.
+    tokens are the policy's, and `loss/lm` reports the actions' loss alone. `mask` marks the
+    real tokens that may be targets: in rows packed with several documents, each document's
+    first token (`<bos>`) is 0 there (`Batch.target_mask`): the token before it is another
+    document's.
     """
     loss, metrics = masked_next_token_loss(logits, tokens, action_mask)
     if state_weight == 0:
         return loss, metrics
-    state_mask = mask * (1 - action_mask)  # column 0 (`<bos>`) is never a target of the shifted loss
+    state_mask = mask * (1 - action_mask)  # column 0 is never a target of the shifted loss
     state_loss, _ = masked_next_token_loss(logits, tokens, state_mask)
     metrics["loss/state"] = state_loss.detach()
     return loss + state_weight * state_loss, metrics

@@ -9,7 +9,10 @@ training step costs ~6 x params x tokens FLOPs (forward + backward); SFT is time
 the policy's linears on oneDNN and on sgemm, one after the other; `sft_tokens_per_s` is
 the kernel this machine uses by default (`linears`). The RL loss runs
 through RLlib's LearnerGroup with `num_learners` 0 (local) and 2 (DDP over gloo, each
-learner half the batch). Prints one JSON line.
+learner half the batch). `packing` times the demo's own batches (SFT: 128 exam questions,
+templates drawn evenly; pretraining: 64 corpus documents) one document per row padded to
+the longest, and packed into rows of 128 (`pipelines.train_loop.pack`): real (non-padding)
+tokens/s and the share of real tokens in each layout. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -56,6 +59,69 @@ def sft_tokens_per_s(model: GPT, batch: int, steps: int) -> tuple[float, int]:
     return tokens.numel() * steps / (time.perf_counter() - start), tokens.numel()
 
 
+def demo_documents(stage: str, batch: int, count: int) -> list[tuple[list[list[int]], list[int] | None]]:
+    """`count` batches of the demo's documents: (token lists, first action of each, None = after `<bos>`)."""
+    from conf.load import load_config
+
+    cfg = load_config("demo")
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    if stage == "pretrain":
+        from pipelines.pretrain import documents_at
+
+        return [(documents_at(cfg.world, space, "train", step, batch), None) for step in range(count)]
+    import random
+
+    from pipelines.sft import sft_example, train_questions
+    from world.exam import draw_questions, group_by_template
+
+    questions = train_questions(cfg)
+    by_template = group_by_template(questions)
+    batches = []
+    for step in range(count):
+        examples = [sft_example(space, q) for q in draw_questions(questions, random.Random(step), batch, by_template)]
+        batches.append(([e[0] for e in examples], [e[1] for e in examples]))
+    return batches
+
+
+def layout_tokens_per_s(model: GPT, batches, packed: bool, steps: int) -> tuple[float, float]:
+    """Real tokens/s of next-token training steps on `batches`, padded or packed; and the share of real tokens."""
+    from algos.lm import masked_next_token_loss
+    from pipelines.train_loop import collate, pack
+
+    laid = [
+        pack(docs, 0, model.cfg.max_len, first_action) if packed else collate(docs, 0, first_action)
+        for docs, first_action in batches
+    ]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    real = 0
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        b = laid[i % len(laid)]
+        loss, _ = masked_next_token_loss(model(b.tokens, b.mask, b.documents), b.tokens, b.action_mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        real += int(b.mask.sum()) if i else 0
+    fill = sum(float(b.mask.float().mean()) for b in laid) / len(laid)
+    return real / (time.perf_counter() - start), fill
+
+
+def packing(model: GPT, steps: int) -> dict[str, float]:
+    """The demo's SFT and pretraining batches, padded vs packed, in turn."""
+    out: dict[str, float] = {}
+    for stage, batch in (("sft", 128), ("pretrain", 64)):
+        batches = demo_documents(stage, batch, 4)
+        padded, padded_fill = layout_tokens_per_s(model, batches, False, steps)
+        packed, packed_fill = layout_tokens_per_s(model, batches, True, steps)
+        out |= {
+            f"{stage}_real_tokens_per_s_padded": round(padded), f"{stage}_real_tokens_per_s_packed": round(packed),
+            f"{stage}_packing_speedup": round(packed / padded, 2),
+            f"{stage}_fill_padded": round(padded_fill, 3), f"{stage}_fill_packed": round(packed_fill, 3),
+        }  # fmt: skip
+    return out
+
+
 def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> float:
     from actors.learner import build_learner_group, policy_weights
     from conf.load import load_config
@@ -99,6 +165,7 @@ def main() -> None:
     with onednn(True):
         sft_onednn, _ = sft_tokens_per_s(model, args.batch, args.steps)
     sft = sft_onednn if default == "onednn" else sft_sgemm
+    layouts = packing(model, args.steps)
     from actors.cluster import init_ray
 
     init_ray()
@@ -111,7 +178,7 @@ def main() -> None:
         "onednn_peak_gflops": round(onednn_peak, 1), "linears": default, "sft_tokens_per_s": round(sft),
         "sft_tokens_per_s_onednn": round(sft_onednn), "sft_tokens_per_s_sgemm": round(sft_sgemm),
         "sft_gflops": round(gflops, 2), "sft_share_of_peak": round(gflops / peak, 3),
-        "rl_tokens_per_s_local": round(rl_local), "rl_tokens_per_s_2_learners": round(rl_ddp),
+        "rl_tokens_per_s_local": round(rl_local), "rl_tokens_per_s_2_learners": round(rl_ddp), **layouts,
     }))  # fmt: skip
 
 

@@ -89,7 +89,16 @@ class OptimConfig(Strict):
     """torch threads for this process: on 2 shared cores one thread is often fastest."""
 
 
-class SFTConfig(OptimConfig):
+class LMConfig(OptimConfig):
+    """A next-token stage (pretraining, SFT): its optimiser and how its batches are laid out."""
+
+    pack: bool = True
+    """Pack several documents into each row of `model.max_len` tokens, each attending only
+    within itself (`pipelines.train_loop.pack`): the same tokens and loss as one document per
+    row padded to the longest, with much less padding to compute (bench/README)."""
+
+
+class SFTConfig(LMConfig):
     """SFT's optimiser, the weight of the prompt's own next-token loss and how questions are drawn."""
 
     state_loss_weight: float = Field(0.0, ge=0)
@@ -263,7 +272,7 @@ class Config(Strict):
     """Seeds model initialisation and sampling."""
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
-    pretrain: OptimConfig = OptimConfig()
+    pretrain: LMConfig = LMConfig()
     sft: SFTConfig = SFTConfig(steps=200, lr=5e-4, warmup_steps=10)
     reward: RewardConfig = RewardConfig(steps=300, lr=3e-4, warmup_steps=20)
     rl: RLConfig = RLConfig()

@@ -74,6 +74,18 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def positions_in_documents(documents: torch.Tensor) -> torch.Tensor:
+    """(B, T) document number of each token (0 = padding) -> (B, T) its position in its document.
+
+    For rows that pack several documents one after another: each starts again at 0, as it
+    would alone in a row of its own.
+    """
+    column = torch.arange(documents.shape[1], device=documents.device).expand_as(documents)
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
+    return column - torch.where(starts, column, 0).cummax(dim=1).values
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -161,17 +173,27 @@ class GPT(nn.Module):
         mask: torch.Tensor,
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
+        documents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tokens (B, T) -> hidden states (B, T, C). `mask` (B, T_past + T) marks real tokens.
 
         With a `cache`, `tokens` continue the cached positions and are appended to it.
+        With `documents` (B, T), the document number of each token in a packed row (0 =
+        padding), a token attends only within its document and counts its position from
+        the document's start: each document gets the states it would get alone.
         """
         T = tokens.shape[1]
         past_len = cache.length if cache is not None else 0
+        if documents is not None and cache is not None:
+            raise ValueError("packed documents are for training passes, not for a KV cache")
         if positions is None:
-            positions = positions_from_mask(mask)[:, past_len:]
+            positions = (
+                positions_from_mask(mask)[:, past_len:] if documents is None else positions_in_documents(documents)
+            )
         causal = torch.ones(T, past_len + T, dtype=torch.bool, device=tokens.device).tril(diagonal=past_len)
         allowed = causal[None, None] & mask.bool()[:, None, None, :]  # (B, 1, T, T_past + T)
+        if documents is not None:
+            allowed = allowed & (documents[:, None, :, None] == documents[:, None, None, :])
         own = torch.zeros_like(causal)
         own[torch.arange(T), past_len + torch.arange(T)] = True
         allowed = allowed | own  # a pad attends to itself, so no row is empty (its output is never used)
@@ -212,9 +234,10 @@ class GPT(nn.Module):
         c, p = self.cfg, self.tok_emb.weight
         return KVCache(c.n_layer, batch * group, c.n_head, capacity, c.d_model // c.n_head, p.dtype, p.device, group)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state."""
-        return self.hidden(tokens, mask) @ self.tok_emb.weight.T
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor, documents: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state
+        (`documents`: rows packed with several documents, see `hidden`)."""
+        return self.hidden(tokens, mask, documents=documents) @ self.tok_emb.weight.T
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -62,9 +62,14 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     model = GPT(GPTConfig(vocab_size=space.size, **cfg.model.model_dump()))
     stats = CorpusStats()
 
+    def layout(documents: list[list[int]]) -> train_loop.Batch:
+        if cfg.pretrain.pack:
+            return train_loop.pack(documents, space.pad_id, cfg.model.max_len)
+        return train_loop.collate(documents, space.pad_id)
+
     def count_actions(batch: train_loop.Batch) -> None:
-        for row, length in zip(batch.tokens, batch.mask.sum(1).tolist(), strict=True):
-            stats.add(space.decode_tokens(row[:length].tolist()))
+        for document in batch.rows():
+            stats.add(space.decode_tokens(document))
 
     def restore(state: dict) -> None:
         nonlocal stats
@@ -75,9 +80,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         checkpoint=stage_dir / "checkpoint.pt",
         optim=cfg.pretrain,
         space=space,
-        batch_at=lambda step: train_loop.collate(
-            documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size), space.pad_id
-        ),
+        batch_at=lambda step: layout(documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size)),
         evaluate=lambda m: val_loss(m, cfg, space),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
         on_batch=count_actions,

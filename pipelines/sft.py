@@ -38,12 +38,16 @@ def sft_example(space: ActionSpace, question: Question) -> tuple[list[int], int]
 
 def batch_at(
     space: ActionSpace, questions: list[Question], seed: int, step: int, batch_size: int,
-    by_template: dict[str, list[Question]] | None = None,
+    by_template: dict[str, list[Question]] | None = None, pack_width: int | None = None,
 ) -> train_loop.Batch:  # fmt: skip
-    """A pure function of (seed, step): resumed runs see the same batches; `by_template` draws templates evenly."""
+    """A pure function of (seed, step): resumed runs see the same batches; `by_template` draws templates evenly;
+    `pack_width` packs the examples into rows of that many tokens (`train_loop.pack`)."""
     rng = random.Random(train_loop.step_seed("sft", seed, step))
     examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, by_template)]
-    return train_loop.collate([e[0] for e in examples], space.pad_id, first_action=[e[1] for e in examples])
+    documents, first_action = [e[0] for e in examples], [e[1] for e in examples]
+    if pack_width is not None:
+        return train_loop.pack(documents, space.pad_id, pack_width, first_action=first_action)
+    return train_loop.collate(documents, space.pad_id, first_action=first_action)
 
 
 def train_questions(cfg: Config) -> list[Question]:
@@ -62,14 +66,17 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     stats = CorpusStats.from_dict(pretrained["corpus_stats"])
     audited = audit("sft", (space.decode_tokens(sft_example(space, q)[0]) for q in questions), stats)
     by_template = group_by_template(questions) if cfg.sft.balance_templates else None
+    width = cfg.model.max_len if cfg.sft.pack else None
     stage = train_loop.Stage(
         name="sft",
         checkpoint=stage_dir / "checkpoint.pt",
         optim=cfg.sft,
         space=space,
-        batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size, by_template),
+        batch_at=lambda step: batch_at(space, questions, cfg.world.seed, step, cfg.sft.batch_size, by_template, width),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
-        loss=lambda m, b: sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, cfg.sft.state_loss_weight),
+        loss=lambda m, b: sft_loss(
+            m(b.tokens, b.mask, b.documents), b.tokens, b.target_mask(), b.action_mask, cfg.sft.state_loss_weight
+        ),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="sft", tracking_uri=tracking_uri) as run:

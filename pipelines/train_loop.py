@@ -35,6 +35,28 @@ class Batch:
     tokens: torch.Tensor  # (B, T) right-padded
     mask: torch.Tensor  # (B, T) 1 = real token
     action_mask: torch.Tensor  # (B, T) 1 = a token the policy is trained to take
+    documents: torch.Tensor | None = None  # (B, T) packed rows: the document number of each token, 0 = padding
+
+    def target_mask(self) -> torch.Tensor:
+        """(B, T) 1 = a real token that continues its document: a target of the next-token loss.
+
+        A document's first token (`<bos>`) is no target: in a packed row the token before it
+        belongs to another document.
+        """
+        if self.documents is None:
+            return self.mask
+        starts = torch.ones_like(self.mask)
+        starts[:, 1:] = (self.documents[:, 1:] != self.documents[:, :-1]).long()
+        return self.mask * (1 - starts)
+
+    def rows(self) -> list[list[int]]:
+        """The batch's documents as token lists, one per document (several per packed row)."""
+        documents = self.documents if self.documents is not None else self.mask
+        found = []
+        for row, numbers in zip(self.tokens.tolist(), documents.tolist(), strict=True):
+            for number in sorted(set(numbers) - {0}):
+                found.append([token for token, n in zip(row, numbers, strict=True) if n == number])
+        return found
 
 
 def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | None = None) -> Batch:
@@ -48,6 +70,42 @@ def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | N
         mask[row, : len(doc)] = 1
         action_mask[row, (first_action[row] if first_action else 1) : len(doc)] = 1
     return Batch(tokens, mask, action_mask)
+
+
+def pack(documents: list[list[int]], pad_id: int, width: int, first_action: list[int] | None = None) -> Batch:
+    """Documents packed into rows of `width` tokens (first fit, longest first), each row right-padded.
+
+    The same tokens, actions and loss as `collate`, with less padding to compute: a demo SFT
+    batch is 58% real tokens padded to its longest document, ~95% packed into rows of 128.
+    The model keeps documents apart through `Batch.documents` (`GPT.hidden`).
+    """
+    longest = max(map(len, documents))
+    if longest > width:
+        raise ValueError(f"a document of {longest} tokens does not fit a packed row of {width}")
+    rows: list[list[int]] = []  # document indices per row
+    room: list[int] = []
+    for index in sorted(range(len(documents)), key=lambda i: -len(documents[i])):
+        size = len(documents[index])
+        row = next((r for r, free in enumerate(room) if free >= size), None)
+        if row is None:
+            rows.append([])
+            room.append(width)
+            row = len(rows) - 1
+        rows[row].append(index)
+        room[row] -= size
+    used = max(width - free for free in room)
+    tokens = torch.full((len(rows), used), pad_id, dtype=torch.long)
+    numbers = torch.zeros_like(tokens)
+    action_mask = torch.zeros_like(tokens)
+    for row, members in enumerate(rows):
+        at = 0
+        for number, index in enumerate(members, start=1):
+            doc = documents[index]
+            tokens[row, at : at + len(doc)] = torch.tensor(doc)
+            numbers[row, at : at + len(doc)] = number
+            action_mask[row, at + (first_action[index] if first_action else 1) : at + len(doc)] = 1
+            at += len(doc)
+    return Batch(tokens, (numbers > 0).long(), action_mask, numbers)
 
 
 def make_optimizer(model: Model, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -69,7 +127,7 @@ LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 def lm_loss(model: Model, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pretraining and SFT: next-token loss on the batch's actions."""
-    return masked_next_token_loss(model(batch.tokens, batch.mask), batch.tokens, batch.action_mask)
+    return masked_next_token_loss(model(batch.tokens, batch.mask, batch.documents), batch.tokens, batch.action_mask)
 
 
 def train_step(
