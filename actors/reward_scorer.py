@@ -1,8 +1,9 @@
 """RewardScorer: the reward model as a Ray actor, one score per response.
 
-Scores are the RM's scalar at `<eor>`, standardised with the statistics saved beside the
-model in training; with `per_prompt=True` they are further standardised within each
-prompt's group, which is where Bradley-Terry scores mean something.
+Scores are the RM's scalar at `<eor>`, averaged over the views of the prompt the RM was
+trained to be read with (`reward.views`, saved in its checkpoint), standardised with the
+statistics saved beside the model in training; with `per_prompt=True` they are further
+standardised within each prompt's group, which is where Bradley-Terry scores mean something.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from algos.advantages import normalize_within_groups
 from models.checkpoint import load_checkpoint
+from models.heads import score_sequences
 from models.rollout import Rollouts
 from world.actions import ActionSpace
 
@@ -28,12 +30,21 @@ class RewardScorerImpl:
         self.model.eval()
         norm = state.get("reward_norm") or {}
         self.mean, self.std = norm.get("mean", 0.0), norm.get("std", 1.0)
+        reading = state.get("reward_views") or {}
+        self.views, self.min_terms = reading.get("views", 1), reading.get("min_terms", 3)
         self.per_prompt = per_prompt
+
+    def raw_scores(self, sequences: list[list[int]]) -> torch.Tensor:
+        return score_sequences(self.model, self.space, sequences, self.views, self.min_terms)
 
     @torch.no_grad()
     def score(self, rollouts: Rollouts) -> torch.Tensor:
         """(B,) reward of each rollout's response."""
-        raw = self.model.score(rollouts.tokens, rollouts.mask)
+        if self.views == 1:
+            raw = self.model.score(rollouts.tokens, rollouts.mask)
+        else:
+            rows = zip(rollouts.tokens.tolist(), rollouts.mask.tolist(), strict=True)
+            raw = self.raw_scores([[t for t, real in zip(row, mask, strict=True) if real] for row, mask in rows])
         scores = (raw - self.mean) / self.std
         if self.per_prompt:
             scores = normalize_within_groups(scores, rollouts.group)
@@ -42,11 +53,8 @@ class RewardScorerImpl:
     @torch.no_grad()
     def score_texts(self, prompts: list[list[int]], responses: list[list[int]]) -> list[float]:
         """Scores for (prefix terms, response token ids) pairs, for tools and tests."""
-        from models.sampling import left_pad
-
         rows = [self.space.encode_prompt(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
-        tokens, mask = left_pad(rows, self.space.pad_id)
-        return ((self.model.score(tokens, mask) - self.mean) / self.std).tolist()
+        return ((self.raw_scores(rows) - self.mean) / self.std).tolist()
 
 
 RewardScorer = ray.remote(RewardScorerImpl)

@@ -142,6 +142,14 @@ class RewardConfig(OptimConfig):
     from the SFT policy's likelihood ordering instead of from zero. Off = the plain scalar head."""
     freeze_trunk: bool = False
     """Train only the head (and w), not the SFT trunk: the trunk cannot overfit the noisy pairs."""
+    views: int = Field(1, ge=1)
+    """Score (prompt, response) as the mean over this many views of the prompt: itself, then
+    with its first 1, 2 ... terms dropped (`world.views`; a series keeps its rule without its
+    first term). Evaluation, the saved normalisation and RL's scorer all read it this way."""
+    view_min_terms: int = Field(3, ge=1)
+    """A view keeps at least this many terms of the series."""
+    train_views: bool = True
+    """Train on the same views: each pair is read through one of its prompt's views, drawn at random."""
 
 
 class Resources(Strict):

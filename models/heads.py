@@ -8,11 +8,18 @@ state, i.e. at the position just before each action.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from algos.masks import last_real_index
 from models.gpt import GPT
+from models.sampling import left_pad
+from world.actions import ActionSpace
+from world.views import prompt_views
+
+SCORE_BATCH = 256
 
 
 class ScalarModel(nn.Module):
@@ -67,3 +74,25 @@ def response_logprob(
     after_query = (is_query.cumsum(1) - is_query) > 0
     actions = (after_query & mask.bool())[:, 1:]
     return (taken * actions).sum(1)
+
+
+@torch.no_grad()
+def score_sequences(
+    rm: ScalarModel, space: ActionSpace, sequences: Sequence[Sequence[int]], views: int = 1, min_terms: int = 3
+) -> torch.Tensor:
+    """(N,) raw score of each `<bos>prompt?response` sequence, averaged over `views` views of
+    its prompt (`world.views`: the series with its first terms dropped, `min_terms` left)."""
+    rm.eval()
+    expanded, owner = [], []
+    for index, sequence in enumerate(sequences):
+        for view in prompt_views(space, sequence, views, min_terms):
+            expanded.append(view)
+            owner.append(index)
+    if not expanded:
+        return torch.zeros(0)
+    scores = torch.cat(
+        [rm.score(*left_pad(expanded[i : i + SCORE_BATCH], space.pad_id)) for i in range(0, len(expanded), SCORE_BATCH)]
+    )
+    owners = torch.tensor(owner)
+    total = torch.zeros(len(sequences)).index_add_(0, owners, scores)
+    return total / torch.zeros(len(sequences)).index_add_(0, owners, torch.ones_like(scores))

@@ -23,22 +23,36 @@ from algos.bradley_terry import bradley_terry_loss
 from algos.stats import clustered_stderr
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
-from models.heads import ScalarModel
+from models.heads import ScalarModel, score_sequences
 from pipelines import preferences, train_loop
 from pipelines.preferences import Preferences, ScoredResponse
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.preferences import PreferencePair
+from world.views import prompt_views
 
-SCORE_BATCH = 256
 NORM_SAMPLE = 1024
 
 
-def pair_batch(space: ActionSpace, pairs: Sequence[PreferencePair]) -> train_loop.Batch:
-    """Rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected (right-padded)."""
-    sequences = [p.sequences() for p in pairs]
-    docs = [list(chosen) for chosen, _ in sequences] + [list(rejected) for _, rejected in sequences]
-    return train_loop.collate(docs, space.pad_id)
+def pair_batch(
+    space: ActionSpace, pairs: Sequence[PreferencePair], rng: random.Random | None = None, views: int = 1,
+    min_terms: int = 3,
+) -> train_loop.Batch:  # fmt: skip
+    """Rows 0..B-1 are prompt+chosen, rows B..2B-1 prompt+rejected (right-padded).
+
+    With `views` > 1 and an `rng`, each pair is read through one view of its prompt drawn at
+    random (`world.views`), the same view for both answers: a pair keeps one prompt.
+    """
+    chosen, rejected = [], []
+    for pair in pairs:
+        good, bad = pair.sequences()
+        if rng is not None and views > 1:
+            good_views, bad_views = (prompt_views(space, s, views, min_terms) for s in (good, bad))
+            pick = rng.randrange(len(good_views))
+            good, bad = good_views[pick], bad_views[pick]
+        chosen.append(list(good))
+        rejected.append(list(bad))
+    return train_loop.collate(chosen + rejected, space.pad_id)
 
 
 def rm_loss(rm: ScalarModel, batch: train_loop.Batch, margin: float = 0.0, label_smoothing: float = 0.0):
@@ -46,17 +60,6 @@ def rm_loss(rm: ScalarModel, batch: train_loop.Batch, margin: float = 0.0, label
     scores = rm.score(batch.tokens, batch.mask)
     half = scores.shape[0] // 2
     return bradley_terry_loss(scores[:half], scores[half:], margin, label_smoothing)
-
-
-@torch.no_grad()
-def score_sequences(rm: ScalarModel, space: ActionSpace, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Raw RM score of each full sequence (prompt + response)."""
-    rm.eval()
-    out = []
-    for start in range(0, len(sequences), SCORE_BATCH):
-        batch = train_loop.collate([list(s) for s in sequences[start : start + SCORE_BATCH]], space.pad_id)
-        out.append(rm.score(batch.tokens, batch.mask))
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 def cross_prompt_pairs(pool: Sequence[ScoredResponse], seed: int) -> list[tuple[ScoredResponse, ScoredResponse]]:
@@ -77,11 +80,15 @@ def cross_prompt_pairs(pool: Sequence[ScoredResponse], seed: int) -> list[tuple[
     return pairs
 
 
-def evaluate_rm(rm: ScalarModel, space: ActionSpace, prefs: Preferences, seed: int) -> dict[str, float]:
-    """Held-out accuracies: against labels, against gold (by pair kind), and across prompts."""
+def evaluate_rm(
+    rm: ScalarModel, space: ActionSpace, prefs: Preferences, seed: int, views: int = 1, min_terms: int = 3
+) -> dict[str, float]:
+    """Held-out accuracies: against labels, against gold (by pair kind), and across prompts;
+    scores averaged over `views` views of each prompt (`world.views`), as RL will read them."""
+    score = partial(score_sequences, rm, space, views=views, min_terms=min_terms)
     pairs = prefs.heldout
-    chosen = score_sequences(rm, space, [p.prompt + p.chosen for p in pairs])
-    rejected = score_sequences(rm, space, [p.prompt + p.rejected for p in pairs])
+    chosen = score([p.prompt + p.chosen for p in pairs])
+    rejected = score([p.prompt + p.rejected for p in pairs])
     agrees_label = (chosen > rejected).tolist()
     agrees_gold = [a == p.gold_agrees for a, p in zip(agrees_label, pairs, strict=True)]
     metrics = {
@@ -97,18 +104,28 @@ def evaluate_rm(rm: ScalarModel, space: ActionSpace, prefs: Preferences, seed: i
         metrics[f"rm/heldout_pairs_{kind}"] = float(len(hits))
     cross = cross_prompt_pairs(prefs.heldout_responses, seed)
     if cross:
-        good = score_sequences(rm, space, [a.prompt + a.response for a, _ in cross])
-        bad = score_sequences(rm, space, [b.prompt + b.response for _, b in cross])
+        good = score([a.prompt + a.response for a, _ in cross])
+        bad = score([b.prompt + b.response for _, b in cross])
         metrics["rm/cross_prompt_accuracy"] = (good > bad).float().mean().item()
         metrics["rm/cross_prompt_pairs"] = float(len(cross))
     return metrics
 
 
-def normalisation(rm: ScalarModel, space: ActionSpace, prefs: Preferences) -> dict[str, float]:
-    """Mean and std of raw scores over on-policy responses, saved with the model for RL."""
+def normalisation(rm: ScalarModel, space: ActionSpace, prefs: Preferences, cfg: Config) -> dict[str, float]:
+    """Mean and std of raw scores (as RL reads them: `reward.views`) over on-policy responses, saved with the model."""
     sample = [r.prompt + r.response for r in prefs.heldout_responses[:NORM_SAMPLE]]
-    scores = score_sequences(rm, space, sample)
+    scores = score_sequences(rm, space, sample, cfg.reward.views, cfg.reward.view_min_terms)
     return {"mean": scores.mean().item(), "std": max(scores.std().item(), 1e-6)} if len(scores) > 1 else {}
+
+
+def training_views(cfg: Config) -> tuple[int, int]:
+    """(views, min terms) training draws from: the ones the RM is read with, if `reward.train_views`."""
+    return (cfg.reward.views if cfg.reward.train_views else 1), cfg.reward.view_min_terms
+
+
+def configured_evaluation(rm: ScalarModel, space: ActionSpace, prefs: Preferences, cfg: Config) -> dict[str, float]:
+    """`evaluate_rm` with the configured views (`reward.views`)."""
+    return evaluate_rm(rm, space, prefs, cfg.seed, cfg.reward.views, cfg.reward.view_min_terms)
 
 
 def new_reward_model(cfg: Config, space: ActionSpace, run_dir: Path) -> ScalarModel:
@@ -147,7 +164,7 @@ def main(
 
     def batch_at(step: int) -> train_loop.Batch:
         rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
-        return pair_batch(space, rng.choices(training, k=cfg.reward.batch_size))
+        return pair_batch(space, rng.choices(training, k=cfg.reward.batch_size), rng, *training_views(cfg))
 
     stage = train_loop.Stage(
         name="reward",
@@ -155,11 +172,15 @@ def main(
         optim=cfg.reward,
         space=space,
         batch_at=batch_at,
-        evaluate=lambda m: evaluate_rm(m, space, prefs, cfg.seed),
+        evaluate=lambda m: configured_evaluation(m, space, prefs, cfg),
         loss=configured_loss(cfg),
         progress_metric="loss/bt",
         prepare=lambda model: freeze_as_configured(model, cfg),
-        extra_state=lambda model: {"reward_norm": normalisation(model, space, prefs), "config": cfg.model_dump()},
+        extra_state=lambda model: {
+            "reward_norm": normalisation(model, space, prefs, cfg),
+            "reward_views": {"views": cfg.reward.views, "min_terms": cfg.reward.view_min_terms},  # how to read it
+            "config": cfg.model_dump(),
+        },
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="reward", tracking_uri=tracking_uri) as run:
         import mlflow
@@ -190,9 +211,9 @@ def learning_curve(cfg: Config, run_dir: Path, sizes: Sequence[int], tracking_ur
         optimizer, schedule = train_loop.make_optimizer(rm, cfg.reward)
         for step in range(cfg.reward.steps):
             rng = random.Random(train_loop.step_seed("reward-curve", cfg.seed, n, step))
-            batch = pair_batch(space, rng.choices(subset, k=cfg.reward.batch_size))
+            batch = pair_batch(space, rng.choices(subset, k=cfg.reward.batch_size), rng, *training_views(cfg))
             train_loop.train_step(rm, optimizer, schedule, batch, cfg.reward.grad_clip, loss)
-        points.append({"pairs": len(subset), **evaluate_rm(rm, space, prefs, cfg.seed)})
+        points.append({"pairs": len(subset), **configured_evaluation(rm, space, prefs, cfg)})
     with stage_run(run_dir / "reward_curve", experiment=cfg.name, run_name="reward-curve", tracking_uri=tracking_uri):
         from pipelines.tracking import log_metrics_batch
 

@@ -32,3 +32,25 @@ def test_scorer_actor_scores_every_response(sft_run, tmp_path, ray_local):
         assert abs(normalised[rollouts.group == g].mean().item()) < 1e-4
     texts = ray_local.get(scorer.score_texts.remote([[1, 2, 4, 8, 16]], [SPACE.encode_response([32])]))
     assert len(texts) == 1
+
+
+def test_scorer_reads_the_rm_through_the_views_it_was_trained_with(sft_run, tmp_path, ray_local):
+    from actors.reward_scorer import RewardScorer
+    from models.heads import score_sequences
+
+    overrides = ["reward.steps=4", "reward.eval_every=4", "reward.checkpoint_every=4", "reward.views=2"]
+    cfg = load_config("tiny", overrides)
+    reward.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ckpt = sft_run / "reward" / "checkpoint.pt"
+    rm, _, state = load_checkpoint(ckpt)
+    assert state["reward_views"] == {"views": 2, "min_terms": 3}
+    policy, _, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
+    prompts = [SPACE.encode_prompt([1, 2, 4, 8, 16]), SPACE.encode_prompt([3, 5, 7])]
+    rollouts = sample_rollouts(policy, SPACE, prompts, group_size=2, max_new_tokens=8, policy_version=0)
+    scores = ray_local.get(RewardScorer.remote(str(ckpt)).score.remote(rollouts))
+    sequences = [p + r for p, r in zip([prompts[0]] * 2 + [prompts[1]] * 2, rollouts.responses(), strict=True)]
+    norm = state["reward_norm"]
+    expected = (score_sequences(rm, SPACE, sequences, views=2) - norm["mean"]) / norm["std"]
+    assert torch.allclose(scores, expected, atol=1e-4)
+    one_view = (score_sequences(rm, SPACE, sequences, views=1) - norm["mean"]) / norm["std"]
+    assert not torch.allclose(scores[:2], one_view[:2], atol=1e-4)  # the five-term prompt was read twice

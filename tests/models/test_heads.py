@@ -4,7 +4,7 @@ import torch
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT, GPTConfig
-from models.heads import ScalarModel
+from models.heads import ScalarModel, score_sequences
 from models.rollout import action_logprobs
 from world.actions import ActionSpace
 
@@ -50,3 +50,21 @@ def test_the_feature_survives_a_checkpoint(tmp_path):
     plain = ScalarModel(trunk())
     save_checkpoint(tmp_path / "plain.pt", model=plain, space=SPACE)
     assert load_checkpoint(tmp_path / "plain.pt", SPACE)[0].query_id is None
+
+
+def test_a_score_over_views_is_the_mean_of_each_views_own_score():
+    rm = ScalarModel(trunk(), SPACE.query_id)
+    torch.nn.init.normal_(rm.head.weight)
+    response = SPACE.encode_response([32])
+    full, shorter = SPACE.encode_prompt([1, 2, 4, 8, 16]), SPACE.encode_prompt([2, 4, 8, 16])
+    short = SPACE.encode_prompt([5, 7, 9])  # three terms: its only view at min_terms=3
+
+    def alone(sequence):
+        tokens = torch.tensor([sequence])
+        with torch.no_grad():
+            return rm.score(tokens, torch.ones_like(tokens)).item()
+
+    scores = score_sequences(rm, SPACE, [full + response, short + response], views=2, min_terms=3)
+    expected = [(alone(full + response) + alone(shorter + response)) / 2, alone(short + response)]
+    assert torch.allclose(scores, torch.tensor(expected), atol=1e-5)
+    assert not torch.allclose(scores[:1], torch.tensor([alone(full + response)]), atol=1e-4)  # the views count
