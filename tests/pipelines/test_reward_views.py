@@ -21,7 +21,8 @@ def test_both_answers_of_a_pair_are_read_through_the_same_view():
     ] * 40
     batch = pair_batch(SPACE, pairs, random.Random(0), views=3, min_terms=3)
     rows = [
-        [t for t, real in zip(r, m, strict=True) if real] for r, m in zip(batch.tokens.tolist(), batch.mask.tolist())
+        [t for t, real in zip(r, m, strict=True) if real]
+        for r, m in zip(batch.tokens.tolist(), batch.mask.tolist(), strict=True)
     ]
     chosen, rejected = rows[:40], rows[40:]
     prompts = set()
