@@ -86,12 +86,10 @@ def demo_documents(stage: str, batch: int, count: int) -> list[tuple[list[list[i
 def layout_tokens_per_s(model: GPT, batches, packed: bool, steps: int) -> tuple[float, float]:
     """Real tokens/s of next-token training steps on `batches`, padded or packed; and the share of real tokens."""
     from algos.lm import masked_next_token_loss
-    from pipelines.train_loop import collate, pack
+    from pipelines.train_loop import lay_out
 
-    laid = [
-        pack(docs, 0, model.cfg.max_len, first_action) if packed else collate(docs, 0, first_action)
-        for docs, first_action in batches
-    ]
+    width = model.cfg.max_len if packed else None
+    laid = [lay_out(docs, 0, width, first_action) for docs, first_action in batches]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     real = 0
     for i in range(steps + 1):

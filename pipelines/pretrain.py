@@ -61,11 +61,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     torch.manual_seed(cfg.seed)
     model = GPT(GPTConfig(vocab_size=space.size, **cfg.model.model_dump()))
     stats = CorpusStats()
-
-    def layout(documents: list[list[int]]) -> train_loop.Batch:
-        if cfg.pretrain.pack:
-            return train_loop.pack(documents, space.pad_id, cfg.model.max_len)
-        return train_loop.collate(documents, space.pad_id)
+    width = cfg.model.max_len if cfg.pretrain.pack else None
 
     def count_actions(batch: train_loop.Batch) -> None:
         for document in batch.rows():
@@ -80,7 +76,9 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         checkpoint=stage_dir / "checkpoint.pt",
         optim=cfg.pretrain,
         space=space,
-        batch_at=lambda step: layout(documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size)),
+        batch_at=lambda step: train_loop.lay_out(
+            documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size), space.pad_id, width
+        ),
         evaluate=lambda m: val_loss(m, cfg, space),
         extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
         on_batch=count_actions,

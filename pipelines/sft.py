@@ -44,10 +44,7 @@ def batch_at(
     `pack_width` packs the examples into rows of that many tokens (`train_loop.pack`)."""
     rng = random.Random(train_loop.step_seed("sft", seed, step))
     examples = [sft_example(space, q) for q in draw_questions(questions, rng, batch_size, by_template)]
-    documents, first_action = [e[0] for e in examples], [e[1] for e in examples]
-    if pack_width is not None:
-        return train_loop.pack(documents, space.pad_id, pack_width, first_action=first_action)
-    return train_loop.collate(documents, space.pad_id, first_action=first_action)
+    return train_loop.lay_out([e[0] for e in examples], space.pad_id, pack_width, [e[1] for e in examples])
 
 
 def train_questions(cfg: Config) -> list[Question]:

@@ -72,6 +72,15 @@ def collate(documents: list[list[int]], pad_id: int, first_action: list[int] | N
     return Batch(tokens, mask, action_mask)
 
 
+def lay_out(
+    documents: list[list[int]], pad_id: int, pack_width: int | None, first_action: list[int] | None = None
+) -> Batch:
+    """`pack` into rows of `pack_width` tokens, or (None) `collate` one document per padded row."""
+    if pack_width is None:
+        return collate(documents, pad_id, first_action)
+    return pack(documents, pad_id, pack_width, first_action)
+
+
 def pack(documents: list[list[int]], pad_id: int, width: int, first_action: list[int] | None = None) -> Batch:
     """Documents packed into rows of `width` tokens (first fit, longest first), each row right-padded.
 
