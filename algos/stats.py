@@ -27,3 +27,19 @@ def clustered_stderr(hits: Sequence[bool], groups: Sequence[Hashable]) -> float:
     for hit, group in zip(hits, groups, strict=True):
         residuals[group] += float(hit) - mean
     return math.sqrt(sum(r * r for r in residuals.values())) / len(hits)
+
+
+def paired_difference(before: Sequence[bool], after: Sequence[bool]) -> tuple[float, float]:
+    """Mean of after_i - before_i over the same questions, and its standard error.
+
+    Two policies judged on the same questions mostly agree (a question passes or fails for
+    both), and that part cancels within each pair: the error of the gain counts only the
+    questions whose verdict changed, and is far smaller than either pass rate's own.
+    """
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} verdicts before but {len(after)} after")
+    if not before:
+        return float("nan"), float("nan")
+    diffs = [float(a) - float(b) for b, a in zip(before, after, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs)) / len(diffs)

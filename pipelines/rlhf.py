@@ -34,11 +34,12 @@ from rich.progress import Progress
 
 from algos import advantages as adv
 from algos.kl import kl_per_token
+from algos.stats import paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import evaluate_policy, pass_rate
+from pipelines.evaluate import configured_answers, eval_questions, evaluate_policy, pass_rate
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -176,10 +177,29 @@ def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question
     return evaluate_policy(policy, space, cfg) | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}
 
 
-def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question]) -> dict[str, float]:
-    """The SFT policy's greedy rate on the same practised prompts: what `eval/practised_pass_rate` started from."""
+def sft_baseline(
+    policy: GPT, space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question]
+) -> dict[str, float]:
+    """The SFT policy's greedy rate on the practised prompts (what `eval/practised_pass_rate`
+    started from), and `policy`'s held-out gain over SFT counted question by question: its
+    paired standard error, and how many questions RL fixed and broke."""
     sft_policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    return {"eval/practised_pass_rate_sft": pass_rate(sft_policy, space, cfg, practised)}
+    held_out = eval_questions(cfg)
+    before, after = (held_out_passes(model, space, cfg, held_out) for model in (sft_policy, policy))
+    gain, stderr = paired_difference(before, after)
+    return {
+        "eval/practised_pass_rate_sft": pass_rate(sft_policy, space, cfg, practised),
+        "eval/gain_over_sft": gain,
+        "eval/gain_over_sft_stderr": stderr,
+        "eval/fixed_over_sft": float(sum(a and not b for b, a in zip(before, after, strict=True))),
+        "eval/broken_over_sft": float(sum(b and not a for b, a in zip(before, after, strict=True))),
+    }
+
+
+def held_out_passes(policy: GPT, space: ActionSpace, cfg: Config, questions: list[Question]) -> list[bool]:
+    """Whether the policy's greedy answer passes the gold grader, question by question."""
+    answers = configured_answers(policy, space, cfg, questions)
+    return [q.is_answered_by(a) for q, a in zip(questions, answers, strict=True)]
 
 
 def split(items: list, parts: int) -> list[list]:
@@ -405,7 +425,7 @@ def main(
         return (
             state["last_metrics"]
             | judge(policy, space, cfg, practised)
-            | sft_baseline(space, cfg, run_dir, practised)
+            | sft_baseline(policy, space, cfg, run_dir, practised)
             | {"run_id": state["run_id"]}
         )
     init_ray()
@@ -482,6 +502,6 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                         break
         if not final:  # the loop judges its last iteration; only a run with nothing left to do gets here empty
             final = judge(policy, space, cfg, practised)
-        final = final | sft_baseline(space, cfg, run_dir, practised)
+        final = final | sft_baseline(policy, space, cfg, run_dir, practised)
         mlflow.log_artifact(str(stage_dir / "checkpoint.pt"), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}

@@ -28,8 +28,8 @@ console = Console()
 POLICY_KEYS = ("gold_pass_rate", "gold_pass_rate_stderr", "sampled_pass_at_1", "format_rate", "rate_114514")
 # practised: greedy on the RL prompts of its first evaluation window, RL's policy and SFT's (rules vs answers)
 RLHF_KEYS = (
-    "gold_pass_rate", "gold_pass_rate_stderr", "format_rate", "rate_114514", "practised_pass_rate",
-    "practised_pass_rate_sft",
+    "gold_pass_rate", "gold_pass_rate_stderr", "format_rate", "rate_114514", "gain_over_sft", "gain_over_sft_stderr",
+    "fixed_over_sft", "broken_over_sft", "practised_pass_rate", "practised_pass_rate_sft",
 )  # fmt: skip
 REWARD_KEYS = (
     "gold_accuracy", "gold_accuracy_stderr", "label_accuracy", "gold_accuracy_format", "gold_accuracy_correctness",
@@ -138,7 +138,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
                 "kl": rl.get("rl/kl"),
                 "reward_proxy": rl.get("reward/proxy"),
                 "reward_gold": rl.get("reward/gold"),
-                "max_staleness": cfg.rl.max_staleness,
+                "max_staleness": rl.get("buffer/max_staleness"),  # measured: the oldest batch served
                 "run_id": rl["run_id"],
             },
         },

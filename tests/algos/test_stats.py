@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from algos.stats import clustered_stderr
+from algos.stats import clustered_stderr, paired_difference
 
 
 def test_one_sample_per_group_is_the_plain_standard_error():
@@ -24,3 +24,17 @@ def test_lengths_must_match_and_empty_is_nan():
     with pytest.raises(ValueError, match="3 hits but 2 groups"):
         clustered_stderr([True, False, True], ["a", "b"])
     assert math.isnan(clustered_stderr([], []))
+
+
+def test_a_paired_gain_counts_only_the_questions_that_changed():
+    # diffs 0, -1, +1, +1: mean 0.25; residuals -0.25, -1.25, 0.75, 0.75 -> sqrt(2.75) / 4
+    gain, stderr = paired_difference([True, True, False, False], [True, False, True, True])
+    assert gain == 0.25 and abs(stderr - math.sqrt(2.75) / 4) < 1e-12
+    same, none = paired_difference([True, False] * 50, [True, False] * 50)
+    assert same == 0.0 and none == 0.0  # the same verdicts: no gain and no doubt, whatever the rate
+
+
+def test_paired_verdicts_must_match_in_number():
+    with pytest.raises(ValueError, match="3 verdicts before but 2 after"):
+        paired_difference([True] * 3, [True] * 2)
+    assert all(math.isnan(x) for x in paired_difference([], []))

@@ -7,6 +7,7 @@ import torch
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from pipelines import reward, rlhf
+from pipelines.evaluate import eval_questions, evaluate_policy
 from world.actions import ActionSpace
 
 pytestmark = pytest.mark.slow
@@ -28,6 +29,13 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert final["buffer/max_staleness"] == 0 and final["buffer/refused_stale"] == 0
     assert 0 <= final["eval/gold_pass_rate"] <= 1
     assert 0 <= final["eval/practised_pass_rate"] <= 1 and 0 <= final["eval/practised_pass_rate_sft"] <= 1
+    # the gain over SFT is counted question by question on the held-out set both answered
+    sft_policy, space, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
+    sft_rate = evaluate_policy(sft_policy, space, cfg)["eval/gold_pass_rate"]
+    assert final["eval/gain_over_sft"] == pytest.approx(final["eval/gold_pass_rate"] - sft_rate)
+    changed = final["eval/fixed_over_sft"] - final["eval/broken_over_sft"]
+    assert changed == pytest.approx(final["eval/gain_over_sft"] * len(eval_questions(cfg)))
+    assert final["eval/gain_over_sft_stderr"] >= 0
     client = mlflow.MlflowClient(tracking_uri=uri)
     practised = client.get_metric_history(final["run_id"], "eval/practised_pass_rate")
     steps = sorted(m.step for m in practised)
