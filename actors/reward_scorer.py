@@ -35,6 +35,7 @@ class RewardScorerImpl:
         self.per_prompt = per_prompt
 
     def raw_scores(self, sequences: list[list[int]]) -> torch.Tensor:
+        """Unnormalised scores of whole `<bos>prompt?response` sequences, through the RM's views."""
         return score_sequences(self.model, self.space, sequences, self.views, self.min_terms)
 
     @torch.no_grad()
