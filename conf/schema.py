@@ -286,3 +286,12 @@ class Config(Strict):
     rl: RLConfig = RLConfig()
     serve: ServeConfig = ServeConfig()
     evaluate: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _documents_fit_the_context(self) -> Config:
+        if self.world.max_tokens > self.model.max_len:
+            raise ValueError(
+                f"world.max_tokens={self.world.max_tokens} exceeds model.max_len={self.model.max_len}: "
+                "a pretraining document must fit the policy's context (a packed row is that long too)"
+            )
+        return self

@@ -66,6 +66,8 @@ def test_an_unknown_preset_is_refused_with_the_list_of_presets():
         ("world.family_weights={bogus: 1}", "bogus"),
         ("rl.minibatches=100000", "minibatches=100000 is more than"),
         ("reward.label_smoothing=0.5", "label_smoothing"),
+        ("model.max_len=32", "world.max_tokens=48 exceeds model.max_len=32"),
+        ("reward.views=0", "views"),
     ],
 )
 def test_bad_config_names_the_field(override, message):
