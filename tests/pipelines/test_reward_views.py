@@ -32,3 +32,17 @@ def test_both_answers_of_a_pair_are_read_through_the_same_view():
     assert len(prompts) == 3  # all three views were drawn
     plain = pair_batch(SPACE, pairs[:1])
     assert plain.tokens[0].tolist() == list(pairs[0].prompt + pairs[0].chosen)
+
+
+def test_training_reads_one_view_when_told_not_to_train_on_views():
+    from conf.load import load_config
+    from pipelines.reward import training_views
+
+    assert training_views(load_config("tiny", ["reward.views=2"])) == (2, 3)
+    assert training_views(load_config("tiny", ["reward.views=2", "reward.train_views=false"])) == (1, 3)
+    pair = PreferencePair(
+        tuple(SPACE.encode_prompt([1, 2, 4, 8, 16])), tuple(SPACE.encode_response([32])),
+        tuple(SPACE.encode_response([31])), "correctness", True,
+    )  # fmt: skip
+    one_view = pair_batch(SPACE, [pair] * 8, random.Random(0), *training_views(load_config("tiny")))
+    assert all(row[: len(pair.prompt)] == list(pair.prompt) for row in one_view.tokens.tolist()[:8])
