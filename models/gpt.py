@@ -74,6 +74,13 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def document_starts(documents: torch.Tensor) -> torch.Tensor:
+    """(B, T) document number of each token (0 = padding) -> (B, T) True where a document (or padding) begins."""
+    starts = torch.ones_like(documents, dtype=torch.bool)
+    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
+    return starts
+
+
 def positions_in_documents(documents: torch.Tensor) -> torch.Tensor:
     """(B, T) document number of each token (0 = padding) -> (B, T) its position in its document.
 
@@ -81,9 +88,7 @@ def positions_in_documents(documents: torch.Tensor) -> torch.Tensor:
     would alone in a row of its own.
     """
     column = torch.arange(documents.shape[1], device=documents.device).expand_as(documents)
-    starts = torch.ones_like(documents, dtype=torch.bool)
-    starts[:, 1:] = documents[:, 1:] != documents[:, :-1]
-    return column - torch.where(starts, column, 0).cummax(dim=1).values
+    return column - torch.where(document_starts(documents), column, 0).cummax(dim=1).values
 
 
 class SelfAttention(nn.Module):

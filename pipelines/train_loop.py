@@ -21,6 +21,7 @@ from algos.lm import masked_next_token_loss
 from algos.schedule import warmup_cosine
 from conf.schema import OptimConfig
 from models.checkpoint import Model, load_checkpoint, save_checkpoint
+from models.gpt import document_starts
 from pipelines.tracking import log_metrics_batch
 from world.actions import ActionSpace
 
@@ -45,9 +46,7 @@ class Batch:
         """
         if self.documents is None:
             return self.mask
-        starts = torch.ones_like(self.mask)
-        starts[:, 1:] = (self.documents[:, 1:] != self.documents[:, :-1]).long()
-        return self.mask * (1 - starts)
+        return self.mask * (~document_starts(self.documents)).long()
 
     def rows(self) -> list[list[int]]:
         """The batch's documents as token lists, one per document (several per packed row)."""
