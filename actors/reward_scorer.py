@@ -41,11 +41,8 @@ class RewardScorerImpl:
     @torch.no_grad()
     def score(self, rollouts: Rollouts) -> torch.Tensor:
         """(B,) reward of each rollout's response."""
-        if self.views == 1:
-            raw = self.model.score(rollouts.tokens, rollouts.mask)
-        else:
-            rows = zip(rollouts.tokens.tolist(), rollouts.mask.tolist(), strict=True)
-            raw = self.raw_scores([[t for t, real in zip(row, mask, strict=True) if real] for row, mask in rows])
+        rows = zip(rollouts.tokens.tolist(), rollouts.mask.tolist(), strict=True)
+        raw = self.raw_scores([[t for t, real in zip(row, mask, strict=True) if real] for row, mask in rows])
         scores = (raw - self.mean) / self.std
         if self.per_prompt:
             scores = normalize_within_groups(scores, rollouts.group)

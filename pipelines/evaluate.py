@@ -59,7 +59,7 @@ def score(
 ) -> dict[str, float]:
     """Gold pass, format and 114514 rates, overall and per template."""
     n = max(len(questions), 1)
-    passed = [q.is_answered_by(a) for q, a in zip(questions, answers, strict=True)]
+    passed = verdicts(questions, answers)
     formatted = [q.is_formatted_by(a) for q, a in zip(questions, answers, strict=True)]
     by_template: dict[str, list[bool]] = defaultdict(list)
     for q, ok in zip(questions, passed, strict=True):
@@ -72,6 +72,16 @@ def score(
     }
     metrics |= {f"{prefix}pass/{name}": sum(oks) / len(oks) for name, oks in sorted(by_template.items())}
     return metrics
+
+
+def verdicts(questions: Sequence[Question], answers: Sequence[list[int] | None]) -> list[bool]:
+    """Whether each answer passes the gold grader, question by question."""
+    return [q.is_answered_by(a) for q, a in zip(questions, answers, strict=True)]
+
+
+def held_out_passes(model: GPT, space: ActionSpace, cfg: Config, questions: Sequence[Question]) -> list[bool]:
+    """Whether the policy's greedy answer passes the gold grader, question by question."""
+    return verdicts(questions, configured_answers(model, space, cfg, questions))
 
 
 def configured_answers(

@@ -39,7 +39,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import configured_answers, eval_questions, evaluate_policy, pass_rate
+from pipelines.evaluate import eval_questions, evaluate_policy, held_out_passes, pass_rate
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -194,12 +194,6 @@ def sft_baseline(
         "eval/fixed_over_sft": float(sum(a and not b for b, a in zip(before, after, strict=True))),
         "eval/broken_over_sft": float(sum(b and not a for b, a in zip(before, after, strict=True))),
     }
-
-
-def held_out_passes(policy: GPT, space: ActionSpace, cfg: Config, questions: list[Question]) -> list[bool]:
-    """Whether the policy's greedy answer passes the gold grader, question by question."""
-    answers = configured_answers(policy, space, cfg, questions)
-    return [q.is_answered_by(a) for q, a in zip(questions, answers, strict=True)]
 
 
 def split(items: list, parts: int) -> list[list]:
