@@ -59,37 +59,30 @@ def sft_tokens_per_s(model: GPT, batch: int, steps: int) -> tuple[float, int]:
     return tokens.numel() * steps / (time.perf_counter() - start), tokens.numel()
 
 
-def demo_documents(stage: str, batch: int, count: int) -> list[tuple[list[list[int]], list[int] | None]]:
-    """`count` batches of the demo's documents: (token lists, first action of each, None = after `<bos>`)."""
+def demo_batches(stage: str, batch: int, count: int, packed: bool) -> list:
+    """`count` batches of the demo's own, built by its stages' batch functions (packed or padded)."""
     from conf.load import load_config
+    from pipelines import sft, train_loop
 
     cfg = load_config("demo")
     space = ActionSpace(digit_order=cfg.world.digit_order)
+    width = cfg.model.max_len if packed else None
     if stage == "pretrain":
         from pipelines.pretrain import documents_at
 
-        return [(documents_at(cfg.world, space, "train", step, batch), None) for step in range(count)]
-    import random
+        docs = (documents_at(cfg.world, space, "train", step, batch) for step in range(count))
+        return [train_loop.lay_out(d, space.pad_id, width) for d in docs]
+    from world.exam import group_by_template
 
-    from pipelines.sft import sft_example, train_questions
-    from world.exam import draw_questions, group_by_template
-
-    questions = train_questions(cfg)
+    questions = sft.train_questions(cfg)
     by_template = group_by_template(questions)
-    batches = []
-    for step in range(count):
-        examples = [sft_example(space, q) for q in draw_questions(questions, random.Random(step), batch, by_template)]
-        batches.append(([e[0] for e in examples], [e[1] for e in examples]))
-    return batches
+    return [sft.batch_at(space, questions, cfg.world.seed, step, batch, by_template, width) for step in range(count)]
 
 
-def layout_tokens_per_s(model: GPT, batches, packed: bool, steps: int) -> tuple[float, float]:
-    """Real tokens/s of next-token training steps on `batches`, padded or packed; and the share of real tokens."""
+def layout_tokens_per_s(model: GPT, laid: list, steps: int) -> tuple[float, float]:
+    """Real tokens/s of next-token training steps on laid-out batches; and the share of real tokens."""
     from algos.lm import masked_next_token_loss
-    from pipelines.train_loop import lay_out
 
-    width = model.cfg.max_len if packed else None
-    laid = [lay_out(docs, 0, width, first_action) for docs, first_action in batches]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     real = 0
     for i in range(steps + 1):
@@ -109,9 +102,8 @@ def packing(model: GPT, steps: int) -> dict[str, float]:
     """The demo's SFT and pretraining batches, padded vs packed, in turn."""
     out: dict[str, float] = {}
     for stage, batch in (("sft", 128), ("pretrain", 64)):
-        batches = demo_documents(stage, batch, 4)
-        padded, padded_fill = layout_tokens_per_s(model, batches, False, steps)
-        packed, packed_fill = layout_tokens_per_s(model, batches, True, steps)
+        padded, padded_fill = layout_tokens_per_s(model, demo_batches(stage, batch, 4, packed=False), steps)
+        packed, packed_fill = layout_tokens_per_s(model, demo_batches(stage, batch, 4, packed=True), steps)
         out |= {
             f"{stage}_real_tokens_per_s_padded": round(padded), f"{stage}_real_tokens_per_s_packed": round(packed),
             f"{stage}_packing_speedup": round(packed / padded, 2),

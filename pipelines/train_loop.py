@@ -84,7 +84,7 @@ def pack(documents: list[list[int]], pad_id: int, width: int, first_action: list
     """Documents packed into rows of `width` tokens (first fit, longest first), each row right-padded.
 
     The same tokens, actions and loss as `collate`, with less padding to compute: a demo SFT
-    batch is 58% real tokens padded to its longest document, ~95% packed into rows of 128.
+    batch is ~60% real tokens padded to its longest document, ~95% packed into rows of 128.
     The model keeps documents apart through `Batch.documents` (`GPT.hidden`).
     """
     longest = max(map(len, documents))
