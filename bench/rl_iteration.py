@@ -5,7 +5,9 @@
 Untrained demo-shape policy and reward model (timing does not depend on what they
 learned); real actors, real RLlib learner, real weight sync. The first iteration is a
 warm-up and is left out. Prints one JSON line: mean seconds per phase for each sampler
-count, and the share of sync + buffer in an iteration.
+count, and the share of sync + buffer in an iteration. The scorer, the reference (and the
+critic) judge a batch at once: `judge` is that lap's wall time, `score` and `reference`
+each actor's time to its last reply (they share the cores, so each is longer than alone).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from models.heads import ScalarModel
 from world.actions import ActionSpace
 from world.exam import questions as bank_questions
 
-PHASES = ("sample", "score", "reference", "critic", "advantage", "buffer", "update", "sync")
+# Laps of an iteration, one after another: they add up to its wall time.
+LAPS = ("sample", "judge", "advantage", "buffer", "update", "sync")
+# Inside the judge lap at once, each timed to its own end: they overlap.
+JUDGES = ("score", "reference", "critic")
 
 
 def fake_run(run_dir: Path, cfg, space: ActionSpace) -> GPT:
@@ -58,8 +63,8 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
                 rows.append(metrics)
     finally:
         actors.stop()
-    mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in PHASES}
-    total = sum(mean.values())
+    mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in (*LAPS, *JUDGES, "iteration")}
+    total = mean.pop("iteration")
     return {
         "seconds": {p: round(v, 4) for p, v in mean.items()},
         "iteration_s": round(total, 3),

@@ -2,9 +2,10 @@
 
 One iteration of the single controller:
     sample     Sampler x N draw G responses per exam prompt, tagged with the policy version
-    score      RewardScorer x R give each response its reward at <eor> (or the gold grader does)
-    reference  Reference gives log pi_ref of every action; KL per token by k1/k2/k3
-    critic     Critic gives V(state) per action (PPO with GAE only)
+    judge      at once, each on its own actors:
+                 score      RewardScorer x R give each response its reward at <eor> (or the gold grader does)
+                 reference  Reference gives log pi_ref of every action; KL per token by k1/k2/k3
+                 critic     Critic gives V(state) per action (PPO with GAE only)
     advantage  algos.advantages: GAE, RLOO, group baseline or REINFORCE++
     buffer     OnPolicyBuffer takes the batch with its version; the learner gets only fresh batches
     update     RLlib LearnerGroup: advantage-weighted PPO surrogate (+ KL in the loss),
@@ -220,16 +221,50 @@ def group_shards(rollouts: Rollouts, parts: int) -> list[torch.Tensor]:
     return [torch.nonzero(torch.isin(rollouts.group, torch.tensor(g))).squeeze(1) for g in groups]
 
 
-def fan_out(workers: list, method: str, rollouts: Rollouts) -> torch.Tensor:
-    """Call `method` on shards of the batch across replicas and put the rows back in order."""
+@dataclass(frozen=True)
+class ShardedCall:
+    """One actor method in flight on shards of a batch across its replicas."""
+
+    refs: list
+    shards: list[torch.Tensor]
+    rows: int
+
+    def collect(self) -> torch.Tensor:
+        """The replies, their rows put back in the batch's order."""
+        import ray
+
+        outs = ray.get(self.refs)
+        result = torch.zeros((self.rows, *outs[0].shape[1:]), dtype=outs[0].dtype)
+        for rows, out in zip(self.shards, outs, strict=False):
+            result[rows] = out
+        return result
+
+
+def call_sharded(workers: list, method: str, rollouts: Rollouts) -> ShardedCall:
+    """Start `method` on shards of the batch across replicas; nothing waits until `collect`."""
+    shards = group_shards(rollouts, len(workers))
+    refs = [getattr(w, method).remote(rollouts.select(rows)) for w, rows in zip(workers, shards, strict=False)]
+    return ShardedCall(refs, shards, rollouts.size)
+
+
+def wait_timed(calls: dict[str, ShardedCall], since: float) -> dict[str, float]:
+    """Wait for every call; the seconds from `since` to each one's last reply.
+
+    The calls run at once on their own actors, so each is timed to its own end: the times
+    overlap and do not add up to the phase's wall time."""
     import ray
 
-    shards = group_shards(rollouts, len(workers))
-    outs = ray.get([getattr(w, method).remote(rollouts.select(rows)) for w, rows in zip(workers, shards, strict=False)])
-    result = torch.zeros((rollouts.size, *outs[0].shape[1:]), dtype=outs[0].dtype)
-    for rows, out in zip(shards, outs, strict=False):
-        result[rows] = out
-    return result
+    owner = {ref: name for name, call in calls.items() for ref in call.refs}
+    left = {name: len(call.refs) for name, call in calls.items()}
+    finished: dict[str, float] = {}
+    pending = list(owner)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        for ref in ready:
+            left[owner[ref]] -= 1
+            if left[owner[ref]] == 0:
+                finished[owner[ref]] = time.perf_counter() - since
+    return finished
 
 
 def gold_rewards(
@@ -319,7 +354,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     from actors.learner import gpt_state_dict
 
     rl, t, m = cfg.rl, {}, {}
-    clock = time.perf_counter()
+    clock = began = time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
@@ -331,17 +366,22 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration, by_template)
     rollouts = sample(actors, space, asked, cfg)
     lap("sample")
-    # --- score: the proxy reward (RM) beside the gold reward -----------------------------
+    # --- judge: RM scores, reference log-probs and critic values from their actors at once;
+    #     the gold reward meanwhile, on the controller ------------------------------------
+    dispatched = time.perf_counter()
+    calls = {"reference": call_sharded(actors.references, "logprobs", rollouts)}
+    if actors.scorers:
+        calls["score"] = call_sharded(actors.scorers, "score", rollouts)
+    if actors.critic is not None:
+        calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
-    proxy = fan_out(actors.scorers, "score", rollouts) if actors.scorers else gold
-    lap("score")
-    # --- reference log-probs and the per-token KL ---------------------------------------
-    ref_logprobs = fan_out(actors.references, "logprobs", rollouts)
+    t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
+    proxy = calls["score"].collect() if "score" in calls else gold
+    ref_logprobs = calls["reference"].collect()
+    values = calls["critic"].collect() if "critic" in calls else None
     mask = rollouts.action_mask.float()
     kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator) * mask
-    lap("reference")
-    values = ray.get(actors.critic.values.remote(rollouts)) if actors.critic else None
-    lap("critic")
+    lap("judge")
     # --- advantages ---------------------------------------------------------------------
     kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
     if variant.advantages is None:
@@ -361,6 +401,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
     shuffle = np.random.default_rng(step_seed("minibatch", cfg.seed, iteration))  # a resume draws the same
+    critic_update = None  # the critic learns on its own actor while the policy learns here
+    if actors.critic is not None and returns is not None:
+        critic_update = actors.critic.update.remote(rollouts, returns, values)
     for _, fresh in served:
         for _ in range(rl.epochs):
             for part in minibatches(fresh, rl.minibatches, shuffle):
@@ -368,8 +411,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
                     batch=part, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size}
                 )
                 m |= learner_metrics(results)
-    if actors.critic is not None and returns is not None:
-        m |= ray.get(actors.critic.update.remote(rollouts, returns, values))
+    if critic_update is not None:
+        m |= ray.get(critic_update)
     lap("update")
     # --- sync: the new weights reach every sampler before the next rollout ---------------
     policy.load_state_dict(gpt_state_dict(actors.learner.get_weights()))
@@ -390,6 +433,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         "rl/policy_version": float(version),
         "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
     }
+    t["time/iteration"] = time.perf_counter() - began
+    t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
     return m | t | ray.get(actors.buffer.report.remote()), version
 
 
@@ -473,9 +518,6 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                     cfg, actors, space, policy, questions, iteration, version, variant, by_template
                 )
                 iteration += 1
-                total = sum(v for k, v in metrics.items() if k.startswith("time/") and k != "time/sync_transfer")
-                metrics["time/iteration"] = total
-                metrics["time/sync_buffer_share"] = (metrics["time/sync"] + metrics["time/buffer"]) / max(total, 1e-9)
                 progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
                 if iteration % rl.eval_every == 0 or iteration == rl.iterations:
                     metrics |= judge(policy, space, cfg, practised)

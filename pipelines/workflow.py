@@ -3,7 +3,9 @@
 pretrain -> SFT -> preference collection -> reward model -> RLHF, each into its own
 directory of the run and its own MLflow run, nested under one parent run. A finished
 stage only reports (re-evaluates); a stage killed mid-way continues from its last
-checkpoint in the same MLflow run. At the end the final policy is registered in the
+checkpoint in the same MLflow run. `summary.json`'s wall seconds are those spent in each
+stage over every run of the directory (kept in `wall_seconds.json`; the part of a stage a
+kill cut short is not counted). At the end the final policy is registered in the
 MLflow Model Registry (a pyfunc model carrying the checkpoint) and the report's plots
 are logged beside `summary.json`.
 
@@ -113,12 +115,16 @@ def plots(summary: dict, run_dir: Path, uri: str) -> list[Path]:
 
 
 def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
-    wall: dict[str, float] = {}
+    # Seconds spent in each stage over every `run` of this directory: a re-run that finds a
+    # stage finished adds only its report, not a wall time of its own in place of the training's.
+    wall_file = run_dir / "wall_seconds.json"
+    wall: dict[str, float] = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
 
     def timed(name: str, stage, *args, **kwargs):
         start = time.perf_counter()
         out = stage(*args, **kwargs)
-        wall[name] = time.perf_counter() - start
+        wall[name] = wall.get(name, 0.0) + time.perf_counter() - start
+        wall_file.write_text(json.dumps(wall, indent=2))
         return out
 
     # --- pretraining, then SFT (audited against pretraining's actions) ------------------

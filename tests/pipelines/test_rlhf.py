@@ -43,6 +43,11 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     metrics = client.get_run(final["run_id"]).data.metrics
     for key in ("reward/proxy", "reward/gold", "rl/kl", "time/sample", "time/sync", "time/update", "loss/policy"):
         assert key in metrics, key
+    # scorer and reference judge at once: the lap is shorter than the two one after another, and
+    # the iteration's wall time holds its laps
+    laps = ("sample", "judge", "advantage", "buffer", "update", "sync")
+    assert metrics["time/judge"] >= max(metrics["time/score"], metrics["time/reference"]) > 0
+    assert sum(metrics[f"time/{lap}"] for lap in laps) <= metrics["time/iteration"]
     assert len(client.get_metric_history(final["run_id"], "reward/gold")) == cfg.rl.iterations
     sft, _ = weights(sft_run / "sft" / "checkpoint.pt")
     tuned, state = weights(sft_run / "rlhf" / "checkpoint.pt")

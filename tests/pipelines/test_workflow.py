@@ -55,7 +55,10 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert rerun["gold_pass_rate"] == sft["gold_pass_rate"]  # a finished stage still reports its metrics
     assert rerun_stages["pretrain"]["val_loss"] == summary["stages"]["pretrain"]["val_loss"]
     assert rerun_stages["rlhf"] == rl  # a finished RLHF stage reports without training again
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["model_uri"] == summary["model_uri"]
+    rerun_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert rerun_summary["model_uri"] == summary["model_uri"]
+    # the training's seconds stay in the summary; the re-run's report only adds to them
+    assert all(rerun_summary["wall_seconds"][k] >= v for k, v in summary["wall_seconds"].items())
     assert len(client.get_metric_history(sft["run_id"], "eval/gold_pass_rate")) == 2  # steps 6 and 12, once each
     judged = CliRunner().invoke(app, ["evaluate", "tiny", "--out", str(tmp_path / "run"), "--samples", "4"])
     assert judged.exit_code == 0, judged.output
