@@ -6,7 +6,9 @@ but not the exam's answer: a valid-looking continuation the exam does not want),
 pass rate per template. Greedy by default; `temperature=1` gives sampled pass@1, and
 `samples` n > 1 gives pass@k for k = 1, 2, 4, .. n (unbiased, from n samples per question)
 and maj@n (the most frequent of the n answers): how far the greedy answer is from the
-right answers the policy can already write, which is what RL can sharpen toward.
+right answers the policy can already write, which is what RL can sharpen toward; and
+`greedy_missed_sampled_right_at_n`, the questions greedy misses on which some draw is
+right: the ceiling of that sharpening on these questions (`sharpening_headroom`).
 
     tokenmdp evaluate tiny                 # the SFT checkpoint of runs/tiny
     tokenmdp evaluate demo --samples 16    # + pass@1..16 and maj@16
@@ -127,8 +129,31 @@ def majority(answers: Sequence[list[int] | None]) -> list[int] | None:
     return None if top is None else list(top)
 
 
-def sampled_pass_at_k(model: GPT, space: ActionSpace, cfg: Config, samples: int) -> dict[str, float]:
-    """pass@k (k = 1, 2, 4, .., samples) and maj@samples over `samples` answers per question at temperature 1.
+def sharpening_headroom(greedy_passed: Sequence[bool], right_draws: Sequence[int], samples: int) -> dict[str, float]:
+    """Where the greedy answer misses, how often the policy's own samples hold the right one.
+
+    `greedy_missed_sampled_right_at_n`: the greedy answer is wrong but at least one of n
+    draws is right: the most that sharpening the policy toward answers it already writes
+    (what on-policy RL does first) could add to the greedy pass rate on these questions.
+    `greedy_missed_sampled_once_at_n`: of those, right in exactly one draw (a rare answer,
+    far from the mode). `greedy_missed_never_at_n`: no draw right: out of sharpening's reach.
+    """
+    if len(greedy_passed) != len(right_draws) or not greedy_passed:
+        raise ValueError("need one greedy verdict and one count of right draws per question")
+    n = len(greedy_passed)
+    missed = [c for ok, c in zip(greedy_passed, right_draws, strict=True) if not ok]
+    return {
+        f"eval/greedy_missed_sampled_right_at_{samples}": sum(c > 0 for c in missed) / n,
+        f"eval/greedy_missed_sampled_once_at_{samples}": sum(c == 1 for c in missed) / n,
+        f"eval/greedy_missed_never_at_{samples}": sum(c == 0 for c in missed) / n,
+    }
+
+
+def sampled_pass_at_k(
+    model: GPT, space: ActionSpace, cfg: Config, samples: int, greedy_passed: Sequence[bool] | None = None
+) -> dict[str, float]:
+    """pass@k (k = 1, 2, 4, .., samples) and maj@samples over `samples` answers per question at temperature 1,
+    and with the greedy verdicts (`greedy_passed`) the sharpening headroom.
 
     The first draw is `sampled_pass_at_1`'s (same seed), so its rate comes along without a second pass.
     """
@@ -141,10 +166,16 @@ def sampled_pass_at_k(model: GPT, space: ActionSpace, cfg: Config, samples: int)
     majorities = [majority(answers) for answers in per_question]
     metrics[f"eval/maj_at_{samples}"] = score(questions, majorities)["eval/gold_pass_rate"]
     metrics["eval/sampled_pass_at_1"] = score(questions, draws[0])["eval/gold_pass_rate"]
+    if greedy_passed is not None:
+        metrics |= sharpening_headroom(greedy_passed, correct, samples)
     return metrics
 
 
 def main(cfg: Config, checkpoint: Path, samples: int = 1) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    sampled = sampled_pass_at_k(model, space, cfg, samples) if samples > 1 else sampled_pass_at_1(model, space, cfg)
-    return evaluate_policy(model, space, cfg) | sampled
+    questions = eval_questions(cfg)
+    greedy = configured_answers(model, space, cfg, questions)
+    metrics = score(questions, greedy)
+    if samples > 1:
+        return metrics | sampled_pass_at_k(model, space, cfg, samples, verdicts(questions, greedy))
+    return metrics | sampled_pass_at_1(model, space, cfg)

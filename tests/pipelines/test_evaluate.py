@@ -25,3 +25,17 @@ def test_majority_counts_malformed_answers_and_breaks_ties_by_first_drawn():
     assert majority([[32], None, [31], [32]]) == [32]
     assert majority([None, None, [32]]) is None
     assert majority([[31], [32], [32], [31]]) == [31]
+
+
+def test_sharpening_headroom_counts_the_questions_greedy_misses_by_their_right_draws():
+    from pipelines.evaluate import sharpening_headroom
+
+    greedy = [True, False, False, False, True]
+    right = [3, 0, 1, 4, 0]  # of 4 draws each
+    assert sharpening_headroom(greedy, right, 4) == {
+        "eval/greedy_missed_sampled_right_at_4": 2 / 5,  # questions 2 and 3
+        "eval/greedy_missed_sampled_once_at_4": 1 / 5,  # question 2
+        "eval/greedy_missed_never_at_4": 1 / 5,  # question 1
+    }
+    with pytest.raises(ValueError, match="one greedy verdict"):
+        sharpening_headroom([True], [1, 2], 4)

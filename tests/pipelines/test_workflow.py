@@ -67,6 +67,8 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert 0 <= metrics["eval/sampled_pass_at_1"] <= 1
     assert 0 <= metrics["eval/pass_at_1"] <= metrics["eval/pass_at_2"] <= metrics["eval/pass_at_4"] <= 1
     assert 0 <= metrics["eval/maj_at_4"] <= metrics["eval/pass_at_4"]
+    missed = metrics["eval/greedy_missed_sampled_right_at_4"] + metrics["eval/greedy_missed_never_at_4"]
+    assert missed == pytest.approx(1 - metrics["eval/gold_pass_rate"])  # every question greedy misses, once
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
 
 
