@@ -200,17 +200,31 @@ def serve(
 
 
 @app.command()
-def run(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None, ray_address: RayOpt = None) -> None:
+def run(
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    ray_address: RayOpt = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Reuse the stages this run directory trained as this config would (e.g. runs/demo)."
+        ),
+    ] = None,
+) -> None:
     """The whole pipeline: pretrain -> SFT -> preferences -> reward model -> RLHF -> registry and report."""
+    from pipelines.fork import ForkError
     from pipelines.workflow import ConfigChanged
     from pipelines.workflow import main as workflow
 
     _use_ray(ray_address)
     cfg, run_dir = _setup(config, overrides, out)
     try:
-        workflow(cfg, run_dir)
+        workflow(cfg, run_dir, from_run=from_run)
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
+    except ForkError as err:
+        raise typer.BadParameter(str(err), param_hint="--from") from None
 
 
 EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")

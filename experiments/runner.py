@@ -23,6 +23,7 @@ from rich.table import Table
 from conf.load import with_defaults, with_overrides
 from conf.schema import Config
 from pipelines import preferences, pretrain, reward, sft
+from pipelines.fork import copy_stage, reusable_stages
 from pipelines.tracking import default_tracking_uri, stage_run
 from pipelines.workflow import ConfigChanged, config_differences, guard_config
 
@@ -127,15 +128,22 @@ def run(
 
 
 def reuse(base_run: Path, cfg: Config, base: Path, stages: tuple[str, ...]) -> None:
-    """Copy the shared stages of a finished run made with the same world, model and stage configs."""
+    """Copy the shared stages of a finished run that trained them as `cfg` would (`pipelines.fork`):
+    new MLflow runs here, tagged with the runs they came from."""
     saved = base_run / "config.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{base_run} has no config.json: pass a run directory made by `tokenmdp run`")
-    changed = [f for f in config_differences(with_defaults(json.loads(saved.read_text())), cfg.model_dump())
-               if not f.startswith(("rl.", "serve."))]  # fmt: skip
-    if changed:
-        raise ConfigChanged(f"{base_run} was trained under another config (differs in {', '.join(changed[:8])})")
-    _share(base_run, base, stages)
+    source = json.loads(saved.read_text())
+    reusable = reusable_stages(source, cfg.model_dump())
+    if missing := [stage for stage in stages if stage not in reusable]:
+        changed = config_differences(with_defaults(source), cfg.model_dump())
+        raise ConfigChanged(
+            f"{base_run} trained {', '.join(missing)} under another config (differs in {', '.join(changed[:8])})"
+        )
+    for stage in stages:
+        for name in STAGE_DIRS[stage]:
+            if (base_run / name).is_dir():
+                copy_stage(base_run / name, base / name)
 
 
 def _share(base: Path, arm_dir: Path, stages: tuple[str, ...]) -> None:

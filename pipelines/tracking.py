@@ -6,12 +6,14 @@ run id in its directory, so a resumed stage logs into the same MLflow run.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FORKED_FROM = "forked_from"  # in a stage directory copied from another run (pipelines/fork.py): its origin
 
 
 def default_tracking_uri() -> str:
@@ -47,6 +49,12 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) as run:
         stage_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run.info.run_id)
+        origin = stage_dir / FORKED_FROM
+        if run_id is None and origin.is_file():  # a copied stage: say which run trained it
+            source = json.loads(origin.read_text())
+            mlflow.set_tags(
+                {"tokenmdp.forked_from": source["mlflow_run_id"] or "", "tokenmdp.forked_from_dir": source["stage_dir"]}
+            )
         yield run
 
 

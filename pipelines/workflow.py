@@ -24,6 +24,7 @@ from rich.table import Table
 from conf.load import with_defaults
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rlhf, sft
+from pipelines.fork import FORK_RECORD, fork
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -70,19 +71,26 @@ def guard_config(path: Path, resolved: dict) -> None:
     path.write_text(json.dumps(resolved, indent=2))
 
 
-def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None) -> dict:
+def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, from_run: Path | None = None) -> dict:
+    """Every stage into `run_dir`; `from_run` first copies the stages it trained as `cfg` would (`pipelines.fork`)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     guard_config(run_dir / "config.json", cfg.model_dump())
+    if from_run is not None:
+        reused = fork(from_run, cfg, run_dir)
+        console.print(f"reusing {', '.join(reused) or 'no stage'} of {from_run}; training the rest")
     uri = tracking_uri or default_tracking_uri()
     with stage_run(run_dir, experiment=cfg.name, run_name="pipeline", tracking_uri=uri):
         import mlflow
 
-        summary = _stages(cfg, run_dir, uri)
+        summary, finals = _stages(cfg, run_dir, uri)
+        origin = run_dir / FORK_RECORD
+        if origin.is_file():
+            summary["forked_from"] = json.loads(origin.read_text())
         summary["model_uri"] = register(cfg, run_dir)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         mlflow.log_artifact(str(run_dir / "summary.json"))
         mlflow.log_artifact(str(run_dir / "config.json"))
-        for plot in plots(summary, run_dir, uri):
+        for plot in plots(summary, finals, run_dir, uri):
             mlflow.log_artifact(str(plot), artifact_path="report")
     print_summary(summary, run_dir)
     return summary
@@ -100,21 +108,22 @@ def register(cfg: Config, run_dir: Path) -> str:
     return uri
 
 
-def plots(summary: dict, run_dir: Path, uri: str) -> list[Path]:
+def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> list[Path]:
+    """The RLHF curves from its MLflow run, the per-template rates from the stages' final metrics
+    (a stage copied from another run has no curve of its own in this run's MLflow)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    sft_metrics = client.get_run(summary["stages"]["sft"]["run_id"]).data.metrics
-    rlhf_id = summary["stages"]["rlhf"]["run_id"]
     return [
-        report.rlhf_curves(client, rlhf_id, out / "rlhf_curves.png"),
-        report.per_template(sft_metrics, client.get_run(rlhf_id).data.metrics, out / "per_template.png"),
+        report.rlhf_curves(client, summary["stages"]["rlhf"]["run_id"], out / "rlhf_curves.png"),
+        report.per_template(finals["sft"], finals["rlhf"], out / "per_template.png"),
     ]
 
 
-def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
+def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]]:
+    """Run (or report) every stage; returns the summary and the SFT and RLHF stages' final metrics."""
     # Seconds spent in each stage over every `run` of this directory: a re-run that finds a
     # stage finished adds only its report, not a wall time of its own in place of the training's.
     wall_file = run_dir / "wall_seconds.json"
@@ -150,7 +159,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> dict:
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }
-    return summary
+    return summary, {"sft": tuned, "rlhf": rl}
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:

@@ -1,0 +1,93 @@
+"""Fork a run: reuse the leading stages another run trained exactly as this config would.
+
+Trying an RL setting should not retrain the SFT policy and the reward model it starts
+from. Each config field is read first by one stage (`model.*` by pretraining,
+`reward.prompts` by preference collection, `rl.*` by RLHF); the stages before the first
+one that reads a changed field are copied from the source run, the rest are trained.
+Copied stages start new MLflow runs tagged `tokenmdp.forked_from` with the source stage's
+run: the source's runs are never written to. Thread counts change how fast, not what, a
+stage trains, so they do not stop a stage from being reused.
+
+    tokenmdp run demo --from runs/demo --out runs/demo-gae --set rl.advantage=gae
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from conf.load import with_defaults
+from conf.schema import Config
+from pipelines.tracking import FORKED_FROM
+
+STAGES = ("pretrain", "sft", "preferences", "reward", "rlhf")
+# The first stage that reads a field, by its dotted name or a prefix of it (the longest wins);
+# None: no stage trains on it (evaluation budgets, the endpoint, the run's name).
+FIRST_READER: dict[str, str | None] = {
+    "seed": "pretrain", "world": "pretrain", "model": "pretrain", "pretrain": "pretrain",
+    "world.bank_size": "sft", "world.feedback_share": "sft", "world.max_difficulty": "sft", "sft": "sft",
+    "world.label_noise": "preferences", "reward.prompts": "preferences", "reward.heldout_prompts": "preferences",
+    "reward.responses_per_prompt": "preferences", "reward.temperature": "preferences",
+    "evaluate.max_new_tokens": "preferences",  # the preference samples' response budget
+    "reward": "reward", "rl": "rlhf",
+    "name": None, "serve": None, "evaluate": None,
+}  # fmt: skip
+SPEED_ONLY = ("threads",)
+FORK_RECORD = "fork.json"  # in the forked run's directory: the source and the stages copied from it
+
+
+class ForkError(ValueError):
+    """The source of a fork is not a run directory this one can copy stages from."""
+
+
+def first_reader(field: str) -> str | None:
+    """The first stage whose training reads `field` (a dotted config name); unknown fields: every stage."""
+    parts = field.split(".")
+    if parts[-1] in SPEED_ONLY:
+        return None
+    for n in range(len(parts), 0, -1):
+        if (prefix := ".".join(parts[:n])) in FIRST_READER:
+            return FIRST_READER[prefix]
+    return STAGES[0]
+
+
+def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
+    """The leading stages that `source_config` trained exactly as `config` would train them."""
+    from pipelines.workflow import config_differences
+
+    readers = {first_reader(f) for f in config_differences(with_defaults(source_config), config)}
+    first = min((STAGES.index(r) for r in readers if r is not None), default=len(STAGES))
+    return STAGES[:first]
+
+
+def fork(source: Path, cfg: Config, out: Path) -> tuple[str, ...]:
+    """Copy into `out` the stages of the run in `source` that `cfg` would train the same way;
+    returns their names. Stages `out` already holds (a fork resumed) are left as they are."""
+    saved = source / "config.json"
+    if not saved.is_file():
+        raise ForkError(f"{source} has no config.json: pass a run directory made by `tokenmdp run`")
+    if source.resolve() == out.resolve():
+        raise ForkError(f"--from and --out are the same directory ({out}): a fork needs a directory of its own")
+    copied = []
+    for stage in reusable_stages(json.loads(saved.read_text()), cfg.model_dump()):
+        if not (source / stage).is_dir():
+            break  # a stage the source never ran: it and the ones after it are trained here
+        copy_stage(source / stage, out / stage)
+        copied.append(stage)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FORK_RECORD).write_text(json.dumps({"run_dir": str(source.resolve()), "stages": copied}))
+    return tuple(copied)
+
+
+def copy_stage(source: Path, target: Path) -> None:
+    """Copy a stage's directory without its MLflow run id, noting the run it came from."""
+    if target.exists():
+        return
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("mlflow_run_id"))
+    run_id = source / "mlflow_run_id"
+    origin = {
+        "stage_dir": str(source.resolve()),
+        "mlflow_run_id": run_id.read_text().strip() if run_id.is_file() else None,
+    }
+    (target / FORKED_FROM).write_text(json.dumps(origin))

@@ -1,0 +1,82 @@
+"""Forking a run: which stages a changed config may reuse, and `tokenmdp run --from` end to end."""
+
+import json
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import load_config
+from pipelines.fork import first_reader, reusable_stages
+
+
+def test_each_field_is_first_read_by_the_stage_that_trains_on_it():
+    assert first_reader("model.d_model") == "pretrain"
+    assert first_reader("world.digit_order") == "pretrain"
+    assert first_reader("world.bank_size") == "sft"  # the exam bank: SFT is the first to read it
+    assert first_reader("sft.lr") == "sft"
+    assert first_reader("world.label_noise") == "preferences"
+    assert first_reader("reward.prompts") == "preferences"
+    assert first_reader("evaluate.max_new_tokens") == "preferences"  # the preference samples' budget
+    assert first_reader("reward.views") == "reward"
+    assert first_reader("rl.actors.sampler.replicas") == "rlhf"
+    assert first_reader("rl.threads") is None and first_reader("sft.threads") is None  # speed, not training
+    assert first_reader("serve.port") is None and first_reader("evaluate.questions") is None
+    assert first_reader("a_field_added_later") == "pretrain"  # unknown: reuse nothing
+
+
+def test_the_stages_before_the_first_changed_one_are_reusable():
+    base = load_config("tiny").model_dump()
+    reuse = lambda *overrides: reusable_stages(base, load_config("tiny", list(overrides)).model_dump())  # noqa: E731
+    assert reuse() == ("pretrain", "sft", "preferences", "reward", "rlhf")
+    assert reuse("rl.advantage=gae") == ("pretrain", "sft", "preferences", "reward")
+    assert reuse("reward.views=2") == ("pretrain", "sft", "preferences")
+    assert reuse("reward.prompts=7", "rl.lr=1e-3") == ("pretrain", "sft")
+    assert reuse("sft.steps=3", "rl.lr=1e-3") == ("pretrain",)
+    assert reuse("pretrain.steps=3") == ()
+    assert reuse("sft.threads=2", "serve.port=9000") == ("pretrain", "sft", "preferences", "reward", "rlhf")
+
+
+@pytest.mark.slow
+def test_run_from_a_finished_run_trains_only_what_changed_and_leaves_the_source_alone(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    source, forked = tmp_path / "source", tmp_path / "forked"
+    assert CliRunner().invoke(app, ["run", "tiny", "--out", str(source)]).exit_code == 0
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    before = json.loads((source / "summary.json").read_text())["stages"]
+    sft_curve = len(client.get_metric_history(before["sft"]["run_id"], "loss/lm"))
+    result = CliRunner().invoke(
+        app, ["run", "tiny", "--from", str(source), "--out", str(forked), "--set", "rl.lr=1e-3"], terminal_width=400
+    )
+    assert result.exit_code == 0, result.output
+    assert "reusing pretrain, sft, preferences, reward" in result.output
+    summary = json.loads((forked / "summary.json").read_text())
+    assert summary["forked_from"]["stages"] == ["pretrain", "sft", "preferences", "reward"]
+    for stage in ("pretrain", "sft", "reward"):  # the very checkpoints, not retrained
+        copied = (forked / stage / "checkpoint.pt").read_bytes()
+        assert copied == (source / stage / "checkpoint.pt").read_bytes()
+    assert (forked / "rlhf" / "checkpoint.pt").read_bytes() != (source / "rlhf" / "checkpoint.pt").read_bytes()
+    after = summary["stages"]
+    assert after["sft"]["gold_pass_rate"] == before["sft"]["gold_pass_rate"]
+    for stage in ("pretrain", "sft", "reward", "rlhf"):  # runs of its own; the reused ones name their origin
+        assert after[stage]["run_id"] != before[stage]["run_id"]
+    tags = client.get_run(after["sft"]["run_id"]).data.tags
+    assert tags["tokenmdp.forked_from"] == before["sft"]["run_id"]
+    assert "tokenmdp.forked_from" not in client.get_run(after["rlhf"]["run_id"]).data.tags  # trained here
+    assert len(client.get_metric_history(before["sft"]["run_id"], "loss/lm")) == sft_curve  # source untouched
+    assert json.loads((source / "summary.json").read_text())["stages"] == before
+    assert summary["wall_seconds"]["sft"] < json.loads((source / "summary.json").read_text())["wall_seconds"]["sft"]
+
+
+def test_run_from_a_directory_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(
+        app, ["run", "tiny", "--from", str(tmp_path / "empty"), "--out", str(tmp_path / "new")], terminal_width=400
+    )
+    assert result.exit_code != 0
+    said = " ".join(result.output.replace("│", " ").split())  # the message as one line, out of its box
+    assert "has no config.json: pass a run directory made by `tokenmdp run`" in said and "--from" in said
+    assert not (tmp_path / "new" / "pretrain").exists()  # nothing trained
