@@ -86,12 +86,24 @@ def _setup(config: str, overrides: list[str] | None, out: Path | None):
     return cfg, out or Path("runs") / cfg.name
 
 
+def _stage_setup(config: str, overrides: list[str] | None, out: Path | None):
+    """`_setup` for a command that trains a stage: the run directory must not hold stages trained otherwise."""
+    from pipelines.run_config import ConfigChanged, guard_run_dir
+
+    cfg, run_dir = _setup(config, overrides, out)
+    try:
+        guard_run_dir(run_dir, cfg.model_dump())
+    except ConfigChanged as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
+    return cfg, run_dir
+
+
 @app.command()
 def pretrain(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """Pretrain the policy on the sequence corpus (resumes from its last checkpoint)."""
     from pipelines import pretrain as stage
 
-    cfg, run_dir = _setup(config, overrides, out)
+    cfg, run_dir = _stage_setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -100,7 +112,7 @@ def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
     """Supervised fine-tuning on exam questions, after the action-space audit."""
     from pipelines import sft as stage
 
-    cfg, run_dir = _setup(config, overrides, out)
+    cfg, run_dir = _stage_setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -109,7 +121,7 @@ def preferences(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOp
     """Sample on-policy responses from the SFT policy and label pairs within each prompt."""
     from pipelines import preferences as stage
 
-    cfg, run_dir = _setup(config, overrides, out)
+    cfg, run_dir = _stage_setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
 
 
@@ -118,7 +130,7 @@ def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = N
     """Train the reward model (Bradley-Terry on within-prompt pairs) and judge it against gold."""
     from pipelines import reward as stage
 
-    cfg, run_dir = _setup(config, overrides, out)
+    cfg, run_dir = _stage_setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -147,7 +159,7 @@ def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = Non
     from pipelines import rlhf as stage
 
     _use_ray(ray_address)
-    cfg, run_dir = _setup(config, overrides, out)
+    cfg, run_dir = _stage_setup(config, overrides, out)
     typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -214,7 +226,7 @@ def run(
 ) -> None:
     """The whole pipeline: pretrain -> SFT -> preferences -> reward model -> RLHF -> registry and report."""
     from pipelines.fork import ForkError
-    from pipelines.workflow import ConfigChanged
+    from pipelines.run_config import ConfigChanged
     from pipelines.workflow import main as workflow
 
     _use_ray(ray_address)
@@ -248,7 +260,7 @@ def experiment(
         raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)}")
     from experiments import registry
     from experiments.runner import run as run_experiment
-    from pipelines.workflow import ConfigChanged
+    from pipelines.run_config import ConfigChanged
 
     _use_ray(ray_address)
     cfg, _ = _setup(config, overrides, None)

@@ -23,9 +23,9 @@ from rich.table import Table
 from conf.load import with_defaults, with_overrides
 from conf.schema import Config
 from pipelines import preferences, pretrain, reward, sft
-from pipelines.fork import copy_stage, reusable_stages
+from pipelines.fork import copy_stage
+from pipelines.run_config import ConfigChanged, config_differences, guard_config, reusable_stages
 from pipelines.tracking import default_tracking_uri, stage_run
-from pipelines.workflow import ConfigChanged, config_differences, guard_config
 
 console = Console()
 BASE_STAGES: dict[str, Callable[..., Any]] = {

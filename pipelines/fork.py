@@ -1,12 +1,10 @@
 """Fork a run: reuse the leading stages another run trained exactly as this config would.
 
 Trying an RL setting should not retrain the SFT policy and the reward model it starts
-from. Each config field is read first by one stage (`model.*` by pretraining,
-`reward.prompts` by preference collection, `rl.*` by RLHF); the stages before the first
-one that reads a changed field are copied from the source run, the rest are trained.
-Copied stages start new MLflow runs tagged `tokenmdp.forked_from` with the source stage's
-run: the source's runs are never written to. Thread counts change how fast, not what, a
-stage trains, so they do not stop a stage from being reused.
+from. Each config field is read first by one stage (`pipelines.run_config`): the stages
+before the first one that reads a changed field are copied from the source run, the rest
+are trained. Copied stages start new MLflow runs tagged `tokenmdp.forked_from` with the
+source stage's run: the source's runs are never written to.
 
     tokenmdp run demo --from runs/demo --out runs/demo-gae --set rl.advantage=gae
 """
@@ -17,48 +15,15 @@ import json
 import shutil
 from pathlib import Path
 
-from conf.load import with_defaults
 from conf.schema import Config
+from pipelines.run_config import reusable_stages
 from pipelines.tracking import FORKED_FROM
 
-STAGES = ("pretrain", "sft", "preferences", "reward", "rlhf")
-# The first stage that reads a field, by its dotted name or a prefix of it (the longest wins);
-# None: no stage trains on it (evaluation budgets, the endpoint, the run's name).
-FIRST_READER: dict[str, str | None] = {
-    "seed": "pretrain", "world": "pretrain", "model": "pretrain", "pretrain": "pretrain",
-    "world.bank_size": "sft", "world.feedback_share": "sft", "world.max_difficulty": "sft", "sft": "sft",
-    "world.label_noise": "preferences", "reward.prompts": "preferences", "reward.heldout_prompts": "preferences",
-    "reward.responses_per_prompt": "preferences", "reward.temperature": "preferences",
-    "evaluate.max_new_tokens": "preferences",  # the preference samples' response budget
-    "reward": "reward", "rl": "rlhf",
-    "name": None, "serve": None, "evaluate": None,
-}  # fmt: skip
-SPEED_ONLY = ("threads",)
 FORK_RECORD = "fork.json"  # in the forked run's directory: the source and the stages copied from it
 
 
 class ForkError(ValueError):
     """The source of a fork is not a run directory this one can copy stages from."""
-
-
-def first_reader(field: str) -> str | None:
-    """The first stage whose training reads `field` (a dotted config name); unknown fields: every stage."""
-    parts = field.split(".")
-    if parts[-1] in SPEED_ONLY:
-        return None
-    for n in range(len(parts), 0, -1):
-        if (prefix := ".".join(parts[:n])) in FIRST_READER:
-            return FIRST_READER[prefix]
-    return STAGES[0]
-
-
-def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
-    """The leading stages that `source_config` trained exactly as `config` would train them."""
-    from pipelines.workflow import config_differences
-
-    readers = {first_reader(f) for f in config_differences(with_defaults(source_config), config)}
-    first = min((STAGES.index(r) for r in readers if r is not None), default=len(STAGES))
-    return STAGES[:first]
 
 
 def fork(source: Path, cfg: Config, out: Path) -> tuple[str, ...]:

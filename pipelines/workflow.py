@@ -21,10 +21,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from conf.load import with_defaults
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
+from pipelines.run_config import guard_run_dir
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -40,41 +40,9 @@ REWARD_KEYS = (
 )  # fmt: skip
 
 
-class ConfigChanged(ValueError):
-    """The run directory holds stages trained under another config: resuming would mix the two."""
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ between two resolved configs."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def guard_config(path: Path, resolved: dict) -> None:
-    """Save the resolved config at `path`; a directory made with another one is refused, not mixed.
-
-    Fields added to the schema since the directory was made count at their defaults (`with_defaults`).
-    """
-    if path.is_file():
-        changed = config_differences(with_defaults(json.loads(path.read_text())), resolved)
-        if changed:
-            raise ConfigChanged(
-                f"{path.parent} was made with another config (differs in {', '.join(changed[:8])}); "
-                "choose a new directory with --out, or delete this one"
-            )
-    path.write_text(json.dumps(resolved, indent=2))
-
-
 def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, from_run: Path | None = None) -> dict:
     """Every stage into `run_dir`; `from_run` first copies the stages it trained as `cfg` would (`pipelines.fork`)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    guard_config(run_dir / "config.json", cfg.model_dump())
+    guard_run_dir(run_dir, cfg.model_dump())
     if from_run is not None:
         reused = fork(from_run, cfg, run_dir)
         console.print(f"reusing {', '.join(reused) or 'no stage'} of {from_run}; training the rest")

@@ -9,7 +9,7 @@ import pytest
 from conf.load import load_config
 from experiments import registry
 from experiments.runner import run
-from pipelines.workflow import config_differences
+from pipelines.run_config import config_differences
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from conf.load import load_config
-from pipelines.fork import first_reader, reusable_stages
+from pipelines.run_config import first_reader, reusable_stages
 
 
 def test_each_field_is_first_read_by_the_stage_that_trains_on_it():

@@ -80,18 +80,41 @@ def test_run_rejects_a_bad_override(tmp_path):
 
 def test_a_run_directory_refuses_a_different_config(tmp_path):
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    (run_dir / "sft").mkdir(parents=True)  # SFT trained here, under sft.lr=1.0
     from conf.load import load_config
 
     (run_dir / "config.json").write_text(json.dumps(load_config("tiny", ["sft.lr=1.0"]).model_dump()))
     result = CliRunner().invoke(app, ["run", "tiny", "--out", str(run_dir)], terminal_width=400)
     assert result.exit_code != 0
-    assert "differs in sft.lr" in result.output and "--out" in result.output
+    said = " ".join(result.output.replace("│", " ").split())
+    assert "holds sft trained under another config (differs in sft.lr)" in said and "--out" in said
+
+
+def test_a_stage_not_yet_run_may_take_new_settings_and_a_stage_command_is_guarded_too(tmp_path):
+    from conf.load import load_config
+    from pipelines.run_config import ConfigChanged, guard_run_dir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "pretrain").mkdir(parents=True)
+    guard_run_dir(run_dir, load_config("tiny").model_dump())
+    changed = load_config("tiny", ["sft.lr=1e-4", "rl.lr=1e-3", "rl.threads=2"]).model_dump()
+    guard_run_dir(run_dir, changed)  # SFT and RLHF have not run: their settings may change
+    assert json.loads((run_dir / "config.json").read_text()) == changed
+    refused = r"holds pretrain trained under another config \(differs in model\.n_layer\)"
+    with pytest.raises(ConfigChanged, match=refused):
+        guard_run_dir(run_dir, load_config("tiny", ["model.n_layer=3", "rl.lr=1"]).model_dump())
+    (run_dir / "rlhf").mkdir()
+    stage = ["rlhf", "tiny", "--out", str(run_dir), "--set", "sft.lr=1e-4", "--set", "rl.lr=1e-2"]
+    result = CliRunner().invoke(app, stage, terminal_width=400)
+    assert result.exit_code != 0  # RLHF is in the directory: its settings are settled
+    said = " ".join(result.output.replace("│", " ").split())
+    assert "holds rlhf trained under another config (differs in rl.lr)" in said
+    assert json.loads((run_dir / "config.json").read_text()) == changed  # the refused config is not saved
 
 
 def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path):
     from conf.load import load_config
-    from pipelines.workflow import ConfigChanged, guard_config
+    from pipelines.run_config import ConfigChanged, guard_config
 
     saved = load_config("tiny").model_dump()
     del saved["reward"]["label_smoothing"]  # as a run directory made before the field existed

@@ -1,0 +1,102 @@
+"""A run directory remembers the config its stages were trained under, and refuses to mix two.
+
+Each config field is read first by one stage (`model.*` by pretraining, `reward.prompts`
+by preference collection, `rl.*` by RLHF): a field may change while no stage that reads
+it is in the directory yet (RL's settings before RLHF has run), never once one is. Thread
+counts change how fast, not what, a stage trains, and do not count. The same rule decides
+which stages a fork may copy (`pipelines.fork`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conf.load import with_defaults
+
+
+class ConfigChanged(ValueError):
+    """The run directory holds stages trained under another config: resuming would mix the two."""
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two resolved configs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def guard_config(path: Path, resolved: dict) -> None:
+    """Save the resolved config at `path`; a directory made with another one is refused, not mixed.
+
+    Fields added to the schema since the directory was made count at their defaults (`with_defaults`).
+    """
+    if path.is_file():
+        changed = config_differences(with_defaults(json.loads(path.read_text())), resolved)
+        if changed:
+            raise ConfigChanged(
+                f"{path.parent} was made with another config (differs in {', '.join(changed[:8])}); "
+                "choose a new directory with --out, or delete this one"
+            )
+    path.write_text(json.dumps(resolved, indent=2))
+
+
+STAGES = ("pretrain", "sft", "preferences", "reward", "rlhf")
+# The first stage that reads a field, by its dotted name or a prefix of it (the longest wins);
+# None: no stage trains on it (evaluation budgets, the endpoint, the run's name).
+FIRST_READER: dict[str, str | None] = {
+    "seed": "pretrain", "world": "pretrain", "model": "pretrain", "pretrain": "pretrain",
+    "world.bank_size": "sft", "world.feedback_share": "sft", "world.max_difficulty": "sft", "sft": "sft",
+    "world.label_noise": "preferences", "reward.prompts": "preferences", "reward.heldout_prompts": "preferences",
+    "reward.responses_per_prompt": "preferences", "reward.temperature": "preferences",
+    "evaluate.max_new_tokens": "preferences",  # the preference samples' response budget
+    "reward": "reward", "rl": "rlhf",
+    "name": None, "serve": None, "evaluate": None,
+}  # fmt: skip
+SPEED_ONLY = ("threads",)
+
+
+def first_reader(field: str) -> str | None:
+    """The first stage whose training reads `field` (a dotted config name); unknown fields: every stage."""
+    parts = field.split(".")
+    if parts[-1] in SPEED_ONLY:
+        return None
+    for n in range(len(parts), 0, -1):
+        if (prefix := ".".join(parts[:n])) in FIRST_READER:
+            return FIRST_READER[prefix]
+    return STAGES[0]
+
+
+def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
+    """The leading stages that `source_config` trained exactly as `config` would train them."""
+    readers = {first_reader(f) for f in config_differences(with_defaults(source_config), config)}
+    first = min((STAGES.index(r) for r in readers if r is not None), default=len(STAGES))
+    return STAGES[:first]
+
+
+def guard_run_dir(run_dir: Path, config: dict) -> None:
+    """Save `config` as `run_dir`'s; refuse it if a stage already there was trained under a config that differs
+    in a field the stage reads (stages not yet run may take new settings)."""
+    path = run_dir / "config.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        same = reusable_stages(saved, config)
+        trained_otherwise = [s for s in STAGES if (run_dir / s).is_dir() and s not in same]
+        if trained_otherwise:
+            last = STAGES.index(trained_otherwise[-1])
+            changed = [
+                f for f in config_differences(with_defaults(saved), config)
+                if (reader := first_reader(f)) is not None and STAGES.index(reader) <= last
+            ]  # fmt: skip
+            raise ConfigChanged(
+                f"{run_dir} holds {', '.join(trained_otherwise)} trained under another config (differs in "
+                f"{', '.join(changed[:8])}); choose a new directory with --out (--from {run_dir} reuses what "
+                "is unchanged), or delete this one"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2))
