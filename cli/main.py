@@ -239,6 +239,26 @@ def run(
         raise typer.BadParameter(str(err), param_hint="--from") from None
 
 
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A finished run directory (e.g. runs/demo).")],
+    run_b: Annotated[Path, typer.Argument(help="Another, asked the same held-out questions (e.g. a fork of it).")],
+    stage: Annotated[str, typer.Option(help="Whose policies to judge question by question: sft or rlhf.")] = "rlhf",
+) -> None:
+    """Two runs side by side, and one stage's policies judged question by question on the same held-out exam."""
+    from cli.report import print_rows
+    from pipelines.compare import CompareError, load_run, paired, side_by_side
+
+    try:
+        (_, summary_a), (_, summary_b) = load_run(run_a), load_run(run_b)
+        judged = paired(run_a, run_b, stage)
+    except CompareError as err:
+        raise typer.BadParameter(str(err)) from None
+    print_rows(f"a = {run_a}, b = {run_b}", side_by_side(summary_a, summary_b), ["stage", "metric", "a", "b", "b - a"])
+    print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
+    typer.echo(json.dumps({"stage": stage, **judged}))
+
+
 EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
 
 

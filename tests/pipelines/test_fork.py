@@ -69,6 +69,18 @@ def test_run_from_a_finished_run_trains_only_what_changed_and_leaves_the_source_
     assert len(client.get_metric_history(before["sft"]["run_id"], "loss/lm")) == sft_curve  # source untouched
     assert json.loads((source / "summary.json").read_text())["stages"] == before
     assert summary["wall_seconds"]["sft"] < json.loads((source / "summary.json").read_text())["wall_seconds"]["sft"]
+    # compare: the fork's RLHF policy against the source's, question by question on the same exam
+    compared = CliRunner().invoke(app, ["compare", str(source), str(forked)], terminal_width=400)
+    assert compared.exit_code == 0, compared.output
+    judged = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert (
+        judged["pass_rate_a"] == before["rlhf"]["gold_pass_rate"]
+        and judged["pass_rate_b"] == after["rlhf"]["gold_pass_rate"]
+    )
+    assert judged["fixed"] - judged["broken"] == pytest.approx(judged["gain"] * judged["questions"])
+    same = CliRunner().invoke(app, ["compare", str(source), str(forked), "--stage", "sft"], terminal_width=400)
+    assert json.loads(same.stdout.strip().splitlines()[-1])["fixed"] == 0  # the very SFT policy
+    assert json.loads(same.stdout.strip().splitlines()[-1])["broken"] == 0
 
 
 def test_run_from_a_directory_that_is_not_a_run_is_refused(tmp_path):
@@ -80,3 +92,29 @@ def test_run_from_a_directory_that_is_not_a_run_is_refused(tmp_path):
     said = " ".join(result.output.replace("│", " ").split())  # the message as one line, out of its box
     assert "has no config.json: pass a run directory made by `tokenmdp run`" in said and "--from" in said
     assert not (tmp_path / "new" / "pretrain").exists()  # nothing trained
+
+
+def test_side_by_side_pairs_the_figures_both_summaries_report():
+    from pipelines.compare import side_by_side
+
+    a = {"stages": {"sft": {"gold_pass_rate": 0.5, "run_id": "x"}, "rlhf": {"kl": 0.1}}, "wall_seconds": {"sft": 10.0}}
+    b = {"stages": {"sft": {"gold_pass_rate": 0.75, "run_id": "y"}}, "wall_seconds": {"sft": 4.0}}
+    assert side_by_side(a, b) == [
+        {"stage": "sft", "metric": "gold_pass_rate", "a": 0.5, "b": 0.75, "b - a": 0.25},
+        {"stage": "sft", "metric": "wall seconds", "a": 10.0, "b": 4.0, "b - a": -6.0},
+    ]
+
+
+def test_compare_refuses_runs_asked_different_questions(tmp_path):
+    from pipelines.compare import CompareError, paired
+
+    for name, overrides in (("a", []), ("b", ["evaluate.questions=32"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(load_config("tiny", overrides).model_dump()))
+        (tmp_path / name / "summary.json").write_text("{}")
+    with pytest.raises(CompareError, match=r"different held-out questions \(they differ in evaluate\.questions\)"):
+        paired(tmp_path / "a", tmp_path / "b", "rlhf")
+    with pytest.raises(CompareError, match="holds no policy"):
+        paired(tmp_path / "a", tmp_path / "a", "reward")
+    with pytest.raises(CompareError, match="has no rlhf checkpoint"):
+        paired(tmp_path / "a", tmp_path / "a", "rlhf")

@@ -1,0 +1,90 @@
+"""Two runs side by side: their summaries, and one stage's policies judged question by question.
+
+Forks (`tokenmdp run --from`) make a variant cheap; this says what it changed. The two
+summaries' figures stand side by side with their difference, and the two policies of one
+stage answer the same held-out questions greedily: the gain is counted question by
+question, so its error counts only the questions whose verdict changed, far smaller than
+the error of either pass rate.
+
+    tokenmdp compare runs/demo runs/demo-gae            # the final (RLHF) policies
+    tokenmdp compare runs/demo runs/demo-gae --stage sft
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from algos.stats import paired_difference
+from conf.load import with_defaults
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from pipelines.evaluate import eval_questions, held_out_passes
+from pipelines.run_config import config_differences
+
+POLICY_STAGES = ("sft", "rlhf")
+# What picks the held-out questions: two runs that differ here were not asked the same exam.
+EVAL_SET = ("world.seed", "world.bank_size", "world.max_difficulty", "evaluate.questions")
+
+
+class CompareError(ValueError):
+    """The two runs cannot be compared as asked."""
+
+
+def load_run(run_dir: Path) -> tuple[Config, dict]:
+    """A finished run's config and summary."""
+    config, summary = run_dir / "config.json", run_dir / "summary.json"
+    for path in (config, summary):
+        if not path.is_file():
+            raise CompareError(f"{run_dir} has no {path.name}: pass run directories made by `tokenmdp run`")
+    return Config.model_validate(with_defaults(json.loads(config.read_text()))), json.loads(summary.read_text())
+
+
+def side_by_side(a: dict, b: dict) -> list[dict]:
+    """One row per figure both summaries report (stage, metric, a, b, b - a); run ids left out."""
+    rows = []
+    for stage in a.get("stages", {}):
+        first, second = a["stages"][stage], b.get("stages", {}).get(stage, {})
+        for metric, value in first.items():
+            other = second.get(metric)
+            if isinstance(value, (int, float)) and isinstance(other, (int, float)):
+                rows.append({"stage": stage, "metric": metric, "a": value, "b": other, "b - a": other - value})
+    for stage, seconds in a.get("wall_seconds", {}).items():
+        if stage in b.get("wall_seconds", {}):
+            other = b["wall_seconds"][stage]
+            rows.append({"stage": stage, "metric": "wall seconds", "a": seconds, "b": other, "b - a": other - seconds})
+    return rows
+
+
+def same_exam(cfg_a: Config, cfg_b: Config) -> None:
+    """Refuse two runs whose held-out questions differ."""
+    differ = [f for f in config_differences(cfg_a.model_dump(), cfg_b.model_dump()) if f in EVAL_SET]
+    if differ:
+        raise CompareError(f"the two runs were asked different held-out questions (they differ in {', '.join(differ)})")
+
+
+def paired(run_a: Path, run_b: Path, stage: str) -> dict[str, float]:
+    """`stage`'s policy of run b against run a's on the same held-out questions, question by question."""
+    if stage not in POLICY_STAGES:
+        raise CompareError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
+    (cfg_a, _), (cfg_b, _) = load_run(run_a), load_run(run_b)
+    same_exam(cfg_a, cfg_b)
+    questions = eval_questions(cfg_a)
+    verdicts = []
+    for run_dir, cfg in ((run_a, cfg_a), (run_b, cfg_b)):
+        checkpoint = run_dir / stage / "checkpoint.pt"
+        if not checkpoint.is_file():
+            raise CompareError(f"{run_dir} has no {stage} checkpoint")
+        model, space, _ = load_checkpoint(checkpoint)  # each policy under its own action space
+        verdicts.append(held_out_passes(model, space, cfg, questions))
+    before, after = verdicts
+    gain, stderr = paired_difference(before, after)
+    return {
+        "questions": float(len(questions)),
+        "pass_rate_a": sum(before) / len(before),
+        "pass_rate_b": sum(after) / len(after),
+        "gain": gain,
+        "gain_stderr": stderr,
+        "fixed": float(sum(b and not a for a, b in zip(before, after, strict=True))),
+        "broken": float(sum(a and not b for a, b in zip(before, after, strict=True))),
+    }
