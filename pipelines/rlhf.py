@@ -40,7 +40,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import eval_questions, evaluate_policy, held_out_passes, pass_rate
+from pipelines.evaluate import configured_answers, eval_questions, held_out_passes, pass_rate, score, verdicts
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -173,20 +173,28 @@ def practised_questions(
     return list(seen.values())[:n]
 
 
-def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Judgement:
+    """A policy judged: its metrics, and its verdict on each held-out question (for the paired gain)."""
+
+    metrics: dict[str, float]
+    held_out: list[bool]
+
+
+def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> Judgement:
     """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
-    return evaluate_policy(policy, space, cfg) | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}
+    questions = eval_questions(cfg)
+    answers = configured_answers(policy, space, cfg, questions)
+    metrics = score(questions, answers) | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}
+    return Judgement(metrics, verdicts(questions, answers))
 
 
-def sft_baseline(
-    policy: GPT, space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question]
-) -> dict[str, float]:
+def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question], after: list[bool]):
     """The SFT policy's greedy rate on the practised prompts (what `eval/practised_pass_rate`
-    started from), and `policy`'s held-out gain over SFT counted question by question: its
-    paired standard error, and how many questions RL fixed and broke."""
+    started from), and the held-out gain over SFT of the policy whose verdicts are `after`,
+    counted question by question: its paired standard error, and how many questions RL fixed and broke."""
     sft_policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    held_out = eval_questions(cfg)
-    before, after = (held_out_passes(model, space, cfg, held_out) for model in (sft_policy, policy))
+    before = held_out_passes(sft_policy, space, cfg, eval_questions(cfg))
     gain, stderr = paired_difference(before, after)
     return {
         "eval/practised_pass_rate_sft": pass_rate(sft_policy, space, cfg, practised),
@@ -461,10 +469,11 @@ def main(
     iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
         practised = practised_for(cfg, questions)
+        judged = judge(policy, space, cfg, practised)
         return (
             state["last_metrics"]
-            | judge(policy, space, cfg, practised)
-            | sft_baseline(policy, space, cfg, run_dir, practised)
+            | judged.metrics
+            | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
             | {"run_id": state["run_id"]}
         )
     init_ray()
@@ -504,13 +513,13 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
     by_template = group_by_template(questions) if rl.balance_templates else None
     practised = practised_for(cfg, questions)
     final: dict[str, float] = {}
+    judged: Judgement | None = None
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
         import mlflow
 
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
-            before = judge(policy, space, cfg, practised)
-            log_metrics_batch([(0, before)])
+            log_metrics_batch([(0, judge(policy, space, cfg, practised).metrics)])
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
             while iteration < rl.iterations:
@@ -519,8 +528,10 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                 )
                 iteration += 1
                 progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
+                judged = None  # the policy of this iteration, if it was judged
                 if iteration % rl.eval_every == 0 or iteration == rl.iterations:
-                    metrics |= judge(policy, space, cfg, practised)
+                    judged = judge(policy, space, cfg, practised)
+                    metrics |= judged.metrics
                 pending.append((iteration, metrics))
                 final = metrics
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
@@ -536,8 +547,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                     )  # fmt: skip
                     if stop_at is not None and iteration >= stop_at:
                         break
-        if not final:  # the loop judges its last iteration; only a run with nothing left to do gets here empty
-            final = judge(policy, space, cfg, practised)
-        final = final | sft_baseline(policy, space, cfg, run_dir, practised)
+        if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is
+            judged = judge(policy, space, cfg, practised)
+            final |= judged.metrics
+        final = final | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
         mlflow.log_artifact(str(stage_dir / "checkpoint.pt"), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}
