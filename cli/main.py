@@ -144,8 +144,13 @@ def reward_curve(
     """How the reward model's held-out accuracy grows with the number of preference pairs."""
     from cli.report import print_rows
     from pipelines import reward as stage
+    from pipelines.run_config import ConfigChanged, require_trained_as
 
     cfg, run_dir = _setup(config, overrides, out)
+    try:  # it reads (or collects) the preferences; its reward models are thrown away: their settings may differ
+        require_trained_as(run_dir, cfg.model_dump(), through="preferences")
+    except ConfigChanged as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
     points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
     columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
                "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip

@@ -79,6 +79,27 @@ def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
     return STAGES[:first]
 
 
+def require_trained_as(run_dir: Path, config: dict, through: str) -> None:
+    """Refuse to read `run_dir`'s stages up to `through` if they were trained under a config that differs from
+    `config` in a field they read; saves nothing (for tools that read those stages and train nothing kept)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    same = reusable_stages(saved, config)
+    upto = STAGES[: STAGES.index(through) + 1]
+    trained_otherwise = [s for s in upto if (run_dir / s).is_dir() and s not in same]
+    if trained_otherwise:
+        changed = [
+            f for f in config_differences(with_defaults(saved), config)
+            if (reader := first_reader(f)) is not None and reader in upto
+        ]  # fmt: skip
+        raise ConfigChanged(
+            f"{run_dir} holds {', '.join(trained_otherwise)} trained under another config (differs in "
+            f"{', '.join(changed[:8])}): read it with that config, or collect into a new directory with --out"
+        )
+
+
 def guard_run_dir(run_dir: Path, config: dict) -> None:
     """Save `config` as `run_dir`'s; refuse it if a stage already there was trained under a config that differs
     in a field the stage reads (stages not yet run may take new settings)."""

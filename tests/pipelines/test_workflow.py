@@ -128,3 +128,24 @@ def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path
     arm = {"variant": "plain", "config": saved}  # an experiment arm's record nests the config
     path.write_text(json.dumps(arm))
     guard_config(path, {"variant": "plain", "config": load_config("tiny").model_dump()})
+
+
+def test_the_reward_curve_reads_preferences_only_as_they_were_collected(tmp_path):
+    from conf.load import load_config
+    from pipelines.run_config import ConfigChanged, require_trained_as
+
+    run_dir = tmp_path / "run"
+    for stage in ("pretrain", "sft", "preferences", "reward"):
+        (run_dir / stage).mkdir(parents=True)
+    saved = load_config("tiny").model_dump()
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    require_trained_as(run_dir, load_config("tiny", ["reward.lr=1e-2"]).model_dump(), through="preferences")
+    with pytest.raises(
+        ConfigChanged, match=r"holds preferences trained under another config \(differs in reward\.prompts\)"
+    ):
+        require_trained_as(run_dir, load_config("tiny", ["reward.prompts=7"]).model_dump(), through="preferences")
+    assert json.loads((run_dir / "config.json").read_text()) == saved  # it reads, it never rewrites
+    result = CliRunner().invoke(
+        app, ["reward-curve", "tiny", "--out", str(run_dir), "--set", "reward.prompts=7"], terminal_width=400
+    )
+    assert result.exit_code != 0 and "reward.prompts" in result.output
