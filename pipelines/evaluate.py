@@ -99,8 +99,14 @@ def configured_answers(
 
 def evaluate_policy(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:
     """Greedy gold pass, format and 114514 rates, overall and per template."""
+    return greedy_judgement(model, space, cfg)[0]
+
+
+def greedy_judgement(model: GPT, space: ActionSpace, cfg: Config) -> tuple[dict[str, float], list[bool]]:
+    """`evaluate_policy`'s metrics and, from the same answers, the verdict on each held-out question."""
     questions = eval_questions(cfg)
-    return score(questions, configured_answers(model, space, cfg, questions))
+    answers = configured_answers(model, space, cfg, questions)
+    return score(questions, answers), verdicts(questions, answers)
 
 
 def pass_rate(
@@ -173,9 +179,7 @@ def sampled_pass_at_k(
 
 def main(cfg: Config, checkpoint: Path, samples: int = 1) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    questions = eval_questions(cfg)
-    greedy = configured_answers(model, space, cfg, questions)
-    metrics = score(questions, greedy)
+    metrics, greedy_passed = greedy_judgement(model, space, cfg)
     if samples > 1:
-        return metrics | sampled_pass_at_k(model, space, cfg, samples, verdicts(questions, greedy))
+        return metrics | sampled_pass_at_k(model, space, cfg, samples, greedy_passed)
     return metrics | sampled_pass_at_1(model, space, cfg)

@@ -40,7 +40,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
-from pipelines.evaluate import configured_answers, eval_questions, held_out_passes, pass_rate, score, verdicts
+from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
 from pipelines.tracking import flatten, log_metrics_batch, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -183,10 +183,8 @@ class Judgement:
 
 def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> Judgement:
     """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
-    questions = eval_questions(cfg)
-    answers = configured_answers(policy, space, cfg, questions)
-    metrics = score(questions, answers) | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}
-    return Judgement(metrics, verdicts(questions, answers))
+    metrics, held_out = greedy_judgement(policy, space, cfg)
+    return Judgement(metrics | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}, held_out)
 
 
 def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question], after: list[bool]):
