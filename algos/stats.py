@@ -43,3 +43,12 @@ def paired_difference(before: Sequence[bool], after: Sequence[bool]) -> tuple[fl
     diffs = [float(a) - float(b) for b, a in zip(before, after, strict=True)]
     mean = sum(diffs) / len(diffs)
     return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs)) / len(diffs)
+
+
+def fixed_and_broken(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, int]:
+    """How many questions pass only after (fixed) and only before (broken): the paired gain's two sides."""
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} verdicts before but {len(after)} after")
+    fixed = sum(a and not b for b, a in zip(before, after, strict=True))
+    broken = sum(b and not a for b, a in zip(before, after, strict=True))
+    return fixed, broken

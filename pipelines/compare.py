@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from algos.stats import paired_difference
+from algos.stats import fixed_and_broken, paired_difference
 from conf.load import with_defaults
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
@@ -79,12 +79,13 @@ def paired(run_a: Path, run_b: Path, stage: str) -> dict[str, float]:
         verdicts.append(held_out_passes(model, space, cfg, questions))
     before, after = verdicts
     gain, stderr = paired_difference(before, after)
+    fixed, broken = fixed_and_broken(before, after)
     return {
         "questions": float(len(questions)),
         "pass_rate_a": sum(before) / len(before),
         "pass_rate_b": sum(after) / len(after),
         "gain": gain,
         "gain_stderr": stderr,
-        "fixed": float(sum(b and not a for a, b in zip(before, after, strict=True))),
-        "broken": float(sum(a and not b for a, b in zip(before, after, strict=True))),
+        "fixed": float(fixed),
+        "broken": float(broken),
     }

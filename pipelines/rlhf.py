@@ -35,7 +35,7 @@ from rich.progress import Progress
 
 from algos import advantages as adv
 from algos.kl import kl_per_token
-from algos.stats import paired_difference
+from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
@@ -194,12 +194,13 @@ def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list
     sft_policy, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
     before = held_out_passes(sft_policy, space, cfg, eval_questions(cfg))
     gain, stderr = paired_difference(before, after)
+    fixed, broken = fixed_and_broken(before, after)
     return {
         "eval/practised_pass_rate_sft": pass_rate(sft_policy, space, cfg, practised),
         "eval/gain_over_sft": gain,
         "eval/gain_over_sft_stderr": stderr,
-        "eval/fixed_over_sft": float(sum(a and not b for b, a in zip(before, after, strict=True))),
-        "eval/broken_over_sft": float(sum(b and not a for b, a in zip(before, after, strict=True))),
+        "eval/fixed_over_sft": float(fixed),
+        "eval/broken_over_sft": float(broken),
     }
 
 

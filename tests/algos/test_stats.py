@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from algos.stats import clustered_stderr, paired_difference
+from algos.stats import clustered_stderr, fixed_and_broken, paired_difference
 
 
 def test_one_sample_per_group_is_the_plain_standard_error():
@@ -38,3 +38,10 @@ def test_paired_verdicts_must_match_in_number():
     with pytest.raises(ValueError, match="3 verdicts before but 2 after"):
         paired_difference([True] * 3, [True] * 2)
     assert all(math.isnan(x) for x in paired_difference([], []))
+
+
+def test_fixed_and_broken_count_the_questions_each_side_alone_passes():
+    assert fixed_and_broken([True, True, False, False], [True, False, True, True]) == (2, 1)
+    assert fixed_and_broken([True, False], [True, False]) == (0, 0)
+    with pytest.raises(ValueError, match="1 verdicts before but 2 after"):
+        fixed_and_broken([True], [True, False])
