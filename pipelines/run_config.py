@@ -74,28 +74,38 @@ def first_reader(field: str) -> str | None:
 
 def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
     """The leading stages that `source_config` trained exactly as `config` would train them."""
-    readers = {first_reader(f) for f in config_differences(with_defaults(source_config), config)}
+    return _unchanged_stages(config_differences(with_defaults(source_config), config))
+
+
+def _unchanged_stages(changed: list[str]) -> tuple[str, ...]:
+    """The stages before the first one that reads any of the `changed` fields."""
+    readers = {first_reader(f) for f in changed}
     first = min((STAGES.index(r) for r in readers if r is not None), default=len(STAGES))
     return STAGES[:first]
+
+
+def trained_otherwise(run_dir: Path, config: dict, through: str = STAGES[-1]) -> tuple[list[str], list[str]]:
+    """The stages up to `through` in `run_dir` trained under a saved config that differs from `config` in a
+    field they read, and those fields (read at or before the last such stage); ([], []) when none."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return [], []
+    changed = config_differences(with_defaults(json.loads(path.read_text())), config)
+    same = _unchanged_stages(changed)
+    stages = [s for s in STAGES[: STAGES.index(through) + 1] if (run_dir / s).is_dir() and s not in same]
+    if not stages:
+        return [], []
+    last = STAGES.index(stages[-1])
+    return stages, [f for f in changed if (r := first_reader(f)) is not None and STAGES.index(r) <= last]
 
 
 def require_trained_as(run_dir: Path, config: dict, through: str) -> None:
     """Refuse to read `run_dir`'s stages up to `through` if they were trained under a config that differs from
     `config` in a field they read; saves nothing (for tools that read those stages and train nothing kept)."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return
-    saved = json.loads(path.read_text())
-    same = reusable_stages(saved, config)
-    upto = STAGES[: STAGES.index(through) + 1]
-    trained_otherwise = [s for s in upto if (run_dir / s).is_dir() and s not in same]
-    if trained_otherwise:
-        changed = [
-            f for f in config_differences(with_defaults(saved), config)
-            if (reader := first_reader(f)) is not None and reader in upto
-        ]  # fmt: skip
+    stages, changed = trained_otherwise(run_dir, config, through)
+    if stages:
         raise ConfigChanged(
-            f"{run_dir} holds {', '.join(trained_otherwise)} trained under another config (differs in "
+            f"{run_dir} holds {', '.join(stages)} trained under another config (differs in "
             f"{', '.join(changed[:8])}): read it with that config, or collect into a new directory with --out"
         )
 
@@ -103,21 +113,12 @@ def require_trained_as(run_dir: Path, config: dict, through: str) -> None:
 def guard_run_dir(run_dir: Path, config: dict) -> None:
     """Save `config` as `run_dir`'s; refuse it if a stage already there was trained under a config that differs
     in a field the stage reads (stages not yet run may take new settings)."""
-    path = run_dir / "config.json"
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        same = reusable_stages(saved, config)
-        trained_otherwise = [s for s in STAGES if (run_dir / s).is_dir() and s not in same]
-        if trained_otherwise:
-            last = STAGES.index(trained_otherwise[-1])
-            changed = [
-                f for f in config_differences(with_defaults(saved), config)
-                if (reader := first_reader(f)) is not None and STAGES.index(reader) <= last
-            ]  # fmt: skip
-            raise ConfigChanged(
-                f"{run_dir} holds {', '.join(trained_otherwise)} trained under another config (differs in "
-                f"{', '.join(changed[:8])}); choose a new directory with --out (--from {run_dir} reuses what "
-                "is unchanged), or delete this one"
-            )
+    stages, changed = trained_otherwise(run_dir, config)
+    if stages:
+        raise ConfigChanged(
+            f"{run_dir} holds {', '.join(stages)} trained under another config (differs in "
+            f"{', '.join(changed[:8])}); choose a new directory with --out (--from {run_dir} reuses what "
+            "is unchanged), or delete this one"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2))
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
