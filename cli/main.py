@@ -255,11 +255,11 @@ def compare(
     from pipelines.compare import CompareError, load_run, paired, side_by_side
 
     try:
-        (_, summary_a), (_, summary_b) = load_run(run_a), load_run(run_b)
-        judged = paired(run_a, run_b, stage)
+        a, b = load_run(run_a), load_run(run_b)
+        judged = paired(a, b, stage)
     except CompareError as err:
         raise typer.BadParameter(str(err)) from None
-    print_rows(f"a = {run_a}, b = {run_b}", side_by_side(summary_a, summary_b), ["stage", "metric", "a", "b", "b - a"])
+    print_rows(f"a = {run_a}, b = {run_b}", side_by_side(a.summary, b.summary), ["stage", "metric", "a", "b", "b - a"])
     print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
     typer.echo(json.dumps({"stage": stage, **judged}))
 

@@ -13,6 +13,7 @@ the error of either pass rate.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from algos.stats import fixed_and_broken, paired_difference
@@ -31,13 +32,23 @@ class CompareError(ValueError):
     """The two runs cannot be compared as asked."""
 
 
-def load_run(run_dir: Path) -> tuple[Config, dict]:
+@dataclass(frozen=True)
+class Run:
+    """A finished run: its directory, config and summary."""
+
+    dir: Path
+    cfg: Config
+    summary: dict
+
+
+def load_run(run_dir: Path) -> Run:
     """A finished run's config and summary."""
     config, summary = run_dir / "config.json", run_dir / "summary.json"
     for path in (config, summary):
         if not path.is_file():
             raise CompareError(f"{run_dir} has no {path.name}: pass run directories made by `tokenmdp run`")
-    return Config.model_validate(with_defaults(json.loads(config.read_text()))), json.loads(summary.read_text())
+    cfg = Config.model_validate(with_defaults(json.loads(config.read_text())))
+    return Run(run_dir, cfg, json.loads(summary.read_text()))
 
 
 def side_by_side(a: dict, b: dict) -> list[dict]:
@@ -63,20 +74,19 @@ def same_exam(cfg_a: Config, cfg_b: Config) -> None:
         raise CompareError(f"the two runs were asked different held-out questions (they differ in {', '.join(differ)})")
 
 
-def paired(run_a: Path, run_b: Path, stage: str) -> dict[str, float]:
+def paired(a: Run, b: Run, stage: str) -> dict[str, float]:
     """`stage`'s policy of run b against run a's on the same held-out questions, question by question."""
     if stage not in POLICY_STAGES:
         raise CompareError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
-    (cfg_a, _), (cfg_b, _) = load_run(run_a), load_run(run_b)
-    same_exam(cfg_a, cfg_b)
-    questions = eval_questions(cfg_a)
+    same_exam(a.cfg, b.cfg)
+    questions = eval_questions(a.cfg)
     verdicts = []
-    for run_dir, cfg in ((run_a, cfg_a), (run_b, cfg_b)):
-        checkpoint = run_dir / stage / "checkpoint.pt"
+    for run in (a, b):
+        checkpoint = run.dir / stage / "checkpoint.pt"
         if not checkpoint.is_file():
-            raise CompareError(f"{run_dir} has no {stage} checkpoint")
+            raise CompareError(f"{run.dir} has no {stage} checkpoint")
         model, space, _ = load_checkpoint(checkpoint)  # each policy under its own action space
-        verdicts.append(held_out_passes(model, space, cfg, questions))
+        verdicts.append(held_out_passes(model, space, run.cfg, questions))
     before, after = verdicts
     gain, stderr = paired_difference(before, after)
     fixed, broken = fixed_and_broken(before, after)

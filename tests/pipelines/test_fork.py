@@ -106,15 +106,15 @@ def test_side_by_side_pairs_the_figures_both_summaries_report():
 
 
 def test_compare_refuses_runs_asked_different_questions(tmp_path):
-    from pipelines.compare import CompareError, paired
+    from pipelines.compare import CompareError, load_run, paired
 
     for name, overrides in (("a", []), ("b", ["evaluate.questions=32"])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(load_config("tiny", overrides).model_dump()))
         (tmp_path / name / "summary.json").write_text("{}")
     with pytest.raises(CompareError, match=r"different held-out questions \(they differ in evaluate\.questions\)"):
-        paired(tmp_path / "a", tmp_path / "b", "rlhf")
+        paired(load_run(tmp_path / "a"), load_run(tmp_path / "b"), "rlhf")
     with pytest.raises(CompareError, match="holds no policy"):
-        paired(tmp_path / "a", tmp_path / "a", "reward")
+        paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "reward")
     with pytest.raises(CompareError, match="has no rlhf checkpoint"):
-        paired(tmp_path / "a", tmp_path / "a", "rlhf")
+        paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "rlhf")
