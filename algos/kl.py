@@ -27,3 +27,19 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
+
+
+def categorical_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Exact KL(pi || pi_ref) over the last dim (all actions), from log-probs: what the estimators estimate.
+
+    The action space is small, so a state's KL can be summed over every action instead of
+    estimated from the one sampled; an action pi never takes adds 0.
+    """
+    p = logp.exp()
+    return torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p)).sum(-1)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of the policy over the last dim (all actions), from log-probs."""
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)

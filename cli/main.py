@@ -264,6 +264,33 @@ def compare(
     typer.echo(json.dumps({"stage": stage, **judged}))
 
 
+@app.command()
+def trace(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],
+    sequence: Annotated[str, typer.Argument(help="The prompt's terms, e.g. 1,2,4,8,16")],
+    stage: Annotated[str, typer.Option(help="Whose policy: rlhf (the final one) or sft.")] = "rlhf",
+    group: Annotated[
+        int | None, typer.Option(min=0, help="Samples scored as an RL group (default: the run's rl.group_size).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the group's samples.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """One prompt through the token-level MDP: each action's probability, the reference's, the KL, the reward."""
+    from pipelines.trace import TraceError
+    from pipelines.trace import trace as run_trace
+
+    try:
+        traced = run_trace(run_dir, _parse_terms(sequence), stage, group, seed)
+    except TraceError as err:
+        raise typer.BadParameter(str(err)) from None
+    if as_json:
+        typer.echo(traced.to_json())
+        return
+    from cli.report import print_trace
+
+    print_trace(traced)
+
+
 EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
 
 

@@ -90,3 +90,51 @@ def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
         cells = [row.get(c) for c in columns]
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
     console.print(table)
+
+
+def print_trace(trace) -> None:
+    """`tokenmdp trace`: the greedy response step by step, then the sampled group as RL scores it."""
+    answer = trace.exam_answer[0] if trace.exam_answer else "-"
+    console.print(
+        f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
+        f"{trace.stage} policy against the SFT reference; reward from {trace.reward_source}, "
+        f"KL {trace.kl_estimator} in the {trace.kl_in} (coef {trace.kl_coef}), advantage {trace.advantage}"
+    )
+    g = trace.greedy
+    steps = [
+        {
+            "state": s.state,
+            "action": s.action,
+            "pi": s.prob,
+            "pi_ref": s.ref_prob,
+            "KL(pi||ref)": s.kl,
+            f"{trace.kl_estimator}": s.kl_estimate,
+            "entropy": s.entropy,
+            "reward": s.reward,
+            "else": ", ".join(f"{a} {p:.2g}" for a, p in s.alternatives),
+        }
+        for s in trace.steps
+    ]
+    title = (
+        f"greedy response {g.response!r} = {_terms(g.answer)}: gold {g.gold:.0f}, reward {g.reward:.3f}, "
+        f"KL {g.kl_sum:.3f}"
+    )
+    print_rows(title, steps, list(steps[0]) if steps else [])
+    if trace.group:
+        rows = [
+            {
+                "#": i,
+                "response": e.response,
+                "answer": _terms(e.answer),
+                "gold": e.gold,
+                "reward": e.reward,
+                "KL": e.kl_sum,
+                "advantage": "-" if e.advantage is None else e.advantage,
+            }
+            for i, e in enumerate(trace.group)
+        ]
+        print_rows(f"a group of {len(rows)} samples, scored as one RL iteration scores it", rows, list(rows[0]))
+
+
+def _terms(answer: list[int] | None) -> str:
+    return "malformed" if answer is None else " ".join(map(str, answer))

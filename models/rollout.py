@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from algos.kl import entropy
 from models.gpt import GPT
 from models.sampling import generate, left_pad
 from world.actions import ActionSpace
@@ -90,9 +91,8 @@ def logprobs_and_entropy(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -
     """
     logp_all = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
     logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
     pad = torch.zeros_like(logp[:, :1])
-    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy], dim=1)
+    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy(logp_all)], dim=1)
 
 
 def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:

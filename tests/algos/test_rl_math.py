@@ -141,3 +141,17 @@ def test_last_real_index_for_left_right_and_empty_rows():
 
     mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]])
     assert last_real_index(mask).tolist() == [2, 3, -1]
+
+
+def test_categorical_kl_and_entropy_by_hand():
+    from algos.kl import categorical_kl, entropy
+
+    p, q = torch.tensor([0.5, 0.5]).log(), torch.tensor([0.25, 0.75]).log()
+    # 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75) = 0.5 ln 2 + 0.5 ln(2/3)
+    assert close(categorical_kl(p, q), [0.5 * math.log(2) + 0.5 * math.log(2 / 3)])
+    assert close(categorical_kl(q, p), [0.25 * math.log(0.5) + 0.75 * math.log(1.5)])
+    assert close(categorical_kl(p, p), [0.0])
+    assert close(entropy(p), [math.log(2)])
+    certain = torch.tensor([0.0, float("-inf")])  # an action never taken adds nothing, not nan
+    assert close(entropy(certain), [0.0])
+    assert close(categorical_kl(certain, q), [-math.log(0.25)])

@@ -1,0 +1,246 @@
+"""One prompt through the token-level MDP, as an RL iteration of a run sees it.
+
+    tokenmdp trace runs/demo 1,2,4,8,16                 # the final policy against its reference
+    tokenmdp trace runs/demo 1,2,4,8,16 --stage sft --group 8 --json
+
+The greedy response, action by action: the state's last tokens, the action, its
+probability under the policy and under the reference (the SFT policy), the exact KL
+between the two in that state (summed over every action: the space is small), the run's
+estimate of it from the one action taken, the policy's entropy, the actions it nearly took
+and the reward RL puts on that token. Then a group of G sampled responses scored as one
+iteration scores them: the same sampler, reward scorer and reference code as `rlhf`, the
+run's reward source, KL estimator and placement, and the advantage each response gets.
+Nothing is trained and nothing in the run directory is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+import algos.advantages as adv
+from actors.reference import ReferenceImpl
+from actors.reward_scorer import RewardScorerImpl
+from algos.kl import categorical_kl, entropy, kl_per_token
+from conf.load import with_defaults
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from models.gpt import GPT
+from models.rollout import Rollouts, sample_rollouts
+from world.actions import ActionSpace
+from world.grader import analyze, grade
+
+POLICY_STAGES = ("sft", "rlhf")
+STATE_TOKENS = 6  # how much of the state a step shows: its last tokens
+
+
+class TraceError(ValueError):
+    """The run or the prompt cannot be traced as asked."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action of a response, in its state."""
+
+    state: str  # the state's last tokens, as the policy reads them
+    action: str
+    prob: float  # pi(action | state)
+    ref_prob: float  # pi_ref(action | state)
+    kl: float  # KL(pi || pi_ref) in this state, exact over all actions
+    kl_estimate: float  # the run's estimator (k1/k2/k3) from this action alone
+    entropy: float  # of pi in this state
+    alternatives: list[tuple[str, float]]  # the policy's likeliest other actions
+    reward: float  # what RL puts on this token (the score on the last; -beta * KL too when the KL is in the reward)
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One response to the prompt with what an RL iteration computes for it."""
+
+    response: str
+    answer: list[int] | None  # its terms, None if malformed
+    gold: float  # 1 = the exam's answer
+    reward: float  # the reward RL trains on (the RM's score as the scorer gives it, or gold)
+    kl_sum: float  # the run's KL estimate summed over the response
+    advantage: float | None  # on its first action (None: GAE needs the critic, which is not loaded)
+
+
+@dataclass(frozen=True)
+class Trace:
+    prompt: list[int]
+    exam_answer: list[int] | None
+    rule: str | None
+    stage: str
+    reward_source: str
+    kl_estimator: str
+    kl_in: str
+    kl_coef: float
+    advantage: str
+    greedy: Episode
+    steps: list[Step]
+    group: list[Episode]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def load_run_config(run_dir: Path) -> Config:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise TraceError(
+            f"{run_dir} has no config.json: pass a run directory made by `tokenmdp run` or a stage command"
+        )
+    return Config.model_validate(with_defaults(json.loads(path.read_text())))
+
+
+def stage_checkpoint(run_dir: Path, stage: str) -> Path:
+    if stage not in POLICY_STAGES:
+        raise TraceError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
+    path = run_dir / stage / "checkpoint.pt"
+    if not path.is_file():
+        raise TraceError(f"{run_dir} has no {stage} policy ({path} is missing): train that stage first")
+    return path
+
+
+def state_log_probs(model: GPT, rollouts: Rollouts) -> torch.Tensor:
+    """(B, T, V) log pi(. | state before token t) in column t (column 0 unused), all actions."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(rollouts.tokens, rollouts.mask)[:, :-1], dim=-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
+
+
+def trace(run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0) -> Trace:
+    """The greedy response of `stage`'s policy to `prefix`, step by step, and a scored group of `group` samples."""
+    cfg = load_run_config(run_dir)
+    rl = cfg.rl
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    policy, _, _ = load_checkpoint(stage_checkpoint(run_dir, stage), space)
+    policy.eval()
+    reference = ReferenceImpl(str(stage_checkpoint(run_dir, "sft")), cfg.world.digit_order)
+    rm_path = run_dir / "reward" / "checkpoint.pt"
+    if rl.reward_source == "rm" and not rm_path.is_file():
+        raise TraceError(f"the run rewards with its reward model, and {rm_path} is missing: train it first")
+    prompt = space.encode_prompt(prefix)
+    if len(prompt) + rl.max_new_tokens > policy.cfg.max_len:
+        raise TraceError(f"{len(prefix)} terms do not fit the policy's context of {policy.cfg.max_len} tokens")
+
+    def scorer(per_prompt: bool) -> RewardScorerImpl | None:
+        if rl.reward_source != "rm":
+            return None
+        return RewardScorerImpl(str(rm_path), cfg.world.digit_order, per_prompt=per_prompt)
+
+    greedy_rollouts = sample_rollouts(
+        policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
+    )
+    # A single response has no group to normalise within: its score is the scorer's before that step.
+    greedy, kl_greedy = _episodes(greedy_rollouts, prefix, space, reference, scorer(False), cfg, in_group=False)
+    steps = _steps(policy, reference.model, greedy_rollouts, space, kl_greedy, greedy[0], cfg)
+    episodes: list[Episode] = []
+    size = rl.group_size if group is None else group
+    if size == 1 and rl.advantage in ("rloo", "group"):
+        raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
+    if size > 0:
+        sampled = sample_rollouts(
+            policy,
+            space,
+            [prompt],
+            group_size=size,
+            max_new_tokens=rl.max_new_tokens,
+            policy_version=0,
+            temperature=rl.temperature,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        episodes, _ = _episodes(sampled, prefix, space, reference, scorer(rl.normalize_reward), cfg, in_group=True)
+    verdict = analyze(prefix)
+    return Trace(
+        prompt=prefix,
+        exam_answer=list(verdict.answer[:1]) if verdict.answer else None,
+        rule=verdict.rule,
+        stage=stage,
+        reward_source=rl.reward_source,
+        kl_estimator=rl.kl_estimator,
+        kl_in=rl.kl_in,
+        kl_coef=rl.kl_coef,
+        advantage=rl.advantage,
+        greedy=greedy[0],
+        steps=steps,
+        group=episodes,
+    )
+
+
+def _episodes(
+    rollouts: Rollouts, prefix: list[int], space: ActionSpace, reference: ReferenceImpl,
+    scorer: RewardScorerImpl | None, cfg: Config, in_group: bool,
+) -> tuple[list[Episode], torch.Tensor]:  # fmt: skip
+    """Each response's reward, KL and (`in_group`: the rows are one prompt's group) advantage, as
+    `pipelines.rlhf.iteration_step` computes them; and the (B, T) KL."""
+    rl = cfg.rl
+    mask = rollouts.action_mask.float()
+    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts), rl.kl_estimator) * mask
+    answers = [space.parse_response(r).answer for r in rollouts.responses()]
+    gold = torch.tensor([float(grade(prefix, a, n_terms=1) or 0) for a in answers])
+    rewards = scorer.score(rollouts) if scorer is not None else gold
+    advantages = None
+    if in_group and rl.advantage != "gae":
+        kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
+        advantages, _ = adv.estimate(
+            rl.advantage,
+            rewards,
+            rollouts.group,
+            rollouts.action_mask,
+            kl=kl,
+            kl_coef=kl_in_reward,
+            gamma=rl.gamma,
+            lam=rl.lam,
+            group_std=rl.group_std,
+        )
+    first = rollouts.prompt_width
+    episodes = [
+        Episode(
+            response=" ".join(space.decode_tokens(r)),
+            answer=answers[i],
+            gold=float(gold[i]),
+            reward=float(rewards[i]),
+            kl_sum=float(kl[i].sum()),
+            advantage=float(advantages[i, first]) if advantages is not None else None,
+        )
+        for i, r in enumerate(rollouts.responses())
+    ]
+    return episodes, kl
+
+
+def _steps(
+    policy: GPT, reference: GPT, rollouts: Rollouts, space: ActionSpace, kl: torch.Tensor, episode: Episode,
+    cfg: Config, alternatives: int = 3,
+) -> list[Step]:  # fmt: skip
+    """Row 0's actions, each in its state, with both policies' whole distributions there."""
+    logp, ref_logp = state_log_probs(policy, rollouts)[0], state_log_probs(reference, rollouts)[0]
+    rl = cfg.rl
+    kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
+    token_rewards = adv.token_rewards(torch.tensor([episode.reward]), rollouts.action_mask, kl, kl_in_reward)[0]
+    tokens = rollouts.tokens[0].tolist()
+    real = rollouts.mask[0].bool().tolist()
+    steps = []
+    for t in torch.nonzero(rollouts.action_mask[0]).squeeze(1).tolist():
+        action = tokens[t]
+        state = [tok for tok, r in zip(tokens[:t], real[:t], strict=True) if r][-STATE_TOKENS:]
+        likeliest = torch.argsort(logp[t], descending=True).tolist()
+        steps.append(
+            Step(
+                state=" ".join(space.decode_tokens(state)),
+                action=space.tokens[action],
+                prob=float(logp[t, action].exp()),
+                ref_prob=float(ref_logp[t, action].exp()),
+                kl=float(categorical_kl(logp[t], ref_logp[t])),
+                kl_estimate=float(kl[0, t]),
+                entropy=float(entropy(logp[t])),
+                alternatives=[(space.tokens[a], float(logp[t, a].exp())) for a in likeliest if a != action][
+                    :alternatives
+                ],
+                reward=float(token_rewards[t]),
+            )
+        )
+    return steps

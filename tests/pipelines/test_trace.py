@@ -1,0 +1,99 @@
+"""`tokenmdp trace`: one prompt through the MDP, with the numbers RL computes for it."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import load_config
+from models.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.trace import TraceError, trace
+from world.grader import grade
+
+PREFIX = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+def traced_run(sft_run):
+    """The tiny SFT run with its config saved, rewarded by the gold grader (it has no reward model)."""
+    cfg = load_config("tiny", ["rl.reward_source=gold", "rl.kl_estimator=k3", "rl.advantage=rloo"])
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    return sft_run
+
+
+def test_the_sft_policy_is_its_own_reference(traced_run):
+    t = trace(traced_run, PREFIX, stage="sft", group=6)
+    assert (t.steps and t.steps[-1].action == "<eor>") or len(t.steps) == 8  # stopped, or ran out of tokens
+    for step in t.steps:
+        assert step.prob == pytest.approx(step.ref_prob, abs=1e-6)
+        assert step.kl == pytest.approx(0.0, abs=1e-6) and step.kl_estimate == pytest.approx(0.0, abs=1e-6)
+        # greedy: the action taken is the likeliest, and the others come likeliest first
+        others = [p for _, p in step.alternatives]
+        assert all(step.prob >= p for p in others) and others == sorted(others, reverse=True)
+        assert 0.0 <= step.entropy <= math.log(16) + 1e-6
+    assert t.exam_answer == [6]
+
+
+def test_the_group_gets_the_runs_reward_and_leave_one_out_advantages(traced_run):
+    t = trace(traced_run, PREFIX, stage="sft", group=6)
+    assert len(t.group) == 6
+    rewards = [e.reward for e in t.group]
+    for e in t.group:
+        assert e.gold == float(grade(PREFIX, e.answer, n_terms=1) or 0) and e.reward == e.gold  # reward_source=gold
+    for i, e in enumerate(t.group):  # RLOO by hand: R_i minus the mean of the other five
+        assert e.advantage == pytest.approx(rewards[i] - (sum(rewards) - rewards[i]) / 5, abs=1e-6)
+    # the greedy answer's reward sits on its last action only (KL in the loss: no per-token penalty)
+    assert [s.reward for s in t.steps[:-1]] == [0.0] * (len(t.steps) - 1)
+    assert t.steps[-1].reward == t.greedy.reward
+
+
+def test_a_moved_policy_shows_its_kl_to_the_reference(traced_run):
+    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
+    t = trace(traced_run, PREFIX, stage="rlhf", group=0)
+    assert t.group == [] and any(s.kl > 1e-4 for s in t.steps)
+    for s in t.steps:  # k3 of the action taken, from the two probabilities shown
+        r = math.log(s.prob / s.ref_prob)
+        assert s.kl_estimate == pytest.approx(math.exp(-r) - 1 + r, abs=1e-5)
+
+
+def test_trace_refuses_what_it_cannot_trace(traced_run, tmp_path):
+    with pytest.raises(TraceError, match="holds no policy"):
+        trace(traced_run, PREFIX, stage="pretrain")
+    with pytest.raises(TraceError, match="no rlhf policy"):
+        trace(traced_run, PREFIX, stage="rlhf")
+    with pytest.raises(TraceError, match="--group 2"):
+        trace(traced_run, PREFIX, stage="sft", group=1)
+    with pytest.raises(TraceError, match="context"):
+        trace(traced_run, list(range(100, 140)), stage="sft")
+    shutil.copytree(traced_run / "sft", tmp_path / "bare" / "sft")
+    with pytest.raises(TraceError, match=r"no config\.json"):
+        trace(tmp_path / "bare", PREFIX, stage="sft")
+    rm_run = tmp_path / "rm"
+    shutil.copytree(traced_run, rm_run)
+    (rm_run / "config.json").write_text(json.dumps(load_config("tiny").model_dump()))  # rewards from the RM
+    with pytest.raises(TraceError, match="reward model"):
+        trace(rm_run, PREFIX, stage="sft")
+
+
+def test_trace_command_prints_json_and_tables(traced_run):
+    runner = CliRunner()
+    result = runner.invoke(app, ["trace", str(traced_run), "1,2,3,4,5", "--stage", "sft", "--group", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["stage"] == "sft" and len(data["group"]) == 3 and data["steps"][0]["prob"] > 0
+    result = runner.invoke(app, ["trace", str(traced_run), "1,2,3,4,5", "--stage", "sft"])
+    assert result.exit_code == 0 and "greedy response" in result.stdout and "a group of 4" in result.stdout
+    result = runner.invoke(app, ["trace", str(traced_run), "1,2,3,4,5"])
+    said = " ".join(result.output.replace("│", " ").split())  # the message as rich wraps it in a box
+    assert result.exit_code != 0 and "has no rlhf policy" in said
