@@ -58,9 +58,10 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
     rows, version = [], 0
     try:
         for it in range(args.iterations):
-            metrics, version = rlhf.iteration_step(cfg, actors, space, policy, questions, it, version)
+            step = rlhf.iteration_step(cfg, actors, space, policy, questions, it, version)
+            version = step.version
             if it > 0:
-                rows.append(metrics)
+                rows.append(step.metrics)
     finally:
         actors.stop()
     mean = {p: sum(r[f"time/{p}"] for r in rows) / len(rows) for p in (*LAPS, *JUDGES, "iteration")}

@@ -41,7 +41,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
-from pipelines.tracking import flatten, log_metrics_batch, stage_run
+from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.exam import Question, draw_questions, group_by_template
@@ -349,10 +349,54 @@ def learner_metrics(results: Any) -> dict[str, float]:
     return out
 
 
+TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    """What one iteration reports: its metrics, the policy version after it, and a few of its rollouts."""
+
+    metrics: dict[str, float]
+    version: int
+    samples: list[dict]
+
+
+def sample_rows(
+    rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
+    advantages: torch.Tensor, kl: torch.Tensor, iteration: int, groups: int = TABLE_GROUPS,
+) -> list[dict]:  # fmt: skip
+    """The first `groups` prompts' responses as the iteration scored them: one row each, for the rollouts table.
+
+    `advantage` is the one on the response's first action (the same on every action for
+    rloo and group baselines); `kl` is the run's estimate summed over the response.
+    """
+    rows = []
+    first = rollouts.prompt_width
+    for i, (g, response) in enumerate(zip(rollouts.group.tolist(), rollouts.responses(), strict=True)):
+        if g >= groups:
+            continue
+        answer = space.parse_response(response).answer
+        rows.append(
+            {
+                "iteration": iteration,
+                "policy_version": rollouts.policy_version,
+                "prompt": " ".join(map(str, asked[g].prefix)),
+                "exam_answer": " ".join(map(str, asked[g].answer)),
+                "response": " ".join(space.decode_tokens(response)),
+                "answer": "malformed" if answer is None else " ".join(map(str, answer)),
+                "gold": float(gold[i]),
+                "reward": float(reward[i]),
+                "advantage": float(advantages[i, first]),
+                "kl": float(kl[i].sum()),
+            }
+        )
+    return rows
+
+
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
                    iteration: int, version: int, variant: Variant = LIBRARY,
-                   by_template: dict[str, list[Question]] | None = None) -> tuple[dict[str, float], int]:  # fmt: skip
-    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: (metrics, new version).
+                   by_template: dict[str, list[Question]] | None = None) -> IterationResult:  # fmt: skip
+    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: metrics, new version, samples.
 
     `by_template` (the pool grouped once per stage) draws the prompts' templates evenly.
     """
@@ -442,7 +486,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     }
     t["time/iteration"] = time.perf_counter() - began
     t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
-    return m | t | ray.get(actors.buffer.report.remote()), version
+    samples = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1)
+    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples)
 
 
 def main(
@@ -509,6 +554,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
+    table: list[dict] = []  # rollouts of the iterations since the last checkpoint
     by_template = group_by_template(questions) if rl.balance_templates else None
     practised = practised_for(cfg, questions)
     final: dict[str, float] = {}
@@ -522,9 +568,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
             while iteration < rl.iterations:
-                metrics, version = iteration_step(
-                    cfg, actors, space, policy, questions, iteration, version, variant, by_template
-                )
+                step = iteration_step(cfg, actors, space, policy, questions, iteration, version, variant, by_template)
+                metrics, version = step.metrics, step.version
+                table += step.samples
                 iteration += 1
                 progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
                 judged = None  # the policy of this iteration, if it was judged
@@ -544,6 +590,10 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                         sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]),
                         config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
                     )  # fmt: skip
+                    log_table(
+                        table, "rollouts.json"
+                    )  # after the checkpoint: a kill between loses rows, never doubles them
+                    table = []
                     if stop_at is not None and iteration >= stop_at:
                         break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is

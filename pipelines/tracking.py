@@ -70,3 +70,11 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
     metrics = [Metric(key, float(value), now, step) for step, values in rows for key, value in values.items()]
     for start in range(0, len(metrics), 900):
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 900])
+
+
+def log_table(rows: list[dict], artifact_file: str) -> None:
+    """Append `rows` (dicts with the same keys) to the active run's table `artifact_file` (MLflow's table view)."""
+    import mlflow
+
+    if rows:
+        mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, artifact_file=artifact_file)

@@ -77,8 +77,9 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
     try:
         version = 0
         for iteration in range(2):
-            metrics, version = rlhf.iteration_step(cfg, actors, SPACE, policy, prompts, iteration, version)
-            assert metrics["rl/sample_staleness"] == 0
+            step = rlhf.iteration_step(cfg, actors, SPACE, policy, prompts, iteration, version)
+            version = step.version
+            assert step.metrics["rl/sample_staleness"] == 0
         results = actors.learner.foreach_learner(
             lambda learner, **_: float(sum(p.detach().double().sum() for p in learner.module[MODULE_ID].parameters()))
         )

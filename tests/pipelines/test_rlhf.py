@@ -1,5 +1,8 @@
 """RLHF on real Ray actors and RLlib learners, on tiny, through a real local MLflow store."""
 
+import json
+from pathlib import Path
+
 import mlflow
 import pytest
 import torch
@@ -49,6 +52,18 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert metrics["time/judge"] >= max(metrics["time/score"], metrics["time/reference"]) > 0
     assert sum(metrics[f"time/{lap}"] for lap in laps) <= metrics["time/iteration"]
     assert len(client.get_metric_history(final["run_id"], "reward/gold")) == cfg.rl.iterations
+    # the rollouts table: each iteration's first groups as it scored them, appended at every checkpoint
+    table = json.loads(Path(client.download_artifacts(final["run_id"], "rollouts.json", str(tmp_path))).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    G = cfg.rl.group_size
+    assert len(rows) == cfg.rl.iterations * rlhf.TABLE_GROUPS * G
+    assert sorted({r["iteration"] for r in rows}) == list(range(1, cfg.rl.iterations + 1))
+    assert all(r["policy_version"] == r["iteration"] - 1 for r in rows)  # strict on-policy
+    assert all(r["gold"] == float(r["answer"] == r["exam_answer"]) for r in rows)
+    for start in range(0, len(rows), G):  # RLOO: a group's advantages sum to zero
+        group = rows[start : start + G]
+        assert len({r["prompt"] for r in group}) == 1
+        assert sum(r["advantage"] for r in group) == pytest.approx(0.0, abs=1e-5)
     sft, _ = weights(sft_run / "sft" / "checkpoint.pt")
     tuned, state = weights(sft_run / "rlhf" / "checkpoint.pt")
     assert state["policy_version"] == cfg.rl.iterations
