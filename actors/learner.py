@@ -56,7 +56,7 @@ class PolicyGradientLearner(TorchLearner):
         )
         world = max(int(rl["world_size"]), 1)
         old, advantages = batch["old_logprobs"], batch["advantages"]
-        pg, clipped = clipped_surrogate(logp, old, advantages, rl["clip_eps"], rl["dual_clip"])
+        pg, clipped = clipped_surrogate(logp, old, advantages, rl["clip_eps"], rl["dual_clip"], rl["clip_eps_high"])
         per_token = pg
         kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
         if rl["kl_in"] == "loss":
@@ -79,8 +79,8 @@ class PolicyGradientLearner(TorchLearner):
 
 def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
     return {
-        "clip_eps": rl.clip_eps, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef, "kl_estimator": rl.kl_estimator,
-        "kl_in": rl.kl_in, "loss_agg": rl.loss_agg, "world_size": world_size,
+        "clip_eps": rl.clip_eps, "clip_eps_high": rl.clip_eps_high, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef,
+        "kl_estimator": rl.kl_estimator, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg, "world_size": world_size,
     }  # fmt: skip
 
 

@@ -54,15 +54,20 @@ def clipped_surrogate(
     advantages: torch.Tensor,
     clip_eps: float,
     dual_clip: float | None = None,
+    clip_eps_high: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token PPO loss -min(rho A, clip(rho, 1-eps, 1+eps) A), and where clipping was active.
+    """Per-token PPO loss -min(rho A, clip(rho, 1-eps, 1+eps_high) A), and where clipping was active.
 
-    With `dual_clip` c > 1, the loss of a negative-advantage action is capped at -c A, so
-    a huge ratio on a bad action cannot blow up the update.
+    `clip_eps_high` (None = `clip_eps`) is DAPO's clip-higher: a wider upper bound lets an
+    unlikely action with a positive advantage grow further in one step, against the entropy
+    collapse a symmetric clip favours. With `dual_clip` c > 1, the loss of a
+    negative-advantage action is capped at -c A, so a huge ratio on a bad action cannot
+    blow up the update.
     """
+    high = clip_eps if clip_eps_high is None else clip_eps_high
     ratio = torch.exp(logprobs - old_logprobs)
     unclipped = -ratio * advantages
-    clipped = -ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    clipped = -ratio.clamp(1.0 - clip_eps, 1.0 + high) * advantages
     loss = torch.maximum(unclipped, clipped)
     if dual_clip is not None:
         loss = torch.where(advantages < 0, torch.minimum(loss, -dual_clip * advantages), loss)

@@ -216,6 +216,8 @@ class RLConfig(Strict):
     kl_in: Literal["reward", "loss"] = "loss"
     """Put the per-token KL penalty in the reward (PPO-style) or in the loss (GRPO-style)."""
     clip_eps: float = Field(0.2, gt=0)
+    clip_eps_high: float | None = Field(None, gt=0)
+    """Upper clip of the ratio, 1 + clip_eps_high (DAPO's clip-higher, e.g. 0.28); None = clip_eps, symmetric."""
     dual_clip: float | None = Field(None, gt=1)
     """Dual-clip constant c > 1 bounding the loss of negative-advantage actions; None = off."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"

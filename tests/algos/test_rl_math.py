@@ -97,6 +97,15 @@ def test_clipped_surrogate_and_dual_clip():
     assert close(plain, [5.0]) and close(dual, [3.0])
 
 
+def test_clip_higher_widens_only_the_upper_bound():
+    logp = torch.tensor([math.log(1.5), math.log(1.25), math.log(0.5)])  # ratios 1.5, 1.25, 0.5
+    adv = torch.tensor([1.0, 1.0, -1.0])
+    loss, clipped = clipped_surrogate(logp, torch.zeros(3), adv, clip_eps=0.2, clip_eps_high=0.28)
+    # 1.5 clips at 1.28 instead of 1.2; 1.25 is inside [0.8, 1.28]; the lower bound 0.8 is unchanged
+    assert close(loss, [-1.28, -1.25, 0.8])
+    assert clipped.tolist() == [1.0, 0.0, 1.0]
+
+
 def test_policy_gradient_moves_each_action_by_its_advantage():
     logp = torch.zeros(2, requires_grad=True)
     loss, _ = clipped_surrogate(logp, torch.zeros(2), torch.tensor([2.0, -1.0]), clip_eps=0.2)
