@@ -39,7 +39,7 @@ def main() -> None:
     result: dict = {"eval_questions": len(asked), "with_other_oeis_continuation": len(exotic)}
     for path in args.checkpoints:
         answers = PolicyEngine(path).continue_batch([(list(q.prefix), 1, Sampling()) for q in exotic])
-        firsts = [terms[0] if terms else None for terms, _ in answers]
+        firsts = [a.terms[0] if a.terms else None for a in answers]
         result[path] = {
             "oeis_not_exam": sum(
                 a is not None and a != q.answer[0] and a in index[q.prefix] for q, a in zip(exotic, firsts, strict=True)

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from serve.engine import BadRequest, PolicyEngine, Sampling
+from serve.engine import BadRequest, Continuation, PolicyEngine, Sampling
 from serve.schemas import (
     CompletionChoice,
     CompletionRequest,
@@ -59,15 +59,18 @@ class PolicyServer:
     async def healthz(self) -> dict:
         return {"status": "ok", "model": self.info.model_dump()}
 
-    @app.post("/v1/continue", response_model=ContinueResponse)
+    @app.post("/v1/continue", response_model=ContinueResponse, response_model_exclude_none=True)
     async def continue_sequence(self, request: ContinueRequest) -> ContinueResponse:
         self.engine.check_sequence(request.sequence, request.max_terms)
         sampling = Sampling(request.temperature, request.top_k, request.seed)
-        terms, finished = await self._continue((request.sequence, request.max_terms, sampling))
-        return ContinueResponse(terms=terms, text=",".join(map(str, terms)), finished=finished, model=self.info)
+        result = await self._continue((request.sequence, request.max_terms, sampling))
+        return ContinueResponse(
+            terms=result.terms, text=",".join(map(str, result.terms)), finished=result.finished, model=self.info,
+            logprobs=result.logprobs if request.logprobs else None,
+        )  # fmt: skip
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _continue(self, items: list[tuple[list[int], int, Sampling]]) -> list[tuple[list[int], bool]]:
+    async def _continue(self, items: list[tuple[list[int], int, Sampling]]) -> list[Continuation]:
         return self.engine.continue_batch(items)
 
     @app.post("/v1/completions", response_model=CompletionResponse)

@@ -22,6 +22,15 @@ class BadRequest(ValueError):
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """The new terms of one request, whether every one was well-formed, and each episode's log-probability."""
+
+    terms: list[int]
+    finished: bool
+    logprobs: list[float]  # per term: log pi of the whole response it came from, <eor> included
+
+
+@dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.0
     top_k: int | None = None
@@ -65,32 +74,39 @@ class PolicyEngine:
             temperature=sampling.temperature, top_k=sampling.top_k, generator=generator,
         )  # fmt: skip
 
-    def continue_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[tuple[list[int], bool]]:
-        """(sequence, max_terms, sampling) -> (new terms, finished); each term is one episode of the policy."""
+    def continue_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[Continuation]:
+        """(sequence, max_terms, sampling) -> its continuation; each term is one episode of the policy.
+
+        A term's log-probability is that of the response it was read from (its actions through
+        `<eor>`) under the distribution sampled: the policy's own at temperature 0 or 1.
+        """
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, (_, _, s) in enumerate(requests):
             groups[(s.temperature, s.top_k, None if s.seed is None else ("seeded", i))].append(i)
-        results: dict[int, tuple[list[int], bool]] = {}
+        results: dict[int, Continuation] = {}
         for rows in groups.values():
             results |= self._continue_group(requests, rows)
         return [results[i] for i in range(len(requests))]
 
-    def _continue_group(self, requests, rows: list[int]) -> dict[int, tuple[list[int], bool]]:
+    def _continue_group(self, requests, rows: list[int]) -> dict[int, Continuation]:
         sampling = requests[rows[0]][2]
         sequences = {i: list(requests[i][0]) for i in rows}
         new_terms: dict[int, list[int]] = {i: [] for i in rows}
+        logprobs: dict[int, list[float]] = {i: [] for i in rows}
         finished = dict.fromkeys(rows, True)
         while active := [i for i in rows if finished[i] and len(new_terms[i]) < requests[i][1]]:
             prompts = [self.space.encode_prompt(sequences[i]) for i in active]
             gen = self._generate(prompts, sampling, self.max_term_digits + 2)
+            episode_logprobs = (gen.logprobs * gen.action_mask).sum(dim=1).tolist()
             for row, i in enumerate(active):
                 parsed = self.space.parse_response(gen.tokens[row].tolist())
                 if not parsed.well_formed or not parsed.terms:
                     finished[i] = False
                     continue
                 new_terms[i].append(parsed.terms[0])
+                logprobs[i].append(episode_logprobs[row])
                 sequences[i].append(parsed.terms[0])
-        return {i: (new_terms[i], finished[i]) for i in rows}
+        return {i: Continuation(new_terms[i], finished[i], logprobs[i]) for i in rows}
 
     def complete(self, sequence: list[int], max_tokens: int, sampling: Sampling) -> tuple[str, str, int]:
         """Continuation text (without `<eor>`), finish reason ("stop" at `<eor>`, else "length"), tokens generated."""

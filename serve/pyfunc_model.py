@@ -24,7 +24,7 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
         rows = model_input.values.tolist() if hasattr(model_input, "values") else list(model_input)
         results = self.engine.continue_batch([([int(x) for x in row], 1, Sampling()) for row in rows])
-        return [terms[0] if terms else None for terms, _ in results]
+        return [r.terms[0] if r.terms else None for r in results]
 
 
 def register_policy(checkpoint: Path, name: str) -> str:

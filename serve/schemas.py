@@ -20,6 +20,7 @@ class ContinueRequest(Strict):
     temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 = greedy.")
     top_k: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = Field(None, description="Makes sampling (temperature > 0) reproducible.")
+    logprobs: bool = Field(False, description="Also return each term's log-probability under the policy.")
 
 
 class ContinueResponse(BaseModel):
@@ -27,6 +28,11 @@ class ContinueResponse(BaseModel):
     text: str
     finished: bool = Field(description="Every term was well-formed and closed by <eor>.")
     model: ModelInfo
+    logprobs: list[float] | None = Field(
+        None,
+        description="With logprobs: per term, the log-probability of the response it was read from (its actions "
+        "through <eor>), under the distribution sampled (the policy's own at temperature 0 or 1).",
+    )
 
 
 class CompletionRequest(Strict):

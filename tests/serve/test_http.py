@@ -46,6 +46,30 @@ def test_continue_returns_terms_text_and_model(server):
     assert again["terms"] == body["terms"]  # greedy is deterministic
 
 
+def test_continue_returns_each_terms_log_probability_when_asked(server):
+    body = server.post("/v1/continue", json={"sequence": [1, 2, 4, 8, 16], "max_terms": 2, "logprobs": True}).json()
+    assert len(body["logprobs"]) == len(body["terms"]) and all(lp <= 0 for lp in body["logprobs"])
+    plain = server.post("/v1/continue", json={"sequence": [1, 2, 4, 8, 16], "max_terms": 2}).json()
+    assert plain["terms"] == body["terms"] and "logprobs" not in plain
+
+
+def test_a_terms_log_probability_is_the_policys_own(tiny_sft_run):
+    import torch
+
+    from models.rollout import action_logprobs
+    from serve.engine import PolicyEngine, Sampling
+
+    engine = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt")
+    prefix = [1, 2, 3, 4, 5]
+    result = engine.continue_batch([(prefix, 1, Sampling())])[0]
+    assert result.finished and len(result.logprobs) == 1
+    prompt, response = engine.space.encode_prompt(prefix), engine.space.encode_response(result.terms)
+    tokens = torch.tensor([prompt + response])
+    with torch.no_grad():  # teacher-forced, independently of the sampler
+        forced = action_logprobs(engine.model, tokens, torch.ones_like(tokens))[0, len(prompt) :].sum()
+    assert result.logprobs[0] == pytest.approx(float(forced), abs=1e-4)
+
+
 def test_seeded_sampling_is_reproducible_and_batching_does_not_change_answers(server):
     request = {"sequence": [3, 6, 9, 12], "temperature": 1.0, "seed": 7}
     first = server.post("/v1/continue", json=request).json()
@@ -103,7 +127,7 @@ def test_the_endpoint_gives_the_exam_answer_where_the_trained_policy_knows_it(se
     engine = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt")
     bank = build_bank(0, 1000, 1)
     answers = engine.continue_batch([(list(q.prefix), 1, Sampling()) for q in bank])
-    known = [q for q, (terms, _) in zip(bank, answers, strict=True) if tuple(terms) == q.answer]
+    known = [q for q, a in zip(bank, answers, strict=True) if tuple(a.terms) == q.answer]
     assert known, "the tiny policy answers no exam question: nothing to check"
     body = server.post("/v1/continue", json={"sequence": list(known[0].prefix)}).json()
     assert tuple(body["terms"]) == known[0].answer and body["finished"]
