@@ -58,6 +58,20 @@ def group_baseline(rewards: torch.Tensor, group: torch.Tensor, scale_by_std: boo
     return advantages / (std + EPS) if scale_by_std else advantages
 
 
+def zero_advantage_groups(
+    advantages: torch.Tensor, action_mask: torch.Tensor, group: torch.Tensor, atol: float = EPS
+) -> torch.Tensor:
+    """(B,) True on the rows of a group none of whose actions has an advantage above `atol`.
+
+    Under a group baseline (RLOO, group) that is a prompt whose G responses earned the same
+    reward, e.g. G identical answers: it carries no policy-gradient signal, only KL (DAPO
+    drops such groups from the batch).
+    """
+    row_has_signal = ((advantages.abs() * action_mask.to(advantages.dtype)).amax(dim=1) > atol).to(advantages.dtype)
+    group_signal = torch.zeros(int(group.max()) + 1 if group.numel() else 0).index_add_(0, group, row_has_signal)
+    return group_signal[group] == 0
+
+
 def per_token(sequence_values: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Broadcast a (B,) value to every action of its row: (B, T)."""
     return sequence_values[:, None] * action_mask.to(sequence_values.dtype)

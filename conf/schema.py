@@ -232,6 +232,10 @@ class RLConfig(Strict):
     value_clip: float = Field(0.2, gt=0)
     max_staleness: int = Field(0, ge=0)
     """How many policy versions old a sample may be when the learner uses it; 0 = strictly on-policy."""
+    drop_zero_advantage_groups: bool = False
+    """Leave out of the learner's batch the groups none of whose actions has an advantage (with RLOO or group
+    baselines: G responses with equal rewards), as DAPO does: the loss is then normalised over the groups
+    that carry signal, and the dropped ones add no KL term either. Counted in `rl/zero_advantage_groups`."""
     sync: Literal["collective", "object_store"] = "collective"
     """How new weights reach the samplers: a gloo/NCCL broadcast or through Ray's object store."""
     sync_every: int = Field(1, ge=1)

@@ -328,9 +328,10 @@ def minibatches(batch: Any, parts: int, rng: np.random.Generator) -> list:
     """
     from actors.learner import MODULE_ID
 
+    rows = batch.policy_batches[MODULE_ID]
+    parts = min(parts, len(rows))  # a batch left with fewer rows (zero-advantage groups dropped) than minibatches
     if parts == 1:
         return [batch]
-    rows = batch.policy_batches[MODULE_ID]
     max_len = float(rows["den_max_len"][0])
     names = [k for k in rows if not k.startswith("den_")]
     order = rng.permutation(len(rows))
@@ -442,9 +443,17 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         )  # fmt: skip
     else:  # an experiment's arm: its own weights, no critic targets
         advantages, returns = variant.advantages(proxy, rollouts.group, rollouts.action_mask), None
+    silent = adv.zero_advantage_groups(advantages, rollouts.action_mask, rollouts.group)
+    m["rl/zero_advantage_groups"] = silent.float().mean().item()  # rows share their group's verdict: a group share
     lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
-    batch = learner_batch(rollouts, advantages, ref_logprobs, rl.max_new_tokens)
+    keep = torch.nonzero(~silent).squeeze(1) if rl.drop_zero_advantage_groups and not bool(silent.all()) else None
+    trained = rollouts if keep is None else rollouts.select(keep)
+    m["rl/trained_responses"] = float(trained.size)
+    batch = learner_batch(
+        trained, advantages if keep is None else advantages[keep], ref_logprobs if keep is None else ref_logprobs[keep],
+        rl.max_new_tokens,
+    )  # fmt: skip
     ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
     served = ray.get(actors.buffer.take.remote(version))
     lap("buffer")

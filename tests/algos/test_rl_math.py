@@ -164,3 +164,14 @@ def test_categorical_kl_and_entropy_by_hand():
     certain = torch.tensor([0.0, float("-inf")])  # an action never taken adds nothing, not nan
     assert close(entropy(certain), [0.0])
     assert close(categorical_kl(certain, q), [-math.log(0.25)])
+
+
+def test_zero_advantage_groups_by_hand():
+    from algos.advantages import zero_advantage_groups
+
+    group = torch.tensor([0, 0, 1, 1, 2, 2])
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1], [1, 1], [1, 1], [0, 0]])
+    advantages = torch.tensor([[0.0, 0.0], [0.0, 5.0], [0.5, 0.5], [-0.5, -0.5], [0.0, 0.0], [3.0, 3.0]])
+    # group 0: zero on every action (5.0 sits off the mask); group 1 carries signal; group 2: one row's
+    # actions are all zero and the other has no actions, so nothing to learn either
+    assert zero_advantage_groups(advantages, mask, group).tolist() == [True, True, False, False, True, True]

@@ -109,3 +109,20 @@ def test_an_actor_that_cannot_start_is_an_error_with_its_reason_not_a_hang(sft_r
     cfg = load_config("tiny", [*GOLD, f"world.digit_order={other_order}"])  # the actors' space differs
     with pytest.raises(Exception, match="action space"):
         rlhf.start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_zero_advantage_groups_are_counted_and_dropped_when_asked(sft_run, tmp_path, ray_local, drop):
+    from algos.advantages import per_token
+
+    def first_prompt_silent(rewards, group, action_mask):  # group 0 gets no advantage, the others +-1
+        signs = torch.where(torch.arange(len(group)) % 2 == 0, 1.0, -1.0)
+        return per_token(torch.where(group == 0, 0.0, signs), action_mask)
+
+    cfg = load_config("tiny", [*GOLD, "rl.iterations=2", f"rl.drop_zero_advantage_groups={str(drop).lower()}"])
+    variant = rlhf.Variant(name="first-prompt-silent", advantages=first_prompt_silent)
+    final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", variant=variant)
+    total = cfg.rl.prompts_per_iteration * cfg.rl.group_size
+    assert final["rl/zero_advantage_groups"] == pytest.approx(1 / cfg.rl.prompts_per_iteration)
+    assert final["rl/trained_responses"] == (total - cfg.rl.group_size if drop else total)
+    assert final["rl/policy_version"] == 2
