@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from itertools import islice
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import track
@@ -15,6 +16,9 @@ from world.actions import ActionSpace
 from world.corpus import load_oeis, render, sample_series, split_of
 from world.exam import Question, iter_bank
 from world.grader import analyze, grade
+
+if TYPE_CHECKING:
+    from pipelines.trace import Trace
 
 console = Console()
 
@@ -92,7 +96,7 @@ def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
     console.print(table)
 
 
-def print_trace(trace) -> None:
+def print_trace(trace: Trace) -> None:
     """`tokenmdp trace`: the greedy response step by step, then the sampled group as RL scores it."""
     answer = trace.exam_answer[0] if trace.exam_answer else "-"
     console.print(

@@ -447,13 +447,12 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     m["rl/zero_advantage_groups"] = silent.float().mean().item()  # rows share their group's verdict: a group share
     lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
-    keep = torch.nonzero(~silent).squeeze(1) if rl.drop_zero_advantage_groups and not bool(silent.all()) else None
-    trained = rollouts if keep is None else rollouts.select(keep)
+    trained, trained_advantages, trained_ref = rollouts, advantages, ref_logprobs
+    if rl.drop_zero_advantage_groups and not bool(silent.all()):  # DAPO: only groups that carry signal
+        keep = torch.nonzero(~silent).squeeze(1)
+        trained, trained_advantages, trained_ref = rollouts.select(keep), advantages[keep], ref_logprobs[keep]
     m["rl/trained_responses"] = float(trained.size)
-    batch = learner_batch(
-        trained, advantages if keep is None else advantages[keep], ref_logprobs if keep is None else ref_logprobs[keep],
-        rl.max_new_tokens,
-    )  # fmt: skip
+    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens)
     ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
     served = ray.get(actors.buffer.take.remote(version))
     lap("buffer")
@@ -599,9 +598,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                         sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]),
                         config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
                     )  # fmt: skip
-                    log_table(
-                        table, "rollouts.json"
-                    )  # after the checkpoint: a kill between loses rows, never doubles them
+                    # after the checkpoint: a kill in between loses these rows, never doubles them
+                    log_table(table, "rollouts.json")
                     table = []
                     if stop_at is not None and iteration >= stop_at:
                         break
