@@ -369,7 +369,8 @@ def sample_rows(
     """The first `groups` prompts' responses as the iteration scored them: one row each, for the rollouts table.
 
     `advantage` is the one on the response's first action (the same on every action for
-    rloo and group baselines); `kl` is the run's estimate summed over the response.
+    rloo and group baselines); `kl` is the run's estimate summed over the response; `answer`
+    is the response's terms (None if malformed).
     """
     rows = []
     first = rollouts.prompt_width
@@ -382,9 +383,9 @@ def sample_rows(
                 "iteration": iteration,
                 "policy_version": rollouts.policy_version,
                 "prompt": " ".join(map(str, asked[g].prefix)),
-                "exam_answer": " ".join(map(str, asked[g].answer)),
+                "exam_answer": list(asked[g].answer),  # lists, not text: MLflow re-reads digit strings as numbers
                 "response": " ".join(space.decode_tokens(response)),
-                "answer": "malformed" if answer is None else " ".join(map(str, answer)),
+                "answer": answer,  # None = malformed
                 "gold": float(gold[i]),
                 "reward": float(reward[i]),
                 "advantage": float(advantages[i, first]),
