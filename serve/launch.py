@@ -53,7 +53,7 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
     deployment = PolicyServer.options(
         num_replicas=settings.replicas,
         ray_actor_options={"num_cpus": settings.num_cpus},
-        max_ongoing_requests=max(2 * settings.max_batch_size, 16),
+        max_ongoing_requests=settings.max_ongoing_requests,
     ).bind(model=model, tracking_uri=tracking_uri or "", settings=settings.model_dump())
     serve.run(deployment, name="tokenmdp", route_prefix="/", blocking=blocking)
     return f"http://{settings.host}:{settings.port}"

@@ -68,6 +68,7 @@ def test_an_unknown_preset_is_refused_with_the_list_of_presets():
         ("reward.label_smoothing=0.5", "label_smoothing"),
         ("model.max_len=32", "world.max_tokens=48 exceeds model.max_len=32"),
         ("reward.views=0", "views"),
+        ("serve.max_ongoing_requests=4", "could never fill a batch"),
     ],
 )
 def test_bad_config_names_the_field(override, message):
