@@ -2,17 +2,19 @@
 
     python -m bench.sampler [--batch 64] [--new-tokens 32] [--threads 1] [--sweep 1,8,64,256] [--group 4]
 
-Prints one JSON line. Every row is forced to run all `new_tokens` steps (no early
-`<eor>`), so every variant does the same work; each figure is the best of `--repeats`
-runs, ours and transformers' taken in turn. `onednn_tokens_per_s` and `sgemm_tokens_per_s`
-are ours with the linears on each kernel (models/kernels.py), in the same run;
-`tokens_per_s` is the one this machine uses by default (`linears`). With the
-optional `bench` extra (`pip install -e '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of
-the same shape (layers, heads, width, vocabulary, context) on the same left-padded
-prompts, sampling with its KV cache, in the same run: `hf_tokens_per_s`. The sweep
-repeats the comparison per batch size; `group` is the RL sampler's workload: `batch`
-prompts with G samples each (ours reads each prompt once, `samples_per_prompt`;
-transformers with `num_return_sequences`).
+Prints one JSON line. `where_time_goes` splits one of our calls at the headline batch
+into the prefill, the decoding steps and the loop around them, and by operator kind.
+Every row is forced to run all `new_tokens` steps (no early `<eor>`), so every variant
+does the same work; each figure is the best of `--repeats` runs, ours and transformers'
+taken in turn. `onednn_tokens_per_s` and `sgemm_tokens_per_s` are ours with the linears
+on each kernel (models/kernels.py), in the same run; `tokens_per_s` is the one this
+machine uses by default (`linears`). With the optional `bench` extra (`pip install -e
+'.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of the same shape
+(layers, heads, width, vocabulary, context) on the same left-padded prompts, sampling
+with its KV cache, in the same run: `hf_tokens_per_s`. The sweep repeats the comparison
+per batch size; `group` is the RL sampler's workload: `batch` prompts with G samples
+each (ours reads each prompt once, `samples_per_prompt`; transformers with
+`num_return_sequences`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,62 @@ def transformers_generate(pad_id: int) -> Run | None:
     return run
 
 
+# What a profile's operators are, for `where_time_goes`: the rest counts as "other".
+OP_KINDS = {
+    "aten::addmm": "linears", "aten::mm": "linears", "aten::linear": None,
+    "aten::bmm": "attention products", "aten::baddbmm": "attention products",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "prefill attention",
+    "aten::gelu": "gelu", "aten::native_layer_norm": "layer norm", "aten::_softmax": "softmax",
+    "aten::copy_": "copies", "aten::fill_": "fills",
+}  # fmt: skip
+
+
+def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
+    """One of our calls split by phase (prefill, decoding steps, the loop around them) and by operator kind.
+
+    The phases time the model's own `hidden` (reading the prompt) and `decode` (one step)
+    through wrappers on this instance; operators come from `torch.profiler`'s self CPU time.
+    """
+    spent = {"hidden": 0.0, "decode": 0.0}
+
+    def timed(name: str, method):
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            out = method(*args, **kwargs)
+            spent[name] += time.perf_counter() - start
+            return out
+
+        return call
+
+    run = ours(model)
+    best: dict[str, float] | None = None
+    model.hidden, model.decode = timed("hidden", model.hidden), timed("decode", model.decode)
+    try:
+        for _ in range(repeats):
+            spent.update(hidden=0.0, decode=0.0)
+            start = time.perf_counter()
+            run(prompts, new_tokens, 1)
+            total = time.perf_counter() - start
+            if best is None or total < best["total"]:
+                best = {"total": total, **spent}
+    finally:
+        del model.hidden, model.decode  # back to the class's methods
+    with torch.profiler.profile() as prof:
+        run(prompts, new_tokens, 1)
+    ops: dict[str, float] = {}
+    for event in prof.key_averages():
+        kind = OP_KINDS.get(event.key, "other")
+        if kind is not None:
+            ops[kind] = ops.get(kind, 0.0) + event.self_cpu_time_total / 1e3
+    return {
+        "call_ms": round(best["total"] * 1e3, 1),
+        "prefill_ms": round(best["hidden"] * 1e3, 1),
+        "decode_ms_per_step": round(best["decode"] * 1e3 / max(new_tokens - 1, 1), 3),
+        "loop_ms": round((best["total"] - best["hidden"] - best["decode"]) * 1e3, 1),
+        "profiled_ops_ms": {k: round(v, 1) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])},
+    }
+
+
 def best_rates(runs: dict[str, Run | None], prompts: list[list[int]], new_tokens: int, group: int, repeats: int):
     """New tokens/s of each run, best of `repeats`, the runs taken in turn so drift hits them alike."""
     best: dict[str, float] = {}
@@ -114,6 +172,7 @@ def main() -> None:
     for batch in [int(b) for b in args.sweep.split(",") if b]:
         rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
         sweep.append({"batch": batch, **_compare(rates)})
+    phases = where_time_goes(model, prompts(args.batch), args.new_tokens, args.repeats)
     group = None
     if args.group > 1:
         rates = best_rates(
@@ -139,6 +198,7 @@ def main() -> None:
                 "vs_hf": round(main_rates["ours"] / main_rates["hf"], 2) if hf else None,
                 "sweep": sweep,
                 "group": group,
+                "where_time_goes": phases,
             }
         )
     )
