@@ -273,6 +273,9 @@ def trace(
         int | None, typer.Option(min=0, help="Samples scored as an RL group (default: the run's rl.group_size).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the group's samples.")] = 0,
+    answer: Annotated[
+        str | None, typer.Option(help="Trace this answer (e.g. 8), teacher-forced, instead of the greedy one.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """One prompt through the token-level MDP: each action's probability, the reference's, the KL, the reward."""
@@ -280,7 +283,9 @@ def trace(
     from pipelines.trace import trace as run_trace
 
     try:
-        traced = run_trace(run_dir, _parse_terms(sequence), stage, group, seed)
+        traced = run_trace(
+            run_dir, _parse_terms(sequence), stage, group, seed, _parse_terms(answer) if answer else None
+        )
     except TraceError as err:
         raise typer.BadParameter(str(err)) from None
     if as_json:

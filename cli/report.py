@@ -97,14 +97,14 @@ def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
 
 
 def print_trace(trace: Trace) -> None:
-    """`tokenmdp trace`: the greedy response step by step, then the sampled group as RL scores it."""
+    """`tokenmdp trace`: the traced response (greedy or given) step by step, then the sampled group as RL scores it."""
     answer = trace.exam_answer[0] if trace.exam_answer else "-"
     console.print(
         f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
         f"{trace.stage} policy against the SFT reference; reward from {trace.reward_source}, "
         f"KL {trace.kl_estimator} in the {trace.kl_in} (coef {trace.kl_coef}), advantage {trace.advantage}"
     )
-    g = trace.greedy
+    g = trace.episode
     steps = [
         {
             "state": s.state,
@@ -120,7 +120,7 @@ def print_trace(trace: Trace) -> None:
         for s in trace.steps
     ]
     title = (
-        f"greedy response {g.response!r} = {_terms(g.answer)}: gold {g.gold:.0f}, reward {g.reward:.3f}, "
+        f"{trace.traced} response {g.response!r} = {_terms(g.answer)}: gold {g.gold:.0f}, reward {g.reward:.3f}, "
         f"KL {g.kl_sum:.3f}"
     )
     print_rows(title, steps, list(steps[0]) if steps else [])

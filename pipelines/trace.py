@@ -2,8 +2,9 @@
 
     tokenmdp trace runs/demo 1,2,4,8,16                 # the final policy against its reference
     tokenmdp trace runs/demo 1,2,4,8,16 --stage sft --group 8 --json
+    tokenmdp trace runs/demo 3,4,5,6,7 --answer 8       # what the run makes of an answer it did not give
 
-The greedy response, action by action: the state's last tokens, the action, its
+The greedy response (or a given answer, read teacher-forced), action by action: the state's last tokens, the action, its
 probability under the policy and under the reference (the SFT policy), the exact KL
 between the two in that state (summed over every action: the space is small), the run's
 estimate of it from the one action taken, the policy's entropy, the actions it nearly took
@@ -29,7 +30,7 @@ from conf.load import with_defaults
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts, sample_rollouts
+from models.rollout import Rollouts, action_logprobs, sample_rollouts
 from world.actions import ActionSpace
 from world.grader import analyze, grade
 
@@ -79,7 +80,8 @@ class Trace:
     kl_in: str
     kl_coef: float
     advantage: str
-    greedy: Episode
+    traced: str  # "greedy": the policy's own answer; "given": the answer asked about, teacher-forced
+    episode: Episode
     steps: list[Step]
     group: list[Episode]
 
@@ -112,8 +114,24 @@ def state_log_probs(model: GPT, rollouts: Rollouts) -> torch.Tensor:
     return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 
 
-def trace(run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0) -> Trace:
-    """The greedy response of `stage`'s policy to `prefix`, step by step, and a scored group of `group` samples."""
+def given_rollouts(policy: GPT, space: ActionSpace, prompt: list[int], answer: list[int]) -> Rollouts:
+    """The episode answering `prompt` with `answer` then `<eor>`, in the rollout layout, log-probs teacher-forced."""
+    response = space.encode_response(answer)
+    tokens = torch.tensor([prompt + response])
+    action_mask = torch.zeros_like(tokens)
+    action_mask[0, len(prompt) :] = 1
+    with torch.no_grad():
+        logprobs = action_logprobs(policy, tokens, torch.ones_like(tokens)) * action_mask
+    return Rollouts(tokens, torch.ones_like(tokens), action_mask, logprobs, torch.zeros(1, dtype=torch.long),
+                    torch.ones(1, dtype=torch.bool), policy_version=0, prompt_width=len(prompt))  # fmt: skip
+
+
+def trace(
+    run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
+    answer: list[int] | None = None,
+) -> Trace:  # fmt: skip
+    """`stage`'s greedy response to `prefix` (or `answer`, teacher-forced), step by step, and a scored group of
+    `group` samples."""
     cfg = load_run_config(run_dir)
     rl = cfg.rl
     space = ActionSpace(digit_order=cfg.world.digit_order)
@@ -132,12 +150,15 @@ def trace(run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | No
             return None
         return RewardScorerImpl(str(rm_path), cfg.world.digit_order, per_prompt=per_prompt)
 
-    greedy_rollouts = sample_rollouts(
-        policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
-    )
+    if answer is None:
+        traced = sample_rollouts(
+            policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
+        )
+    else:
+        traced = given_rollouts(policy, space, prompt, answer)
     # A single response has no group to normalise within: its score is the scorer's before that step.
-    greedy, kl_greedy = _episodes(greedy_rollouts, prefix, space, reference, scorer(False), cfg, in_group=False)
-    steps = _steps(policy, reference.model, greedy_rollouts, space, kl_greedy, greedy[0], cfg)
+    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer(False), cfg, in_group=False)
+    steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
     size = rl.group_size if group is None else group
     if size == 1 and rl.advantage in ("rloo", "group"):
@@ -165,7 +186,8 @@ def trace(run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | No
         kl_in=rl.kl_in,
         kl_coef=rl.kl_coef,
         advantage=rl.advantage,
-        greedy=greedy[0],
+        traced="greedy" if answer is None else "given",
+        episode=episode[0],
         steps=steps,
         group=episodes,
     )

@@ -50,7 +50,7 @@ def test_the_group_gets_the_runs_reward_and_leave_one_out_advantages(traced_run)
         assert e.advantage == pytest.approx(rewards[i] - (sum(rewards) - rewards[i]) / 5, abs=1e-6)
     # the greedy answer's reward sits on its last action only (KL in the loss: no per-token penalty)
     assert [s.reward for s in t.steps[:-1]] == [0.0] * (len(t.steps) - 1)
-    assert t.steps[-1].reward == t.greedy.reward
+    assert t.steps[-1].reward == t.episode.reward
 
 
 def test_a_moved_policy_shows_its_kl_to_the_reference(traced_run):
@@ -97,3 +97,18 @@ def test_trace_command_prints_json_and_tables(traced_run):
     result = runner.invoke(app, ["trace", str(traced_run), "1,2,3,4,5"])
     said = " ".join(result.output.replace("│", " ").split())  # the message as rich wraps it in a box
     assert result.exit_code != 0 and "has no rlhf policy" in said
+
+
+def test_a_given_answer_is_read_teacher_forced(traced_run):
+    greedy = trace(traced_run, PREFIX, stage="sft", group=0)
+    assert greedy.traced == "greedy"
+    t = trace(traced_run, PREFIX, stage="sft", group=0, answer=[6])  # the exam's answer, whatever the policy says
+    assert t.traced == "given" and t.episode.answer == [6] and t.episode.gold == 1.0
+    assert [s.action for s in t.steps] == ["6", "<eor>"]
+    # its probabilities are the policy's own: the same as the greedy trace's where the two agree on the state
+    if greedy.episode.answer == [6]:
+        assert [s.prob for s in t.steps] == pytest.approx([s.prob for s in greedy.steps], abs=1e-6)
+    wrong = trace(traced_run, PREFIX, stage="sft", group=0, answer=[7])
+    assert wrong.episode.gold == 0.0 and wrong.steps[0].action == "7"
+    # the first action's state is the prompt in both: one distribution, two actions
+    assert wrong.steps[0].entropy == pytest.approx(t.steps[0].entropy, abs=1e-6)
