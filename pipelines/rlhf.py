@@ -44,6 +44,7 @@ from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
+from world.audit import CorpusStats
 from world.exam import Question, draw_questions, group_by_template
 from world.exam import questions as bank_questions
 
@@ -350,6 +351,19 @@ def learner_metrics(results: Any) -> dict[str, float]:
     return out
 
 
+def rare_action_ids(run_dir: Path, space: ActionSpace) -> torch.Tensor:
+    """Ids of the actions under 1% of the pretraining corpus's tokens (the SFT checkpoint carries its statistics)."""
+    _, _, state = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    rare = CorpusStats.from_dict(state["corpus_stats"]).rare_tokens(space)
+    return torch.tensor([space.id(tok) for tok in rare], dtype=torch.long)
+
+
+def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
+    """The share of the sampled actions that are rare ones: an estimate of the policy's mass on them where it went."""
+    actions = rollouts.action_mask.bool()
+    return torch.isin(rollouts.tokens[actions], rare_ids).float().mean().item() if bool(actions.any()) else 0.0
+
+
 TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
 
 
@@ -397,10 +411,12 @@ def sample_rows(
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
                    iteration: int, version: int, variant: Variant = LIBRARY,
-                   by_template: dict[str, list[Question]] | None = None) -> IterationResult:  # fmt: skip
+                   by_template: dict[str, list[Question]] | None = None,
+                   rare_ids: torch.Tensor | None = None) -> IterationResult:  # fmt: skip
     """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: metrics, new version, samples.
 
-    `by_template` (the pool grouped once per stage) draws the prompts' templates evenly.
+    `by_template` (the pool grouped once per stage) draws the prompts' templates evenly;
+    `rare_ids`, the actions pretraining hardly took, are counted in `rl/rare_action_rate`.
     """
     import ray
 
@@ -490,6 +506,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         "rl/kl": (kl.sum(dim=1)).mean().item(),
         "rl/response_length": lengths.mean().item(),
         "rl/finished_rate": rollouts.finished.float().mean().item(),
+        # WORLDVIEW rule 3: how much of what the policy does falls on actions pretraining hardly took
+        "rl/rare_action_rate": rare_action_rate(rollouts, rare_ids) if rare_ids is not None else float("nan"),
         "rl/policy_version": float(version),
         "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
     }
@@ -565,6 +583,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
     pending: list[tuple[int, dict[str, float]]] = []
     table: list[dict] = []  # rollouts of the iterations since the last checkpoint
     by_template = group_by_template(questions) if rl.balance_templates else None
+    rare_ids = rare_action_ids(run_dir, space)
     practised = practised_for(cfg, questions)
     final: dict[str, float] = {}
     judged: Judgement | None = None
@@ -577,7 +596,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         with Progress(disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
             while iteration < rl.iterations:
-                step = iteration_step(cfg, actors, space, policy, questions, iteration, version, variant, by_template)
+                step = iteration_step(
+                    cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids
+                )
                 metrics, version = step.metrics, step.version
                 table += step.samples
                 iteration += 1

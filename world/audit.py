@@ -45,6 +45,15 @@ class CorpusStats:
             stats.add(space.decode_tokens(ids))
         return stats
 
+    def rare_tokens(self, space: ActionSpace, below: float = 0.01) -> list[str]:
+        """The actions whose share of the corpus's tokens is under `below` (never seen ones too).
+
+        RL tracks how much of its sampled actions fall on these: mass moving to actions
+        pretraining hardly took is the shift WORLDVIEW rule 3 warns of.
+        """
+        total = max(sum(self.tokens.values()), 1)
+        return [tok for tok in space.tokens if self.tokens[tok] / total < below]
+
     def to_dict(self) -> dict:
         return {
             "tokens": dict(self.tokens),

@@ -46,6 +46,7 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     metrics = client.get_run(final["run_id"]).data.metrics
     for key in ("reward/proxy", "reward/gold", "rl/kl", "time/sample", "time/sync", "time/update", "loss/policy"):
         assert key in metrics, key
+    assert 0 <= metrics["rl/rare_action_rate"] <= 1  # actions under 1% of pretraining's tokens (rule 3)
     # scorer and reference judge at once: the lap is shorter than the two one after another, and
     # the iteration's wall time holds its laps
     laps = ("sample", "judge", "advantage", "buffer", "update", "sync")
@@ -126,3 +127,17 @@ def test_zero_advantage_groups_are_counted_and_dropped_when_asked(sft_run, tmp_p
     assert final["rl/zero_advantage_groups"] == pytest.approx(1 / cfg.rl.prompts_per_iteration)
     assert final["rl/trained_responses"] == (total - cfg.rl.group_size if drop else total)
     assert final["rl/policy_version"] == 2
+
+
+def test_the_rare_action_rate_counts_actions_only():
+    from models.rollout import Rollouts
+
+    space = ActionSpace()
+    q, one, eor, pad = space.id("?"), space.id("1"), space.eor_id, space.pad_id
+    # two rows: the prompt ends with "?" (not an action); the actions are "? 1 <eor>" and "1 <eor> <pad>"
+    tokens = torch.tensor([[one, q, q, one, eor], [one, q, one, eor, pad]])
+    action_mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 1, 1, 0]])
+    rollouts = Rollouts(tokens, (tokens != pad).long(), action_mask, torch.zeros(2, 5), torch.tensor([0, 0]),
+                        torch.tensor([True, True]), 0, 2)  # fmt: skip
+    assert rlhf.rare_action_rate(rollouts, torch.tensor([q])) == pytest.approx(1 / 5)  # one "?" of five actions
+    assert rlhf.rare_action_rate(rollouts, torch.tensor([pad])) == 0.0  # padding is not an action

@@ -46,3 +46,17 @@ def test_patterns_are_over_token_classes(stats):
     assert audit("sft", [["<bos>", "5", "?", "9", "<eor>"]], stats) == 1
     with pytest.raises(ActionSpaceAuditError, match=r"pattern '<eor>' then '<digit>'"):
         audit("sft", [["<bos>", "5", "?", "9", "<eor>", "1"]], stats)
+
+
+def test_rare_tokens_by_their_share_of_the_corpus():
+    from collections import Counter
+
+    from world.actions import ActionSpace
+    from world.audit import CorpusStats
+
+    space = ActionSpace()
+    stats = CorpusStats(tokens=Counter({",": 90, "1": 9, "?": 1}))  # shares 0.90, 0.09, 0.01
+    rare = stats.rare_tokens(space, below=0.05)
+    assert "?" in rare and "," not in rare and "1" not in rare
+    assert set(rare) == set(space.tokens) - {",", "1"}  # never seen counts as rare
+    assert "?" not in stats.rare_tokens(space, below=0.01)  # exactly at the bound is not under it
