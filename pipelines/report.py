@@ -2,7 +2,8 @@
 
 Drawn from what MLflow recorded (so a resumed run plots its whole history): gold and
 proxy reward, the greedy pass rate on held-out and on practised prompts, KL to the
-reference and the 114514 rate over iterations, and the pass rate
+reference, the 114514 rate, the share of groups with no advantage and of actions rare in
+pretraining over iterations, and the pass rate
 per exam template after SFT and after RLHF.
 """
 
@@ -22,7 +23,7 @@ def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
 
 
 def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for key, label in (("reward/gold", "gold reward (train prompts)"), ("reward/proxy", "proxy reward (RM)")):
         axes[0].plot(*history(client, rlhf_run_id, key), label=label)
     axes[0].plot(*history(client, rlhf_run_id, "eval/gold_pass_rate"), "o-", label="gold pass rate (held-out)")
@@ -34,6 +35,15 @@ def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
     axes[1].set_title("KL to the reference (per response)")
     axes[2].plot(*history(client, rlhf_run_id, "eval/rate_114514"), "o-", color="tab:purple")
     axes[2].set_title("114514 rate (well-formed, wrong)")
+    for key, label in (
+        ("rl/zero_advantage_groups", "groups with no advantage"),
+        ("rl/rare_action_rate", "actions rare in pretraining"),
+    ):
+        steps, values = history(client, rlhf_run_id, key)
+        if steps:  # runs before the metric existed have none
+            axes[3].plot(steps, values, label=label)
+    axes[3].set_title("where the signal is (shares)")
+    axes[3].legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
