@@ -142,8 +142,12 @@ def trace(
     if rl.reward_source == "rm" and not rm_path.is_file():
         raise TraceError(f"the run rewards with its reward model, and {rm_path} is missing: train it first")
     prompt = space.encode_prompt(prefix)
-    if len(prompt) + rl.max_new_tokens > policy.cfg.max_len:
-        raise TraceError(f"{len(prefix)} terms do not fit the policy's context of {policy.cfg.max_len} tokens")
+    response_len = rl.max_new_tokens if answer is None else len(space.encode_response(answer))
+    if len(prompt) + response_len > policy.cfg.max_len:
+        raise TraceError(f"{len(prefix)} terms and the answer do not fit the policy's context of {policy.cfg.max_len}")
+    size = rl.group_size if group is None else group
+    if size == 1 and rl.advantage in ("rloo", "group"):
+        raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
 
     def scorer(per_prompt: bool) -> RewardScorerImpl | None:
         if rl.reward_source != "rm":
@@ -160,9 +164,6 @@ def trace(
     episode, kl_traced = _episodes(traced, prefix, space, reference, scorer(False), cfg, in_group=False)
     steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
-    size = rl.group_size if group is None else group
-    if size == 1 and rl.advantage in ("rloo", "group"):
-        raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
     if size > 0:
         sampled = sample_rollouts(
             policy,

@@ -76,6 +76,8 @@ def test_trace_refuses_what_it_cannot_trace(traced_run, tmp_path):
         trace(traced_run, PREFIX, stage="sft", group=1)
     with pytest.raises(TraceError, match="context"):
         trace(traced_run, list(range(100, 140)), stage="sft")
+    with pytest.raises(TraceError, match="context"):
+        trace(traced_run, PREFIX, stage="sft", group=0, answer=[10**60])
     shutil.copytree(traced_run / "sft", tmp_path / "bare" / "sft")
     with pytest.raises(TraceError, match=r"no config\.json"):
         trace(tmp_path / "bare", PREFIX, stage="sft")
