@@ -75,10 +75,14 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
 def log_table(rows: list[dict], artifact_file: str) -> None:
     """Append `rows` (dicts with the same keys) to the active run's table `artifact_file` (MLflow's table view)."""
     import os
+    import warnings
 
     import mlflow
 
     # Each append downloads the table first; without this, tqdm (when installed) draws a bar per checkpoint.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if rows:
+    if not rows:
+        return
+    with warnings.catch_warnings():  # MLflow's own select_dtypes call, deprecated in pandas 3: not ours to fix
+        warnings.filterwarnings("ignore", message="For backward compatibility, 'str' dtypes")
         mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, artifact_file=artifact_file)

@@ -18,8 +18,11 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
         self.engine = PolicyEngine(Path(context.artifacts["checkpoint"]))
 
-    def predict(self, context, model_input, params=None):
-        """A list of sequences (lists of ints) -> a list of next terms (None where the answer was malformed)."""
+    def predict(self, context, model_input: list[list[int]], params: dict | None = None) -> list[int | None]:
+        """A list of sequences (lists of ints) -> a list of next terms (None where the answer was malformed).
+
+        The type hints are MLflow's signature: it checks the input against them before calling.
+        """
         from serve.engine import Sampling
 
         rows = model_input.values.tolist() if hasattr(model_input, "values") else list(model_input)
