@@ -90,6 +90,25 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
     ]
 
 
+def rlhf_over_iterations(run_id: str, uri: str) -> dict[str, float | None]:
+    """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
+    iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, and
+    the largest share of actions rare in pretraining. None where the run has no such history (a forked stage)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+
+    def over(key: str, reduce) -> float | None:
+        values = [m.value for m in client.get_metric_history(run_id, key)]
+        return reduce(values) if values else None
+
+    return {
+        "zero_advantage_groups_mean": over("rl/zero_advantage_groups", lambda v: sum(v) / len(v)),
+        "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
+        "rare_action_rate_max": over("rl/rare_action_rate", max),
+    }
+
+
 def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]]:
     """Run (or report) every stage; returns the summary and the SFT and RLHF stages' final metrics."""
     # Seconds spent in each stage over every `run` of this directory: a re-run that finds a
@@ -123,7 +142,8 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
                 "reward_gold": rl.get("reward/gold"),
                 "max_staleness": rl.get("buffer/max_staleness"),  # measured: the oldest batch served
                 "run_id": rl["run_id"],
-            },
+            }
+            | rlhf_over_iterations(rl["run_id"], uri),
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }

@@ -26,6 +26,9 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     rl = summary["stages"]["rlhf"]
     assert all(0 <= rl[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
     assert rl["max_staleness"] == 0 and rl["kl"] is not None
+    # per-iteration diagnostics over the whole run, from its MLflow history
+    assert 0 <= rl["zero_advantage_groups_mean"] <= 1 and 0 < rl["sync_buffer_share_mean"] < 1
+    assert 0 <= rl["rare_action_rate_max"] <= 1
     assert set(summary["wall_seconds"]) == {"pretrain", "sft", "reward", "rlhf"}
     # the final policy is in the registry, loadable as pyfunc and by the server's resolver
     assert summary["model_uri"] == "models:/tokenmdp-tiny/1"
