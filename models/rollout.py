@@ -89,10 +89,15 @@ def logprobs_and_entropy(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -
 
     With gradients when the caller has them on: the learner calls this inside its loss.
     """
-    logp_all = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
-    logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    pad = torch.zeros_like(logp[:, :1])
-    return torch.cat([pad, logp], dim=1), torch.cat([pad, entropy(logp_all)], dim=1)
+    logp_all = state_logprobs(model, tokens, mask)
+    return logp_all.gather(-1, tokens[:, :, None]).squeeze(-1), entropy(logp_all)
+
+
+def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, V): log pi(. | tokens[:, :t]) over every action in column t; column 0 (no state before it) is 0,
+    so its action's log-prob and its entropy come out 0."""
+    logp = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
+    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 
 
 def concat_rollouts(parts: Sequence[Rollouts], pad_id: int) -> Rollouts:

@@ -30,7 +30,7 @@ from conf.load import with_defaults
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts, action_logprobs, sample_rollouts
+from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
 from world.actions import ActionSpace
 from world.grader import analyze, grade
 
@@ -105,13 +105,6 @@ def stage_checkpoint(run_dir: Path, stage: str) -> Path:
     if not path.is_file():
         raise TraceError(f"{run_dir} has no {stage} policy ({path} is missing): train that stage first")
     return path
-
-
-def state_log_probs(model: GPT, rollouts: Rollouts) -> torch.Tensor:
-    """(B, T, V) log pi(. | state before token t) in column t (column 0 unused), all actions."""
-    with torch.no_grad():
-        logp = torch.log_softmax(model(rollouts.tokens, rollouts.mask)[:, :-1], dim=-1)
-    return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 
 
 def given_rollouts(policy: GPT, space: ActionSpace, prompt: list[int], answer: list[int]) -> Rollouts:
@@ -240,7 +233,8 @@ def _steps(
     cfg: Config, alternatives: int = 3,
 ) -> list[Step]:  # fmt: skip
     """Row 0's actions, each in its state, with both policies' whole distributions there."""
-    logp, ref_logp = state_log_probs(policy, rollouts)[0], state_log_probs(reference, rollouts)[0]
+    with torch.no_grad():
+        logp, ref_logp = (state_logprobs(m, rollouts.tokens, rollouts.mask)[0] for m in (policy, reference))
     rl = cfg.rl
     kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
     token_rewards = adv.token_rewards(torch.tensor([episode.reward]), rollouts.action_mask, kl, kl_in_reward)[0]

@@ -74,7 +74,6 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
 
 def log_table(rows: list[dict], artifact_file: str) -> None:
     """Append `rows` (dicts with the same keys) to the active run's table `artifact_file` (MLflow's table view)."""
-    import os
     import warnings
 
     import mlflow
