@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from conf.load import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,16 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert parent.info.run_name == "pipeline"
     for stage in ("pretrain", "reward", "rlhf"):
         assert client.get_run(summary["stages"][stage]["run_id"]).data.tags["mlflow.parentRunId"] == parent.info.run_id
+    # the summary's RL diagnostics sum up every iteration the RLHF run logged
+    history = {
+        key: [m.value for m in client.get_metric_history(rl["run_id"], key)]
+        for key in ("rl/zero_advantage_groups", "time/sync_buffer_share", "rl/rare_action_rate")
+    }
+    assert len(history["rl/zero_advantage_groups"]) == load_config("tiny").rl.iterations
+    zero, share, rare = history.values()
+    assert rl["zero_advantage_groups_mean"] == pytest.approx(sum(zero) / len(zero))
+    assert rl["sync_buffer_share_mean"] == pytest.approx(sum(share) / len(share))
+    assert rl["rare_action_rate_max"] == max(rare)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "report")
     }
@@ -84,7 +95,6 @@ def test_run_rejects_a_bad_override(tmp_path):
 def test_a_run_directory_refuses_a_different_config(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "sft").mkdir(parents=True)  # SFT trained here, under sft.lr=1.0
-    from conf.load import load_config
 
     (run_dir / "config.json").write_text(json.dumps(load_config("tiny", ["sft.lr=1.0"]).model_dump()))
     result = CliRunner().invoke(app, ["run", "tiny", "--out", str(run_dir)], terminal_width=400)
@@ -94,7 +104,6 @@ def test_a_run_directory_refuses_a_different_config(tmp_path):
 
 
 def test_a_stage_not_yet_run_may_take_new_settings_and_a_stage_command_is_guarded_too(tmp_path):
-    from conf.load import load_config
     from pipelines.run_config import ConfigChanged, guard_run_dir
 
     run_dir = tmp_path / "run"
@@ -116,7 +125,6 @@ def test_a_stage_not_yet_run_may_take_new_settings_and_a_stage_command_is_guarde
 
 
 def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path):
-    from conf.load import load_config
     from pipelines.run_config import ConfigChanged, guard_config
 
     saved = load_config("tiny").model_dump()
@@ -134,7 +142,6 @@ def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path
 
 
 def test_the_reward_curve_reads_preferences_only_as_they_were_collected(tmp_path):
-    from conf.load import load_config
     from pipelines.run_config import ConfigChanged, require_trained_as
 
     run_dir = tmp_path / "run"
