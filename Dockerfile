@@ -1,6 +1,8 @@
 # One image for every service of docker-compose.yml: Ray nodes, the training job, the Serve app.
 FROM python:3.11-slim
 WORKDIR /app
+# A C++ compiler builds the fused decoding step (models/fused_decode.py) on first use.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 COPY world world
 COPY models models

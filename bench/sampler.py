@@ -6,7 +6,9 @@ Prints one JSON line. `where_time_goes` splits one of our calls at the headline 
 into the prefill, the decoding steps and the loop around them, and by operator kind.
 Every row is forced to run all `new_tokens` steps (no early `<eor>`), so every variant
 does the same work; each figure is the best of `--repeats` runs, ours and transformers'
-taken in turn. `onednn_tokens_per_s` and `sgemm_tokens_per_s` are ours with the linears
+taken in turn. `eager_tokens_per_s` is ours with the decoding step eager instead of
+fused (models/fused_decode.py; the fused step serves the sgemm linears only), in the same
+run; `onednn_tokens_per_s` and `sgemm_tokens_per_s` are ours with the linears
 on each kernel (models/kernels.py), in the same run; `tokens_per_s` is the one this
 machine uses by default (`linears`). With the optional `bench` extra (`pip install -e
 '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of the same shape
@@ -26,6 +28,8 @@ from collections.abc import Callable
 
 import torch
 
+from models.fused_decode import fused
+from models.fused_decode import load as load_fused_step
 from models.gpt import GPT, GPTConfig
 from models.kernels import current_kernel, onednn
 from models.sampling import generate, left_pad
@@ -36,11 +40,12 @@ NO_STOP = -1  # an id never sampled: rows run to the end
 Run = Callable[[list[list[int]], int, int], int]  # (prompts, new tokens, samples per prompt) -> tokens made
 
 
-def ours(model: GPT, use_cache: bool = True, kernel: str | None = None) -> Run:
-    """Our sampler; `kernel` "onednn" or "sgemm" forces where its linears run (models/kernels.py)."""
+def ours(model: GPT, use_cache: bool = True, kernel: str | None = None, fused_step: bool = True) -> Run:
+    """Our sampler; `kernel` "onednn" or "sgemm" forces where its linears run (models/kernels.py),
+    `fused_step` False keeps the decoding step eager (models/fused_decode.py)."""
 
     def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
-        with onednn((kernel or current_kernel()) == "onednn"):
+        with onednn((kernel or current_kernel()) == "onednn"), fused(fused_step):
             gen = generate(
                 model, prompts, max_new_tokens=new_tokens, eor_id=NO_STOP, pad_id=0, temperature=1.0,
                 use_cache=use_cache, samples_per_prompt=group,
@@ -164,7 +169,7 @@ def main() -> None:
     default = current_kernel()
     variants = {
         "onednn": ours(model, kernel="onednn"), "sgemm": ours(model, kernel="sgemm"),
-        "uncached": ours(model, use_cache=False), "hf": hf,
+        "eager": ours(model, fused_step=False), "uncached": ours(model, use_cache=False), "hf": hf,
     }  # fmt: skip
     main_rates = best_rates(variants, prompts(args.batch), args.new_tokens, 1, args.repeats)
     main_rates["ours"] = main_rates[default]
@@ -192,6 +197,9 @@ def main() -> None:
                 "onednn_tokens_per_s": round(main_rates["onednn"]),
                 "sgemm_tokens_per_s": round(main_rates["sgemm"]),
                 "onednn_speedup": round(main_rates["onednn"] / main_rates["sgemm"], 2),
+                "fused_step": load_fused_step() is not None and default == "sgemm",
+                "eager_tokens_per_s": round(main_rates["eager"]),
+                "fused_speedup": round(main_rates["ours"] / main_rates["eager"], 2),
                 "uncached_tokens_per_s": round(main_rates["uncached"]),
                 "kv_speedup": round(main_rates["ours"] / main_rates["uncached"], 2),
                 "hf_tokens_per_s": round(main_rates["hf"]) if hf else None,

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.kernels import FeedForward, Linear
+from models import fused_decode
+from models.kernels import FeedForward, Linear, current_kernel
 
 
 class KVCache:
@@ -148,6 +149,15 @@ class Block(nn.Module):
         x = x + self.attn.decode(self.ln1(x), bias, cache, layer)
         return x + self.mlp(self.ln2(x))
 
+    def decode_tensors(self) -> list[torch.Tensor]:
+        """The block's parameters in the order the fused decoding step reads them (models/csrc)."""
+        up, _, down = self.mlp
+        return [
+            self.ln1.weight, self.ln1.bias, self.attn.qkv.weight, self.attn.qkv.bias,
+            self.attn.proj.weight, self.attn.proj.bias, self.ln2.weight, self.ln2.bias,
+            up.weight, up.bias, down.weight, down.bias,
+        ]  # fmt: skip
+
 
 class GPT(nn.Module):
     """Trunk + tied LM head. `hidden()` is shared with the value and reward heads."""
@@ -212,15 +222,36 @@ class GPT(nn.Module):
         `bias` (B, 1, 1, capacity) is added to the attention scores: 0 where a row may attend
         (its real tokens, this one included), -inf elsewhere (padding, positions not yet
         filled). The caller keeps positions and the bias up to date and checks the context
-        length, so nothing is rebuilt per step.
+        length, so nothing is rebuilt per step. In inference on sgemm the step runs as one C++
+        call (models/fused_decode.py); the eager blocks below are its reference.
         """
         x = self.tok_emb(actions) + self.pos_emb(positions)
         B, nh = x.shape[0], self.cfg.n_head
+        fused = fused_decode.active() if self._fusable(x) else None
+        if fused is not None:
+            tensors = [t for block in self.blocks for t in block.decode_tensors()]
+            h = fused.decode_step(
+                x[:, 0], tensors, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
+                self.ln_f.weight, self.ln_f.bias,
+            )  # fmt: skip
+            cache.length += 1
+            return h[:, None]
         bias = bias.expand(B, nh, 1, -1).reshape(B * nh, 1, -1)  # once per step, not once per layer
         for i, block in enumerate(self.blocks):
             x = block.decode(x, bias, cache, i)
         cache.length += 1
         return self.ln_f(x)
+
+    def _fusable(self, x: torch.Tensor) -> bool:
+        """The fused step (models/fused_decode.py) serves inference on float32 CPU tensors whose
+        linears run on sgemm, the BLAS it calls; oneDNN's linears (models/kernels.py) stay eager."""
+        return (
+            not self.training
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and current_kernel() == "sgemm"
+        )
 
     def _run(
         self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from models.fused_decode import fused
 from models.gpt import GPT, GPTConfig, positions_from_mask
 from models.kernels import onednn
 from models.sampling import generate, left_pad
@@ -19,14 +20,18 @@ KW = {"max_new_tokens": 12, "eor_id": SPACE.eor_id, "pad_id": SPACE.pad_id}
 MANY = PROMPTS * 8  # 24 rows: enough for the linears' oneDNN kernels (models.kernels)
 
 
-@pytest.fixture(params=["few rows", "rows on oneDNN"])
+@pytest.fixture(params=["few rows", "rows on oneDNN", "eager step"])
 def prompts(request):
-    """Both paths of the linears: few rows (F.linear) and many rows with oneDNN switched on."""
+    """Every path of a decoding step: few rows on sgemm (the fused step, models/fused_decode.py),
+    many rows with oneDNN switched on (eager), and few rows with the fused step switched off."""
     if request.param == "few rows":
         yield PROMPTS
-    else:
+    elif request.param == "rows on oneDNN":
         with onednn(True):
             yield MANY
+    else:
+        with fused(False):
+            yield PROMPTS
 
 
 def test_positions_start_at_the_first_real_token():

@@ -1,0 +1,101 @@
+// One decoding step of the policy (models/gpt.py: GPT.decode) in one call from Python.
+//
+// At one new token per row, PyTorch's eager step spends as long launching ~100 small
+// operators and running 256 tiny attention products per layer (1x32 by 32xT each) as in
+// its linears. Here the linears stay on ATen (the same BLAS), the attention over the KV
+// cache is a plain loop per row and head, and nothing returns to Python between layers.
+// Same float32 arithmetic up to the order of summation; tests/test_fused_decode.py holds
+// it to the Python step.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kTensorsPerBlock = 12;  // ln1 w b, qkv w b, proj w b, ln2 w b, up w b, down w b
+
+// Write the new key and value of every (row, head) at position `at` of the cache, then attend:
+// y[b, h] = softmax(q . K[0..at] / sqrt(hs) + bias[b, 0..at]) V[0..at]. Positions after `at`
+// are not yet written, and the caller's bias is -inf there: they are skipped, not masked.
+void attend(const float* qkv, float* keys, float* values, const float* bias, float* y, int64_t rows, int64_t heads,
+            int64_t capacity, int64_t head_size, int64_t at) {
+  const int64_t width = heads * head_size;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
+  at::parallel_for(0, rows * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> weight(at + 1);
+    for (int64_t rh = begin; rh < end; ++rh) {
+      const int64_t row = rh / heads, head = rh % heads;
+      const float* q = qkv + row * 3 * width + head * head_size;
+      const float* k_new = q + width;
+      const float* v_new = q + 2 * width;
+      float* K = keys + rh * capacity * head_size;
+      float* V = values + rh * capacity * head_size;
+      for (int64_t d = 0; d < head_size; ++d) {
+        K[at * head_size + d] = k_new[d];
+        V[at * head_size + d] = v_new[d];
+      }
+      const float* row_bias = bias + row * capacity;
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t t = 0; t <= at; ++t) {
+        const float* k = K + t * head_size;
+        float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < head_size; ++d) dot += q[d] * k[d];
+        weight[t] = dot * scale + row_bias[t];
+        top = std::max(top, weight[t]);
+      }
+      float* out = y + row * width + head * head_size;
+      for (int64_t d = 0; d < head_size; ++d) out[d] = 0.f;
+      if (top == -std::numeric_limits<float>::infinity()) continue;  // nothing to attend to
+      float total = 0.f;
+      for (int64_t t = 0; t <= at; ++t) {
+        weight[t] = std::exp(weight[t] - top);
+        total += weight[t];
+      }
+      for (int64_t t = 0; t <= at; ++t) {
+        const float p = weight[t] / total;
+        const float* v = V + t * head_size;
+#pragma omp simd
+        for (int64_t d = 0; d < head_size; ++d) out[d] += p * v[d];
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// x (B, C): the new tokens' embeddings. blocks: kTensorsPerBlock tensors per layer, in order.
+// keys, values (L, B, H, capacity, hs): the KV cache, written at position `at`. bias (B, capacity).
+// Returns ln_f of the last block's output, (B, C).
+torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blocks, torch::Tensor keys,
+                          torch::Tensor values, torch::Tensor bias, int64_t at, torch::Tensor ln_f_weight,
+                          torch::Tensor ln_f_bias) {
+  const int64_t layers = keys.size(0), rows = keys.size(1), heads = keys.size(2);
+  const int64_t capacity = keys.size(3), head_size = keys.size(4), width = heads * head_size;
+  TORCH_CHECK(static_cast<int64_t>(blocks.size()) == kTensorsPerBlock * layers, "expected ", kTensorsPerBlock,
+              " tensors per layer");
+  TORCH_CHECK(x.dtype() == torch::kFloat32 && keys.dtype() == torch::kFloat32, "float32 only");
+  TORCH_CHECK(keys.is_contiguous() && values.is_contiguous() && bias.is_contiguous(), "contiguous cache and bias");
+  TORCH_CHECK(x.size(0) == rows && x.size(1) == width && bias.size(0) == rows && bias.size(1) == capacity,
+              "shapes of x, cache and bias disagree");
+  TORCH_CHECK(0 <= at && at < capacity, "KV cache of ", capacity, " positions is full");
+  auto attended = torch::empty({rows, width}, x.options());
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    const torch::Tensor* p = blocks.data() + kTensorsPerBlock * layer;
+    auto qkv = at::addmm(p[3], at::layer_norm(x, {width}, p[0], p[1]), p[2].t());
+    attend(qkv.data_ptr<float>(), keys[layer].data_ptr<float>(), values[layer].data_ptr<float>(),
+           bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at);
+    x = x + at::addmm(p[5], attended, p[4].t());
+    auto hidden = at::gelu(at::addmm(p[9], at::layer_norm(x, {width}, p[6], p[7]), p[8].t()));
+    x = x + at::addmm(p[11], hidden, p[10].t());
+  }
+  return at::layer_norm(x, {width}, ln_f_weight, ln_f_bias);
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_step", &decode_step, "One decoding step of the policy over its KV cache");
+}

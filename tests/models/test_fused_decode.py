@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from models import fused_decode
+from models.fused_decode import fused, wanted
+from models.gpt import GPT, GPTConfig
+from models.kernels import onednn
+from models.sampling import generate, left_pad
+from world.actions import ActionSpace
+
+SPACE = ActionSpace()
+PROMPTS = [SPACE.encode_prompt(terms) for terms in ([1, 2, 4, 8, 16], [3], [10, 20, 30], [-5, 5, -5, 5])]
+
+
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    if fused_decode.load() is None:
+        pytest.fail("the fused decoding step did not build on this machine (see the warning)")
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=SPACE.size, n_layer=3, n_head=4, d_model=32, max_len=64)).eval()
+    with torch.no_grad():  # a trained-looking policy: no near-ties for rounding to flip
+        for p in m.parameters():
+            p.mul_(4)
+    return m
+
+
+def one_step(m: GPT, use_fused: bool):
+    """Read the prompts into a fresh cache, then take one decoding step from the same state."""
+    tokens, mask = left_pad(PROMPTS, SPACE.pad_id)
+    B, width = tokens.shape
+    cache = m.new_cache(B, width + 4)
+    bias = torch.full((B, 1, 1, cache.capacity), float("-inf"))
+    bias[:, 0, 0, : width + 1] = torch.cat([mask, torch.ones(B, 1, dtype=torch.long)], 1).bool().float() - 1
+    bias = bias.masked_fill(bias < 0, float("-inf"))
+    positions = mask.sum(1, keepdim=True)
+    actions = torch.tensor([[5], [6], [7], [SPACE.eor_id]])
+    with torch.inference_mode(), fused(use_fused):
+        m.hidden(tokens, mask, cache)
+        h = m.decode(actions, positions, bias, cache)
+    return h, cache
+
+
+def test_the_fused_step_computes_what_the_eager_step_computes(model):
+    fused_h, fused_cache = one_step(model, True)
+    eager_h, eager_cache = one_step(model, False)
+    assert fused_cache.length == eager_cache.length
+    assert torch.allclose(fused_h, eager_h, atol=1e-5)
+    assert torch.allclose(fused_cache.keys, eager_cache.keys, atol=1e-6)
+    assert torch.allclose(fused_cache.values, eager_cache.values, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, group):
+    runs = {}
+    for use_fused in (True, False):
+        with fused(use_fused):
+            runs[use_fused] = generate(
+                model, PROMPTS, max_new_tokens=10, eor_id=SPACE.eor_id, pad_id=SPACE.pad_id,
+                generator=torch.Generator().manual_seed(1), samples_per_prompt=group,
+            )  # fmt: skip
+    assert torch.equal(runs[True].tokens, runs[False].tokens)
+    assert torch.equal(runs[True].action_mask, runs[False].action_mask)
+    assert torch.allclose(runs[True].logprobs, runs[False].logprobs, atol=1e-5)
+
+
+def test_the_fused_step_serves_inference_on_sgemm_only(model):
+    x = torch.zeros(2, 1, 32)
+    with torch.no_grad():
+        assert model._fusable(x)
+        with onednn(True):
+            assert model._fusable(x) == (not fused_decode.torch.backends.mkldnn.is_available())
+    assert not model._fusable(x)  # autograd records: a learner's pass stays eager
+    model.train()
+    try:
+        with torch.no_grad():
+            assert not model._fusable(x)
+    finally:
+        model.eval()
+
+
+def test_switched_off_there_is_no_fused_step():
+    with fused(False):
+        assert fused_decode.active() is None
+    assert not wanted({"TOKENMDP_FUSED_DECODE": "0"})
+    assert not wanted({"TOKENMDP_FUSED_DECODE": " Off "})
+    assert wanted({"TOKENMDP_FUSED_DECODE": "1"})
+    assert wanted({})
+
+
+def test_a_step_that_cannot_be_built_warns_and_leaves_sampling_eager(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.cpp"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(fused_decode, "SOURCE", broken)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    with pytest.warns(UserWarning, match="fused decoding step unavailable"):
+        assert fused_decode.load.__wrapped__() is None
