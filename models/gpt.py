@@ -38,6 +38,7 @@ class KVCache:
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.group = group
         self.length = 0  # positions filled
+        self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.decode
 
     @property
     def capacity(self) -> int:
@@ -229,9 +230,10 @@ class GPT(nn.Module):
         B, nh = x.shape[0], self.cfg.n_head
         fused = fused_decode.active() if self._fusable(x) else None
         if fused is not None:
-            tensors = [t for block in self.blocks for t in block.decode_tensors()]
+            if cache.fused_weights is None:  # nn.Module attribute lookups cost ~50 us a step
+                cache.fused_weights = [t for block in self.blocks for t in block.decode_tensors()]
             h = fused.decode_step(
-                x[:, 0], tensors, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
+                x[:, 0], cache.fused_weights, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
                 self.ln_f.weight, self.ln_f.bias,
             )  # fmt: skip
             cache.length += 1

@@ -119,6 +119,8 @@ def _sample(
             position = position + active[:, None].long()
             if t >= overflow_from and int(position.max()) >= model.cfg.max_len:
                 raise ValueError(f"sequence longer than the model's context of {model.cfg.max_len} tokens")
+            if t == max_new_tokens - 1:
+                break  # no action follows the last one: its state is never read
             h = model.decode(action[:, None], position, bias, cache)
         else:
             tokens = torch.cat([tokens, action[:, None]], dim=1)
