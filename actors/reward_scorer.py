@@ -39,12 +39,13 @@ class RewardScorerImpl:
         return score_sequences(self.model, self.space, sequences, self.views, self.min_terms)
 
     @torch.no_grad()
-    def score(self, rollouts: Rollouts) -> torch.Tensor:
-        """(B,) reward of each rollout's response."""
+    def score(self, rollouts: Rollouts, per_prompt: bool | None = None) -> torch.Tensor:
+        """(B,) reward of each rollout's response; `per_prompt` overrides the scorer's own setting
+        (a tool that reads one response alone and a group with one model)."""
         rows = zip(rollouts.tokens.tolist(), rollouts.mask.tolist(), strict=True)
         raw = self.raw_scores([[t for t, real in zip(row, mask, strict=True) if real] for row, mask in rows])
         scores = (raw - self.mean) / self.std
-        if self.per_prompt:
+        if self.per_prompt if per_prompt is None else per_prompt:
             scores = normalize_within_groups(scores, rollouts.group)
         return scores
 

@@ -142,19 +142,14 @@ def trace(
     if size == 1 and rl.advantage in ("rloo", "group"):
         raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
 
-    def scorer(per_prompt: bool) -> RewardScorerImpl | None:
-        if rl.reward_source != "rm":
-            return None
-        return RewardScorerImpl(str(rm_path), cfg.world.digit_order, per_prompt=per_prompt)
-
+    scorer = RewardScorerImpl(str(rm_path), cfg.world.digit_order) if rl.reward_source == "rm" else None
     if answer is None:
         traced = sample_rollouts(
             policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
         )
     else:
         traced = given_rollouts(policy, space, prompt, answer)
-    # A single response has no group to normalise within: its score is the scorer's before that step.
-    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer(False), cfg, in_group=False)
+    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer, cfg, in_group=False)
     steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
     if size > 0:
@@ -168,7 +163,7 @@ def trace(
             temperature=rl.temperature,
             generator=torch.Generator().manual_seed(seed),
         )
-        episodes, _ = _episodes(sampled, prefix, space, reference, scorer(rl.normalize_reward), cfg, in_group=True)
+        episodes, _ = _episodes(sampled, prefix, space, reference, scorer, cfg, in_group=True)
     verdict = analyze(prefix)
     return Trace(
         prompt=prefix,
@@ -198,7 +193,8 @@ def _episodes(
     kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts), rl.kl_estimator) * mask
     answers = [space.parse_response(r).answer for r in rollouts.responses()]
     gold = torch.tensor([float(grade(prefix, a, n_terms=1) or 0) for a in answers])
-    rewards = scorer.score(rollouts) if scorer is not None else gold
+    # Rewards normalised within the prompt's group as the run's RL does; one response alone has no group.
+    rewards = scorer.score(rollouts, per_prompt=in_group and rl.normalize_reward) if scorer is not None else gold
     advantages = None
     if in_group and rl.advantage != "gae":
         kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0

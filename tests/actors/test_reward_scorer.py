@@ -30,6 +30,8 @@ def test_scorer_actor_scores_every_response(sft_run, tmp_path, ray_local):
     normalised = ray_local.get(per_prompt.score.remote(rollouts))
     for g in range(2):
         assert abs(normalised[rollouts.group == g].mean().item()) < 1e-4
+    assert torch.allclose(ray_local.get(scorer.score.remote(rollouts, per_prompt=True)), normalised)
+    assert torch.allclose(ray_local.get(per_prompt.score.remote(rollouts, per_prompt=False)), scores)
     texts = ray_local.get(scorer.score_texts.remote([[1, 2, 4, 8, 16]], [SPACE.encode_response([32])]))
     assert len(texts) == 1
 
