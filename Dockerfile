@@ -14,4 +14,6 @@ COPY conf conf
 COPY cli cli
 COPY bench bench
 RUN pip install --no-cache-dir -e . psycopg2-binary
+# Compile the fused decoding step into the image (a node with another CPU class compiles its own on first use).
+RUN python -c "from models.fused_decode import load; assert load() is not None"
 ENV MLFLOW_DISABLE_TELEMETRY=true

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,10 +47,19 @@ def load() -> ModuleType | None:
         _put_ninja_on_path()
         # One build per CPU class: PyTorch's extension cache outlives a session's machine.
         name = f"tokenmdp_decode_step_{torch.backends.cpu.get_cpu_capability().lower()}"
+        _say_if_building(name)
         return build(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
     except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
         warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
         return None
+
+
+def _say_if_building(name: str) -> None:
+    """A first use compiles for ~25 s: say so, rather than leave a silent pause."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").is_file():
+        print(f"tokenmdp: compiling the fused decoding step for this machine, once (~25 s): {name}", file=sys.stderr)
 
 
 def _put_ninja_on_path() -> None:
