@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import fused_decode
-from models.kernels import FeedForward, Linear, current_kernel
+from models.kernels import FeedForward, Linear, onednn_applies
 
 
 class KVCache:
@@ -223,8 +223,8 @@ class GPT(nn.Module):
         `bias` (B, 1, 1, capacity) is added to the attention scores: 0 where a row may attend
         (its real tokens, this one included), -inf elsewhere (padding, positions not yet
         filled). The caller keeps positions and the bias up to date and checks the context
-        length, so nothing is rebuilt per step. In inference on sgemm the step runs as one C++
-        call (models/fused_decode.py); the eager blocks below are its reference.
+        length, so nothing is rebuilt per step. In inference the step runs as one C++ call
+        (models/fused_decode.py); the eager blocks below are its reference.
         """
         x = self.tok_emb(actions) + self.pos_emb(positions)
         B, nh = x.shape[0], self.cfg.n_head
@@ -234,7 +234,7 @@ class GPT(nn.Module):
                 cache.fused_weights = [t for block in self.blocks for t in block.decode_tensors()]
             h = fused.decode_step(
                 x[:, 0], cache.fused_weights, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
-                self.ln_f.weight, self.ln_f.bias,
+                self.ln_f.weight, self.ln_f.bias, onednn_applies(x[:, 0], self.blocks[0].attn.qkv.weight),
             )  # fmt: skip
             cache.length += 1
             return h[:, None]
@@ -245,15 +245,9 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def _fusable(self, x: torch.Tensor) -> bool:
-        """The fused step (models/fused_decode.py) serves inference on float32 CPU tensors whose
-        linears run on sgemm, the BLAS it calls; oneDNN's linears (models/kernels.py) stay eager."""
-        return (
-            not self.training
-            and not torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and current_kernel() == "sgemm"
-        )
+        """The fused step (models/fused_decode.py) serves inference on float32 CPU tensors, its
+        linears on the kernel the eager step would use (models/kernels.py)."""
+        return not self.training and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
 
     def _run(
         self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None

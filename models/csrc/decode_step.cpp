@@ -2,13 +2,15 @@
 //
 // At one new token per row, PyTorch's eager step spends as long launching ~100 small
 // operators and running 256 tiny attention products per layer (1x32 by 32xT each) as in
-// its linears. Here the linears stay on ATen (the same BLAS), the attention over the KV
-// cache is a plain loop per row and head, and nothing returns to Python between layers.
+// its linears. Here the linears run on the kernels the eager step uses (ATen's addmm, or
+// oneDNN where models/kernels.py chooses it), the attention over the KV cache is a plain
+// loop per row and head, and nothing returns to Python between layers.
 // Same float32 arithmetic up to the order of summation; tests/test_fused_decode.py holds
 // it to the Python step.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cmath>
 #include <limits>
@@ -66,14 +68,31 @@ void attend(const float* qkv, float* keys, float* values, const float* bias, flo
   });
 }
 
+// x @ weight.T + bias, then (gelu) the exact GELU: on ATen's addmm (the BLAS `nn.Linear` calls), or
+// on oneDNN's kernel with the GELU inside it, as models/kernels.py runs the eager step's linears.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias, bool gelu,
+                     bool onednn) {
+  if (!onednn) {
+    auto y = at::addmm(bias, x, weight.t());
+    return gelu ? at::gelu(y) : y;
+  }
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mkldnn::_linear_pointwise", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                         c10::string_view, c10::List<std::optional<at::Scalar>>,
+                                         std::optional<c10::string_view>)>();
+  return op.call(x, weight, bias, gelu ? "gelu" : "none", c10::List<std::optional<at::Scalar>>(),
+                 std::optional<c10::string_view>(gelu ? "none" : ""));
+}
+
 }  // namespace
 
 // x (B, C): the new tokens' embeddings. blocks: kTensorsPerBlock tensors per layer, in order.
 // keys, values (L, B, H, capacity, hs): the KV cache, written at position `at`. bias (B, capacity).
-// Returns ln_f of the last block's output, (B, C).
+// onednn: the linears on oneDNN instead of addmm. Returns ln_f of the last block's output, (B, C).
 torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blocks, torch::Tensor keys,
                           torch::Tensor values, torch::Tensor bias, int64_t at, torch::Tensor ln_f_weight,
-                          torch::Tensor ln_f_bias) {
+                          torch::Tensor ln_f_bias, bool onednn) {
   const int64_t layers = keys.size(0), rows = keys.size(1), heads = keys.size(2);
   const int64_t capacity = keys.size(3), head_size = keys.size(4), width = heads * head_size;
   TORCH_CHECK(static_cast<int64_t>(blocks.size()) == kTensorsPerBlock * layers, "expected ", kTensorsPerBlock,
@@ -86,12 +105,12 @@ torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blo
   auto attended = torch::empty({rows, width}, x.options());
   for (int64_t layer = 0; layer < layers; ++layer) {
     const torch::Tensor* p = blocks.data() + kTensorsPerBlock * layer;
-    auto qkv = at::addmm(p[3], at::layer_norm(x, {width}, p[0], p[1]), p[2].t());
+    auto qkv = linear(at::layer_norm(x, {width}, p[0], p[1]), p[2], p[3], false, onednn);
     attend(qkv.data_ptr<float>(), keys[layer].data_ptr<float>(), values[layer].data_ptr<float>(),
            bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at);
-    x = x + at::addmm(p[5], attended, p[4].t());
-    auto hidden = at::gelu(at::addmm(p[9], at::layer_norm(x, {width}, p[6], p[7]), p[8].t()));
-    x = x + at::addmm(p[11], hidden, p[10].t());
+    x = x + linear(attended, p[4], p[5], false, onednn);
+    auto hidden = linear(at::layer_norm(x, {width}, p[6], p[7]), p[8], p[9], true, onednn);
+    x = x + linear(hidden, p[10], p[11], false, onednn);
   }
   return at::layer_norm(x, {width}, ln_f_weight, ln_f_bias);
 }

@@ -24,33 +24,41 @@ def model() -> GPT:
     return m
 
 
-def one_step(m: GPT, use_fused: bool):
-    """Read the prompts into a fresh cache, then take one decoding step from the same state."""
-    tokens, mask = left_pad(PROMPTS, SPACE.pad_id)
+def one_step(m: GPT, use_fused: bool, copies: int = 1):
+    """Read the prompts (`copies` times each) into a fresh cache, then take one decoding step from the same state."""
+    tokens, mask = left_pad(PROMPTS * copies, SPACE.pad_id)
     B, width = tokens.shape
     cache = m.new_cache(B, width + 4)
     bias = torch.full((B, 1, 1, cache.capacity), float("-inf"))
     bias[:, 0, 0, : width + 1] = torch.cat([mask, torch.ones(B, 1, dtype=torch.long)], 1).bool().float() - 1
     bias = bias.masked_fill(bias < 0, float("-inf"))
     positions = mask.sum(1, keepdim=True)
-    actions = torch.tensor([[5], [6], [7], [SPACE.eor_id]])
+    actions = torch.tensor([[5], [6], [7], [SPACE.eor_id]] * copies)
     with torch.inference_mode(), fused(use_fused):
         m.hidden(tokens, mask, cache)
         h = m.decode(actions, positions, bias, cache)
     return h, cache
 
 
-def test_the_fused_step_computes_what_the_eager_step_computes(model):
-    fused_h, fused_cache = one_step(model, True)
-    eager_h, eager_cache = one_step(model, False)
+@pytest.fixture(params=["sgemm", "onednn"])
+def kernel(request):
+    """The linears' two kernels (models/kernels.py); oneDNN takes batches of 16 rows or more."""
+    with onednn(request.param == "onednn"):
+        yield request.param
+
+
+def test_the_fused_step_computes_what_the_eager_step_computes(model, kernel):
+    rows = 1 if kernel == "sgemm" else 5  # 4 prompts a row each: 20 rows reach oneDNN
+    fused_h, fused_cache = one_step(model, True, rows)
+    eager_h, eager_cache = one_step(model, False, rows)
     assert fused_cache.length == eager_cache.length
     assert torch.allclose(fused_h, eager_h, atol=1e-5)
-    assert torch.allclose(fused_cache.keys, eager_cache.keys, atol=1e-6)
-    assert torch.allclose(fused_cache.values, eager_cache.values, atol=1e-6)
+    assert torch.allclose(fused_cache.keys, eager_cache.keys, atol=1e-5)
+    assert torch.allclose(fused_cache.values, eager_cache.values, atol=1e-5)
 
 
-@pytest.mark.parametrize("group", [1, 3])
-def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, group):
+@pytest.mark.parametrize("group", [1, 5])
+def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, kernel, group):
     runs = {}
     for use_fused in (True, False):
         with fused(use_fused):
@@ -63,12 +71,11 @@ def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, gr
     assert torch.allclose(runs[True].logprobs, runs[False].logprobs, atol=1e-5)
 
 
-def test_the_fused_step_serves_inference_on_sgemm_only(model):
+def test_the_fused_step_serves_inference_only(model):
     x = torch.zeros(2, 1, 32)
     with torch.no_grad():
         assert model._fusable(x)
-        with onednn(True):
-            assert model._fusable(x) == (not fused_decode.torch.backends.mkldnn.is_available())
+        assert not model._fusable(x.double())
     assert not model._fusable(x)  # autograd records: a learner's pass stays eager
     model.train()
     try:
