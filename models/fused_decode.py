@@ -14,6 +14,7 @@ switches within a block (benchmarks and tests compare both in one run).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -43,16 +44,24 @@ _enabled = wanted()
 def load() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built."""
     try:
-        from torch.utils.cpp_extension import load as build
+        from torch.utils.cpp_extension import load_inline
 
         _put_ninja_on_path()
-        # One build per CPU class: PyTorch's extension cache outlives a session's machine.
-        name = f"tokenmdp_decode_step_{torch.backends.cpu.get_cpu_capability().lower()}"
+        source = SOURCE.read_text()
+        name = extension_name(source, torch.backends.cpu.get_cpu_capability())
         _say_if_building(name)
-        return build(name=name, sources=[str(SOURCE)], extra_cflags=FLAGS, verbose=False)
+        # Built from the text, in a directory of its own name: the same source in any checkout is one build.
+        return load_inline(name=name, cpp_sources=[source], extra_cflags=FLAGS, verbose=False)
     except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
         warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
         return None
+
+
+def extension_name(source: str, capability: str) -> str:
+    """One build per source text, flags and CPU class (PyTorch's extension cache outlives a session's
+    machine, and two checkouts of different versions share it)."""
+    digest = hashlib.sha256("\n".join([source, *FLAGS]).encode()).hexdigest()[:12]
+    return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 
 def _say_if_building(name: str) -> None:
