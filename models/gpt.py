@@ -27,9 +27,7 @@ class KVCache:
     step may attend over the whole capacity (contiguous memory, the unfilled positions
     masked out by the caller's bias) instead of over a strided slice the attention kernel
     would first copy. `group` rows share one prompt: the prompt's keys are computed once
-    and written to each of its rows, and positions before `shared` hold the same keys and
-    values in every row of a group (the fused decoding step reads them from the group's
-    first row, so G rows stream one copy).
+    and written to each of its rows.
     """
 
     def __init__(
@@ -40,7 +38,6 @@ class KVCache:
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.group = group
         self.length = 0  # positions filled
-        self.shared = 0  # positions 0 .. shared - 1 were written once per group, alike in its rows
         self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.decode
 
     @property
@@ -56,8 +53,6 @@ class KVCache:
         rows = k.shape[0]
         for store, new in ((self.keys, k), (self.values, v)):
             store[layer].view(rows, -1, *store.shape[2:])[:, :, :, self.length : end] = new[:, None]
-        if rows < self.keys.shape[1] and self.length == self.shared:  # one write per group, from the start
-            self.shared = end
         if self.length == 0:  # the prompt itself: no past to attend to
             return k, v
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
@@ -240,7 +235,6 @@ class GPT(nn.Module):
             h = fused.decode_step(
                 x[:, 0], cache.fused_weights, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
                 self.ln_f.weight, self.ln_f.bias, onednn_applies(x[:, 0], self.blocks[0].attn.qkv.weight),
-                cache.group, cache.shared,
             )  # fmt: skip
             cache.length += 1
             return h[:, None]

@@ -23,10 +23,8 @@ constexpr int64_t kTensorsPerBlock = 12;  // ln1 w b, qkv w b, proj w b, ln2 w b
 // Write the new key and value of every (row, head) at position `at` of the cache, then attend:
 // y[b, h] = softmax(q . K[0..at] / sqrt(hs) + bias[b, 0..at]) V[0..at]. Positions after `at`
 // are not yet written, and the caller's bias is -inf there: they are skipped, not masked.
-// Positions before `shared` are alike in the `group` rows of a prompt and are read from its
-// first row: consecutive rows then find them in the CPU's cache instead of memory.
 void attend(const float* qkv, float* keys, float* values, const float* bias, float* y, int64_t rows, int64_t heads,
-            int64_t capacity, int64_t head_size, int64_t at, int64_t group, int64_t shared) {
+            int64_t capacity, int64_t head_size, int64_t at) {
   const int64_t width = heads * head_size;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
   at::parallel_for(0, rows * heads, 1, [&](int64_t begin, int64_t end) {
@@ -42,13 +40,10 @@ void attend(const float* qkv, float* keys, float* values, const float* bias, flo
         K[at * head_size + d] = k_new[d];
         V[at * head_size + d] = v_new[d];
       }
-      const int64_t first = ((row / group) * group * heads + head) * capacity * head_size;  // the group's first row
-      const float* shared_K = keys + first;
-      const float* shared_V = values + first;
       const float* row_bias = bias + row * capacity;
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t t = 0; t <= at; ++t) {
-        const float* k = (t < shared ? shared_K : K) + t * head_size;
+        const float* k = K + t * head_size;
         float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
         for (int64_t d = 0; d < head_size; ++d) dot += q[d] * k[d];
@@ -65,7 +60,7 @@ void attend(const float* qkv, float* keys, float* values, const float* bias, flo
       }
       for (int64_t t = 0; t <= at; ++t) {
         const float p = weight[t] / total;
-        const float* v = (t < shared ? shared_V : V) + t * head_size;
+        const float* v = V + t * head_size;
 #pragma omp simd
         for (int64_t d = 0; d < head_size; ++d) out[d] += p * v[d];
       }
@@ -94,11 +89,10 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
 
 // x (B, C): the new tokens' embeddings. blocks: kTensorsPerBlock tensors per layer, in order.
 // keys, values (L, B, H, capacity, hs): the KV cache, written at position `at`. bias (B, capacity).
-// group, shared: rows i*group .. i*group+group-1 share one prompt, alike in positions before `shared`.
 // onednn: the linears on oneDNN instead of addmm. Returns ln_f of the last block's output, (B, C).
 torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blocks, torch::Tensor keys,
                           torch::Tensor values, torch::Tensor bias, int64_t at, torch::Tensor ln_f_weight,
-                          torch::Tensor ln_f_bias, bool onednn, int64_t group, int64_t shared) {
+                          torch::Tensor ln_f_bias, bool onednn) {
   const int64_t layers = keys.size(0), rows = keys.size(1), heads = keys.size(2);
   const int64_t capacity = keys.size(3), head_size = keys.size(4), width = heads * head_size;
   TORCH_CHECK(static_cast<int64_t>(blocks.size()) == kTensorsPerBlock * layers, "expected ", kTensorsPerBlock,
@@ -108,13 +102,12 @@ torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blo
   TORCH_CHECK(x.size(0) == rows && x.size(1) == width && bias.size(0) == rows && bias.size(1) == capacity,
               "shapes of x, cache and bias disagree");
   TORCH_CHECK(0 <= at && at < capacity, "KV cache of ", capacity, " positions is full");
-  TORCH_CHECK(group >= 1 && rows % group == 0 && 0 <= shared && shared <= at, "bad group or shared prefix");
   auto attended = torch::empty({rows, width}, x.options());
   for (int64_t layer = 0; layer < layers; ++layer) {
     const torch::Tensor* p = blocks.data() + kTensorsPerBlock * layer;
     auto qkv = linear(at::layer_norm(x, {width}, p[0], p[1]), p[2], p[3], false, onednn);
     attend(qkv.data_ptr<float>(), keys[layer].data_ptr<float>(), values[layer].data_ptr<float>(),
-           bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at, group, shared);
+           bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at);
     x = x + linear(attended, p[4], p[5], false, onednn);
     auto hidden = linear(at::layer_norm(x, {width}, p[6], p[7]), p[8], p[9], true, onednn);
     x = x + linear(hidden, p[10], p[11], false, onednn);
