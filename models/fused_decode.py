@@ -5,8 +5,8 @@ from Python and runs the attention over the KV cache as 256 tiny matrix products
 layer. The C++ step keeps the linears on the kernels the eager step uses (sgemm, or oneDNN
 where `models/kernels.py` picks it), attends with a plain loop per row and head, and does
 not return to Python between layers (bench/README has the A/B).
-It is compiled once per machine with PyTorch's `cpp_extension` (a C++ compiler and
-`ninja`, a dependency; ~25 s) into PyTorch's extension cache; where it cannot be built,
+It is compiled once per machine and source text with PyTorch's `cpp_extension` (a C++
+compiler and `ninja`, a dependency; ~25 s) into PyTorch's extension cache; where it cannot be built,
 sampling warns once and stays on the eager step, which remains the reference the tests
 hold the fused one to. `TOKENMDP_FUSED_DECODE=0` turns it off; `with fused(False):`
 switches within a block (benchmarks and tests compare both in one run).
