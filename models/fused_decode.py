@@ -14,6 +14,7 @@ switches within a block (benchmarks and tests compare both in one run).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -44,17 +45,34 @@ _enabled = wanted()
 def load() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built."""
     try:
-        from torch.utils.cpp_extension import load_inline
-
-        _put_ninja_on_path()
         source = SOURCE.read_text()
-        name = extension_name(source, torch.backends.cpu.get_cpu_capability())
-        _say_if_building(name)
-        # Built from the text, in a directory of its own name: the same source in any checkout is one build.
-        return load_inline(name=name, cpp_sources=[source], extra_cflags=FLAGS, verbose=False)
+        return build(extension_name(source, torch.backends.cpu.get_cpu_capability()), source)
     except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
         warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
         return None
+
+
+def build(name: str, source: str) -> ModuleType:
+    """Compile `source` as the extension `name` in PyTorch's extension cache, or load it if built.
+
+    PyTorch guards a build with a lock file it deletes when done; a build killed midway (a
+    run stopped while it compiles) leaves that file behind, and every later build of the same
+    name then waits for it forever. So builders here first take an OS lock, which the kernel
+    drops when its holder dies: whoever holds it is the only builder, and a PyTorch lock file
+    found then is stale and goes."""
+    from torch.utils.cpp_extension import _get_build_directory
+    from torch.utils.cpp_extension import load as compile_and_load
+
+    _put_ninja_on_path()
+    directory = Path(_get_build_directory(name, verbose=False))
+    with open(directory / "tokenmdp.flock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        _say_if_building(directory, name)
+        path = directory / f"{name}.cpp"
+        if not path.is_file() or path.read_text() != source:
+            path.write_text(source)
+        return compile_and_load(name=name, sources=[str(path)], extra_cflags=FLAGS, build_directory=str(directory))
 
 
 def extension_name(source: str, capability: str) -> str:
@@ -64,11 +82,9 @@ def extension_name(source: str, capability: str) -> str:
     return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 
-def _say_if_building(name: str) -> None:
+def _say_if_building(directory: Path, name: str) -> None:
     """A first use compiles for ~25 s: say so, rather than leave a silent pause."""
-    from torch.utils.cpp_extension import _get_build_directory
-
-    if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").is_file():
+    if not (directory / f"{name}.so").is_file():
         print(f"tokenmdp: compiling the fused decoding step for this machine, once (~25 s): {name}", file=sys.stderr)
 
 

@@ -109,3 +109,19 @@ def test_a_step_that_cannot_be_built_warns_and_leaves_sampling_eager(tmp_path, m
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
     with pytest.warns(UserWarning, match="fused decoding step unavailable"):
         assert fused_decode.load.__wrapped__() is None
+
+
+TINY_EXTENSION = """#include <pybind11/pybind11.h>
+int answer() { return 42; }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("answer", &answer); }
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_build_killed_midway_does_not_block_the_next(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    name = "tokenmdp_test_killed_build"
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "lock").touch()  # what PyTorch's build lock leaves when its builder dies
+    assert fused_decode.build(name, TINY_EXTENSION).answer() == 42  # PyTorch alone would wait on it forever
+    assert not (tmp_path / name / "lock").exists()
