@@ -22,7 +22,6 @@ version; a killed run resumes from the last one in the same MLflow run.
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
 
 from algos import advantages as adv
 from algos.kl import kl_per_token
@@ -41,6 +39,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
+from pipelines.progress import stage_progress
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -593,8 +592,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
             log_metrics_batch([(0, judge(policy, space, cfg, practised).metrics)])
-        with Progress(disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task("rlhf", total=rl.iterations, completed=iteration)
+        with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
                     cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids
@@ -602,7 +600,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                 metrics, version = step.metrics, step.version
                 table += step.samples
                 iteration += 1
-                progress.update(task, advance=1, description=f"rlhf gold {metrics['reward/gold']:.2f}")
+                advance(f"rlhf gold {metrics['reward/gold']:.2f}")
                 judged = None  # the policy of this iteration, if it was judged
                 if iteration % rl.eval_every == 0 or iteration == rl.iterations:
                     judged = judge(policy, space, cfg, practised)

@@ -8,20 +8,19 @@ function of the step, so a resumed run sees exactly the batches it would have se
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from algos.lm import masked_next_token_loss
 from algos.schedule import warmup_cosine
 from conf.schema import OptimConfig
 from models.checkpoint import Model, load_checkpoint, save_checkpoint
 from models.gpt import document_starts
+from pipelines.progress import stage_progress
 from pipelines.tracking import log_metrics_batch
 from world.actions import ActionSpace
 
@@ -189,18 +188,13 @@ def run(stage: Stage, model: Model, stop_at: int | None = None) -> tuple[Model, 
         stage.on_resume(state)
     pending: list[tuple[int, dict[str, float]]] = []
     final: dict[str, float] = {}
-    with Progress(disable=not sys.stderr.isatty()) as progress:
-        task = progress.add_task(stage.name, total=stage.optim.steps, completed=step)
+    with stage_progress(stage.name, stage.optim.steps, completed=step) as advance:
         while step < stage.optim.steps:
             batch = stage.batch_at(step)
             stage.on_batch(batch)
             metrics = train_step(model, optimizer, schedule, batch, stage.optim.grad_clip, stage.loss)
             step += 1
-            progress.update(
-                task,
-                advance=1,
-                description=f"{stage.name} {stage.progress_metric} {metrics[stage.progress_metric]:.3f}",
-            )
+            advance(f"{stage.name} {stage.progress_metric} {metrics[stage.progress_metric]:.3f}")
             if step % stage.optim.eval_every == 0 or step == stage.optim.steps:
                 metrics |= stage.evaluate(model)
             pending.append((step, metrics))

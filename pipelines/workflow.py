@@ -15,6 +15,7 @@ are logged beside `summary.json`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from rich.table import Table
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
+from pipelines.progress import duration
 from pipelines.run_config import guard_run_dir
 from pipelines.tracking import default_tracking_uri, stage_run
 
@@ -117,10 +119,13 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
     wall: dict[str, float] = json.loads(wall_file.read_text()) if wall_file.is_file() else {}
 
     def timed(name: str, stage, *args, **kwargs):
+        print(f"stage {name}: started", file=sys.stderr, flush=True)
         start = time.perf_counter()
         out = stage(*args, **kwargs)
-        wall[name] = wall.get(name, 0.0) + time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        wall[name] = wall.get(name, 0.0) + seconds
         wall_file.write_text(json.dumps(wall, indent=2))
+        print(f"stage {name}: ended after {duration(seconds)}", file=sys.stderr, flush=True)
         return out
 
     # --- pretraining, then SFT (audited against pretraining's actions) ------------------
