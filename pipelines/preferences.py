@@ -23,6 +23,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import sample_rollouts
+from pipelines.progress import stage_progress
 from world.actions import ActionSpace
 from world.exam import Question, questions
 from world.grader import SimulatedLabeler
@@ -58,21 +59,24 @@ def sample_pairs(
     pairs: list[PreferencePair] = []
     scored: list[ScoredResponse] = []
     k = cfg.reward.responses_per_prompt
-    for start in range(0, len(questions), PROMPTS_PER_BATCH):
-        chunk = questions[start : start + PROMPTS_PER_BATCH]
-        rollouts = sample_rollouts(
-            model, space, [space.encode_prompt(q.prefix) for q in chunk], group_size=k,
-            max_new_tokens=cfg.evaluate.max_new_tokens, policy_version=0, temperature=cfg.reward.temperature,
-            generator=generator,
-        )  # fmt: skip
-        responses = rollouts.responses()
-        for i, q in enumerate(chunk):
-            prompt, group = tuple(space.encode_prompt(q.prefix)), responses[i * k : (i + 1) * k]
-            pairs += pairs_for_prompt(space, q.prefix, group, labeler, counts, n_terms=len(q.answer))
-            for r in group:
-                parsed = space.parse_response(r)
-                correct = q.is_answered_by(parsed.answer)
-                scored.append(ScoredResponse(prompt, tuple(r), correct, parsed.well_formed))
+    starts = range(0, len(questions), PROMPTS_PER_BATCH)
+    with stage_progress(f"preferences {split}", len(starts)) as advance:
+        for start in starts:
+            chunk = questions[start : start + PROMPTS_PER_BATCH]
+            rollouts = sample_rollouts(
+                model, space, [space.encode_prompt(q.prefix) for q in chunk], group_size=k,
+                max_new_tokens=cfg.evaluate.max_new_tokens, policy_version=0, temperature=cfg.reward.temperature,
+                generator=generator,
+            )  # fmt: skip
+            responses = rollouts.responses()
+            for i, q in enumerate(chunk):
+                prompt, group = tuple(space.encode_prompt(q.prefix)), responses[i * k : (i + 1) * k]
+                pairs += pairs_for_prompt(space, q.prefix, group, labeler, counts, n_terms=len(q.answer))
+                for r in group:
+                    parsed = space.parse_response(r)
+                    correct = q.is_answered_by(parsed.answer)
+                    scored.append(ScoredResponse(prompt, tuple(r), correct, parsed.well_formed))
+            advance(f"preferences {split} {len(pairs)} pairs")
     counts = Counter({f"{split}/{key}": n for key, n in counts.items()})
     counts[f"{split}/prompts"] = len(questions)
     counts[f"{split}/responses_correct"] = sum(s.correct for s in scored)
