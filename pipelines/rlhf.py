@@ -600,7 +600,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                 metrics, version = step.metrics, step.version
                 table += step.samples
                 iteration += 1
-                advance(f"rlhf gold {metrics['reward/gold']:.2f}")
+                proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
+                advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
                 judged = None  # the policy of this iteration, if it was judged
                 if iteration % rl.eval_every == 0 or iteration == rl.iterations:
                     judged = judge(policy, space, cfg, practised)
