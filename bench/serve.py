@@ -3,8 +3,10 @@
     python -m bench.serve [--model runs/demo] [--requests 200] [--url http://127.0.0.1:8000]
 
 Without `--url` it starts the Serve app itself (an untrained demo-shape policy unless
-`--model` is given). Requests are `/v1/continue` greedy one-term continuations of varied
-sequences. Prints one JSON line: p50/p99 latency (ms) and requests/s per concurrency.
+`--model` is given). Requests are greedy one-term continuations of varied sequences, on
+`/v1/continue` and then on the OpenAI-style `/v1/completions` (`--endpoints` picks). Prints one
+JSON line: p50/p99 latency (ms) and requests/s per concurrency (`concurrency_N` for
+`/v1/continue`, `completions_concurrency_N` for `/v1/completions`).
 """
 
 from __future__ import annotations
@@ -20,18 +22,37 @@ from pathlib import Path
 
 import httpx
 
+ENDPOINTS = ("continue", "completions")
 
-async def load(url: str, concurrency: int, requests: int) -> dict:
+
+def endpoint_list(text: str) -> list[str]:
+    """`--endpoints continue,completions` -> the names, refusing one the server does not have."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(ENDPOINTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"endpoints are {', '.join(ENDPOINTS)}; got {text!r}")
+    return names
+
+
+def request(endpoint: str, i: int) -> tuple[str, dict]:
+    """The i-th request of a load: the same varied sequences on either endpoint."""
+    terms = [i % 50, i % 50 + 3, i % 50 + 6, i % 50 + 9]
+    if endpoint == "completions":
+        return "/v1/completions", {"prompt": ",".join(map(str, terms)) + ","}
+    return "/v1/continue", {"sequence": terms}
+
+
+async def load(url: str, concurrency: int, requests: int, endpoint: str = "continue") -> dict:
     latencies: list[float] = []
     semaphore = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
 
         async def one(i: int) -> None:
-            body = {"sequence": [i % 50, i % 50 + 3, i % 50 + 6, i % 50 + 9]}
+            path, body = request(endpoint, i)
             async with semaphore:
                 start = time.perf_counter()
-                response = await client.post("/v1/continue", json=body)
+                response = await client.post(path, json=body)
                 latencies.append(time.perf_counter() - start)
                 response.raise_for_status()
 
@@ -67,6 +88,9 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--model")
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument(
+        "--endpoints", type=endpoint_list, default=list(ENDPOINTS), help="comma-separated: continue, completions"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url
@@ -79,8 +103,12 @@ def main() -> None:
                 port = s.getsockname()[1]
             url = start(args.model or str(untrained_checkpoint(Path(tmp))), ServeConfig(port=port))
         result = {"bench": "serve", "url": url, "requests": args.requests}
-        for concurrency in (1, 16, 64):
-            result[f"concurrency_{concurrency}"] = asyncio.run(load(url, concurrency, args.requests))
+        for endpoint in args.endpoints:
+            prefix = "" if endpoint == "continue" else f"{endpoint}_"
+            for concurrency in (1, 16, 64):
+                result[f"{prefix}concurrency_{concurrency}"] = asyncio.run(
+                    load(url, concurrency, args.requests, endpoint)
+                )
         if args.url is None:
             from ray import serve
 

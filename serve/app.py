@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
-from serve.engine import BadRequest, Continuation, PolicyEngine, Sampling
+from serve.engine import BadRequest, Completion, Continuation, PolicyEngine, Sampling
 from serve.schemas import (
     CompletionChoice,
     CompletionRequest,
@@ -52,8 +52,9 @@ class PolicyServer:
         limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}
         self.engine = PolicyEngine(checkpoint, **limits)
         self.info = ModelInfo(name=name, version=version)
-        self._continue.set_max_batch_size(settings["max_batch_size"])
-        self._continue.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+        for batched in (self._continue, self._complete):
+            batched.set_max_batch_size(settings["max_batch_size"])
+            batched.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
@@ -77,10 +78,15 @@ class PolicyServer:
     async def completions(self, request: CompletionRequest) -> CompletionResponse:
         sequence = self.engine.parse_prompt(request.prompt)
         self.engine.check_sequence(sequence, 1)
+        self.engine.completion_budget(sequence, request.max_tokens)  # refused here, before it joins a batch
         sampling = Sampling(request.temperature, request.top_k, request.seed)
-        text, reason, n_tokens = self.engine.complete(sequence, request.max_tokens, sampling)
+        result = await self._complete((sequence, request.max_tokens, sampling))
         return CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()), model=f"{self.info.name}/{self.info.version}",
-            choices=[CompletionChoice(index=0, text=text, finish_reason=reason)],
-            usage={"prompt_tokens": len(self.engine.space.encode_prompt(sequence)), "completion_tokens": n_tokens},
+            choices=[CompletionChoice(index=0, text=result.text, finish_reason=result.finish_reason)],
+            usage={"prompt_tokens": len(self.engine.space.encode_prompt(sequence)), "completion_tokens": result.tokens},
         )  # fmt: skip
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _complete(self, items: list[tuple[list[int], int, Sampling]]) -> list[Completion]:
+        return self.engine.complete_batch(items)

@@ -1,8 +1,8 @@
 """The served policy without Ray or HTTP: validate, batch by sampling settings, generate.
 
-Requests with the same sampling settings run as one batch through the KV-cache sampler;
-a request with its own seed gets its own generator, so its answer does not depend on
-what it was batched with.
+Requests with the same sampling settings (and, for completions, the same token budget) run
+as one batch through the KV-cache sampler; a request with its own seed gets its own
+generator, so its answer does not depend on what it was batched with.
 """
 
 from __future__ import annotations
@@ -28,6 +28,15 @@ class Continuation:
     terms: list[int]
     finished: bool
     logprobs: list[float]  # per term: log pi of the whole response it came from, <eor> included
+
+
+@dataclass(frozen=True)
+class Completion:
+    """An OpenAI-style completion: the text (without `<eor>`), why it ended and how many actions it took."""
+
+    text: str
+    finish_reason: str  # "stop" at <eor>, "length" when the token budget ran out first
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,8 @@ class PolicyEngine:
         A term's log-probability is that of the response it was read from (its actions through
         `<eor>`) under the distribution sampled: the policy's own at temperature 0 or 1.
         """
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (_, _, s) in enumerate(requests):
-            groups[(s.temperature, s.top_k, None if s.seed is None else ("seeded", i))].append(i)
         results: dict[int, Continuation] = {}
-        for rows in groups.values():
+        for rows in sampling_groups([s for _, _, s in requests]).values():
             results |= self._continue_group(requests, rows)
         return [results[i] for i in range(len(requests))]
 
@@ -108,17 +114,43 @@ class PolicyEngine:
                 sequences[i].append(parsed.terms[0])
         return {i: Continuation(new_terms[i], finished[i], logprobs[i]) for i in rows}
 
-    def complete(self, sequence: list[int], max_tokens: int, sampling: Sampling) -> tuple[str, str, int]:
-        """Continuation text (without `<eor>`), finish reason ("stop" at `<eor>`, else "length"), tokens generated."""
+    def completion_budget(self, sequence: list[int], max_tokens: int) -> int:
+        """How many actions a completion of `sequence` may take: `max_tokens`, or what the context leaves."""
         budget = self.context - len(self.space.encode_prompt(sequence))
         if budget < 1:
             raise BadRequest(f"the prompt fills the model's context of {self.context} tokens")
-        gen = self._generate([self.space.encode_prompt(sequence)], sampling, min(max_tokens, budget))
-        ids = gen.tokens[0][gen.action_mask[0].bool()].tolist()
-        finished = bool(gen.finished[0])
+        return min(max_tokens, budget)
+
+    def complete_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[Completion]:
+        """(sequence, max_tokens, sampling) -> its completion: one episode of the policy, cut at the budget.
+
+        Requests that share sampling settings and a budget run as one batch, so each row gets
+        exactly the budget it asked for (a longer one would let a long prompt overrun the context).
+        """
+        budgets = [self.completion_budget(sequence, max_tokens) for sequence, max_tokens, _ in requests]
+        results: dict[int, Completion] = {}
+        for rows in sampling_groups([s for _, _, s in requests], budgets).values():
+            prompts = [self.space.encode_prompt(requests[i][0]) for i in rows]
+            gen = self._generate(prompts, requests[rows[0]][2], budgets[rows[0]])
+            for row, i in enumerate(rows):
+                actions = gen.tokens[row][gen.action_mask[row].bool()].tolist()
+                results[i] = self._completion(actions, bool(gen.finished[row]))
+        return [results[i] for i in range(len(requests))]
+
+    def _completion(self, ids: list[int], finished: bool) -> Completion:
         parsed = self.space.parse_response(ids)
         if parsed.well_formed:  # numbers in the usual spelling, whatever the model's digit order
             text = ",".join(map(str, parsed.terms))
         else:
             text = "".join(self.space.decode_tokens(ids[:-1] if finished else ids))
-        return text, "stop" if finished else "length", len(ids)
+        return Completion(text, "stop" if finished else "length", len(ids))
+
+
+def sampling_groups(settings: list[Sampling], budgets: list[int] | None = None) -> dict[tuple, list[int]]:
+    """Request indices grouped into what may share one `generate` call: the same temperature, top-k
+    and budget; a seeded request alone, since its answer must not depend on its batch-mates."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, s in enumerate(settings):
+        seeded = None if s.seed is None else ("seeded", i)
+        groups[(s.temperature, s.top_k, seeded, None if budgets is None else budgets[i])].append(i)
+    return groups

@@ -84,6 +84,19 @@ def test_openai_style_completion(server):
     assert isinstance(body["choices"][0]["text"], str)
 
 
+def test_concurrent_completions_each_get_the_budget_they_asked_for(server):
+    def ask(i: int) -> dict:
+        return server.post("/v1/completions", json={"prompt": "1,2,4,8,16,", "max_tokens": 1 + 15 * (i % 2)}).json()
+
+    alone = {budget: ask(budget - 1) for budget in (1, 16)}
+    with ThreadPoolExecutor(16) as pool:  # they meet in the replica's batches
+        bodies = list(pool.map(ask, range(32)))
+    for i, body in enumerate(bodies):
+        expected = alone[1 + 15 * (i % 2)]
+        assert body["choices"][0] == expected["choices"][0] and body["usage"] == expected["usage"]
+    assert alone[1]["usage"]["completion_tokens"] == 1 and alone[1]["choices"][0]["finish_reason"] == "length"
+
+
 @pytest.mark.parametrize(
     ("path", "payload", "named"),
     [
@@ -97,6 +110,8 @@ def test_openai_style_completion(server):
         ("/v1/continue", {"sequence": [1, 2], "temperature": "hot"}, "temperature"),
         ("/v1/continue", {"sequence": [1, 2], "colour": "red"}, "colour"),
         ("/v1/completions", {"prompt": "one, two"}, "integers"),
+        ("/v1/completions", {"prompt": ",".join(map(str, range(1000, 1100)))}, "context"),
+        ("/v1/completions", {"prompt": "1,2,", "max_tokens": 0}, "max_tokens"),
     ],
 )
 def test_bad_input_is_a_4xx_that_names_the_problem(server, path, payload, named):
