@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -98,13 +100,25 @@ def _stage_setup(config: str, overrides: list[str] | None, out: Path | None):
     return cfg, run_dir
 
 
+@contextmanager
+def _stages_in_order() -> Iterator[None]:
+    """A stage run before the one it starts from: one line saying which command to run, not a traceback."""
+    from pipelines.run_config import MissingStage
+
+    try:
+        yield
+    except MissingStage as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
+
+
 @app.command()
 def pretrain(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
     """Pretrain the policy on the sequence corpus (resumes from its last checkpoint)."""
     from pipelines import pretrain as stage
 
     cfg, run_dir = _stage_setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+    with _stages_in_order():
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
 @app.command()
@@ -113,7 +127,8 @@ def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
     from pipelines import sft as stage
 
     cfg, run_dir = _stage_setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+    with _stages_in_order():
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
 @app.command()
@@ -122,7 +137,8 @@ def preferences(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOp
     from pipelines import preferences as stage
 
     cfg, run_dir = _stage_setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
+    with _stages_in_order():
+        typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
 
 
 @app.command()
@@ -131,7 +147,8 @@ def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = N
     from pipelines import reward as stage
 
     cfg, run_dir = _stage_setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+    with _stages_in_order():
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
 @app.command("reward-curve")
@@ -151,7 +168,8 @@ def reward_curve(
         require_trained_as(run_dir, cfg.model_dump(), through="preferences")
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
-    points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
+    with _stages_in_order():
+        points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
     columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
                "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip
     print_rows("reward model learning curve", points, columns)
@@ -165,7 +183,8 @@ def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = Non
 
     _use_ray(ray_address)
     cfg, run_dir = _stage_setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, run_dir)))
+    with _stages_in_order():
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
 @app.command()
@@ -180,9 +199,14 @@ def evaluate(
 ) -> None:
     """Judge a policy on held-out exam questions with the gold grader."""
     from pipelines import evaluate as stage
+    from pipelines.run_config import trained_checkpoint
 
     cfg, run_dir = _setup(config, overrides, out)
-    typer.echo(json.dumps(stage.main(cfg, checkpoint or run_dir / "sft" / "checkpoint.pt", samples)))
+    if checkpoint is not None and not checkpoint.is_file():
+        raise typer.BadParameter(f"no checkpoint at {checkpoint}", param_hint="--checkpoint")
+    with _stages_in_order():
+        policy = checkpoint or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
+    typer.echo(json.dumps(stage.main(cfg, policy, samples)))
 
 
 @app.command()

@@ -24,6 +24,7 @@ from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import sample_rollouts
 from pipelines.progress import stage_progress
+from pipelines.run_config import trained_checkpoint
 from world.actions import ActionSpace
 from world.exam import Question, questions
 from world.grader import SimulatedLabeler
@@ -128,7 +129,7 @@ def main(cfg: Config, run_dir: Path) -> Preferences:
         return load(out)
     torch.set_num_threads(cfg.reward.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    model, _, _ = load_checkpoint(trained_checkpoint(run_dir, "sft", needed_by="preferences"), space)
     prefs = collect(cfg, model, space)
     if not prefs.train:
         raise RuntimeError(f"no preference pairs from {cfg.reward.prompts} prompts: {prefs.counts}")

@@ -26,6 +26,7 @@ from models.checkpoint import load_checkpoint
 from models.heads import ScalarModel, score_sequences
 from pipelines import preferences, train_loop
 from pipelines.preferences import Preferences, ScoredResponse
+from pipelines.run_config import trained_checkpoint
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.preferences import PreferencePair
@@ -130,7 +131,7 @@ def configured_evaluation(rm: ScalarModel, space: ActionSpace, prefs: Preference
 
 def new_reward_model(cfg: Config, space: ActionSpace, run_dir: Path) -> ScalarModel:
     """A fresh RM on the run's SFT trunk (with the likelihood feature when configured), seeded head."""
-    sft_model, _, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
+    sft_model, _, _ = load_checkpoint(trained_checkpoint(run_dir, "sft", needed_by="reward"), space)
     torch.manual_seed(cfg.seed)
     return ScalarModel(sft_model, space.query_id if cfg.reward.likelihood_feature else None)
 

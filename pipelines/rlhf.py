@@ -40,6 +40,7 @@ from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
 from pipelines.progress import stage_progress
+from pipelines.run_config import trained_checkpoint
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -529,13 +530,14 @@ def main(
     ckpt = stage_dir / "checkpoint.pt"
     torch.set_num_threads(rl.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    if rl.reward_source == "rm" and not (run_dir / "reward" / "checkpoint.pt").is_file():
-        raise FileNotFoundError(f"rl.reward_source=rm needs a reward model: run `tokenmdp reward` into {run_dir} first")
+    if rl.reward_source == "rm":
+        trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
     w = cfg.world
     questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
     # Start from the SFT policy, or from where a previous run of this stage stopped.
     resuming = ckpt.is_file()
-    policy, _, state = load_checkpoint(ckpt if resuming else run_dir / "sft" / "checkpoint.pt", space)
+    start = ckpt if resuming else trained_checkpoint(run_dir, "sft", needed_by="rlhf")
+    policy, _, state = load_checkpoint(start, space)
     iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
         practised = practised_for(cfg, questions)

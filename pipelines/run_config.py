@@ -122,3 +122,19 @@ def guard_run_dir(run_dir: Path, config: dict) -> None:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+
+class MissingStage(FileNotFoundError):
+    """A stage needs the checkpoint of one before it, and the run directory does not hold it."""
+
+
+def trained_checkpoint(run_dir: Path, stage: str, needed_by: str) -> Path:
+    """`run_dir/<stage>/checkpoint.pt`, or a MissingStage that names the command making it: a stage run
+    out of order otherwise ends in a long traceback about a file `torch.load` could not open."""
+    path = run_dir / stage / "checkpoint.pt"
+    if not path.is_file():
+        raise MissingStage(
+            f"{needed_by} needs the {stage} stage, and {run_dir} does not hold it ({path} is missing): "
+            f"run `tokenmdp {stage}` with the same config and --out first, or `tokenmdp run` for every stage"
+        )
+    return path

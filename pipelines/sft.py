@@ -23,6 +23,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines import train_loop
 from pipelines.evaluate import evaluate_policy, sampled_pass_at_1
+from pipelines.run_config import trained_checkpoint
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats, audit
@@ -57,7 +58,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     stage_dir = run_dir / "sft"
     torch.set_num_threads(cfg.sft.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    model, _, pretrained = load_checkpoint(run_dir / "pretrain" / "checkpoint.pt", space)
+    model, _, pretrained = load_checkpoint(trained_checkpoint(run_dir, "pretrain", needed_by="sft"), space)
     questions = train_questions(cfg)
     # --- the action-space audit, before any update --------------------------------------
     stats = CorpusStats.from_dict(pretrained["corpus_stats"])

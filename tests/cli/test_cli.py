@@ -90,3 +90,27 @@ def test_experiment_refuses_a_base_run_trained_under_another_config(tmp_path):
     result = runner.invoke(app, ["experiment", "staleness", "tiny", "--base-run", str(tmp_path),
                                  "--out", str(tmp_path / "exp")])  # fmt: skip
     assert result.exit_code != 0 and "sft.lr" in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "needed"),
+    [
+        (["sft"], "tokenmdp pretrain"),
+        (["preferences"], "tokenmdp sft"),
+        (["reward"], "tokenmdp sft"),
+        (["rlhf"], "tokenmdp reward"),  # the RM is checked first: it is what RLHF optimises
+        (["rlhf", "--set", "rl.reward_source=gold"], "tokenmdp sft"),
+        (["reward-curve"], "tokenmdp sft"),
+        (["evaluate"], "tokenmdp sft"),
+    ],
+)
+def test_a_stage_run_before_its_input_says_which_command_to_run(tmp_path, command, needed):
+    result = runner.invoke(app, [command[0], "tiny", "--out", str(tmp_path / "run"), *command[1:]])
+    assert result.exit_code == 2, result.output  # a usage error, not a traceback
+    assert needed in " ".join(result.output.replace("│", " ").split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_evaluate_refuses_a_checkpoint_that_is_not_there(tmp_path):
+    result = runner.invoke(app, ["evaluate", "tiny", "--checkpoint", str(tmp_path / "nope.pt")])
+    assert result.exit_code == 2 and "--checkpoint" in result.output and "nope.pt" in result.output
