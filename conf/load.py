@@ -36,11 +36,23 @@ def apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    node[leaf] = parse_yaml(raw, f"override {override!r}")
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text, or a ConfigError saying where it stops being YAML (line and column): a typo in a
+    preset or an override is a usage error, not a traceback."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {err}") from None
 
 
 def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> Config:
-    data = yaml.safe_load(preset_path(name_or_path).read_text()) or {}
+    path = preset_path(name_or_path)
+    data = parse_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a mapping of sections such as `rl:`")
     return _validated(data, overrides, f"config {name_or_path!r}")
 
 

@@ -69,11 +69,25 @@ def test_an_unknown_preset_is_refused_with_the_list_of_presets():
         ("model.max_len=32", "world.max_tokens=48 exceeds model.max_len=32"),
         ("reward.views=0", "views"),
         ("serve.max_ongoing_requests=4", "could never fill a batch"),
+        ("rl.iterations=[1", "override 'rl.iterations=\\[1' is not valid YAML"),
     ],
 )
 def test_bad_config_names_the_field(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("name: x\nrl: [1, 2\n", "(?s)is not valid YAML: .*line 2"), ("- 1\n- 2\n", "holds a list, not a mapping")],
+)
+def test_a_config_file_that_is_not_a_yaml_mapping_is_a_usage_error(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "bad.yaml" in result.output
 
 
 def test_experiment_names_match_the_registry_and_an_unknown_one_is_refused():
