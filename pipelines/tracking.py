@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +18,27 @@ FORKED_FROM = "forked_from"  # in a stage directory copied from another run (pip
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+
+
+def local_store_folder(tracking_uri: str) -> Path | None:
+    """The folder of a local SQLite store (`sqlite:///path/mlflow.db`); None for a server or other store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+
+
+def use_experiment(name: str, tracking_uri: str) -> None:
+    """Make `name` the active experiment. One new on a local SQLite store keeps its artifacts beside the
+    database (`mlruns/<name>` next to `mlflow.db`): MLflow's default, `./mlruns` of whatever directory the
+    command started in, scattered a run's artifacts away from its store (and the tests' into the project)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    folder = local_store_folder(tracking_uri)
+    if folder is not None and mlflow.get_experiment_by_name(name) is None:
+        with suppress(MlflowException):  # created meanwhile by another process: use theirs
+            mlflow.create_experiment(name, artifact_location=(folder / "mlruns" / name).as_uri())
+    mlflow.set_experiment(name)
 
 
 def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
@@ -41,8 +62,9 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    mlflow.set_experiment(experiment)
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    use_experiment(experiment, uri)
     id_file = stage_dir / "mlflow_run_id"
     run_id = id_file.read_text().strip() if id_file.is_file() else None
     nested = mlflow.active_run() is not None

@@ -36,7 +36,7 @@ def register_policy(checkpoint: Path, name: str) -> str:
 
     info = mlflow.pyfunc.log_model(
         name="policy",
-        python_model=PolicyModel(),
+        python_model=str(Path(__file__).with_name("pyfunc_code.py")),  # code, not a pickle
         artifacts={"checkpoint": str(checkpoint)},
         registered_model_name=name,
         pip_requirements=["torch", "mlflow", "pydantic"],

@@ -1,0 +1,49 @@
+"""The embedded MLflow store: artifacts beside the database, and the registered policy stored as code."""
+
+import logging
+from pathlib import Path
+
+import mlflow
+
+from pipelines.tracking import local_store_folder, stage_run
+
+
+def test_only_a_local_sqlite_store_has_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert local_store_folder("sqlite:////srv/runs/mlflow.db") == Path("/srv/runs")
+    assert local_store_folder("sqlite:///mlflow.db") == tmp_path  # relative to where the command starts
+    assert local_store_folder("http://mlflow:5000") is None
+
+
+def test_a_local_stores_artifacts_stay_beside_it_wherever_the_command_starts(tmp_path, monkeypatch):
+    elsewhere, store = tmp_path / "elsewhere", tmp_path / "store"
+    elsewhere.mkdir()
+    store.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    with stage_run(tmp_path / "run" / "sft", experiment="probe", run_name="sft", tracking_uri=uri) as run:
+        mlflow.log_text("hello", "note.txt")
+    assert (store / "mlruns" / "probe").is_dir()
+    assert list(elsewhere.iterdir()) == []  # MLflow's default would have made ./mlruns here
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/note.txt") == "hello"
+
+
+def test_the_registered_policy_is_code_not_a_pickle(tiny_sft_run, tmp_path, caplog):
+    from serve.engine import PolicyEngine, Sampling
+    from serve.pyfunc_model import register_policy
+
+    checkpoint = tiny_sft_run / "sft" / "checkpoint.pt"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with (
+        caplog.at_level(logging.WARNING),
+        stage_run(tmp_path / "reg", experiment="reg", run_name="r", tracking_uri=uri),
+    ):
+        model_uri = register_policy(checkpoint, "tokenmdp-probe")
+    assert model_uri == "models:/tokenmdp-probe/1"
+    assert "CloudPickle" not in caplog.text  # MLflow warns when it pickles a python_model
+    flavor = mlflow.models.Model.load(model_uri).flavors["python_function"]
+    assert flavor.get("model_code_path")
+    prefixes = [[1, 2, 4, 8, 16], [3, 6, 9]]
+    expected = [r.terms[0] if r.terms else None for r in PolicyEngine(checkpoint).continue_batch(
+        [(p, 1, Sampling()) for p in prefixes])]  # fmt: skip
+    assert list(mlflow.pyfunc.load_model(model_uri).predict(prefixes)) == expected
