@@ -215,11 +215,11 @@ def serve(
     config: ConfigArg = "demo",
     overrides: SetOpt = None,
     host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: serve.port of the config.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default: serve.port of the config.")] = None,
     ray_address: RayOpt = None,
 ) -> None:
     """Serve a policy over HTTP with Ray Serve until interrupted (POST /v1/continue, /v1/completions)."""
-    from serve.launch import start
+    from serve.launch import CannotListen, start
 
     _use_ray(ray_address)
     cfg, _ = _setup(config, overrides, None)
@@ -228,6 +228,8 @@ def serve(
         url = start(model, settings)
     except FileNotFoundError as err:
         raise typer.BadParameter(str(err), param_hint="--model") from None
+    except CannotListen as err:
+        raise typer.BadParameter(str(err), param_hint="--port") from None
     typer.echo(f"serving {model} at {url} (docs: {url}/docs); Ctrl-C stops")
     import time
 

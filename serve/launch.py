@@ -7,6 +7,7 @@ registry URI such as `models:/tokenmdp-demo/1`, which is resolved through MLflow
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from conf.schema import ServeConfig
@@ -39,6 +40,36 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
     return path, path.parent.parent.name or "policy", path.parent.name or "checkpoint"
 
 
+class CannotListen(OSError):
+    """The endpoint's address cannot be bound here: taken, not this machine's, or a privileged port."""
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse an address that cannot be bound before Ray starts: Serve's proxy would otherwise fail to
+    bind inside its actor and the command end in ~200 lines of tracebacks from the cluster."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closed port is free
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            reason = f"cannot listen on {host}:{port} ({err.strerror})"
+            raise CannotListen(f"{reason}: free it, or choose another --port") from None
+
+
+def serve_running() -> bool:
+    """Whether this process's Ray already runs Serve, whose proxy then holds the port it was started on."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    if not ray.is_initialized():
+        return False
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
 def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, blocking: bool = False) -> str:
     """Deploy on (local or `RAY_ADDRESS`) Ray; returns the base URL."""
     from ray import serve
@@ -48,6 +79,8 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
 
     if not (model.startswith("models:/") or model.startswith("runs:/")):
         model = str(resolve_model(model)[0].resolve())  # fail fast here, not in the replica
+    if not os.environ.get("RAY_ADDRESS") and not serve_running():  # a new proxy will bind on this machine
+        check_can_listen(settings.host, settings.port)
     init_ray()
     serve.start(http_options={"host": settings.host, "port": settings.port})
     deployment = PolicyServer.options(

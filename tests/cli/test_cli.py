@@ -128,3 +128,17 @@ def test_a_stage_run_before_its_input_says_which_command_to_run(tmp_path, comman
 def test_evaluate_refuses_a_checkpoint_that_is_not_there(tmp_path):
     result = runner.invoke(app, ["evaluate", "tiny", "--checkpoint", str(tmp_path / "nope.pt")])
     assert result.exit_code == 2 and "--checkpoint" in result.output and "nope.pt" in result.output
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_before_starting_ray(tmp_path):
+    import socket
+
+    checkpoint = tmp_path / "policy.pt"
+    checkpoint.write_bytes(b"")  # never read: the address is refused first
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = runner.invoke(app, ["serve", "tiny", "--model", str(checkpoint), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(result.output.replace("│", " ").split())
