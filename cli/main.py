@@ -6,11 +6,14 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from conf.presets import preset_names
+
+if TYPE_CHECKING:
+    from conf.schema import Config
 
 app = typer.Typer(help="TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP.", no_args_is_help=True)
 world_app = typer.Typer(help="The sequence world: corpus, exam bank, action space.", no_args_is_help=True)
@@ -88,16 +91,31 @@ def _setup(config: str, overrides: list[str] | None, out: Path | None):
     return cfg, out or Path("runs") / cfg.name
 
 
-def _stage_setup(config: str, overrides: list[str] | None, out: Path | None):
-    """`_setup` for a command that trains a stage: the run directory must not hold stages trained otherwise."""
+@contextmanager
+def _writing_stage(config: str, overrides: list[str] | None, out: Path | None) -> Iterator[tuple[Config, Path]]:
+    """The config and run directory of a command that trains a stage, held for the command's length: no other
+    command writes into the directory meanwhile, and no stage trained under another config may be in it."""
     from pipelines.run_config import ConfigChanged, guard_run_dir
 
     cfg, run_dir = _setup(config, overrides, out)
+    with _sole_writer(run_dir), _stages_in_order():
+        try:
+            guard_run_dir(run_dir, cfg.model_dump())
+        except ConfigChanged as err:
+            raise typer.BadParameter(str(err), param_hint="--out") from None
+        yield cfg, run_dir
+
+
+@contextmanager
+def _sole_writer(run_dir: Path) -> Iterator[None]:
+    """`pipelines.run_lock.sole_writer`, a second writer refused as a usage error."""
+    from pipelines.run_lock import RunDirBusy, sole_writer
+
     try:
-        guard_run_dir(run_dir, cfg.model_dump())
-    except ConfigChanged as err:
+        with sole_writer(run_dir):
+            yield
+    except RunDirBusy as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
-    return cfg, run_dir
 
 
 @contextmanager
@@ -116,8 +134,7 @@ def pretrain(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt =
     """Pretrain the policy on the sequence corpus (resumes from its last checkpoint)."""
     from pipelines import pretrain as stage
 
-    cfg, run_dir = _stage_setup(config, overrides, out)
-    with _stages_in_order():
+    with _writing_stage(config, overrides, out) as (cfg, run_dir):
         typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -126,8 +143,7 @@ def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None
     """Supervised fine-tuning on exam questions, after the action-space audit."""
     from pipelines import sft as stage
 
-    cfg, run_dir = _stage_setup(config, overrides, out)
-    with _stages_in_order():
+    with _writing_stage(config, overrides, out) as (cfg, run_dir):
         typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -136,8 +152,7 @@ def preferences(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOp
     """Sample on-policy responses from the SFT policy and label pairs within each prompt."""
     from pipelines import preferences as stage
 
-    cfg, run_dir = _stage_setup(config, overrides, out)
-    with _stages_in_order():
+    with _writing_stage(config, overrides, out) as (cfg, run_dir):
         typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
 
 
@@ -146,8 +161,7 @@ def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = N
     """Train the reward model (Bradley-Terry on within-prompt pairs) and judge it against gold."""
     from pipelines import reward as stage
 
-    cfg, run_dir = _stage_setup(config, overrides, out)
-    with _stages_in_order():
+    with _writing_stage(config, overrides, out) as (cfg, run_dir):
         typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -168,7 +182,7 @@ def reward_curve(
         require_trained_as(run_dir, cfg.model_dump(), through="preferences")
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
-    with _stages_in_order():
+    with _sole_writer(run_dir), _stages_in_order():
         points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
     columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
                "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip
@@ -182,8 +196,7 @@ def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = Non
     from pipelines import rlhf as stage
 
     _use_ray(ray_address)
-    cfg, run_dir = _stage_setup(config, overrides, out)
-    with _stages_in_order():
+    with _writing_stage(config, overrides, out) as (cfg, run_dir):
         typer.echo(json.dumps(stage.main(cfg, run_dir)))
 
 
@@ -263,7 +276,8 @@ def run(
     _use_ray(ray_address)
     cfg, run_dir = _setup(config, overrides, out)
     try:
-        workflow(cfg, run_dir, from_run=from_run)
+        with _sole_writer(run_dir):
+            workflow(cfg, run_dir, from_run=from_run)
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
     except ForkError as err:
@@ -347,8 +361,10 @@ def experiment(
 
     _use_ray(ray_address)
     cfg, _ = _setup(config, overrides, None)
+    out = out or Path("runs") / "experiments" / cfg.name / name
     try:
-        run_experiment(registry()[name], cfg, out or Path("runs") / "experiments" / cfg.name / name, base_run=base_run)
+        with _sole_writer(out):
+            run_experiment(registry()[name], cfg, out, base_run=base_run)
     except (ConfigChanged, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
 
