@@ -336,6 +336,26 @@ def trace(
     print_trace(traced)
 
 
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Where a run stands: each stage's progress, whether a command is writing it now, where a re-run resumes."""
+    from pipelines.status import NotARun, run_status
+
+    try:
+        found = run_status(run_dir)
+    except NotARun as err:
+        raise typer.BadParameter(str(err)) from None
+    if as_json:
+        typer.echo(json.dumps(found.to_dict()))
+        return
+    from cli.report import print_status
+
+    print_status(found)
+
+
 EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
 
 

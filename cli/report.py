@@ -18,6 +18,7 @@ from world.exam import Question, iter_bank
 from world.grader import analyze, grade
 
 if TYPE_CHECKING:
+    from pipelines.status import RunStatus
     from pipelines.trace import Trace
 
 console = Console()
@@ -142,3 +143,28 @@ def print_trace(trace: Trace) -> None:
 
 def _terms(answer: list[int] | None) -> str:
     return "malformed" if answer is None else " ".join(map(str, answer))
+
+
+def print_status(status: RunStatus) -> None:
+    import time
+
+    def when(seconds: float | None) -> str:
+        return time.strftime("%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""
+
+    going = f"being written by {status.writer}" if status.writer else "no command is writing it"
+    table = Table(title=f"{status.run_dir} (config {status.config_name}): {going}")
+    for column in ("stage", "state", "progress", "last written"):
+        table.add_column(column, justify="right" if column == "progress" else "left", no_wrap=True)
+    for s in status.stages:
+        progress = s.note if s.unit == "collection" else f"{s.done:,}/{s.total:,} {s.unit}"
+        table.add_row(s.stage, s.state, progress, when(s.updated))
+    console.print(table)
+    if status.resumes_at is None:
+        console.print(f"every stage done; registered as {status.model_uri or '(not yet: re-run to register)'}")
+        return
+    stage = next(s for s in status.stages if s.stage == status.resumes_at)
+    where = f" ({stage.done:,} of {stage.total:,} {stage.unit} checkpointed)" if stage.done else ""
+    if status.writer:
+        console.print(f"a command is at {stage.stage}{where}")
+    else:
+        console.print(f"a re-run of `tokenmdp run` picks up at {stage.stage}{where}")

@@ -1,0 +1,95 @@
+"""Where a run directory stands: each stage's progress, who is writing it now, what it registered.
+
+A run goes for half an hour, often in the background (`make run > log &`, a Ray job) or
+after a kill; `tokenmdp status runs/demo` answers "how far is it, is it still going, and
+what will a re-run resume?" from the directory alone, without touching MLflow or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pipelines.run_config import STAGES
+from pipelines.run_lock import writer
+
+# The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
+LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
+          "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    done: int  # steps (iterations for RLHF) checkpointed; for preferences, 1 once collected
+    total: int
+    unit: str
+    updated: float | None  # when its output was last written (seconds since the epoch)
+    note: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.done >= self.total:
+            return "done"
+        return "partial" if self.done else "not started"
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_dir: Path
+    config_name: str | None
+    writer: str | None  # "pid N on HOST since T" while a command writes the directory
+    stages: list[StageStatus]
+    model_uri: str | None
+
+    @property
+    def resumes_at(self) -> str | None:
+        """The first stage not done: where a re-run of `tokenmdp run` picks up."""
+        return next((s.stage for s in self.stages if s.state != "done"), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "run_dir": str(self.run_dir), "config": self.config_name, "writer": self.writer,
+            "resumes_at": self.resumes_at, "model_uri": self.model_uri,
+            "stages": {s.stage: {"state": s.state, "done": s.done, "total": s.total, "unit": s.unit,
+                                 "updated": s.updated, "note": s.note} for s in self.stages},
+        }  # fmt: skip
+
+
+class NotARun(FileNotFoundError):
+    """The directory holds no run (no `config.json`)."""
+
+
+def run_status(run_dir: Path) -> RunStatus:
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise NotARun(f"{run_dir} holds no run ({config_file} is missing): pass a directory made by `tokenmdp run`")
+    config = json.loads(config_file.read_text())
+    stages = [_preferences(run_dir) if s == "preferences" else _trained(run_dir, s, config) for s in STAGES]
+    model_uri = run_dir / "model_uri"
+    return RunStatus(
+        run_dir, config.get("name"), writer(run_dir), stages,
+        model_uri.read_text().strip() if model_uri.is_file() else None,
+    )  # fmt: skip
+
+
+def _trained(run_dir: Path, stage: str, config: dict) -> StageStatus:
+    section, field, key = LENGTH[stage]
+    total, unit = int(config[section][field]), "iterations" if stage == "rlhf" else "steps"
+    path = run_dir / stage / "checkpoint.pt"
+    if not path.is_file():
+        return StageStatus(stage, 0, total, unit, None)
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return StageStatus(stage, int(state.get(key, 0)), total, unit, path.stat().st_mtime)
+
+
+def _preferences(run_dir: Path) -> StageStatus:
+    stats = run_dir / "preferences" / "stats.json"
+    if not stats.is_file():
+        return StageStatus("preferences", 0, 1, "collection", None)
+    counts = json.loads(stats.read_text())
+    pairs = sum(v for k, v in counts.items() if k.startswith("train/kept_"))
+    return StageStatus("preferences", 1, 1, "collection", stats.stat().st_mtime, f"{pairs:,} training pairs")

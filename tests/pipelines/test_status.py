@@ -1,0 +1,58 @@
+"""`tokenmdp status`: each stage's progress read from the run directory, who writes it, where a re-run picks up."""
+
+import json
+import os
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import load_config
+from pipelines.run_lock import sole_writer, writer
+from pipelines.status import NotARun, run_status
+
+
+@pytest.fixture
+def half_run(sft_run):
+    """The tiny run's pretraining and SFT, its config written as `tokenmdp run` writes it."""
+    (sft_run / "config.json").write_text(json.dumps(load_config("tiny").model_dump()))
+    return sft_run
+
+
+def test_each_stage_reads_as_far_as_its_checkpoint_got(half_run):
+    found = run_status(half_run)
+    cfg = load_config("tiny")
+    states = {s.stage: (s.state, s.done, s.total) for s in found.stages}
+    assert states == {
+        "pretrain": ("done", cfg.pretrain.steps, cfg.pretrain.steps),
+        "sft": ("done", cfg.sft.steps, cfg.sft.steps),
+        "preferences": ("not started", 0, 1),
+        "reward": ("not started", 0, cfg.reward.steps),
+        "rlhf": ("not started", 0, cfg.rl.iterations),
+    }
+    assert found.resumes_at == "preferences" and found.writer is None and found.model_uri is None
+
+    path = half_run / "sft" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    torch.save(state | {"step": 100}, path)  # as if killed at step 100
+    found = run_status(half_run)
+    assert found.resumes_at == "sft" and found.stages[1].state == "partial" and found.stages[1].done == 100
+    result = CliRunner().invoke(app, ["status", str(half_run)])
+    assert result.exit_code == 0 and "picks up at sft (100 of" in result.output
+
+
+def test_a_command_writing_the_run_is_named_while_it_writes(half_run):
+    with sole_writer(half_run):
+        assert writer(half_run).startswith(f"pid {os.getpid()} on ")
+        assert json.loads(CliRunner().invoke(app, ["status", str(half_run), "--json"]).output)["writer"]
+    assert writer(half_run) is None
+    with sole_writer(half_run):  # looking did not keep it
+        pass
+
+
+def test_a_directory_that_holds_no_run_is_refused(tmp_path):
+    with pytest.raises(NotARun, match=r"config\.json"):
+        run_status(tmp_path)
+    result = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert result.exit_code == 2 and "holds no run" in result.output
