@@ -81,10 +81,12 @@ class PolicyServer:
         self.engine.completion_budget(sequence, request.max_tokens)  # refused here, before it joins a batch
         sampling = Sampling(request.temperature, request.top_k, request.seed)
         result = await self._complete((sequence, request.max_tokens, sampling))
+        prompt_tokens = len(self.engine.space.encode_prompt(sequence))
         return CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()), model=f"{self.info.name}/{self.info.version}",
             choices=[CompletionChoice(index=0, text=result.text, finish_reason=result.finish_reason)],
-            usage={"prompt_tokens": len(self.engine.space.encode_prompt(sequence)), "completion_tokens": result.tokens},
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": result.tokens,
+                   "total_tokens": prompt_tokens + result.tokens},
         )  # fmt: skip
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)

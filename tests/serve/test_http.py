@@ -82,6 +82,8 @@ def test_openai_style_completion(server):
     body = server.post("/v1/completions", json={"prompt": "1,2,4,8,16,", "max_tokens": 8}).json()
     assert body["object"] == "text_completion" and body["choices"][0]["finish_reason"] in ("stop", "length")
     assert isinstance(body["choices"][0]["text"], str)
+    usage = body["usage"]  # OpenAI's three counts; the prompt is <bos> 1 , 2 , 4 , 8 , 1 6 ?: 12 tokens
+    assert usage["prompt_tokens"] == 12 and usage["total_tokens"] == 12 + usage["completion_tokens"]
 
 
 def test_concurrent_completions_each_get_the_budget_they_asked_for(server):
