@@ -11,6 +11,7 @@ averaging leaves exactly the global loss's gradient.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,18 @@ from models.gpt import GPT, GPTConfig
 from models.rollout import logprobs_and_entropy
 
 MODULE_ID = "default_policy"
+RLLIBS_OWN_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
+
+
+class _WithoutRLlibsOwnDeprecation(logging.Filter):
+    """RLlib 2.60's `RLModule.__init__` builds the deprecated `RLModuleConfig` itself whatever it is given, and
+    logs a DeprecationWarning in every run; nothing here passes one (the module is built from an RLModuleSpec)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return RLLIBS_OWN_DEPRECATION not in record.getMessage()
+
+
+logging.getLogger("ray._common.deprecation").addFilter(_WithoutRLlibsOwnDeprecation())
 # Columns of a learner batch: the rollout layout plus what the controller computed.
 COLUMNS = ("tokens", "mask", "action_mask", "old_logprobs", "ref_logprobs", "advantages")
 

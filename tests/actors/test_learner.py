@@ -1,12 +1,27 @@
 """RLlib LearnerGroup around the GPT: weights in and out, and DDP over 2 learners equals one learner."""
 
+import logging
+
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
+from ray._common.deprecation import deprecation_warning
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from actors.learner import MODULE_ID, PolicyGradientLearner, build_learner_group, gpt_state_dict, policy_weights
+from actors.learner import (
+    MODULE_ID,
+    RLLIBS_OWN_DEPRECATION,
+    PolicyGradientLearner,
+    PolicyModule,
+    build_learner_group,
+    gpt_state_dict,
+    policy_weights,
+)
 from algos.kl import kl_per_token
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
+from models.gpt import GPTConfig
 from models.rollout import sample_rollouts
 from pipelines.rlhf import learner_batch, learner_metrics
 from world.actions import ActionSpace
@@ -26,6 +41,30 @@ class SGDLearner(PolicyGradientLearner):
         self.register_optimizer(
             module_id=module_id, optimizer=torch.optim.SGD(params), params=params, lr_or_lr_schedule=config.lr
         )
+
+
+class Recorded(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_building_the_module_logs_no_deprecation_of_rllibs_own_making():
+    recorded, logger = Recorded(), logging.getLogger("ray._common.deprecation")
+    logger.addHandler(recorded)
+    try:
+        RLModuleSpec(
+            module_class=PolicyModule, observation_space=gym.spaces.Box(0, 15, shape=(8,), dtype=np.int64),
+            action_space=gym.spaces.Discrete(16), model_config={"gpt_config": GPTConfig(16, 1, 1, 8, 8).to_dict()},
+        ).build()  # fmt: skip
+        deprecation_warning("something else")  # other deprecations still reach the log
+    finally:
+        logger.removeHandler(recorded)
+    assert not any(RLLIBS_OWN_DEPRECATION in m for m in recorded.messages)
+    assert any("something else" in m for m in recorded.messages)
 
 
 def one_update(num_learners: int, policy, batch, cfg):
