@@ -116,6 +116,18 @@ def _sole_writer(run_dir: Path) -> Iterator[None]:
             yield
     except RunDirBusy as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
+    except KeyboardInterrupt:  # Ctrl-C: say what is kept, rather than end without a word
+        typer.echo(f"interrupted{_kept(run_dir)}; the same command resumes from there", err=True)
+        raise typer.Exit(130) from None
+
+
+def _kept(run_dir: Path) -> str:
+    from pipelines.status import NotARun, run_status
+
+    try:
+        return f" at {run_status(run_dir).position()}"
+    except NotARun:  # an experiment's directory: its arms are runs of their own
+        return ""
 
 
 @contextmanager

@@ -161,10 +161,7 @@ def print_status(status: RunStatus) -> None:
     console.print(table)
     if status.resumes_at is None:
         console.print(f"every stage done; registered as {status.model_uri or '(not yet: re-run to register)'}")
-        return
-    stage = next(s for s in status.stages if s.stage == status.resumes_at)
-    where = f" ({stage.done:,} of {stage.total:,} {stage.unit} checkpointed)" if stage.done else ""
-    if status.writer:
-        console.print(f"a command is at {stage.stage}{where}")
+    elif status.writer:
+        console.print(f"a command is at {status.position()}")
     else:
-        console.print(f"a re-run of `tokenmdp run` picks up at {stage.stage}{where}")
+        console.print(f"a re-run of `tokenmdp run` picks up at {status.position()}")

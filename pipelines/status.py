@@ -50,6 +50,14 @@ class RunStatus:
         """The first stage not done: where a re-run of `tokenmdp run` picks up."""
         return next((s.stage for s in self.stages if s.state != "done"), None)
 
+    def position(self) -> str:
+        """Where the run is, in words: "sft (100 of 400 steps checkpointed)", or "every stage done"."""
+        if self.resumes_at is None:
+            return "every stage done"
+        stage = next(s for s in self.stages if s.stage == self.resumes_at)
+        where = f" ({stage.done:,} of {stage.total:,} {stage.unit} checkpointed)" if stage.done else ""
+        return f"{stage.stage}{where}"
+
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir), "config": self.config_name, "writer": self.writer,

@@ -56,3 +56,23 @@ def test_a_directory_that_holds_no_run_is_refused(tmp_path):
         run_status(tmp_path)
     result = CliRunner().invoke(app, ["status", str(tmp_path)])
     assert result.exit_code == 2 and "holds no run" in result.output
+
+
+def test_ctrl_c_says_where_the_run_stopped_and_leaves_it_resumable(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cli.main", "run", "tiny", "--out", str(out),
+               "--set", "pretrain.steps=100000", "--set", "pretrain.checkpoint_every=5"]  # fmt: skip
+    started = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not ((out / "config.json").is_file() and run_status(out).stages[0].done >= 5):
+        time.sleep(0.5)
+    started.send_signal(signal.SIGINT)
+    _, err = started.communicate(timeout=60)
+    assert started.returncode == 130, err
+    assert "interrupted at pretrain (" in err and "steps checkpointed); the same command resumes" in err
+    assert run_status(out).writer is None
