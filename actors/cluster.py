@@ -27,6 +27,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # On 2 busy cores Serve's HTTP proxy can take longer than the 5 s readiness check to import.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray.init(
+        address="local",  # a private instance even where `ray start` runs one: Ray would join that, and refuse num_cpus
         num_cpus=num_cpus or os.cpu_count() or 2,
         object_store_memory=OBJECT_STORE_BYTES,
         include_dashboard=False,
