@@ -80,15 +80,17 @@ class PolicyServer:
         self.engine.check_sequence(sequence, 1)
         self.engine.completion_budget(sequence, request.max_tokens)  # refused here, before it joins a batch
         sampling = Sampling(request.temperature, request.top_k, request.seed)
-        result = await self._complete((sequence, request.max_tokens, sampling))
+        results = await self._complete((sequence, request.max_tokens, sampling, request.n))
         prompt_tokens = len(self.engine.space.encode_prompt(sequence))
+        completion_tokens = sum(r.tokens for r in results)
+        choices = [CompletionChoice(index=k, text=r.text, finish_reason=r.finish_reason) for k, r in enumerate(results)]
         return CompletionResponse(
             id=f"cmpl-{uuid.uuid4().hex[:12]}", created=int(time.time()), model=f"{self.info.name}/{self.info.version}",
-            choices=[CompletionChoice(index=0, text=result.text, finish_reason=result.finish_reason)],
-            usage={"prompt_tokens": prompt_tokens, "completion_tokens": result.tokens,
-                   "total_tokens": prompt_tokens + result.tokens},
+            choices=choices,
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                   "total_tokens": prompt_tokens + completion_tokens},
         )  # fmt: skip
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _complete(self, items: list[tuple[list[int], int, Sampling]]) -> list[Completion]:
+    async def _complete(self, items: list[tuple[list[int], int, Sampling, int]]) -> list[list[Completion]]:
         return self.engine.complete_batch(items)

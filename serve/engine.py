@@ -8,13 +8,14 @@ generator, so its answer does not depend on what it was batched with.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.sampling import generate
+from models.sampling import Generation, generate
 
 
 class BadRequest(ValueError):
@@ -76,11 +77,12 @@ class PolicyEngine:
         return terms
 
     # --- generation -----------------------------------------------------------------------
-    def _generate(self, prompts: list[list[int]], sampling: Sampling, max_new_tokens: int):
+    def _generate(self, prompts: list[list[int]], sampling: Sampling, max_new_tokens: int, samples_per_prompt: int = 1):
         generator = torch.Generator().manual_seed(sampling.seed) if sampling.seed is not None else None
         return generate(
             self.model, prompts, max_new_tokens=max_new_tokens, eor_id=self.space.eor_id, pad_id=self.space.pad_id,
             temperature=sampling.temperature, top_k=sampling.top_k, generator=generator,
+            samples_per_prompt=samples_per_prompt,
         )  # fmt: skip
 
     def continue_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[Continuation]:
@@ -121,23 +123,24 @@ class PolicyEngine:
             raise BadRequest(f"the prompt fills the model's context of {self.context} tokens")
         return min(max_tokens, budget)
 
-    def complete_batch(self, requests: list[tuple[list[int], int, Sampling]]) -> list[Completion]:
-        """(sequence, max_tokens, sampling) -> its completion: one episode of the policy, cut at the budget.
+    def complete_batch(self, requests: list[tuple[list[int], int, Sampling, int]]) -> list[list[Completion]]:
+        """(sequence, max_tokens, sampling, n) -> its n completions: episodes of the policy, cut at the budget.
 
-        Requests that share sampling settings and a budget run as one batch, so each row gets
-        exactly the budget it asked for (a longer one would let a long prompt overrun the context).
+        Requests that share sampling settings, a budget and n run as one batch, so each row gets
+        exactly the budget it asked for (a longer one would let a long prompt overrun the context);
+        a request's n episodes read its prompt once, as an RL group does.
         """
-        budgets = [self.completion_budget(sequence, max_tokens) for sequence, max_tokens, _ in requests]
-        results: dict[int, Completion] = {}
-        for rows in sampling_groups([s for _, _, s in requests], budgets).values():
-            prompts = [self.space.encode_prompt(requests[i][0]) for i in rows]
-            gen = self._generate(prompts, requests[rows[0]][2], budgets[rows[0]])
-            for row, i in enumerate(rows):
-                actions = gen.tokens[row][gen.action_mask[row].bool()].tolist()
-                results[i] = self._completion(actions, bool(gen.finished[row]))
+        shapes = [(self.completion_budget(sequence, max_tokens), n) for sequence, max_tokens, _, n in requests]
+        results: dict[int, list[Completion]] = {}
+        for rows in sampling_groups([s for _, _, s, _ in requests], shapes).values():
+            (budget, n), prompts = shapes[rows[0]], [self.space.encode_prompt(requests[i][0]) for i in rows]
+            gen = self._generate(prompts, requests[rows[0]][2], budget, samples_per_prompt=n)
+            for position, i in enumerate(rows):
+                results[i] = [self._completion(gen, row) for row in range(position * n, (position + 1) * n)]
         return [results[i] for i in range(len(requests))]
 
-    def _completion(self, ids: list[int], finished: bool) -> Completion:
+    def _completion(self, gen: Generation, row: int) -> Completion:
+        ids, finished = gen.tokens[row][gen.action_mask[row].bool()].tolist(), bool(gen.finished[row])
         parsed = self.space.parse_response(ids)
         if parsed.well_formed:  # numbers in the usual spelling, whatever the model's digit order
             text = ",".join(map(str, parsed.terms))
@@ -146,11 +149,12 @@ class PolicyEngine:
         return Completion(text, "stop" if finished else "length", len(ids))
 
 
-def sampling_groups(settings: list[Sampling], budgets: list[int] | None = None) -> dict[tuple, list[int]]:
-    """Request indices grouped into what may share one `generate` call: the same temperature, top-k
-    and budget; a seeded request alone, since its answer must not depend on its batch-mates."""
+def sampling_groups(settings: list[Sampling], shapes: list[Hashable] | None = None) -> dict[tuple, list[int]]:
+    """Request indices grouped into what may share one `generate` call: the same temperature, top-k and
+    shape (for completions, the token budget and n); a seeded request alone, since its answer must not
+    depend on its batch-mates."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, s in enumerate(settings):
         seeded = None if s.seed is None else ("seeded", i)
-        groups[(s.temperature, s.top_k, seeded, None if budgets is None else budgets[i])].append(i)
+        groups[(s.temperature, s.top_k, seeded, None if shapes is None else shapes[i])].append(i)
     return groups

@@ -41,6 +41,7 @@ class CompletionRequest(Strict):
     prompt: str = Field(min_length=1)
     model: str | None = None
     max_tokens: StrictInt = Field(16, ge=1)
+    n: StrictInt = Field(1, ge=1, le=16, description="Completions of the prompt, sampled independently.")
     temperature: float = Field(0.0, ge=0.0, le=10.0)
     top_k: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None

@@ -78,12 +78,21 @@ def test_seeded_sampling_is_reproducible_and_batching_does_not_change_answers(se
     assert all(b["terms"] == first["terms"] for b in bodies)
 
 
-def test_openai_style_completion(server):
+def test_openai_style_completion(server, tiny_sft_run):
     body = server.post("/v1/completions", json={"prompt": "1,2,4,8,16,", "max_tokens": 8}).json()
     assert body["object"] == "text_completion" and body["choices"][0]["finish_reason"] in ("stop", "length")
     assert isinstance(body["choices"][0]["text"], str)
     usage = body["usage"]  # OpenAI's three counts; the prompt is <bos> 1 , 2 , 4 , 8 , 1 6 ?: 12 tokens
     assert usage["prompt_tokens"] == 12 and usage["total_tokens"] == 12 + usage["completion_tokens"]
+    several = server.post("/v1/completions", json={"prompt": "1,2,4,8,16,", "n": 3, "temperature": 1.0, "seed": 5})
+    from serve.engine import PolicyEngine, Sampling
+
+    engine = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt")  # a seeded request's draws are reproducible
+    expected = engine.complete_batch([([1, 2, 4, 8, 16], 16, Sampling(1.0, None, 5), 3)])[0]
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in several.json()["choices"]] == [
+        (k, e.text, e.finish_reason) for k, e in enumerate(expected)
+    ]
+    assert several.json()["usage"]["completion_tokens"] == sum(e.tokens for e in expected)
 
 
 def test_concurrent_completions_each_get_the_budget_they_asked_for(server):
@@ -114,6 +123,7 @@ def test_concurrent_completions_each_get_the_budget_they_asked_for(server):
         ("/v1/completions", {"prompt": "one, two"}, "integers"),
         ("/v1/completions", {"prompt": ",".join(map(str, range(1000, 1100)))}, "context"),
         ("/v1/completions", {"prompt": "1,2,", "max_tokens": 0}, "max_tokens"),
+        ("/v1/completions", {"prompt": "1,2,", "n": 17}, "n"),
     ],
 )
 def test_bad_input_is_a_4xx_that_names_the_problem(server, path, payload, named):
