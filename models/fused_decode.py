@@ -46,7 +46,8 @@ def load() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built."""
     try:
         source = SOURCE.read_text()
-        return build(extension_name(source, torch.backends.cpu.get_cpu_capability()), source)
+        torch_dir = str(Path(torch.__file__).parent)
+        return build(extension_name(source, torch.backends.cpu.get_cpu_capability(), torch_dir), source)
     except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
         warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
         return None
@@ -75,10 +76,11 @@ def build(name: str, source: str) -> ModuleType:
         return compile_and_load(name=name, sources=[str(path)], extra_cflags=FLAGS, build_directory=str(directory))
 
 
-def extension_name(source: str, capability: str) -> str:
-    """One build per source text, flags and CPU class (PyTorch's extension cache outlives a session's
-    machine, and two checkouts of different versions share it)."""
-    digest = hashlib.sha256("\n".join([source, *FLAGS]).encode()).hexdigest()[:12]
+def extension_name(source: str, capability: str, torch_dir: str) -> str:
+    """One build per source text, flags, CPU class and PyTorch install: the extension cache outlives a
+    session's machine and is shared by every checkout, and two virtual environments compiling into one
+    build directory (its build file names each one's headers) rebuilt it in turn, ~25 s at each switch."""
+    digest = hashlib.sha256("\n".join([source, *FLAGS, torch_dir]).encode()).hexdigest()[:12]
     return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 

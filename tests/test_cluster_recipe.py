@@ -54,7 +54,7 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGINT) -> None:
 
 
 def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
-    mlflow_port, ray_port, dashboard_port, serve_port = (free_port() for _ in range(4))
+    mlflow_port, ray_port, dashboard_port, agent_port, serve_port = (free_port() for _ in range(5))
     tracking = f"http://127.0.0.1:{mlflow_port}"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | {
         "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": tracking, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -71,7 +71,8 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
         processes.append(server)
         head = started(
             [str(BIN / "ray"), "start", "--head", f"--port={ray_port}", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dashboard_port}", "--num-cpus=2", "--disable-usage-stats", "--block"],
+             f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}", "--num-cpus=2",
+             "--disable-usage-stats", "--block"],  # the agent's default port is the test session's Ray's
             env, tmp_path / "head.log", tmp_path,
         )  # fmt: skip
         processes.append(head)
@@ -106,7 +107,9 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
         )  # fmt: skip
         processes.insert(0, serve)
         wait_for(f"http://127.0.0.1:{serve_port}/healthz", 240, serve, tmp_path / "serve.log")
-        body = httpx.post(f"http://127.0.0.1:{serve_port}/v1/continue", json={"sequence": [1, 2, 4, 8, 16]}).json()
+        body = httpx.post(  # the replica's first answer may compile the fused decoding step (~25 s)
+            f"http://127.0.0.1:{serve_port}/v1/continue", json={"sequence": [1, 2, 4, 8, 16]}, timeout=240
+        ).json()
         assert body["model"] == {"name": "tokenmdp-tiny", "version": "1"} and len(body["terms"]) <= 1
     finally:
         for process in processes:

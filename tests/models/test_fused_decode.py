@@ -85,12 +85,14 @@ def test_the_fused_step_serves_inference_only(model):
         model.eval()
 
 
-def test_each_source_text_and_cpu_class_builds_apart():
-    a = fused_decode.extension_name("int x;", "AVX512")
-    assert a == fused_decode.extension_name("int x;", "AVX512") and a.startswith("tokenmdp_decode_step_avx512_")
-    assert a != fused_decode.extension_name("int y;", "AVX512")
-    assert a.split("_")[-1] == fused_decode.extension_name("int x;", "AVX2").split("_")[-1]
-    assert fused_decode.extension_name("int x;", "AVX2").startswith("tokenmdp_decode_step_avx2_")
+def test_each_source_text_cpu_class_and_torch_install_builds_apart():
+    a = fused_decode.extension_name("int x;", "AVX512", "/venv/torch")
+    assert a == fused_decode.extension_name("int x;", "AVX512", "/venv/torch")
+    assert a.startswith("tokenmdp_decode_step_avx512_")
+    assert a != fused_decode.extension_name("int y;", "AVX512", "/venv/torch")
+    assert a != fused_decode.extension_name("int x;", "AVX512", "/other/venv/torch")  # another checkout's venv
+    assert a.split("_")[-1] == fused_decode.extension_name("int x;", "AVX2", "/venv/torch").split("_")[-1]
+    assert fused_decode.extension_name("int x;", "AVX2", "/venv/torch").startswith("tokenmdp_decode_step_avx2_")
 
 
 def test_switched_off_there_is_no_fused_step():
