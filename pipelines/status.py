@@ -46,15 +46,19 @@ class RunStatus:
     model_uri: str | None
 
     @property
-    def resumes_at(self) -> str | None:
+    def next_stage(self) -> StageStatus | None:
         """The first stage not done: where a re-run of `tokenmdp run` picks up."""
-        return next((s.stage for s in self.stages if s.state != "done"), None)
+        return next((s for s in self.stages if s.state != "done"), None)
+
+    @property
+    def resumes_at(self) -> str | None:
+        return self.next_stage.stage if self.next_stage else None
 
     def position(self) -> str:
         """Where the run is, in words: "sft (100 of 400 steps checkpointed)", or "every stage done"."""
-        if self.resumes_at is None:
+        stage = self.next_stage
+        if stage is None:
             return "every stage done"
-        stage = next(s for s in self.stages if s.stage == self.resumes_at)
         where = f" ({stage.done:,} of {stage.total:,} {stage.unit} checkpointed)" if stage.done else ""
         return f"{stage.stage}{where}"
 

@@ -1,7 +1,7 @@
 """The served policy without Ray or HTTP: validate, batch by sampling settings, generate.
 
-Requests with the same sampling settings (and, for completions, the same token budget) run
-as one batch through the KV-cache sampler; a request with its own seed gets its own
+Requests with the same sampling settings (and, for completions, the same token budget and n)
+run as one batch through the KV-cache sampler; a request with its own seed gets its own
 generator, so its answer does not depend on what it was batched with.
 """
 
