@@ -304,12 +304,13 @@ def compare(
 ) -> None:
     """Two runs side by side, and one stage's policies judged question by question on the same held-out exam."""
     from cli.report import print_rows
-    from pipelines.compare import CompareError, load_run, paired, side_by_side
+    from pipelines.compare import load_run, paired, side_by_side
+    from pipelines.run_config import RunDirError
 
     try:
         a, b = load_run(run_a), load_run(run_b)
         judged = paired(a, b, stage)
-    except CompareError as err:
+    except RunDirError as err:
         raise typer.BadParameter(str(err)) from None
     print_rows(f"a = {run_a}, b = {run_b}", side_by_side(a.summary, b.summary), ["stage", "metric", "a", "b", "b - a"])
     print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
@@ -331,14 +332,14 @@ def trace(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """One prompt through the token-level MDP: each action's probability, the reference's, the KL, the reward."""
-    from pipelines.trace import TraceError
+    from pipelines.run_config import RunDirError
     from pipelines.trace import trace as run_trace
 
     try:
         traced = run_trace(
             run_dir, _parse_terms(sequence), stage, group, seed, _parse_terms(answer) if answer else None
         )
-    except TraceError as err:
+    except RunDirError as err:
         raise typer.BadParameter(str(err)) from None
     if as_json:
         typer.echo(traced.to_json())
@@ -346,6 +347,37 @@ def trace(
     from cli.report import print_trace
 
     print_trace(traced)
+
+
+@app.command()
+def exam(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],
+    questions: Annotated[
+        Path, typer.Argument(help="Your exam: a question a line, e.g. '1 2 4 8 16' or '1, 3, 5, 7 -> 9' (your key).")
+    ],
+    stage: Annotated[
+        list[str] | None, typer.Option(help="Whose policy: sft, rlhf (repeat for both; default: each the run holds).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Your own questions posed to a run's policies, audited first, graded by your key or the gold grader."""
+    from pipelines.exam import pose_exam
+    from pipelines.run_config import RunDirError
+    from world.exam_file import ExamFileError, read_exam
+
+    try:
+        result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
+    except ExamFileError as err:
+        typer.echo(f"Error: {err}", err=True)  # every bad line, one a line: nothing was run
+        raise typer.Exit(2) from None
+    except RunDirError as err:
+        raise typer.BadParameter(str(err)) from None
+    if as_json:
+        typer.echo(result.to_json())
+        return
+    from cli.report import print_exam
+
+    print_exam(result)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from world.exam import Question, iter_bank
 from world.grader import analyze, grade
 
 if TYPE_CHECKING:
+    from pipelines.exam import ExamResult
     from pipelines.status import RunStatus
     from pipelines.trace import Trace
 
@@ -165,3 +166,41 @@ def print_status(status: RunStatus) -> None:
         console.print(f"a command is at {status.position()}")
     else:
         console.print(f"a re-run of `tokenmdp run` picks up at {status.position()}")
+
+
+def print_exam(result: ExamResult) -> None:
+    """`tokenmdp exam`: each question with each policy's answer, then the rates and the paired gain."""
+    rows = []
+    for q in result.questions:
+        row = {
+            "line": q.line,
+            "question": " ".join(map(str, q.prefix)),
+            "answer": _terms(q.answer) + ("" if q.keyed else " (grader)"),
+        }
+        for stage in result.stages:
+            row[stage] = f"{_terms(q.answers[stage])} {'right' if q.passed[stage] else 'wrong'}"
+        rows.append(row)
+    print_rows(f"{len(rows)} questions posed to {result.run_dir}", rows, list(rows[0]))
+    m = result.metrics
+    rates = [
+        {
+            "policy": stage,
+            "right": m[f"{stage}/gold_pass_rate"],
+            "± stderr": m[f"{stage}/gold_pass_rate_stderr"],
+            "format": m[f"{stage}/format_rate"],
+            "114514": m[f"{stage}/rate_114514"],
+        }
+        for stage in result.stages
+    ]
+    print_rows("rates over the exam (right: by your key where given, else the gold grader)", rates, list(rates[0]))
+    if "rlhf/gain_over_sft" in m:
+        console.print(
+            f"RLHF over SFT, question by question: {m['rlhf/gain_over_sft']:+.3f} "
+            f"± {m['rlhf/gain_over_sft_stderr']:.3f} "
+            f"({m['rlhf/fixed_over_sft']:.0f} fixed, {m['rlhf/broken_over_sft']:.0f} broken)"
+        )
+    for q in result.disagreements:
+        console.print(
+            f"line {q.line}: graded by your key {_terms(q.answer)}; the gold grader says "
+            f"{_terms(q.grader_answer)} ({q.rule})"
+        )

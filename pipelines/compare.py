@@ -17,18 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from algos.stats import fixed_and_broken, paired_difference
-from conf.load import with_defaults
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines.evaluate import eval_questions, held_out_passes
-from pipelines.run_config import config_differences
+from pipelines.run_config import RunDirError, config_differences, load_run_config, policy_checkpoint
 
-POLICY_STAGES = ("sft", "rlhf")
 # What picks the held-out questions: two runs that differ here were not asked the same exam.
 EVAL_SET = ("world.seed", "world.bank_size", "world.max_difficulty", "evaluate.questions")
 
 
-class CompareError(ValueError):
+class CompareError(RunDirError):
     """The two runs cannot be compared as asked."""
 
 
@@ -43,11 +41,10 @@ class Run:
 
 def load_run(run_dir: Path) -> Run:
     """A finished run's config and summary."""
-    config, summary = run_dir / "config.json", run_dir / "summary.json"
-    for path in (config, summary):
-        if not path.is_file():
-            raise CompareError(f"{run_dir} has no {path.name}: pass run directories made by `tokenmdp run`")
-    cfg = Config.model_validate(with_defaults(json.loads(config.read_text())))
+    summary = run_dir / "summary.json"
+    cfg = load_run_config(run_dir)
+    if not summary.is_file():
+        raise CompareError(f"{run_dir} has no summary.json: pass run directories made by `tokenmdp run`")
     return Run(run_dir, cfg, json.loads(summary.read_text()))
 
 
@@ -76,15 +73,11 @@ def same_exam(cfg_a: Config, cfg_b: Config) -> None:
 
 def paired(a: Run, b: Run, stage: str) -> dict[str, float]:
     """`stage`'s policy of run b against run a's on the same held-out questions, question by question."""
-    if stage not in POLICY_STAGES:
-        raise CompareError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
     same_exam(a.cfg, b.cfg)
+    checkpoints = [policy_checkpoint(run.dir, stage) for run in (a, b)]  # both refused before either is judged
     questions = eval_questions(a.cfg)
     verdicts = []
-    for run in (a, b):
-        checkpoint = run.dir / stage / "checkpoint.pt"
-        if not checkpoint.is_file():
-            raise CompareError(f"{run.dir} has no {stage} checkpoint")
+    for run, checkpoint in zip((a, b), checkpoints, strict=True):
         model, space, _ = load_checkpoint(checkpoint)  # each policy under its own action space
         verdicts.append(held_out_passes(model, space, run.cfg, questions))
     before, after = verdicts

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 
 from conf.load import with_defaults
+from conf.schema import Config
+
+POLICY_STAGES = ("sft", "rlhf")  # the stages whose checkpoint is a policy
 
 
 class ConfigChanged(ValueError):
@@ -137,4 +140,28 @@ def trained_checkpoint(run_dir: Path, stage: str, needed_by: str) -> Path:
             f"{needed_by} needs the {stage} stage, and {run_dir} does not hold it ({path} is missing): "
             f"run `tokenmdp {stage}` with the same config and --out first, or `tokenmdp run` for every stage"
         )
+    return path
+
+
+class RunDirError(ValueError):
+    """A run directory cannot serve a reading command (trace, compare, exam) as asked."""
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The config a run directory's stages were trained under, as the pydantic model (new fields at their defaults)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunDirError(
+            f"{run_dir} has no config.json: pass a run directory made by `tokenmdp run` or a stage command"
+        )
+    return Config.model_validate(with_defaults(json.loads(path.read_text())))
+
+
+def policy_checkpoint(run_dir: Path, stage: str) -> Path:
+    """The checkpoint of `stage`'s policy in a run directory, or a RunDirError saying why there is none."""
+    if stage not in POLICY_STAGES:
+        raise RunDirError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
+    path = run_dir / stage / "checkpoint.pt"
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} has no {stage} policy ({path} is missing): train that stage first")
     return path

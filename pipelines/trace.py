@@ -26,19 +26,18 @@ import algos.advantages as adv
 from actors.reference import ReferenceImpl
 from actors.reward_scorer import RewardScorerImpl
 from algos.kl import categorical_kl, entropy, kl_per_token
-from conf.load import with_defaults
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
+from pipelines.run_config import RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
 from world.grader import analyze, grade
 
-POLICY_STAGES = ("sft", "rlhf")
 STATE_TOKENS = 6  # how much of the state a step shows: its last tokens
 
 
-class TraceError(ValueError):
+class TraceError(RunDirError):
     """The run or the prompt cannot be traced as asked."""
 
 
@@ -89,24 +88,6 @@ class Trace:
         return json.dumps(asdict(self))
 
 
-def load_run_config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise TraceError(
-            f"{run_dir} has no config.json: pass a run directory made by `tokenmdp run` or a stage command"
-        )
-    return Config.model_validate(with_defaults(json.loads(path.read_text())))
-
-
-def stage_checkpoint(run_dir: Path, stage: str) -> Path:
-    if stage not in POLICY_STAGES:
-        raise TraceError(f"stage {stage!r} holds no policy; choose from {', '.join(POLICY_STAGES)}")
-    path = run_dir / stage / "checkpoint.pt"
-    if not path.is_file():
-        raise TraceError(f"{run_dir} has no {stage} policy ({path} is missing): train that stage first")
-    return path
-
-
 def given_rollouts(policy: GPT, space: ActionSpace, prompt: list[int], answer: list[int]) -> Rollouts:
     """The episode answering `prompt` with `answer` then `<eor>`, in the rollout layout, log-probs teacher-forced."""
     response = space.encode_response(answer)
@@ -128,9 +109,9 @@ def trace(
     cfg = load_run_config(run_dir)
     rl = cfg.rl
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    policy, _, _ = load_checkpoint(stage_checkpoint(run_dir, stage), space)
+    policy, _, _ = load_checkpoint(policy_checkpoint(run_dir, stage), space)
     policy.eval()
-    reference = ReferenceImpl(str(stage_checkpoint(run_dir, "sft")), cfg.world.digit_order)
+    reference = ReferenceImpl(str(policy_checkpoint(run_dir, "sft")), cfg.world.digit_order)
     rm_path = run_dir / "reward" / "checkpoint.pt"
     if rl.reward_source == "rm" and not rm_path.is_file():
         raise TraceError(f"the run rewards with its reward model, and {rm_path} is missing: train it first")

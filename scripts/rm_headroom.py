@@ -20,7 +20,7 @@ import torch
 from actors.reward_scorer import RewardScorerImpl
 from models.checkpoint import load_checkpoint
 from pipelines.evaluate import answer_questions, eval_questions
-from pipelines.trace import load_run_config
+from pipelines.run_config import load_run_config
 from world.actions import ActionSpace
 
 

@@ -23,6 +23,9 @@ def token_class(token: str) -> str:
     return DIGIT_CLASS if token in DIGITS else token
 
 
+MOVE_IT = "Move this data into pretraining."
+
+
 class ActionSpaceAuditError(ValueError):
     """Later-stage data needs an action (or action pattern) pretraining never saw."""
 
@@ -65,6 +68,17 @@ class CorpusStats:
         return cls(Counter(data["tokens"]), Counter({(a, b): n for a, b, n in data["bigrams"]}))
 
 
+def first_unseen(tokens: Sequence[str], stats: CorpusStats) -> str | None:
+    """What in one example pretraining never saw (an action, else a pattern), in words; None if nothing."""
+    for tok in tokens:
+        if stats.tokens[tok] == 0:
+            return f"the action {tok!r}"
+    for pair in itertools.pairwise(token_class(t) for t in tokens):
+        if stats.bigrams[pair] == 0:
+            return f"the pattern {pair[0]!r} then {pair[1]!r}"
+    return None
+
+
 def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> int:
     """Check every example (as token strings) against pretraining; returns how many passed.
 
@@ -73,16 +87,10 @@ def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> 
     """
     count = 0
     for count, tokens in enumerate(examples, start=1):
-        for tok in tokens:
-            if stats.tokens[tok] == 0:
-                raise ActionSpaceAuditError(
-                    f"{stage} data needs the action {tok!r}, which the pretraining corpus never contains "
-                    f"(example {count}: {''.join(tokens)!r}). Move this data into pretraining."
-                )
-        for pair in itertools.pairwise(token_class(t) for t in tokens):
-            if stats.bigrams[pair] == 0:
-                raise ActionSpaceAuditError(
-                    f"{stage} data needs the pattern {pair[0]!r} then {pair[1]!r}, which the pretraining corpus "
-                    f"never contains (example {count}: {''.join(tokens)!r}). Move this data into pretraining."
-                )
+        unseen = first_unseen(tokens, stats)
+        if unseen is not None:
+            raise ActionSpaceAuditError(
+                f"{stage} data needs {unseen}, which the pretraining corpus never contains "
+                f"(example {count}: {''.join(tokens)!r}). {MOVE_IT}"
+            )
     return count

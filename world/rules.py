@@ -88,16 +88,30 @@ def primes(count: int = 256) -> tuple[int, ...]:
     return tuple(found)
 
 
-def _recurrence(initial: Seq, step: Callable[[Seq], Fraction]) -> Callable[[int], Seq]:
+class _Recurrence:
     """Generator for a_n = step(previous terms), seeded with `initial`."""
 
-    def generate(n: int) -> Seq:
-        terms = list(initial[:n])
+    def __init__(self, initial: Seq, step: Callable[[Seq], Fraction]) -> None:
+        self.initial, self.step = initial, step
+
+    def __call__(self, n: int) -> Seq:
+        terms = list(self.initial[:n])
         while len(terms) < n:
-            terms.append(step(tuple(terms)))
+            terms.append(self.step(tuple(terms)))
         return tuple(terms)
 
-    return generate
+    def matches(self, seq: Seq) -> bool:
+        """Whether it generates `seq`, stopping at the first term that differs: a recurrence that squares or
+        multiplies its terms doubles their digits each step, so generating a long prefix whole before
+        comparing took minutes (26 terms of 1, 2, 3, ..: 15 s in `a^2 + c` alone)."""
+        terms = list(self.initial[: len(seq)])
+        if tuple(terms) != seq[: len(terms)]:
+            return False
+        while len(terms) < len(seq):
+            terms.append(self.step(tuple(terms)))
+            if terms[-1] != seq[len(terms) - 1]:
+                return False
+        return True
 
 
 # --- closed-form templates ---------------------------------------------------------
@@ -190,8 +204,8 @@ def fit_primes(seq: Seq) -> Iterator[Fit]:
 
 
 def fit_fibonacci(seq: Seq) -> Iterator[Fit]:
-    gen = _recurrence(seq[:2], lambda t: t[-1] + t[-2])
-    if seq[:2] != (0, 0) and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:2], lambda t: t[-1] + t[-2])
+    if seq[:2] != (0, 0) and gen.matches(seq):
         yield _fit("fibonacci", "each term is the sum of the two before it", 2, list(seq[:2]), gen)
 
 
@@ -199,29 +213,29 @@ def fit_fibonacci_plus(seq: Seq) -> Iterator[Fit]:
     if len(seq) < 3:
         return
     c = seq[2] - seq[1] - seq[0]
-    gen = _recurrence(seq[:2], lambda t: t[-1] + t[-2] + c)
-    if c != 0 and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:2], lambda t: t[-1] + t[-2] + c)
+    if c != 0 and gen.matches(seq):
         words = f"each term is the sum of the two before it {'+' if c > 0 else '-'} {_fmt(abs(c))}"
         yield _fit("fibonacci_plus", words, 3, [*seq[:2], c], gen)
 
 
 def fit_tribonacci(seq: Seq) -> Iterator[Fit]:
-    gen = _recurrence(seq[:3], lambda t: t[-1] + t[-2] + t[-3])
-    if len(seq) >= 3 and any(seq[:3]) and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:3], lambda t: t[-1] + t[-2] + t[-3])
+    if len(seq) >= 3 and any(seq[:3]) and gen.matches(seq):
         yield _fit("tribonacci", "each term is the sum of the three before it", 3, list(seq[:3]), gen)
 
 
 def fit_product(seq: Seq) -> Iterator[Fit]:
-    gen = _recurrence(seq[:2], lambda t: t[-1] * t[-2])
-    if len(set(seq)) > 1 and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:2], lambda t: t[-1] * t[-2])
+    if len(set(seq)) > 1 and gen.matches(seq):
         yield _fit("product", "each term is the product of the two before it", 2, list(seq[:2]), gen)
 
 
 def fit_square_plus(seq: Seq) -> Iterator[Fit]:
     """a_n = a_(n-1)^2 + c."""
     c = seq[1] - seq[0] ** 2
-    gen = _recurrence(seq[:1], lambda t: t[-1] ** 2 + c)
-    if len(set(seq)) > 1 and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:1], lambda t: t[-1] ** 2 + c)
+    if len(set(seq)) > 1 and gen.matches(seq):
         words = f"square the previous term and {'add' if c >= 0 else 'subtract'} {_fmt(abs(c))}"
         yield _fit("square_plus", words, 2, [seq[0], c], gen)
 
@@ -232,8 +246,8 @@ def fit_affine(seq: Seq) -> Iterator[Fit]:
         return
     p = (seq[2] - seq[1]) / (seq[1] - seq[0])
     q = seq[1] - p * seq[0]
-    gen = _recurrence(seq[:1], lambda t: p * t[-1] + q)
-    if p not in (0, 1) and q != 0 and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:1], lambda t: p * t[-1] + q)
+    if p not in (0, 1) and q != 0 and gen.matches(seq):
         words = f"multiply the previous term by {_fmt(p)} and {'add' if q > 0 else 'subtract'} {_fmt(abs(q))}"
         yield _fit("affine", words, 3, [seq[0], p, q], gen)
 
@@ -247,8 +261,8 @@ def fit_linear2(seq: Seq) -> Iterator[Fit]:
         return
     p = (seq[2] * seq[1] - seq[0] * seq[3]) / det
     q = (seq[1] * seq[3] - seq[2] * seq[2]) / det
-    gen = _recurrence(seq[:2], lambda t: p * t[-1] + q * t[-2])
-    if (p, q) != (1, 1) and q != 0 and gen(len(seq)) == seq:
+    gen = _Recurrence(seq[:2], lambda t: p * t[-1] + q * t[-2])
+    if (p, q) != (1, 1) and q != 0 and gen.matches(seq):
         words = f"each term is {_fmt(p)}x the previous plus {_fmt(q)}x the one before"
         yield _fit("linear2", words, 4, [*seq[:2], p, q], gen)
 

@@ -107,6 +107,7 @@ def test_side_by_side_pairs_the_figures_both_summaries_report():
 
 def test_compare_refuses_runs_asked_different_questions(tmp_path):
     from pipelines.compare import CompareError, load_run, paired
+    from pipelines.run_config import RunDirError
 
     for name, overrides in (("a", []), ("b", ["evaluate.questions=32"])):
         (tmp_path / name).mkdir()
@@ -114,7 +115,7 @@ def test_compare_refuses_runs_asked_different_questions(tmp_path):
         (tmp_path / name / "summary.json").write_text("{}")
     with pytest.raises(CompareError, match=r"different held-out questions \(they differ in evaluate\.questions\)"):
         paired(load_run(tmp_path / "a"), load_run(tmp_path / "b"), "rlhf")
-    with pytest.raises(CompareError, match="holds no policy"):
+    with pytest.raises(RunDirError, match="holds no policy"):
         paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "reward")
-    with pytest.raises(CompareError, match="has no rlhf checkpoint"):
+    with pytest.raises(RunDirError, match="has no rlhf policy"):
         paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "rlhf")

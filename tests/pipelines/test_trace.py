@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from conf.load import load_config
 from models.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.run_config import RunDirError
 from pipelines.trace import TraceError, trace
 from world.grader import grade
 
@@ -68,9 +69,9 @@ def test_a_moved_policy_shows_its_kl_to_the_reference(traced_run):
 
 
 def test_trace_refuses_what_it_cannot_trace(traced_run, tmp_path):
-    with pytest.raises(TraceError, match="holds no policy"):
+    with pytest.raises(RunDirError, match="holds no policy"):
         trace(traced_run, PREFIX, stage="pretrain")
-    with pytest.raises(TraceError, match="no rlhf policy"):
+    with pytest.raises(RunDirError, match="no rlhf policy"):
         trace(traced_run, PREFIX, stage="rlhf")
     with pytest.raises(TraceError, match="--group 2"):
         trace(traced_run, PREFIX, stage="sft", group=1)
@@ -79,7 +80,7 @@ def test_trace_refuses_what_it_cannot_trace(traced_run, tmp_path):
     with pytest.raises(TraceError, match="context"):
         trace(traced_run, PREFIX, stage="sft", group=0, answer=[10**60])
     shutil.copytree(traced_run / "sft", tmp_path / "bare" / "sft")
-    with pytest.raises(TraceError, match=r"no config\.json"):
+    with pytest.raises(RunDirError, match=r"no config\.json"):
         trace(tmp_path / "bare", PREFIX, stage="sft")
     rm_run = tmp_path / "rm"
     shutil.copytree(traced_run, rm_run)

@@ -103,3 +103,30 @@ def test_labeler_prefers_gold_and_flips_at_the_noise_rate():
 def test_labeler_rejects_noise_over_half():
     with pytest.raises(ValueError, match="noise"):
         SimulatedLabeler(noise=0.7)
+
+
+def test_a_recurrence_stops_comparing_at_the_first_term_that_differs():
+    from fractions import Fraction
+
+    from world.rules import _Recurrence
+
+    calls = []
+
+    def square_plus_one(terms):
+        calls.append(len(terms))
+        return terms[-1] ** 2 + Fraction(1)
+
+    squares = _Recurrence((2,), square_plus_one)
+    assert squares.matches((2, 5, 26, 677)) and calls == [1, 2, 3]
+    calls.clear()
+    assert not squares.matches((2, 5, 7, 8, 9, 10, 11, 12)) and calls == [1, 2]  # 26 != 7: no further term
+    calls.clear()
+    assert not squares.matches((3, 10)) and calls == []  # the seed differs
+    assert squares(4) == (2, 5, 26, 677)
+
+
+def test_a_long_prefix_is_graded_without_growing_the_digits_of_squares():
+    # a^2 + c and products of neighbours fit every prefix's first terms; generating 40 terms of them whole
+    # before comparing doubles the digits at each step (25 terms took 5 s, each term 3x more)
+    verdict = analyze(list(range(1, 41)))
+    assert verdict.status == "ok" and verdict.answer[:1] == (41,) and verdict.template == "arithmetic"

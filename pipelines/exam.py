@@ -1,0 +1,136 @@
+"""Your own exam, posed to a run's policies: each question answered greedily, graded by your key.
+
+    tokenmdp exam runs/demo my_exam.txt                 # the SFT and the final (RLHF) policy
+    tokenmdp exam runs/demo my_exam.txt --stage rlhf --json
+
+The file's format is `world/exam_file.py`'s (a question a line, `-> answer` for your key,
+the gold grader's answer otherwise). Before any policy reads it, the exam passes the checks
+every datum after pretraining passes (WORLDVIEW rule 3): each question with its answer, in
+the run's spelling, through the action-space audit against the run's pretraining corpus,
+and within the policy's context. The results are the evaluation's own (gold pass, format
+and 114514 rates, per gold-grader template) and, with both policies, RLHF's gain over SFT
+counted question by question. Nothing in the run directory is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from algos.stats import fixed_and_broken, paired_difference
+from models.checkpoint import load_checkpoint
+from pipelines.evaluate import answer_questions, score, verdicts
+from pipelines.run_config import POLICY_STAGES, RunDirError, load_run_config, policy_checkpoint
+from world.actions import ActionSpace
+from world.audit import MOVE_IT, CorpusStats, first_unseen
+from world.exam_file import ExamFileError, ExamQuestion
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One question of the exam with each policy's answer (None: malformed) and verdict."""
+
+    line: int
+    prefix: list[int]
+    answer: list[int]  # what the question is graded against: the key's, else the gold grader's
+    keyed: bool
+    grader_answer: list[int] | None
+    disagrees: bool  # the key names another next term than the gold grader
+    rule: str | None
+    answers: dict[str, list[int] | None]
+    passed: dict[str, bool]
+
+
+@dataclass(frozen=True)
+class ExamResult:
+    run_dir: str
+    stages: list[str]
+    questions: list[Answered]
+    metrics: dict[str, float]  # "<stage>/gold_pass_rate" etc.; "rlhf/gain_over_sft" etc. with both stages
+
+    @property
+    def disagreements(self) -> list[Answered]:
+        """Questions whose key names another next term than the gold grader."""
+        return [q for q in self.questions if q.disagrees]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def corpus_stats(run_dir: Path, space: ActionSpace) -> CorpusStats:
+    """The pretraining corpus's tokens and patterns, as the SFT (else the pretraining) checkpoint carries them."""
+    for stage in ("sft", "pretrain"):
+        path = run_dir / stage / "checkpoint.pt"
+        if path.is_file():
+            _, _, state = load_checkpoint(path, space)
+            return CorpusStats.from_dict(state["corpus_stats"])
+    raise RunDirError(f"{run_dir} holds neither an SFT nor a pretraining checkpoint: the audit needs its corpus")
+
+
+def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats, max_len: int, source: str) -> None:
+    """Every question, with its answer and `<eor>`, audited against pretraining and within the context; all
+    problems at once, by line."""
+    problems = []
+    for item in exam:
+        q = item.question
+        episode = space.encode_prompt(q.prefix) + space.encode_response(q.answer)
+        unseen = first_unseen(space.decode_tokens(episode), stats)
+        if unseen is not None:
+            problems.append(f"line {item.line}: needs {unseen}, which the run's pretraining never took. {MOVE_IT}")
+        if len(episode) > max_len:
+            problems.append(
+                f"line {item.line}: the question and its answer take {len(episode)} actions; "
+                f"the policy reads at most {max_len}"
+            )
+    if problems:
+        raise ExamFileError(source, problems)
+
+
+def pose_exam(
+    run_dir: Path, exam: list[ExamQuestion], stages: list[str] | None = None, source: str = "exam"
+) -> ExamResult:
+    """Each stage's greedy answers to the exam (default: every policy stage the run holds), graded."""
+    cfg = load_run_config(run_dir)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    chosen = stages or [s for s in POLICY_STAGES if (run_dir / s / "checkpoint.pt").is_file()]
+    policies = {stage: load_checkpoint(policy_checkpoint(run_dir, stage), space)[0] for stage in chosen or ["sft"]}
+    max_len = min(p.cfg.max_len for p in policies.values())
+    check_exam(exam, space, corpus_stats(run_dir, space), max_len, source)
+
+    questions = [item.question for item in exam]
+    longest_prompt = max(len(space.encode_prompt(q.prefix)) for q in questions)
+    longest_answer = max(len(space.encode_response(q.answer)) for q in questions)
+    # room for the longest answer, within the context of the longest prompt (rows are left-padded to it)
+    budget = min(max(cfg.evaluate.max_new_tokens, longest_answer), max_len - longest_prompt)
+    answers, passed, metrics = {}, {}, {}
+    for stage, policy in policies.items():
+        answers[stage] = answer_questions(
+            policy, space, questions, max_new_tokens=budget, batch_size=cfg.evaluate.batch_size
+        )
+        passed[stage] = verdicts(questions, answers[stage])
+        metrics |= score(questions, answers[stage], prefix=f"{stage}/")
+    if "sft" in passed and "rlhf" in passed:
+        gain, stderr = paired_difference(passed["sft"], passed["rlhf"])
+        fixed, broken = fixed_and_broken(passed["sft"], passed["rlhf"])
+        metrics |= {
+            "rlhf/gain_over_sft": gain,
+            "rlhf/gain_over_sft_stderr": stderr,
+            "rlhf/fixed_over_sft": float(fixed),
+            "rlhf/broken_over_sft": float(broken),
+        }
+    answered = [
+        Answered(
+            line=item.line,
+            prefix=list(item.question.prefix),
+            answer=list(item.question.answer),
+            keyed=item.keyed,
+            grader_answer=list(item.grader_answer) if item.grader_answer else None,
+            disagrees=item.disagrees,
+            rule=item.rule,
+            answers={stage: answers[stage][i] for stage in policies},
+            passed={stage: passed[stage][i] for stage in policies},
+        )
+        for i, item in enumerate(exam)
+    ]
+    return ExamResult(str(run_dir), list(policies), answered, metrics)

@@ -1,0 +1,105 @@
+"""`tokenmdp exam`: your own questions posed to a run's policies, audited first, graded by your key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import load_config
+from models.checkpoint import load_checkpoint, save_checkpoint
+from pipelines.exam import check_exam, pose_exam
+from pipelines.run_config import RunDirError
+from world.actions import ActionSpace
+from world.audit import CorpusStats
+from world.exam_file import ExamFileError, parse_exam
+
+EXAM = "1 2 4 8 16\n3 4 5 6 7\n2 4 6 8 10\n# a comment\n1 1 2 3 5 8\n-3 -1 1 3 5\n"
+
+
+@pytest.fixture
+def exam_run(sft_run):
+    """The tiny SFT run with the config it was trained under."""
+    (sft_run / "config.json").write_text(json.dumps(load_config("tiny").model_dump()))
+    return sft_run
+
+
+def test_answers_are_graded_by_the_key_when_one_is_given(exam_run):
+    graded = pose_exam(exam_run, parse_exam(EXAM))
+    assert graded.stages == ["sft"] and [q.line for q in graded.questions] == [1, 2, 3, 5, 6]
+    for q in graded.questions:
+        assert q.passed["sft"] == (q.answers["sft"] == q.answer)
+    assert graded.metrics["sft/gold_pass_rate"] == sum(q.passed["sft"] for q in graded.questions) / 5
+    # the same questions keyed with the policy's own answers (or, where it wrote none, a number): all pass
+    # where an answer was well-formed, and keyed one off, none does
+    own = [q for q in graded.questions if q.answers["sft"] is not None]
+    assert own, "the tiny policy wrote no well-formed answer"
+    keyed = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0]}\n" for q in own)
+    off = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0] + 1}\n" for q in own)
+    assert all(q.passed["sft"] for q in pose_exam(exam_run, parse_exam(keyed)).questions)
+    assert not any(q.passed["sft"] for q in pose_exam(exam_run, parse_exam(off)).questions)
+
+
+def test_both_policies_judged_question_by_question(exam_run):
+    policy, space, _ = load_checkpoint(exam_run / "sft" / "checkpoint.pt")
+    save_checkpoint(exam_run / "rlhf" / "checkpoint.pt", model=policy, space=space)  # RLHF that changed nothing
+    same = pose_exam(exam_run, parse_exam(EXAM))
+    assert same.stages == ["sft", "rlhf"]
+    assert all(q.answers["sft"] == q.answers["rlhf"] for q in same.questions)
+    assert (same.metrics["rlhf/gain_over_sft"], same.metrics["rlhf/fixed_over_sft"]) == (0.0, 0.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    save_checkpoint(exam_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
+    moved = pose_exam(exam_run, parse_exam(EXAM))
+    verdicts = Counter((q.passed["sft"], q.passed["rlhf"]) for q in moved.questions)
+    assert verdicts[(False, True)] + verdicts[(True, False)] > 0, "the moved policy changed no verdict"
+    assert moved.metrics["rlhf/fixed_over_sft"] == verdicts[(False, True)]
+    assert moved.metrics["rlhf/broken_over_sft"] == verdicts[(True, False)]
+    assert moved.metrics["rlhf/gain_over_sft"] == pytest.approx((verdicts[(False, True)] - verdicts[(True, False)]) / 5)
+    assert pose_exam(exam_run, parse_exam(EXAM), ["rlhf"]).stages == ["rlhf"]
+
+
+def test_the_exam_is_audited_against_pretraining_and_the_context_before_any_answer():
+    space = ActionSpace()
+    no_negatives = CorpusStats()
+    no_negatives.add(space.decode_tokens(space.encode_prompt([12, 345, 67]) + space.encode_response([890])))
+    exam = parse_exam("1 2 3 4 5\n-3 -1 1 3 5\n" + " ".join(map(str, range(100, 130))) + "\n")
+    with pytest.raises(ExamFileError) as caught:
+        check_exam(exam, space, no_negatives, max_len=64, source="mine.txt")
+    assert caught.value.problems == [
+        "line 2: needs the action '-', which the run's pretraining never took. Move this data into pretraining.",
+        "line 3: the question and its answer take 125 actions; the policy reads at most 64",  # 1 + 90 + 29 + 1 + 4
+    ]
+
+
+def test_the_command_prints_tables_or_json_and_refuses_bad_input(exam_run, tmp_path):
+    exam = tmp_path / "exam.txt"
+    exam.write_text(EXAM + "1 2 4 8 16 -> 31\n")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["exam", str(exam_run), str(exam)], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "6 questions posed" in shown.stdout and "line 7: graded by your key 31; the gold grader says 32" in shown.stdout
+    )
+    as_json = runner.invoke(app, ["exam", str(exam_run), str(exam), "--json"])
+    parsed = json.loads(as_json.stdout)
+    assert parsed["stages"] == ["sft"] and len(parsed["questions"]) == 6 and "sft/format_rate" in parsed["metrics"]
+
+    exam.write_text("1 2 4 8 16\n1.5 2 3\n5\n")
+    bad = runner.invoke(app, ["exam", str(exam_run), str(exam)])
+    assert bad.exit_code == 2 and "2 problem(s)" in bad.stderr
+    assert "line 2: '1.5'" in bad.stderr and "line 3: a question needs at least 2 terms" in bad.stderr
+    bare = tmp_path / "bare"
+    shutil.copytree(exam_run / "sft", bare / "sft")
+    exam.write_text(EXAM)
+    no_config = runner.invoke(app, ["exam", str(bare), str(exam)])
+    assert no_config.exit_code == 2 and "no config.json" in " ".join(no_config.output.replace("│", " ").split())
+    with pytest.raises(RunDirError, match="holds no policy"):
+        pose_exam(exam_run, parse_exam(EXAM), ["reward"])
