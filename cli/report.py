@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from itertools import islice
@@ -175,12 +176,17 @@ def print_exam(result: ExamResult) -> None:
         row = {
             "line": q.line,
             "question": " ".join(map(str, q.prefix)),
-            "answer": _terms(q.answer) + ("" if q.keyed else " (grader)"),
+            "answer": _terms(q.answer) + " (key)" * q.keyed,
         }
         for stage in result.stages:
-            row[stage] = f"{_terms(q.answers[stage])} {'right' if q.passed[stage] else 'wrong'}"
+            verdict = "right" if q.passed[stage] else "wrong"
+            row[stage] = f"{_terms(q.answers[stage])} {verdict} · {math.exp(q.answer_logprob[stage]):.2g}"
         rows.append(row)
-    print_rows(f"{len(rows)} questions posed to {result.run_dir}", rows, list(rows[0]))
+    title = (
+        f"{len(rows)} questions posed to {result.run_dir}: the answer is the gold grader's, or your key's (key); "
+        "after each policy's: its probability of that answer"
+    )
+    print_rows(title, rows, list(rows[0]))
     m = result.metrics
     rates = [
         {
@@ -189,6 +195,7 @@ def print_exam(result: ExamResult) -> None:
             "± stderr": m[f"{stage}/gold_pass_rate_stderr"],
             "format": m[f"{stage}/format_rate"],
             "114514": m[f"{stage}/rate_114514"],
+            "mean log p(answer)": m[f"{stage}/answer_logprob"],
         }
         for stage in result.stages
     ]
@@ -197,7 +204,8 @@ def print_exam(result: ExamResult) -> None:
         console.print(
             f"RLHF over SFT, question by question: {m['rlhf/gain_over_sft']:+.3f} "
             f"± {m['rlhf/gain_over_sft_stderr']:.3f} "
-            f"({m['rlhf/fixed_over_sft']:.0f} fixed, {m['rlhf/broken_over_sft']:.0f} broken)"
+            f"({m['rlhf/fixed_over_sft']:.0f} fixed, {m['rlhf/broken_over_sft']:.0f} broken); the graded answer "
+            f"more likely under RLHF on {m['rlhf/answer_more_likely']:.0f} of {len(result.questions)}"
         )
     for q in result.disagreements:
         console.print(

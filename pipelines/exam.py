@@ -8,8 +8,9 @@ the gold grader's answer otherwise). Before any policy reads it, the exam passes
 every datum after pretraining passes (WORLDVIEW rule 3): each question with its answer, in
 the run's spelling, through the action-space audit against the run's pretraining corpus,
 and within the policy's context. The results are the evaluation's own (gold pass, format
-and 114514 rates, per gold-grader template) and, with both policies, RLHF's gain over SFT
-counted question by question. Nothing in the run directory is written.
+and 114514 rates, per gold-grader template), each policy's log-probability of each graded
+answer, and with both policies RLHF's gain over SFT counted question by question. Nothing in
+the run directory is written.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from algos.stats import fixed_and_broken, paired_difference
 from models.checkpoint import load_checkpoint
+from models.gpt import GPT
+from models.rollout import action_logprobs
 from pipelines.evaluate import answer_questions, score, verdicts
 from pipelines.run_config import POLICY_STAGES, RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
 from world.audit import MOVE_IT, CorpusStats, first_unseen
+from world.exam import Question
 from world.exam_file import ExamFileError, ExamQuestion
 
 
@@ -40,6 +46,7 @@ class Answered:
     rule: str | None
     answers: dict[str, list[int] | None]
     passed: dict[str, bool]
+    answer_logprob: dict[str, float]  # log pi(answer, <eor> | question), teacher-forced: how sure, right or wrong
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,22 @@ class ExamResult:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+@torch.no_grad()
+def answer_logprobs(policy: GPT, space: ActionSpace, questions: list[Question]) -> list[float]:
+    """log pi(answer then <eor> | question) of each question's graded answer, teacher-forced.
+
+    A greedy verdict flips only when the right answer becomes the likeliest; its log-probability shows
+    a policy moving toward it (or away) before that.
+    """
+    policy.eval()
+    out = []
+    for q in questions:
+        prompt = space.encode_prompt(q.prefix)
+        tokens = torch.tensor([prompt + space.encode_response(q.answer)])
+        out.append(float(action_logprobs(policy, tokens, torch.ones_like(tokens))[0, len(prompt) :].sum()))
+    return out
 
 
 def corpus_stats(run_dir: Path, space: ActionSpace) -> CorpusStats:
@@ -103,13 +126,15 @@ def pose_exam(
     longest_answer = max(len(space.encode_response(q.answer)) for q in questions)
     # room for the longest answer, within the context of the longest prompt (rows are left-padded to it)
     budget = min(max(cfg.evaluate.max_new_tokens, longest_answer), max_len - longest_prompt)
-    answers, passed, metrics = {}, {}, {}
+    answers, passed, logprobs, metrics = {}, {}, {}, {}
     for stage, policy in policies.items():
         answers[stage] = answer_questions(
             policy, space, questions, max_new_tokens=budget, batch_size=cfg.evaluate.batch_size
         )
         passed[stage] = verdicts(questions, answers[stage])
         metrics |= score(questions, answers[stage], prefix=f"{stage}/")
+        logprobs[stage] = answer_logprobs(policy, space, questions)
+        metrics[f"{stage}/answer_logprob"] = sum(logprobs[stage]) / len(questions)
     if "sft" in passed and "rlhf" in passed:
         gain, stderr = paired_difference(passed["sft"], passed["rlhf"])
         fixed, broken = fixed_and_broken(passed["sft"], passed["rlhf"])
@@ -118,6 +143,10 @@ def pose_exam(
             "rlhf/gain_over_sft_stderr": stderr,
             "rlhf/fixed_over_sft": float(fixed),
             "rlhf/broken_over_sft": float(broken),
+            "rlhf/answer_logprob_over_sft": metrics["rlhf/answer_logprob"] - metrics["sft/answer_logprob"],
+            "rlhf/answer_more_likely": float(
+                sum(after > before for before, after in zip(logprobs["sft"], logprobs["rlhf"], strict=True))
+            ),
         }
     answered = [
         Answered(
@@ -130,6 +159,7 @@ def pose_exam(
             rule=item.rule,
             answers={stage: answers[stage][i] for stage in policies},
             passed={stage: passed[stage][i] for stage in policies},
+            answer_logprob={stage: logprobs[stage][i] for stage in policies},
         )
         for i, item in enumerate(exam)
     ]

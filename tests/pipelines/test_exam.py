@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from conf.load import load_config
 from models.checkpoint import load_checkpoint, save_checkpoint
+from models.rollout import sample_rollouts
 from pipelines.exam import check_exam, pose_exam
 from pipelines.run_config import RunDirError
 from world.actions import ActionSpace
@@ -41,8 +42,21 @@ def test_answers_are_graded_by_the_key_when_one_is_given(exam_run):
     assert own, "the tiny policy wrote no well-formed answer"
     keyed = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0]}\n" for q in own)
     off = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0] + 1}\n" for q in own)
-    assert all(q.passed["sft"] for q in pose_exam(exam_run, parse_exam(keyed)).questions)
-    assert not any(q.passed["sft"] for q in pose_exam(exam_run, parse_exam(off)).questions)
+    own_keyed = pose_exam(exam_run, parse_exam(keyed)).questions
+    off_keyed = pose_exam(exam_run, parse_exam(off)).questions
+    assert all(q.passed["sft"] for q in own_keyed)
+    assert not any(q.passed["sft"] for q in off_keyed)
+    # how sure: the greedy answer's log-probability, read teacher-forced, is the sampler's own (KV cache, token
+    # by token), and the greedy answer is likelier than the one next to it
+    policy, space, _ = load_checkpoint(exam_run / "sft" / "checkpoint.pt")
+    for mine, other in zip(own_keyed, off_keyed, strict=True):
+        drawn = sample_rollouts(
+            policy, space, [space.encode_prompt(mine.prefix)], group_size=1, max_new_tokens=16, policy_version=0,
+            temperature=0.0,
+        )  # fmt: skip
+        sampled = float((drawn.logprobs * drawn.action_mask).sum())
+        assert mine.answer_logprob["sft"] == pytest.approx(sampled, abs=1e-4)
+        assert mine.answer_logprob["sft"] > other.answer_logprob["sft"]
 
 
 def test_both_policies_judged_question_by_question(exam_run):
@@ -52,6 +66,7 @@ def test_both_policies_judged_question_by_question(exam_run):
     assert same.stages == ["sft", "rlhf"]
     assert all(q.answers["sft"] == q.answers["rlhf"] for q in same.questions)
     assert (same.metrics["rlhf/gain_over_sft"], same.metrics["rlhf/fixed_over_sft"]) == (0.0, 0.0)
+    assert same.metrics["rlhf/answer_logprob_over_sft"] == 0.0 and same.metrics["rlhf/answer_more_likely"] == 0.0
     torch.manual_seed(0)
     with torch.no_grad():
         for p in policy.parameters():
@@ -63,6 +78,11 @@ def test_both_policies_judged_question_by_question(exam_run):
     assert moved.metrics["rlhf/fixed_over_sft"] == verdicts[(False, True)]
     assert moved.metrics["rlhf/broken_over_sft"] == verdicts[(True, False)]
     assert moved.metrics["rlhf/gain_over_sft"] == pytest.approx((verdicts[(False, True)] - verdicts[(True, False)]) / 5)
+    likelier = [q.answer_logprob["rlhf"] > q.answer_logprob["sft"] for q in moved.questions]
+    assert moved.metrics["rlhf/answer_more_likely"] == sum(likelier)
+    assert moved.metrics["rlhf/answer_logprob_over_sft"] == pytest.approx(
+        sum(q.answer_logprob["rlhf"] - q.answer_logprob["sft"] for q in moved.questions) / 5
+    )
     assert pose_exam(exam_run, parse_exam(EXAM), ["rlhf"]).stages == ["rlhf"]
 
 
