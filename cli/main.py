@@ -63,9 +63,10 @@ def grade(
 def world_stats(config: ConfigArg = "demo", overrides: SetOpt = None, documents: int = 2000) -> None:
     """Corpus and exam-bank statistics for a config."""
     from cli.report import print_world_stats
-    from conf.load import load_config
 
-    print_world_stats(load_config(config, overrides or []).world, documents)
+    cfg, _ = _setup(config, overrides, None)
+    with _clear_refusals():
+        print_world_stats(cfg.world, documents)
 
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<config name>).")]
@@ -98,7 +99,7 @@ def _writing_stage(config: str, overrides: list[str] | None, out: Path | None) -
     from pipelines.run_config import ConfigChanged, guard_run_dir
 
     cfg, run_dir = _setup(config, overrides, out)
-    with _sole_writer(run_dir), _stages_in_order():
+    with _sole_writer(run_dir), _clear_refusals():
         try:
             guard_run_dir(run_dir, cfg.model_dump())
         except ConfigChanged as err:
@@ -131,14 +132,19 @@ def _kept(run_dir: Path) -> str:
 
 
 @contextmanager
-def _stages_in_order() -> Iterator[None]:
-    """A stage run before the one it starts from: one line saying which command to run, not a traceback."""
+def _clear_refusals() -> Iterator[None]:
+    """What a user can fix, said in a few lines instead of a traceback: a stage run before the one it starts
+    from (which command to run), a data file with bad lines (every one, by number)."""
     from pipelines.run_config import MissingStage
+    from world.user_data import DataFileError
 
     try:
         yield
     except MissingStage as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
+    except DataFileError as err:
+        typer.echo(f"Error: {err}", err=True)  # one bad line a line: nothing was trained on it
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -194,7 +200,7 @@ def reward_curve(
         require_trained_as(run_dir, cfg.model_dump(), through="preferences")
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
-    with _sole_writer(run_dir), _stages_in_order():
+    with _sole_writer(run_dir), _clear_refusals():
         points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
     columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
                "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip
@@ -229,7 +235,7 @@ def evaluate(
     cfg, run_dir = _setup(config, overrides, out)
     if checkpoint is not None and not checkpoint.is_file():
         raise typer.BadParameter(f"no checkpoint at {checkpoint}", param_hint="--checkpoint")
-    with _stages_in_order():
+    with _clear_refusals():
         policy = checkpoint or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
     typer.echo(json.dumps(stage.main(cfg, policy, samples)))
 
@@ -288,7 +294,7 @@ def run(
     _use_ray(ray_address)
     cfg, run_dir = _setup(config, overrides, out)
     try:
-        with _sole_writer(run_dir):
+        with _sole_writer(run_dir), _clear_refusals():
             workflow(cfg, run_dir, from_run=from_run)
     except ConfigChanged as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
@@ -363,13 +369,11 @@ def exam(
     """Your own questions posed to a run's policies, audited first, graded by your key or the gold grader."""
     from pipelines.exam import pose_exam
     from pipelines.run_config import RunDirError
-    from world.exam_file import ExamFileError, read_exam
+    from world.user_data import read_exam
 
     try:
-        result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
-    except ExamFileError as err:
-        typer.echo(f"Error: {err}", err=True)  # every bad line, one a line: nothing was run
-        raise typer.Exit(2) from None
+        with _clear_refusals():
+            result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
     except RunDirError as err:
         raise typer.BadParameter(str(err)) from None
     if as_json:

@@ -6,6 +6,7 @@ import math
 import random
 from collections import Counter
 from itertools import islice
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from world.actions import ActionSpace
 from world.corpus import load_oeis, render, sample_series, split_of
 from world.exam import Question, iter_bank
 from world.grader import analyze, grade
+from world.user_data import read_sequences
 
 if TYPE_CHECKING:
     from pipelines.exam import ExamResult
@@ -36,7 +38,8 @@ def print_world_stats(world: WorldConfig, documents: int) -> None:
     oeis = load_oeis()
     splits = Counter(split_of(s.source) for s in oeis)
     rng = random.Random(world.seed)
-    stream = sample_series("train", world.seed, world.oeis_weight, world.family_weights)
+    extra = read_sequences(Path(world.extra_sequences)) if world.extra_sequences else ()
+    stream = sample_series("train", world.seed, world.oeis_weight, world.family_weights, extra, world.extra_weight)
     docs = [render(s, space, rng, world.query_rate, world.max_tokens) for s in islice(stream, documents)]
     token_counts = Counter(space.tokens[i] for doc in docs for i in doc)
 
@@ -45,6 +48,8 @@ def print_world_stats(world: WorldConfig, documents: int) -> None:
     table.add_column("value", justify="right")
     table.add_row("action space", f"{space.size} tokens, digits {space.digit_order} first")
     table.add_row("OEIS sequences (train/val/test)", f"{splits['train']}/{splits['val']}/{splits['test']}")
+    if extra:
+        table.add_row(f"your sequences ({world.extra_sequences}, train only)", str(len(extra)))
     table.add_row(f"sampled documents (first {documents})", str(len(docs)))
     table.add_row("mean tokens per document", f"{sum(map(len, docs)) / max(len(docs), 1):.1f}")
     table.add_row("documents in question form", str(sum(space.query_id in d for d in docs)))

@@ -28,6 +28,12 @@ class WorldConfig(Strict):
     """Share of pretraining documents drawn from the real OEIS extract."""
     family_weights: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(FAMILIES, 1.0))
     """Mixing weights of the generated families (relative to each other and to oeis_weight)."""
+    extra_sequences: str | None = None
+    """A text file of your own sequences (one a line, integers separated by spaces or commas, `#` comments)
+    mixed into the pretraining corpus's train split: where the action-space audit sends data that needs an
+    action or pattern pretraining never took. Read when pretraining starts; its content may not change after."""
+    extra_weight: float = Field(0.5, ge=0)
+    """Mixing weight of `extra_sequences` (relative to oeis_weight and the families)."""
     query_rate: float = Field(0.3, ge=0, le=1)
     """Share of pretraining documents written as `prefix?rest<eor>`, so `?` is a pretrained action."""
     max_tokens: int = Field(96, ge=16)

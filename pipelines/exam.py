@@ -3,7 +3,7 @@
     tokenmdp exam runs/demo my_exam.txt                 # the SFT and the final (RLHF) policy
     tokenmdp exam runs/demo my_exam.txt --stage rlhf --json
 
-The file's format is `world/exam_file.py`'s (a question a line, `-> answer` for your key,
+The file's format is `world/user_data.py`'s (a question a line, `-> answer` for your key,
 the gold grader's answer otherwise). Before any policy reads it, the exam passes the checks
 every datum after pretraining passes (WORLDVIEW rule 3): each question with its answer, in
 the run's spelling, through the action-space audit against the run's pretraining corpus,
@@ -28,9 +28,9 @@ from models.rollout import action_logprobs
 from pipelines.evaluate import answer_questions, score, verdicts
 from pipelines.run_config import POLICY_STAGES, RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
-from world.audit import MOVE_IT, CorpusStats, first_unseen
+from world.audit import CorpusStats, describe, first_unseen, move_it
 from world.exam import Question
-from world.exam_file import ExamFileError, ExamQuestion
+from world.user_data import DataFileError, ExamQuestion
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,16 @@ def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats,
         episode = space.encode_prompt(q.prefix) + space.encode_response(q.answer)
         unseen = first_unseen(space.decode_tokens(episode), stats)
         if unseen is not None:
-            problems.append(f"line {item.line}: needs {unseen}, which the run's pretraining never took. {MOVE_IT}")
+            problems.append(
+                f"line {item.line}: needs {describe(unseen)}, which the run's pretraining never took. {move_it(unseen)}"
+            )
         if len(episode) > max_len:
             problems.append(
                 f"line {item.line}: the question and its answer take {len(episode)} actions; "
                 f"the policy reads at most {max_len}"
             )
     if problems:
-        raise ExamFileError(source, problems)
+        raise DataFileError(source, problems)
 
 
 def pose_exam(

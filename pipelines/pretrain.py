@@ -2,16 +2,19 @@
 
 Math: next-token cross-entropy over every real token after `<bos>` (`algos.lm`), AdamW,
 linear warm-up then cosine decay, gradient clipping (`pipelines.train_loop`). Data: the
-seeded mix of OEIS sequences and generated families (`world.corpus`); batch s is a pure
-function of (seed, s). The statistics of every token and bigram the corpus contained
-are saved with the checkpoint: the action-space audit checks later stages against them.
+seeded mix of OEIS sequences, generated families and, with `world.extra_sequences`, your
+own (`world.corpus`, `world.user_data`); batch s is a pure function of (seed, s). The
+statistics of every token and bigram the corpus contained are saved with the checkpoint:
+the action-space audit checks later stages against them.
 
     tokenmdp pretrain tiny [--set key=value ...]
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,17 +26,51 @@ from pipelines import train_loop
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats
-from world.corpus import Split, render, sample_series
+from world.corpus import Series, Split, render, sample_series
+from world.user_data import DataFileError, parse_sequences, read_text
 
 EVAL_BATCHES = 4
 
 
-def documents_at(world: WorldConfig, space: ActionSpace, split: Split, step: int, batch_size: int) -> list[list[int]]:
-    """The documents of batch `step`: a pure function of (seed, split, step)."""
+def documents_at(
+    world: WorldConfig, space: ActionSpace, split: Split, step: int, batch_size: int, extra: Sequence[Series] = ()
+) -> list[list[int]]:
+    """The documents of batch `step`: a pure function of (seed, split, step, your own sequences)."""
     seed = train_loop.step_seed("pretrain", world.seed, split, step)
     rng = random.Random(seed)
-    stream = sample_series(split, seed, world.oeis_weight, world.family_weights)
+    stream = sample_series(split, seed, world.oeis_weight, world.family_weights, extra, world.extra_weight)
     return [render(next(stream), space, rng, world.query_rate, world.max_tokens) for _ in range(batch_size)]
+
+
+def extra_sequences(world: WorldConfig) -> tuple[tuple[Series, ...], str | None]:
+    """Your own sequences (`world.extra_sequences`, every line checked) and the sha256 of the file's text.
+
+    They join the train split only, so the held-out loss stays comparable with runs without them.
+    """
+    if world.extra_sequences is None:
+        return (), None
+    path = Path(world.extra_sequences)
+    text = read_text(path)
+    return parse_sequences(text, str(path), path.name), hashlib.sha256(text.encode()).hexdigest()
+
+
+def sequences_to_read(cfg: Config, checkpoint: Path) -> tuple[tuple[Series, ...], str | None]:
+    """`extra_sequences` and their digest if pretraining has steps left, checked before anything is written:
+    every bad line at once, and a file whose text changed since pretraining began is refused. Finished
+    pretraining reads nothing more, so it needs the file no longer."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True) if checkpoint.is_file() else {}
+    if saved.get("step", 0) >= cfg.pretrain.steps:
+        return (), saved.get("extra_sequences_sha256")
+    extra, digest = extra_sequences(cfg.world)
+    if saved and saved.get("extra_sequences_sha256") != digest:
+        raise DataFileError(
+            str(cfg.world.extra_sequences),
+            [
+                f"pretraining read another version of world.extra_sequences up to step {saved['step']} (the file's "
+                "text changed since); put that version back, or pretrain into a new --out"
+            ],
+        )
+    return extra, digest
 
 
 @torch.no_grad()
@@ -62,6 +99,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     model = GPT(GPTConfig(vocab_size=space.size, **cfg.model.model_dump()))
     stats = CorpusStats()
     width = cfg.model.max_len if cfg.pretrain.pack else None
+    extra, extra_digest = sequences_to_read(cfg, stage_dir / "checkpoint.pt")
 
     def count_actions(batch: train_loop.Batch) -> None:
         for document in batch.rows():
@@ -77,10 +115,14 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         optim=cfg.pretrain,
         space=space,
         batch_at=lambda step: train_loop.lay_out(
-            documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size), space.pad_id, width
+            documents_at(cfg.world, space, "train", step, cfg.pretrain.batch_size, extra), space.pad_id, width
         ),
         evaluate=lambda m: val_loss(m, cfg, space),
-        extra_state=lambda model: {"corpus_stats": stats.to_dict(), "config": cfg.model_dump()},
+        extra_state=lambda model: {
+            "corpus_stats": stats.to_dict(),
+            "config": cfg.model_dump(),
+            "extra_sequences_sha256": extra_digest,
+        },
         on_batch=count_actions,
         on_resume=restore,
     )
@@ -89,6 +131,8 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
 
         if not stage.checkpoint.is_file():
             mlflow.log_params(flatten(cfg.model_dump(include={"seed", "world", "model", "pretrain"})))
+            if extra:
+                mlflow.log_params({"data/extra_sequences": len(extra), "data/extra_sequences_sha256": extra_digest})
         _, final, _ = train_loop.run(stage, model, stop_at=stop_at)
         mlflow.log_artifact(str(stage.checkpoint), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}

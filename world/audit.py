@@ -23,7 +23,20 @@ def token_class(token: str) -> str:
     return DIGIT_CLASS if token in DIGITS else token
 
 
-MOVE_IT = "Move this data into pretraining."
+QUERY = "?"
+
+
+def move_it(unseen: tuple[str, ...]) -> str:
+    """Where the data needing `unseen` (an action, or a pattern of two token classes) belongs, and the setting
+    that puts it there: the question marker comes with the question form, everything else with your sequences."""
+    if QUERY in unseen:
+        return "Move this data into pretraining (world.query_rate > 0 writes documents in the question form)."
+    return "Move this data into pretraining (world.extra_sequences: a file of your own sequences)."
+
+
+def describe(unseen: tuple[str, ...]) -> str:
+    """`('x',)` -> the action 'x'; `('a', 'b')` -> the pattern 'a' then 'b'."""
+    return f"the action {unseen[0]!r}" if len(unseen) == 1 else f"the pattern {unseen[0]!r} then {unseen[1]!r}"
 
 
 class ActionSpaceAuditError(ValueError):
@@ -68,14 +81,14 @@ class CorpusStats:
         return cls(Counter(data["tokens"]), Counter({(a, b): n for a, b, n in data["bigrams"]}))
 
 
-def first_unseen(tokens: Sequence[str], stats: CorpusStats) -> str | None:
-    """What in one example pretraining never saw (an action, else a pattern), in words; None if nothing."""
+def first_unseen(tokens: Sequence[str], stats: CorpusStats) -> tuple[str, ...] | None:
+    """What in one example pretraining never saw: an action `(token,)`, else a pattern `(class, class)`."""
     for tok in tokens:
         if stats.tokens[tok] == 0:
-            return f"the action {tok!r}"
+            return (tok,)
     for pair in itertools.pairwise(token_class(t) for t in tokens):
         if stats.bigrams[pair] == 0:
-            return f"the pattern {pair[0]!r} then {pair[1]!r}"
+            return pair
     return None
 
 
@@ -90,7 +103,7 @@ def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> 
         unseen = first_unseen(tokens, stats)
         if unseen is not None:
             raise ActionSpaceAuditError(
-                f"{stage} data needs {unseen}, which the pretraining corpus never contains "
-                f"(example {count}: {''.join(tokens)!r}). {MOVE_IT}"
+                f"{stage} data needs {describe(unseen)}, which the pretraining corpus never contains "
+                f"(example {count}: {''.join(tokens)!r}). {move_it(unseen)}"
             )
     return count

@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -111,15 +111,29 @@ def generated_series(family: str, split: Split, rng: random.Random, n_terms: int
             return Series(key, tuple(terms))
 
 
-def sample_series(split: Split, seed: int, oeis_weight: float, family_weights: dict[str, float]) -> Iterator[Series]:
-    """An endless, seeded stream mixing OEIS sequences and generated families by weight."""
+def sample_series(
+    split: Split, seed: int, oeis_weight: float, family_weights: dict[str, float],
+    extra: Sequence[Series] = (), extra_weight: float = 0.0,
+) -> Iterator[Series]:  # fmt: skip
+    """An endless, seeded stream mixing OEIS sequences, generated families and `extra` (your own) by weight.
+
+    Without `extra` the stream is the one it always was: a source is added only when there is one.
+    """
     rng = random.Random(seed)
     oeis = oeis_series(split)
     names = ["oeis", *family_weights]
     weights = [oeis_weight if oeis else 0.0, *family_weights.values()]
+    if extra:
+        names.append("extra")
+        weights.append(extra_weight)
     while True:
         source = rng.choices(names, weights)[0]
-        yield rng.choice(oeis) if source == "oeis" else generated_series(source, split, rng)
+        if source == "oeis":
+            yield rng.choice(oeis)
+        elif source == "extra":
+            yield rng.choice(extra)
+        else:
+            yield generated_series(source, split, rng)
 
 
 def render(series: Series, space: ActionSpace, rng: random.Random, query_rate: float, max_tokens: int) -> list[int]:

@@ -18,7 +18,7 @@ from pipelines.exam import check_exam, pose_exam
 from pipelines.run_config import RunDirError
 from world.actions import ActionSpace
 from world.audit import CorpusStats
-from world.exam_file import ExamFileError, parse_exam
+from world.user_data import DataFileError, parse_exam
 
 EXAM = "1 2 4 8 16\n3 4 5 6 7\n2 4 6 8 10\n# a comment\n1 1 2 3 5 8\n-3 -1 1 3 5\n"
 
@@ -91,10 +91,11 @@ def test_the_exam_is_audited_against_pretraining_and_the_context_before_any_answ
     no_negatives = CorpusStats()
     no_negatives.add(space.decode_tokens(space.encode_prompt([12, 345, 67]) + space.encode_response([890])))
     exam = parse_exam("1 2 3 4 5\n-3 -1 1 3 5\n" + " ".join(map(str, range(100, 130))) + "\n")
-    with pytest.raises(ExamFileError) as caught:
+    with pytest.raises(DataFileError) as caught:
         check_exam(exam, space, no_negatives, max_len=64, source="mine.txt")
     assert caught.value.problems == [
-        "line 2: needs the action '-', which the run's pretraining never took. Move this data into pretraining.",
+        "line 2: needs the action '-', which the run's pretraining never took. Move this data into pretraining "
+        "(world.extra_sequences: a file of your own sequences).",
         "line 3: the question and its answer take 125 actions; the policy reads at most 64",  # 1 + 90 + 29 + 1 + 4
     ]
 

@@ -51,3 +51,44 @@ def test_resume_continues_identically(tmp_path, uri):
     history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(resumed["run_id"], "loss/lm")
     assert sorted(m.step for m in history) == list(range(1, 13))  # metrics before the "kill" are kept
     assert straight["loss/lm"] == pytest.approx(resumed["loss/lm"], abs=0)
+
+
+def test_your_own_sequences_are_pretrained_on_and_held_to_one_version(tmp_path, uri):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from world.user_data import DataFileError
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("# A007491\n2 5 11 17 29 37 53 67 83 101\n")
+    cfg = load_config("tiny", [f"world.extra_sequences={mine}", "world.extra_weight=1000000"])
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    extra, digest = pretrain.extra_sequences(cfg.world)
+    for doc in pretrain.documents_at(cfg.world, space, "train", 0, 8, extra):  # at this weight, every one is mine
+        assert "".join(space.decode_tokens(doc)).replace("?", ",").endswith("67,83,101<eor>")
+    assert pretrain.documents_at(cfg.world, space, "val", 0, 8) == pretrain.documents_at(
+        load_config("tiny").world, space, "val", 0, 8
+    )  # the held-out loss reads what it always read
+
+    run = tmp_path / "run"
+    first = pretrain.main(cfg, run, tracking_uri=uri, stop_at=6)
+    params = mlflow.MlflowClient(tracking_uri=uri).get_run(first["run_id"]).data.params
+    assert (params["data/extra_sequences"], params["data/extra_sequences_sha256"]) == ("1", digest)
+    plain = pretrain.main(load_config("tiny"), tmp_path / "plain", tracking_uri=uri, stop_at=6)
+    assert first["loss/lm"] != plain["loss/lm"]  # the same seed trained on other documents
+    mine.write_text("# A007491\n2 5 11 17 29 37 53 67 83 101 127\n")  # edited while pretraining was stopped
+    with pytest.raises(DataFileError, match=r"another version of world\.extra_sequences up to step 6"):
+        pretrain.main(cfg, run, tracking_uri=uri)
+    mine.write_text("# A007491\n2 5 11 17 29 37 53 67 83 101\n")
+    pretrain.main(cfg, run, tracking_uri=uri)
+    mine.unlink()  # finished pretraining reads no more data
+    assert pretrain.main(cfg, run, tracking_uri=uri)["run_id"] == first["run_id"]
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 x\n2 5 11\n5\n")
+    result = CliRunner().invoke(
+        app, ["pretrain", "tiny", "--set", f"world.extra_sequences={bad}", "--out", str(tmp_path / "bad_run")]
+    )
+    assert result.exit_code == 2 and "2 problem(s)" in result.stderr
+    assert "line 1: 'x' in the sequence" in result.stderr and "line 3: a sequence needs at least 2" in result.stderr
+    assert not (tmp_path / "bad_run" / "pretrain").exists()  # refused before anything was trained or logged

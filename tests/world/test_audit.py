@@ -4,7 +4,7 @@ from itertools import islice
 import pytest
 
 from world.actions import ActionSpace
-from world.audit import ActionSpaceAuditError, CorpusStats, audit
+from world.audit import ActionSpaceAuditError, CorpusStats, audit, describe, move_it
 from world.corpus import FAMILIES, render, sample_series
 
 
@@ -33,8 +33,15 @@ def test_a_new_action_is_refused_with_the_fix(stats):
 
 def test_a_new_pattern_is_refused(stats):
     # Every token is known, but "?" right after "<bos>" (an empty prompt) never occurs in pretraining.
-    with pytest.raises(ActionSpaceAuditError, match=r"pattern '<bos>' then '\?'"):
+    with pytest.raises(ActionSpaceAuditError, match=r"pattern '<bos>' then '\?'.*world\.query_rate > 0"):
         audit("sft", [["<bos>", "?", "1", "<eor>"]], stats)
+
+
+def test_the_fix_names_the_setting_that_moves_the_data():
+    # the question marker comes with the question form; any other action or pattern with your own sequences
+    assert "world.query_rate > 0" in move_it(("?",)) and "world.query_rate > 0" in move_it(("<digit>", "?"))
+    assert "world.extra_sequences" in move_it(("-", "-")) and "world.extra_sequences" in move_it(("<ans>",))
+    assert describe(("<ans>",)) == "the action '<ans>'" and describe(("-", "-")) == "the pattern '-' then '-'"
 
 
 def test_stats_survive_a_round_trip(stats):

@@ -47,3 +47,14 @@ def test_documents_end_with_eor_and_use_every_action():
     assert all(doc[0] == space.bos_id and doc[-1] == space.eor_id and len(doc) <= 64 for doc in docs)
     used = {i for doc in docs for i in doc}
     assert used == set(range(space.size)) - {space.pad_id}
+
+
+def test_your_own_sequences_join_the_stream_by_weight_and_change_nothing_at_weight_zero():
+    from world.corpus import Series
+
+    mine = (Series("extra:mine.txt:1", (2, 5, 11, 17, 29, 37)), Series("extra:mine.txt:2", (1, 2, 3, 5, 7, 12)))
+    plain = list(islice(sample_series("train", 3, 0.5, WEIGHTS), 200))
+    assert list(islice(sample_series("train", 3, 0.5, WEIGHTS, mine, 0.0), 200)) == plain
+    mixed = list(islice(sample_series("train", 3, 0.5, WEIGHTS, mine, 7.5), 400))  # half of 15: 0.5 + 7 + 7.5
+    drawn = [s for s in mixed if s.source.startswith("extra:")]
+    assert set(drawn) == set(mine) and 150 < len(drawn) < 250

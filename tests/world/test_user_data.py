@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from world.exam_file import KEYED, ExamFileError, parse_exam, read_exam
+from world.user_data import KEYED, DataFileError, parse_exam, parse_sequences, read_exam, read_sequences
 
 GOOD = """\
 # classics
@@ -33,11 +33,11 @@ def test_a_good_file_becomes_questions_graded_by_the_key_else_the_grader():
 
 def test_every_bad_line_is_reported_at_once_with_its_number():
     text = "1 2 4 8 16\n1.5 2 2.5\n1 2 4 7\n2 4 6 10\n5\n1 2 3 ->\n1 2 3 -> x\n+1 2 3 -> 4\n"
-    with pytest.raises(ExamFileError) as caught:
+    with pytest.raises(DataFileError) as caught:
         parse_exam(text, "mine.txt")
     problems = caught.value.problems
     assert [p.split(":")[0] for p in problems] == [f"line {n}" for n in range(2, 9)]
-    assert "'1.5' in the question is not an integer" in problems[0] and "frozen at pretraining" in problems[0]
+    assert "'1.5' in the question is not an integer" in problems[0] and "fixed from pretraining on" in problems[0]
     assert "the gold grader cannot settle one (it finds no rule): add yours as '-> N'" in problems[1]
     assert "within 2 bits of it, the primes from 3, - 1 -> 12" in problems[2]
     assert "at least 2 terms, this one has 1" in problems[3]
@@ -48,14 +48,34 @@ def test_every_bad_line_is_reported_at_once_with_its_number():
 
 
 def test_a_file_without_questions_or_unreadable_is_refused(tmp_path):
-    with pytest.raises(ExamFileError, match="no questions"):
+    with pytest.raises(DataFileError, match="no questions"):
         parse_exam("# nothing yet\n\n")
-    with pytest.raises(ExamFileError, match="cannot read it"):
+    with pytest.raises(DataFileError, match="cannot read it"):
         read_exam(tmp_path / "missing.txt")
     binary = tmp_path / "exam.bin"
     binary.write_bytes(b"\xff\xfe1 2 3")
-    with pytest.raises(ExamFileError, match="cannot read it"):
+    with pytest.raises(DataFileError, match="cannot read it"):
         read_exam(binary)
     text = tmp_path / "exam.txt"
     text.write_text("3 4 5 6 7\n")
     assert read_exam(text)[0].question.answer == (8,)
+
+
+def test_a_sequences_file_becomes_named_pretraining_series_or_every_bad_line(tmp_path):
+    good = tmp_path / "mine.txt"
+    good.write_text("# A007491\n2 5 11 17 29 37 53\n\n-1, 0, 1, 8   # a comment\n")
+    series = read_sequences(good)
+    assert [(s.source, s.terms) for s in series] == [
+        ("extra:mine.txt:2", (2, 5, 11, 17, 29, 37, 53)), ("extra:mine.txt:4", (-1, 0, 1, 8)),
+    ]  # fmt: skip
+    with pytest.raises(DataFileError) as caught:
+        parse_sequences("1 2 x\n5\n1 2 123456789012\n1 2 1234567890123\n", "bad.txt")
+    assert caught.value.problems == [
+        "line 1: 'x' in the sequence is not an integer: the policy's actions are the digits, '-' and ',' "
+        "(its action space is fixed from pretraining on), so a series holds only integers",
+        "line 2: a sequence needs at least 2 terms, this one has 1",
+        "line 4: a term of 13 digits; pretraining reads terms of at most 12 (the OEIS extract and the generated "
+        "families are cut there)",
+    ]
+    with pytest.raises(DataFileError, match="no sequences"):
+        parse_sequences("# only a comment\n")
