@@ -115,6 +115,12 @@ class SFTConfig(LMConfig):
     balance_templates: bool = False
     """Draw each example's template uniformly, then one of its questions, instead of
     questions uniformly: the bank is dominated by the templates with many distinct questions."""
+    extra_questions: str | None = None
+    """A file of your own questions to fine-tune on, in `tokenmdp exam`'s format (`1 2 4 8 16`, or
+    `2 5 11 17 29 -> 37` with your key). Audited like the bank's; a question of the run's held-out exam
+    or feedback pool is refused. Read when SFT starts; its content may not change after."""
+    extra_share: float = Field(0.1, ge=0, le=1)
+    """Share of each batch's examples drawn from `extra_questions` (the rest from the exam bank)."""
 
 
 class EvalConfig(Strict):

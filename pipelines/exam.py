@@ -30,7 +30,7 @@ from pipelines.run_config import POLICY_STAGES, RunDirError, load_run_config, po
 from world.actions import ActionSpace
 from world.audit import CorpusStats, describe, first_unseen, move_it
 from world.exam import Question
-from world.user_data import DataFileError, ExamQuestion
+from world.user_data import ExamQuestion, refuse_problems
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,8 @@ def corpus_stats(run_dir: Path, space: ActionSpace) -> CorpusStats:
     raise RunDirError(f"{run_dir} holds neither an SFT nor a pretraining checkpoint: the audit needs its corpus")
 
 
-def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats, max_len: int, source: str) -> None:
-    """Every question, with its answer and `<eor>`, audited against pretraining and within the context; all
-    problems at once, by line."""
+def exam_problems(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats, max_len: int) -> list[str]:
+    """Each question, with its answer and `<eor>`, audited against pretraining and within the context, by line."""
     problems = []
     for item in exam:
         q = item.question
@@ -108,8 +107,12 @@ def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats,
                 f"line {item.line}: the question and its answer take {len(episode)} actions; "
                 f"the policy reads at most {max_len}"
             )
-    if problems:
-        raise DataFileError(source, problems)
+    return problems
+
+
+def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats, max_len: int, source: str) -> None:
+    """`exam_problems`, all at once, as a DataFileError."""
+    refuse_problems(source, exam_problems(exam, space, stats, max_len))
 
 
 def pose_exam(

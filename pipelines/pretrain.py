@@ -12,7 +12,6 @@ the action-space audit checks later stages against them.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +22,12 @@ from algos.lm import masked_next_token_loss
 from conf.schema import Config, WorldConfig
 from models.gpt import GPT, GPTConfig
 from pipelines import train_loop
+from pipelines.data_files import data_to_read, digest_key
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats
 from world.corpus import Series, Split, render, sample_series
-from world.user_data import DataFileError, parse_sequences, read_text
+from world.user_data import parse_sequences
 
 EVAL_BATCHES = 4
 
@@ -40,37 +40,6 @@ def documents_at(
     rng = random.Random(seed)
     stream = sample_series(split, seed, world.oeis_weight, world.family_weights, extra, world.extra_weight)
     return [render(next(stream), space, rng, world.query_rate, world.max_tokens) for _ in range(batch_size)]
-
-
-def extra_sequences(world: WorldConfig) -> tuple[tuple[Series, ...], str | None]:
-    """Your own sequences (`world.extra_sequences`, every line checked) and the sha256 of the file's text.
-
-    They join the train split only, so the held-out loss stays comparable with runs without them.
-    """
-    if world.extra_sequences is None:
-        return (), None
-    path = Path(world.extra_sequences)
-    text = read_text(path)
-    return parse_sequences(text, str(path), path.name), hashlib.sha256(text.encode()).hexdigest()
-
-
-def sequences_to_read(cfg: Config, checkpoint: Path) -> tuple[tuple[Series, ...], str | None]:
-    """`extra_sequences` and their digest if pretraining has steps left, checked before anything is written:
-    every bad line at once, and a file whose text changed since pretraining began is refused. Finished
-    pretraining reads nothing more, so it needs the file no longer."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True) if checkpoint.is_file() else {}
-    if saved.get("step", 0) >= cfg.pretrain.steps:
-        return (), saved.get("extra_sequences_sha256")
-    extra, digest = extra_sequences(cfg.world)
-    if saved and saved.get("extra_sequences_sha256") != digest:
-        raise DataFileError(
-            str(cfg.world.extra_sequences),
-            [
-                f"pretraining read another version of world.extra_sequences up to step {saved['step']} (the file's "
-                "text changed since); put that version back, or pretrain into a new --out"
-            ],
-        )
-    return extra, digest
 
 
 @torch.no_grad()
@@ -99,7 +68,11 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
     model = GPT(GPTConfig(vocab_size=space.size, **cfg.model.model_dump()))
     stats = CorpusStats()
     width = cfg.model.max_len if cfg.pretrain.pack else None
-    extra, extra_digest = sequences_to_read(cfg, stage_dir / "checkpoint.pt")
+    extra, extra_digest = data_to_read(
+        "world.extra_sequences", cfg.world.extra_sequences, stage_dir / "checkpoint.pt", cfg.pretrain.steps,
+        lambda text, path: parse_sequences(text, str(path), path.name),
+    )  # fmt: skip
+    extra = extra or ()
 
     def count_actions(batch: train_loop.Batch) -> None:
         for document in batch.rows():
@@ -121,7 +94,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
         extra_state=lambda model: {
             "corpus_stats": stats.to_dict(),
             "config": cfg.model_dump(),
-            "extra_sequences_sha256": extra_digest,
+            digest_key("world.extra_sequences"): extra_digest,
         },
         on_batch=count_actions,
         on_resume=restore,

@@ -107,25 +107,33 @@ def parse_line(number: int, content: str) -> ExamQuestion:
     return ExamQuestion(number, question, key is not None, grader_answer, verdict.rule if grader_answer else None)
 
 
-def parse_lines(text: str, source: str, parse: Callable[[int, str], T | None], what: str) -> list[T]:
-    """`parse(number, content)` of every line that is not blank or a comment; raises DataFileError listing
-    every line it refuses (its ValueError), or saying the file holds no `what`."""
+def lines_and_problems(text: str, parse: Callable[[int, str], T]) -> tuple[list[T], list[str]]:
+    """`parse(number, content)` of every line that is not blank or a comment, and a problem for each line it
+    refuses (its ValueError), so later checks can add theirs before the file is refused whole."""
     parsed, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         content = line.split("#", 1)[0].strip()
         if not content:
             continue
         try:
-            item = parse(number, content)
+            parsed.append(parse(number, content))
         except ValueError as err:
             problems.append(f"line {number}: {err}")
-            continue
-        if item is not None:
-            parsed.append(item)
-    if not parsed and not problems:
-        problems.append(f"no {what}")
+    return parsed, problems
+
+
+def refuse_problems(source: str, problems: list[str]) -> None:
+    """A DataFileError listing `problems` in the order of their lines, if there are any."""
     if problems:
-        raise DataFileError(source, problems)
+        raise DataFileError(
+            source, sorted(problems, key=lambda p: int(p.split()[1].rstrip(":")) if p[:5] == "line " else 0)
+        )
+
+
+def parse_lines(text: str, source: str, parse: Callable[[int, str], T], what: str) -> list[T]:
+    """`lines_and_problems`, refused whole if any line is bad or the file holds no `what`."""
+    parsed, problems = lines_and_problems(text, parse)
+    refuse_problems(source, problems if parsed or problems else [f"no {what}"])
     return parsed
 
 

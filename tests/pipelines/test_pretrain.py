@@ -1,5 +1,7 @@
 """Tiny pretraining runs through a real local MLflow store."""
 
+import hashlib
+
 import mlflow
 import pytest
 import torch
@@ -57,13 +59,13 @@ def test_your_own_sequences_are_pretrained_on_and_held_to_one_version(tmp_path, 
     from typer.testing import CliRunner
 
     from cli.main import app
-    from world.user_data import DataFileError
+    from world.user_data import DataFileError, read_sequences
 
     mine = tmp_path / "mine.txt"
     mine.write_text("# A007491\n2 5 11 17 29 37 53 67 83 101\n")
     cfg = load_config("tiny", [f"world.extra_sequences={mine}", "world.extra_weight=1000000"])
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    extra, digest = pretrain.extra_sequences(cfg.world)
+    extra, digest = read_sequences(mine), hashlib.sha256(mine.read_bytes()).hexdigest()
     for doc in pretrain.documents_at(cfg.world, space, "train", 0, 8, extra):  # at this weight, every one is mine
         assert "".join(space.decode_tokens(doc)).replace("?", ",").endswith("67,83,101<eor>")
     assert pretrain.documents_at(cfg.world, space, "val", 0, 8) == pretrain.documents_at(

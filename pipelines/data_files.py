@@ -1,0 +1,49 @@
+"""A stage's own data file (`world.extra_sequences`, `sft.extra_questions`): read once, held to one version.
+
+The file is read when the stage starts with steps left, so a bad line stops it before anything
+is trained or logged. Its sha256 goes into the stage's checkpoint: a stopped stage refuses to
+resume on an edited file (its first steps read the other text), and a finished one reads
+nothing more, so it no longer needs the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from world.user_data import DataFileError, read_text
+
+T = TypeVar("T")
+
+
+def digest_key(setting: str) -> str:
+    """The checkpoint key of a setting's file digest: `world.extra_sequences` -> `extra_sequences_sha256`."""
+    return f"{setting.rsplit('.', 1)[-1]}_sha256"
+
+
+def data_to_read(
+    setting: str, path: str | None, checkpoint: Path, steps: int, parse: Callable[[str, Path], T]
+) -> tuple[T | None, str | None]:
+    """`parse(text, path)` of the file `setting` names and the text's sha256, if the stage has steps left;
+    (None, the digest the checkpoint holds) if it is finished; (None, None) without a file."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True) if checkpoint.is_file() else {}
+    if saved.get("step", 0) >= steps:
+        return None, saved.get(digest_key(setting))
+    if path is None:
+        parsed, digest = None, None
+    else:
+        text = read_text(Path(path))
+        parsed, digest = parse(text, Path(path)), hashlib.sha256(text.encode()).hexdigest()
+    if saved and saved.get(digest_key(setting)) != digest:
+        raise DataFileError(
+            str(path),
+            [
+                f"this stage read another version of {setting} up to step {saved['step']} (the file's text changed "
+                "since); put that version back, or train into a new --out"
+            ],
+        )
+    return parsed, digest
