@@ -5,8 +5,9 @@ through the action mask (`algos.lm`); `sft.state_loss_weight` adds a separate ne
 loss on the shown series, which is the same task on the same forward pass. Before any
 step, every SFT example is audited against the pretraining corpus statistics saved in
 the pretraining checkpoint (WORLDVIEW rule 3): data that needs an action pretraining
-never took is refused, with the advice to move it into pretraining. Starts from the
-pretrained policy; resumable like pretraining.
+never took is refused, with the advice to move it into pretraining. With
+`sft.extra_questions`, a share of every batch is your own questions, checked line by line
+first (`own_questions`). Starts from the pretrained policy; resumable like pretraining.
 
     tokenmdp sft tiny
 """
