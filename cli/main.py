@@ -134,14 +134,17 @@ def _kept(run_dir: Path) -> str:
 @contextmanager
 def _clear_refusals() -> Iterator[None]:
     """What a user can fix, said in a few lines instead of a traceback: a stage run before the one it starts
-    from (which command to run), a data file with bad lines (every one, by number)."""
-    from pipelines.run_config import MissingStage
+    from (which command to run), a run directory without what a reading command needs, a data file with
+    bad lines (every one, by number)."""
+    from pipelines.run_config import MissingStage, RunDirError
     from world.user_data import DataFileError
 
     try:
         yield
     except MissingStage as err:
         raise typer.BadParameter(str(err), param_hint="--out") from None
+    except RunDirError as err:  # a reading command (trace, compare, exam) asked what the run cannot give
+        raise typer.BadParameter(str(err)) from None
     except DataFileError as err:
         typer.echo(f"Error: {err}", err=True)  # one bad line a line: nothing was trained on it
         raise typer.Exit(2) from None
@@ -311,13 +314,10 @@ def compare(
     """Two runs side by side, and one stage's policies judged question by question on the same held-out exam."""
     from cli.report import print_rows
     from pipelines.compare import load_run, paired, side_by_side
-    from pipelines.run_config import RunDirError
 
-    try:
+    with _clear_refusals():
         a, b = load_run(run_a), load_run(run_b)
         judged = paired(a, b, stage)
-    except RunDirError as err:
-        raise typer.BadParameter(str(err)) from None
     print_rows(f"a = {run_a}, b = {run_b}", side_by_side(a.summary, b.summary), ["stage", "metric", "a", "b", "b - a"])
     print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
     typer.echo(json.dumps({"stage": stage, **judged}))
@@ -338,15 +338,12 @@ def trace(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """One prompt through the token-level MDP: each action's probability, the reference's, the KL, the reward."""
-    from pipelines.run_config import RunDirError
     from pipelines.trace import trace as run_trace
 
-    try:
+    with _clear_refusals():
         traced = run_trace(
             run_dir, _parse_terms(sequence), stage, group, seed, _parse_terms(answer) if answer else None
         )
-    except RunDirError as err:
-        raise typer.BadParameter(str(err)) from None
     if as_json:
         typer.echo(traced.to_json())
         return
@@ -368,14 +365,10 @@ def exam(
 ) -> None:
     """Your own questions posed to a run's policies, audited first, graded by your key or the gold grader."""
     from pipelines.exam import pose_exam
-    from pipelines.run_config import RunDirError
     from world.user_data import read_exam
 
-    try:
-        with _clear_refusals():
-            result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
-    except RunDirError as err:
-        raise typer.BadParameter(str(err)) from None
+    with _clear_refusals():
+        result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
     if as_json:
         typer.echo(result.to_json())
         return

@@ -122,9 +122,12 @@ def pose_exam(
     cfg = load_run_config(run_dir)
     space = ActionSpace(digit_order=cfg.world.digit_order)
     chosen = stages or [s for s in POLICY_STAGES if (run_dir / s / "checkpoint.pt").is_file()]
-    policies = {stage: load_checkpoint(policy_checkpoint(run_dir, stage), space)[0] for stage in chosen or ["sft"]}
+    loaded = {stage: load_checkpoint(policy_checkpoint(run_dir, stage), space) for stage in chosen or ["sft"]}
+    policies = {stage: model for stage, (model, _, _) in loaded.items()}
     max_len = min(p.cfg.max_len for p in policies.values())
-    check_exam(exam, space, corpus_stats(run_dir, space), max_len, source)
+    carried = [state["corpus_stats"] for _, _, state in loaded.values() if "corpus_stats" in state]  # SFT's
+    stats = CorpusStats.from_dict(carried[0]) if carried else corpus_stats(run_dir, space)
+    check_exam(exam, space, stats, max_len, source)
 
     questions = [item.question for item in exam]
     longest_prompt = max(len(space.encode_prompt(q.prefix)) for q in questions)

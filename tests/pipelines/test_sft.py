@@ -70,7 +70,6 @@ def test_a_batch_holds_its_share_of_your_questions_and_nothing_else_changes():
 
 
 def test_sft_learns_your_questions_and_refuses_held_out_or_bad_ones(tmp_path):
-
     from models.checkpoint import load_checkpoint
     from pipelines.evaluate import answer_questions, eval_questions
     from world.user_data import DataFileError
