@@ -23,12 +23,13 @@ ConfigArg = Annotated[str, typer.Argument(help=f"A preset ({', '.join(preset_nam
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a field: --set world.seed=3")]
 
 
-def _parse_terms(text: str) -> list[int]:
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
+def _parse_terms(text: str, what: str = "sequence") -> list[int]:
+    from world.user_data import parse_terms
+
     try:
-        return [int(p) for p in parts]
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a list of integers like 1,2,4,8,16") from None
+        return parse_terms(text, what)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 @app.command()
@@ -46,7 +47,7 @@ def grade(
     result = verdict.to_dict()
     result["answer"] = result["answer"][:1] if result["answer"] else None
     if answer is not None:
-        result["grade"] = grade_fn(prefix, _parse_terms(answer))
+        result["grade"] = grade_fn(prefix, _parse_terms(answer, "answer"))
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -342,7 +343,7 @@ def trace(
 
     with _clear_refusals():
         traced = run_trace(
-            run_dir, _parse_terms(sequence), stage, group, seed, _parse_terms(answer) if answer else None
+            run_dir, _parse_terms(sequence), stage, group, seed, _parse_terms(answer, "answer") if answer else None
         )
     if as_json:
         typer.echo(traced.to_json())

@@ -22,6 +22,7 @@ version; a killed run resumes from the last one in the same MLflow run.
 from __future__ import annotations
 
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from models.gpt import GPT
 from models.rollout import Rollouts, concat_rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
 from pipelines.progress import stage_progress
-from pipelines.run_config import trained_checkpoint
+from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -548,6 +549,9 @@ def main(
             | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
             | {"run_id": state["run_id"]}
         )
+    if resuming and (registered := forget_registration(run_dir)):
+        said = f"rlhf: training on from iteration {iteration} to {rl.iterations}; {registered} stays the policy"
+        print(f"{said} of its previous end, the new final policy is registered when the run ends", file=sys.stderr)
     init_ray()
     actors = start_actors(cfg, run_dir, space, policy, variant)
     try:
@@ -594,6 +598,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
             log_metrics_batch([(0, judge(policy, space, cfg, practised).metrics)])
+        # params are written once (the length the run started with); the tag is the length it was last asked to run
+        mlflow.set_tag("tokenmdp.rl_iterations", rl.iterations)
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(

@@ -62,6 +62,31 @@ FIRST_READER: dict[str, str | None] = {
     "name": None, "serve": None, "evaluate": None,
 }  # fmt: skip
 SPEED_ONLY = ("threads",)
+# The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
+LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
+          "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip
+# Lengths a trained stage may take on: RLHF's learning rate is constant and nothing else reads how many
+# iterations it runs, so a longer run is the shorter one continued, to the digit (tested). The other
+# stages' learning rates decay over their `steps` (warm-up, cosine): more steps is another schedule.
+EXTENDABLE = {"rl.iterations": "rlhf"}
+REGISTERED = "model_uri"  # the run directory's file naming the registered model of its final policy
+
+
+def checkpointed(run_dir: Path, stage: str) -> int:
+    """How many steps (iterations for RLHF) `stage` has checkpointed in `run_dir`; 0 without a checkpoint."""
+    import torch
+
+    path = run_dir / stage / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(state.get(LENGTH[stage][2], 0))
+
+
+def length_field(stage: str) -> str:
+    """The dotted config field that says how long `stage` trains, e.g. "rl.iterations"."""
+    section, field, _ = LENGTH[stage]
+    return f"{section}.{field}"
 
 
 def first_reader(field: str) -> str | None:
@@ -93,13 +118,40 @@ def trained_otherwise(run_dir: Path, config: dict, through: str = STAGES[-1]) ->
     path = run_dir / "config.json"
     if not path.is_file():
         return [], []
-    changed = config_differences(with_defaults(json.loads(path.read_text())), config)
+    changed = [
+        f
+        for f in config_differences(with_defaults(json.loads(path.read_text())), config)
+        if not _continues(run_dir, f, config)
+    ]
     same = _unchanged_stages(changed)
     stages = [s for s in STAGES[: STAGES.index(through) + 1] if (run_dir / s).is_dir() and s not in same]
     if not stages:
         return [], []
     last = STAGES.index(stages[-1])
     return stages, [f for f in changed if (r := first_reader(f)) is not None and STAGES.index(r) <= last]
+
+
+def _continues(run_dir: Path, field: str, config: dict) -> bool:
+    """Whether a changed `field` only moves where its stage stops, to no earlier than it has trained."""
+    if field not in EXTENDABLE:
+        return False
+    section, name = field.split(".")
+    return config[section][name] >= checkpointed(run_dir, EXTENDABLE[field])
+
+
+def _why(run_dir: Path, changed: list[str]) -> str:
+    """What a refused change of a stage's length means, for the fields among `changed` that set one."""
+    notes = []
+    for stage in LENGTH:
+        field = length_field(stage)
+        if field not in changed:
+            continue
+        if field in EXTENDABLE:
+            done = checkpointed(run_dir, stage)
+            notes.append(f"{field} may grow, not fall below the {done:,} {stage} has trained")
+        else:
+            notes.append(f"{field} is the length of {stage}'s learning-rate schedule: another length is another run")
+    return "".join(f"; {note}" for note in notes)
 
 
 def require_trained_as(run_dir: Path, config: dict, through: str) -> None:
@@ -120,11 +172,23 @@ def guard_run_dir(run_dir: Path, config: dict) -> None:
     if stages:
         raise ConfigChanged(
             f"{run_dir} holds {', '.join(stages)} trained under another config (differs in "
-            f"{', '.join(changed[:8])}); choose a new directory with --out (--from {run_dir} reuses what "
-            "is unchanged), or delete this one"
+            f"{', '.join(changed[:8])}{_why(run_dir, changed)}); choose a new directory with --out (--from "
+            f"{run_dir} reuses what is unchanged), or delete this one"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def forget_registration(run_dir: Path) -> str | None:
+    """Drop the record of the registered final policy (when RLHF trains on past it); returns what it named.
+
+    The registry keeps that version; the run registers its new final policy as the next one when it ends."""
+    marker = run_dir / REGISTERED
+    if not marker.is_file():
+        return None
+    uri = marker.read_text().strip()
+    marker.unlink()
+    return uri
 
 
 class MissingStage(FileNotFoundError):

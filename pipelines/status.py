@@ -11,14 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from pipelines.run_config import STAGES
+from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed
 from pipelines.run_lock import writer
-
-# The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
-LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
-          "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,7 +75,7 @@ def run_status(run_dir: Path) -> RunStatus:
         raise NotARun(f"{run_dir} holds no run ({config_file} is missing): pass a directory made by `tokenmdp run`")
     config = json.loads(config_file.read_text())
     stages = [_preferences(run_dir) if s == "preferences" else _trained(run_dir, s, config) for s in STAGES]
-    model_uri = run_dir / "model_uri"
+    model_uri = run_dir / REGISTERED
     return RunStatus(
         run_dir, config.get("name"), writer(run_dir), stages,
         model_uri.read_text().strip() if model_uri.is_file() else None,
@@ -89,13 +83,12 @@ def run_status(run_dir: Path) -> RunStatus:
 
 
 def _trained(run_dir: Path, stage: str, config: dict) -> StageStatus:
-    section, field, key = LENGTH[stage]
+    section, field, _ = LENGTH[stage]
     total, unit = int(config[section][field]), "iterations" if stage == "rlhf" else "steps"
     path = run_dir / stage / "checkpoint.pt"
     if not path.is_file():
         return StageStatus(stage, 0, total, unit, None)
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return StageStatus(stage, int(state.get(key, 0)), total, unit, path.stat().st_mtime)
+    return StageStatus(stage, checkpointed(run_dir, stage), total, unit, path.stat().st_mtime)
 
 
 def _preferences(run_dir: Path) -> StageStatus:

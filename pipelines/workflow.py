@@ -26,7 +26,7 @@ from conf.schema import Config
 from pipelines import pretrain, report, reward, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
-from pipelines.run_config import guard_run_dir
+from pipelines.run_config import REGISTERED, guard_run_dir
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -70,7 +70,7 @@ def register(cfg: Config, run_dir: Path) -> str:
     """Register the final policy once per run directory; the URI is what `tokenmdp serve --model` takes."""
     from serve.pyfunc_model import register_policy
 
-    marker = run_dir / "model_uri"
+    marker = run_dir / REGISTERED
     if marker.is_file():
         return marker.read_text().strip()
     uri = register_policy(run_dir / "rlhf" / "checkpoint.pt", f"tokenmdp-{cfg.name}")

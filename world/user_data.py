@@ -23,6 +23,7 @@ so a bad file costs one reading, not a run.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +69,15 @@ def parse_terms(text: str, what: str) -> list[int]:
     parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
     if not parts:
         raise ValueError(f"no {what}")
+    longest = sys.get_int_max_str_digits() or None  # Python's own limit on reading an integer from text
     for part in parts:
         if not TERM.fullmatch(part):
             raise ValueError(
                 f"{part!r} in the {what} is not an integer: the policy's actions are the digits, '-' and ',' "
                 "(its action space is fixed from pretraining on), so a series holds only integers"
             )
+        if longest and len(part.lstrip("-")) > longest:
+            raise ValueError(f"a term of {len(part.lstrip('-')):,} digits in the {what}: more than {longest:,}")
     return [int(p) for p in parts]
 
 

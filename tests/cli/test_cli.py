@@ -28,10 +28,13 @@ def test_grade_a_continuation_in_text():
     assert "answer: 32" in result.stdout and "grade:  0" in result.stdout
 
 
-def test_grade_rejects_non_integers():
-    result = runner.invoke(app, ["grade", "1,two,3"])
-    assert result.exit_code != 0
-    assert "not a list of integers" in result.output
+def test_grade_rejects_non_integers_and_terms_too_long_to_read_naming_them():
+    result = runner.invoke(app, ["grade", "1,two,3"], terminal_width=400)
+    assert result.exit_code == 2
+    assert "'two' in the sequence is not an integer" in result.output
+    result = runner.invoke(app, ["grade", "1,2", "--answer", "9" * 5000], terminal_width=400)
+    assert result.exit_code == 2
+    assert "a term of 5,000 digits in the answer: more than 4,300" in result.output
 
 
 def test_console_script_help_is_installed():

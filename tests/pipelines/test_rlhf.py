@@ -71,25 +71,37 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert any(not torch.equal(sft[k], tuned[k]) for k in sft), "RL left the policy unchanged"
 
 
-def test_a_stopped_run_resumes_to_the_same_policy(sft_run, tmp_path, ray_local):
+def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one_straight_run(
+    sft_run, tmp_path, ray_local
+):
     import shutil
 
+    from pipelines.run_config import REGISTERED
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2"])  # shuffled PPO minibatches too
+    shorter = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2", "rl.iterations=3"])  # PPO minibatches
+    longer = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2", "rl.iterations=5"])
     straight_dir = tmp_path / "straight"
     for stage in ("pretrain", "sft"):
         shutil.copytree(sft_run / stage, straight_dir / stage)
-    rlhf.main(cfg, sft_run, tracking_uri=uri, stop_at=2)
+    rlhf.main(shorter, sft_run, tracking_uri=uri, stop_at=2)
     _, half = weights(sft_run / "rlhf" / "checkpoint.pt")
     assert half["iteration"] == 2
-    resumed = rlhf.main(cfg, sft_run, tracking_uri=uri)
-    straight = rlhf.main(cfg, straight_dir, tracking_uri=uri)
-    a, _ = weights(sft_run / "rlhf" / "checkpoint.pt")
+    rlhf.main(shorter, sft_run, tracking_uri=uri)  # resumed after a stop, it ends at 3 (evaluated, checkpointed)
+    (sft_run / REGISTERED).write_text("models:/tokenmdp-tiny/1")  # as `tokenmdp run` registers a finished run
+    continued = rlhf.main(longer, sft_run, tracking_uri=uri)  # then asked for 5
+    straight = rlhf.main(longer, straight_dir, tracking_uri=uri)
+    a, state = weights(sft_run / "rlhf" / "checkpoint.pt")
     b, _ = weights(straight_dir / "rlhf" / "checkpoint.pt")
+    assert state["policy_version"] == 5
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    assert resumed["reward/gold"] == straight["reward/gold"]
-    history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(resumed["run_id"], "reward/gold")
-    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # the resumed run kept the first half's metrics
+    assert continued["reward/gold"] == straight["reward/gold"]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(continued["run_id"], "reward/gold")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # one MLflow run keeps every iteration's metrics
+    run = client.get_run(continued["run_id"]).data
+    assert (run.params["rl.iterations"], run.tags["tokenmdp.rl_iterations"]) == ("3", "5")
+    assert not (sft_run / REGISTERED).exists()  # the registered policy is no longer the run's final one
 
 
 def test_ppo_with_the_critic_and_kl_in_the_reward(sft_run, tmp_path, ray_local):

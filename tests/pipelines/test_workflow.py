@@ -84,6 +84,17 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     missed = metrics["eval/greedy_missed_sampled_right_at_4"] + metrics["eval/greedy_missed_never_at_4"]
     assert missed == pytest.approx(1 - metrics["eval/gold_pass_rate"])  # every question greedy misses, once
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
+    # train RLHF on: the same MLflow run carries on, the new final policy is the registry's next version
+    iterations = load_config("tiny").rl.iterations
+    longer = CliRunner().invoke(
+        app, ["run", "tiny", "--out", str(tmp_path / "run"), "--set", f"rl.iterations={iterations + 2}"]
+    )
+    assert longer.exit_code == 0, longer.output
+    extended = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert extended["model_uri"] == "models:/tokenmdp-tiny/2"
+    assert extended["stages"]["rlhf"]["run_id"] == rl["run_id"]
+    assert len(client.get_metric_history(rl["run_id"], "rl/zero_advantage_groups")) == iterations + 2
+    assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # SFT only reported
 
 
 def test_run_rejects_a_bad_override(tmp_path):
@@ -159,3 +170,24 @@ def test_the_reward_curve_reads_preferences_only_as_they_were_collected(tmp_path
         app, ["reward-curve", "tiny", "--out", str(run_dir), "--set", "reward.prompts=7"], terminal_width=400
     )
     assert result.exit_code != 0 and "reward.prompts" in result.output
+
+
+def test_rlhf_may_train_on_past_the_iterations_it_has_but_no_stage_may_shrink_or_stretch_its_schedule(tmp_path):
+    import torch
+
+    from pipelines.run_config import ConfigChanged, guard_run_dir
+
+    run_dir = tmp_path / "run"
+    for stage, state in (("sft", {"step": 12}), ("rlhf", {"iteration": 4})):
+        (run_dir / stage).mkdir(parents=True)
+        torch.save(state, run_dir / stage / "checkpoint.pt")
+    (run_dir / "config.json").write_text(json.dumps(load_config("tiny").model_dump()))  # rl.iterations 4
+    for longer in ("rl.iterations=8", "rl.iterations=4"):  # on to 8; then back to where it is
+        guard_run_dir(run_dir, load_config("tiny", [longer]).model_dump())
+        assert json.loads((run_dir / "config.json").read_text())["rl"]["iterations"] == int(longer.split("=")[1])
+    with pytest.raises(ConfigChanged, match=r"rl\.iterations may grow, not fall below the 4 rlhf has trained"):
+        guard_run_dir(run_dir, load_config("tiny", ["rl.iterations=3"]).model_dump())
+    torch.save({"iteration": 2}, run_dir / "rlhf" / "checkpoint.pt")  # killed at 2 of 4: 3 is still ahead of it
+    guard_run_dir(run_dir, load_config("tiny", ["rl.iterations=3"]).model_dump())
+    with pytest.raises(ConfigChanged, match=r"sft\.steps is the length of sft's learning-rate schedule"):
+        guard_run_dir(run_dir, load_config("tiny", ["sft.steps=24", "rl.iterations=3"]).model_dump())
