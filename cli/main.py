@@ -227,7 +227,13 @@ def evaluate(
     config: ConfigArg = "demo",
     overrides: SetOpt = None,
     out: OutOpt = None,
-    checkpoint: Annotated[Path | None, typer.Option(help="Default: <run dir>/sft/checkpoint.pt")] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="The policy: a checkpoint file, a run directory (its RLHF, else SFT, policy) or a registered "
+            "model, models:/<name>/<version>. Default: <run dir>/sft/checkpoint.pt"
+        ),
+    ] = None,
     samples: Annotated[
         int, typer.Option(min=1, help="Answers per question at temperature 1: > 1 adds pass@1..n and maj@n.")
     ] = 1,
@@ -235,12 +241,15 @@ def evaluate(
     """Judge a policy on held-out exam questions with the gold grader."""
     from pipelines import evaluate as stage
     from pipelines.run_config import trained_checkpoint
+    from serve.launch import resolve_model
 
     cfg, run_dir = _setup(config, overrides, out)
-    if checkpoint is not None and not checkpoint.is_file():
-        raise typer.BadParameter(f"no checkpoint at {checkpoint}", param_hint="--checkpoint")
+    try:
+        chosen = resolve_model(checkpoint)[0] if checkpoint is not None else None
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="--checkpoint") from None
     with _clear_refusals():
-        policy = checkpoint or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
+        policy = chosen or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
     typer.echo(json.dumps(stage.main(cfg, policy, samples)))
 
 

@@ -22,7 +22,10 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         from pipelines.tracking import default_tracking_uri
 
         mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        except mlflow.exceptions.MlflowException as err:
+            raise FileNotFoundError(f"{model}: {err.message}{registered_hint(model)}") from None
         found = sorted(local.rglob("*.pt"))
         if not found:
             raise FileNotFoundError(f"{model} holds no checkpoint (*.pt)")
@@ -38,6 +41,21 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return path, path.parent.parent.name or "policy", path.parent.name or "checkpoint"
+
+
+def registered_hint(model: str) -> str:
+    """What the registry does hold, for a `models:/` URI it could not resolve: the name's versions, else the names."""
+    if not model.startswith("models:/"):
+        return ""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = model.removeprefix("models:/").split("/")[0].split("@")[0]
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if versions:
+        return f" ({name} has version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))})"
+    names = sorted(m.name for m in client.search_registered_models())
+    return f" (registered models: {', '.join(names)})" if names else " (the registry holds no model yet)"
 
 
 class CannotListen(OSError):
@@ -77,8 +95,10 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
     from actors.cluster import init_ray
     from serve.app import PolicyServer
 
+    # Fail fast here, not in a replica that Serve restarts over and over, each time with a traceback.
+    checkpoint = resolve_model(model, tracking_uri)[0]
     if not (model.startswith("models:/") or model.startswith("runs:/")):
-        model = str(resolve_model(model)[0].resolve())  # fail fast here, not in the replica
+        model = str(checkpoint.resolve())
     if not os.environ.get("RAY_ADDRESS") and not serve_running():  # a new proxy will bind on this machine
         check_can_listen(settings.host, settings.port)
     init_ray()

@@ -1,9 +1,11 @@
 """The embedded MLflow store: artifacts beside the database, and the registered policy stored as code."""
 
 import logging
+import re
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from pipelines.tracking import local_store_folder, stage_run
 
@@ -47,3 +49,18 @@ def test_the_registered_policy_is_code_not_a_pickle(tiny_sft_run, tmp_path, capl
     expected = [r.terms[0] if r.terms else None for r in PolicyEngine(checkpoint).continue_batch(
         [(p, 1, Sampling()) for p in prefixes])]  # fmt: skip
     assert list(mlflow.pyfunc.load_model(model_uri).predict(prefixes)) == expected
+    # a registry URI that names nothing is refused in the command, naming what the registry holds, before any
+    # Serve replica tries it (each failed start used to print a traceback: 342 lines in all)
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from serve.launch import resolve_model
+
+    for missing, hint in (("models:/tokenmdp-probe/9", "(tokenmdp-probe has version 1)"),
+                          ("models:/tokenmdp-prob/1", "(registered models: tokenmdp-probe)")):  # fmt: skip
+        with pytest.raises(FileNotFoundError, match=re.escape(hint)):
+            resolve_model(missing, tracking_uri=uri)
+    said = CliRunner(env={"MLFLOW_TRACKING_URI": uri}).invoke(
+        app, ["serve", "tiny", "--model", "models:/tokenmdp-probe/9"], terminal_width=400
+    )
+    assert said.exit_code == 2 and "(tokenmdp-probe has version 1)" in said.output, said.output

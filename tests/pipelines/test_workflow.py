@@ -84,6 +84,10 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     missed = metrics["eval/greedy_missed_sampled_right_at_4"] + metrics["eval/greedy_missed_never_at_4"]
     assert missed == pytest.approx(1 - metrics["eval/gold_pass_rate"])  # every question greedy misses, once
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
+    registered = ["evaluate", "tiny", "--out", str(tmp_path / "run"), "--checkpoint", summary["model_uri"]]
+    judged = CliRunner().invoke(app, registered)  # the registered policy, fetched from the registry
+    assert judged.exit_code == 0, judged.output
+    assert json.loads(judged.stdout.strip().splitlines()[-1])["eval/gold_pass_rate"] == rl["gold_pass_rate"]
     # train RLHF on: the same MLflow run carries on, the new final policy is the registry's next version
     iterations = load_config("tiny").rl.iterations
     longer = CliRunner().invoke(
