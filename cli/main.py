@@ -136,8 +136,9 @@ def _kept(run_dir: Path) -> str:
 def _clear_refusals() -> Iterator[None]:
     """What a user can fix, said in a few lines instead of a traceback: a stage run before the one it starts
     from (which command to run), a run directory without what a reading command needs, a data file with
-    bad lines (every one, by number)."""
+    bad lines (every one, by number), a tracking server that does not answer."""
     from pipelines.run_config import MissingStage, RunDirError
+    from pipelines.tracking import TrackingUnreachable
     from world.user_data import DataFileError
 
     try:
@@ -149,6 +150,9 @@ def _clear_refusals() -> Iterator[None]:
     except DataFileError as err:
         typer.echo(f"Error: {err}", err=True)  # one bad line a line: nothing was trained on it
         raise typer.Exit(2) from None
+    except TrackingUnreachable as err:  # before the stage trains: nothing is lost
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -244,11 +248,11 @@ def evaluate(
     from serve.launch import resolve_model
 
     cfg, run_dir = _setup(config, overrides, out)
-    try:
-        chosen = resolve_model(checkpoint)[0] if checkpoint is not None else None
-    except FileNotFoundError as err:
-        raise typer.BadParameter(str(err), param_hint="--checkpoint") from None
     with _clear_refusals():
+        try:
+            chosen = resolve_model(checkpoint)[0] if checkpoint is not None else None
+        except FileNotFoundError as err:
+            raise typer.BadParameter(str(err), param_hint="--checkpoint") from None
         policy = chosen or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
     typer.echo(json.dumps(stage.main(cfg, policy, samples)))
 
@@ -269,7 +273,8 @@ def serve(
     cfg, _ = _setup(config, overrides, None)
     settings = cfg.serve.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
     try:
-        url = start(model, settings)
+        with _clear_refusals():
+            url = start(model, settings)
     except FileNotFoundError as err:
         raise typer.BadParameter(str(err), param_hint="--model") from None
     except CannotListen as err:
@@ -434,7 +439,7 @@ def experiment(
     cfg, _ = _setup(config, overrides, None)
     out = out or Path("runs") / "experiments" / cfg.name / name
     try:
-        with _sole_writer(out):
+        with _sole_writer(out), _clear_refusals():
             run_experiment(registry()[name], cfg, out, base_run=base_run)
     except (ConfigChanged, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None

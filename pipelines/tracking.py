@@ -8,12 +8,51 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FORKED_FROM = "forked_from"  # in a stage directory copied from another run (pipelines/fork.py): its origin
+SERVER_WAIT_S = 30.0  # how long a command waits for a tracking server that does not answer yet (one starting up)
+
+
+class TrackingUnreachable(ConnectionError):
+    """The MLflow tracking server does not answer: MLflow itself would retry for four minutes, then fail in a
+    traceback of some hundred lines."""
+
+
+def require_tracking_server(uri: str, wait_s: float | None = None) -> None:
+    """Return once an http(s) tracking server answers; other stores (a local SQLite file) need no server.
+
+    A server still starting (`docker compose up` brings it up beside the job) gets `wait_s` seconds."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    wait_s = SERVER_WAIT_S if wait_s is None else wait_s
+    deadline, said = time.monotonic() + wait_s, False
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # something answers there; what it says is MLflow's to report
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            if time.monotonic() >= deadline:
+                raise TrackingUnreachable(
+                    f"the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}) after "
+                    f"{wait_s:.0f} s: start it (`mlflow server ...`, `docker compose up -d mlflow`), or unset "
+                    "MLFLOW_TRACKING_URI for the project's local store"
+                ) from None
+            if not said:
+                print(f"waiting up to {wait_s:.0f} s for the MLflow tracking server at {uri} ({reason})",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                said = True
+            time.sleep(1.0)
 
 
 def default_tracking_uri() -> str:
@@ -63,6 +102,7 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     import mlflow
 
     uri = tracking_uri or default_tracking_uri()
+    require_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     use_experiment(experiment, uri)
     id_file = stage_dir / "mlflow_run_id"

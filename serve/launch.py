@@ -19,9 +19,11 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
 
-        from pipelines.tracking import default_tracking_uri
+        from pipelines.tracking import default_tracking_uri, require_tracking_server
 
-        mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+        uri = tracking_uri or default_tracking_uri()
+        require_tracking_server(uri)
+        mlflow.set_tracking_uri(uri)
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
         except mlflow.exceptions.MlflowException as err:

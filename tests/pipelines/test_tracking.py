@@ -64,3 +64,56 @@ def test_the_registered_policy_is_code_not_a_pickle(tiny_sft_run, tmp_path, capl
         app, ["serve", "tiny", "--model", "models:/tokenmdp-probe/9"], terminal_width=400
     )
     assert said.exit_code == 2 and "(tokenmdp-probe has version 1)" in said.output, said.output
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_tracking_server_that_does_not_answer_stops_the_command_before_it_trains(tmp_path, monkeypatch, capsys):
+    import time
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from pipelines import tracking
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingUnreachable, match=re.escape(f"server at {dead} (MLFLOW_TRACKING_URI)")):
+        tracking.require_tracking_server(dead, wait_s=1.5)
+    assert time.monotonic() - started >= 1.5  # a server starting up gets its time
+    assert capsys.readouterr().err.count("waiting up to 2 s for the MLflow tracking server") == 1
+    tracking.require_tracking_server(f"sqlite:///{tmp_path / 'mlflow.db'}", wait_s=0)  # a local store needs none
+    monkeypatch.setattr(tracking, "SERVER_WAIT_S", 0.0)
+    run_dir = tmp_path / "run"
+    said = CliRunner(env={"MLFLOW_TRACKING_URI": dead}).invoke(app, ["run", "tiny", "--out", str(run_dir)])
+    assert said.exit_code == 1 and "does not answer" in said.output, said.output
+    assert not (run_dir / "pretrain").exists()  # nothing trained, nothing to lose
+
+
+def test_a_tracking_server_that_answers_is_taken_whatever_it_says(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from pipelines.tracking import require_tracking_server
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        require_tracking_server(base, wait_s=0)
+        require_tracking_server(f"{base}/under/a/prefix", wait_s=0)  # a 404 is an answer: MLflow reports it
+        server.shutdown()
