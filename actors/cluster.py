@@ -7,8 +7,9 @@ keeps the dashboard off; on 2 cores a half-CPU actor is the unit.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from conf.schema import Resources
+from conf.schema import ActorsConfig, Resources
 
 OBJECT_STORE_BYTES = 256 * 1024**2
 
@@ -42,3 +43,82 @@ def actor_options(resources: Resources, strategy: str = "PACK") -> dict:
     if strategy == "SPREAD":
         options["scheduling_strategy"] = "SPREAD"
     return options
+
+
+class DoesNotFit(RuntimeError):
+    """The actors a config asks for can never all start on this Ray cluster: Ray would wait for them forever."""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """`count` actors of one kind, each asking for `cpus` CPUs and `gpus` GPUs (the config field that sets it)."""
+
+    field: str
+    count: int
+    cpus: float
+    gpus: float
+
+
+def rl_demands(actors: ActorsConfig, uses_rm: bool, uses_critic: bool) -> list[Demand]:
+    """What RLHF's actors ask Ray for: the samplers, the scorer (with the RM), the reference, the critic (PPO with
+    GAE), the buffer and the learner actors (none for the local learner, which runs in the controller)."""
+    kinds = ["sampler", *(["reward"] if uses_rm else []), "reference", *(["critic"] if uses_critic else []), "buffer"]
+    demands = []
+    for name in kinds:
+        each: Resources = getattr(actors, name)
+        demands.append(Demand(f"rl.actors.{name}", each.replicas, each.num_cpus, each.num_gpus))
+    lrn = actors.learner
+    if lrn.num_learners:
+        demands.append(
+            Demand("rl.actors.learner", lrn.num_learners, lrn.num_cpus_per_learner, lrn.num_gpus_per_learner)
+        )
+    return demands
+
+
+def shortfall(demands: list[Demand], nodes: list[dict[str, float]]) -> str | None:
+    """Why `demands` can never all be placed on `nodes` (each node's total CPU and GPU), or None if they can.
+
+    Two checks, both certain: the sums against the cluster's, and each actor against the largest node."""
+    have = {unit: sum(node.get(unit, 0.0) for node in nodes) for unit in ("CPU", "GPU")}
+    want = {
+        "CPU": sum(d.count * d.cpus for d in demands),
+        "GPU": sum(d.count * d.gpus for d in demands),
+    }
+    short = [unit for unit in ("CPU", "GPU") if want[unit] > have[unit] + 1e-9]
+    largest = {unit: max((node.get(unit, 0.0) for node in nodes), default=0.0) for unit in ("CPU", "GPU")}
+    too_big = [d for d in demands if d.cpus > largest["CPU"] + 1e-9 or d.gpus > largest["GPU"] + 1e-9]
+    if not short and not too_big:
+        return None
+    if short:
+        asks = ", ".join(f"{d.count} x {d.field} of {_amount(d.cpus, d.gpus)}" for d in demands)
+        return (
+            f"they ask for {_amount(want['CPU'], want['GPU'])} in all ({asks}), the cluster has "
+            f"{_amount(have['CPU'], have['GPU'])}"
+        )
+    return (
+        f"{', '.join(d.field for d in too_big)} ask{'s' if len(too_big) == 1 else ''} for more than the largest "
+        f"node has ({_amount(largest['CPU'], largest['GPU'])})"
+    )
+
+
+def _amount(cpus: float, gpus: float) -> str:
+    return f"{cpus:g} CPU{'s' if cpus != 1 else ''} and {gpus:g} GPU{'s' if gpus != 1 else ''}"
+
+
+def require_room(demands: list[Demand], what: str, fields: str) -> None:
+    """Refuse actors the running Ray cluster can never start; on a joined cluster, which may grow, only say so."""
+    import sys
+
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    problem = shortfall(demands, nodes)
+    if problem is None:
+        return
+    if os.environ.get("RAY_ADDRESS"):  # an autoscaler may add nodes: Ray waits for them, and so do we
+        print(f"{what} wait for resources: {problem}; Ray starts them as nodes join", file=sys.stderr, flush=True)
+        return
+    raise DoesNotFit(
+        f"{what} can never all start on this machine's Ray, which would wait for them forever: {problem}. "
+        f"Ask for less ({fields}), or run on a cluster that has it (RAY_ADDRESS, --ray-address)"
+    )

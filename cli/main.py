@@ -136,7 +136,8 @@ def _kept(run_dir: Path) -> str:
 def _clear_refusals() -> Iterator[None]:
     """What a user can fix, said in a few lines instead of a traceback: a stage run before the one it starts
     from (which command to run), a run directory without what a reading command needs, a data file with
-    bad lines (every one, by number), a tracking server that does not answer."""
+    bad lines (every one, by number), a tracking server that does not answer, actors this Ray can never start."""
+    from actors.cluster import DoesNotFit
     from pipelines.run_config import MissingStage, RunDirError
     from pipelines.tracking import TrackingUnreachable
     from world.user_data import DataFileError
@@ -153,6 +154,8 @@ def _clear_refusals() -> Iterator[None]:
     except TrackingUnreachable as err:  # before the stage trains: nothing is lost
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from None
+    except DoesNotFit as err:  # actors Ray would wait for forever
+        raise typer.BadParameter(str(err)) from None
 
 
 @app.command()

@@ -93,7 +93,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     import ray
 
     from actors.buffer import OnPolicyBuffer
-    from actors.cluster import actor_options
+    from actors.cluster import actor_options, require_room, rl_demands
     from actors.critic import Critic
     from actors.learner import build_learner_group, policy_weights
     from actors.reference import Reference
@@ -102,6 +102,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     from actors.weight_sync import WeightSync
 
     rl, res, order = cfg.rl, cfg.rl.actors, cfg.world.digit_order
+    require_room(rl_demands(res, rl.reward_source == "rm", rl.advantage == "gae"), "RLHF's actors", "rl.actors.*")
     rm_path = run_dir / "reward" / "checkpoint.pt"
     # Checkpoints travel as bytes through the object store: actors on other nodes need no shared disk.
     sft = ray.put((run_dir / "sft" / "checkpoint.pt").read_bytes())

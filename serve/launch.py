@@ -94,7 +94,7 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
     """Deploy on (local or `RAY_ADDRESS`) Ray; returns the base URL."""
     from ray import serve
 
-    from actors.cluster import init_ray
+    from actors.cluster import Demand, init_ray, require_room
     from serve.app import PolicyServer
 
     # Fail fast here, not in a replica that Serve restarts over and over, each time with a traceback.
@@ -104,6 +104,8 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
     if not os.environ.get("RAY_ADDRESS") and not serve_running():  # a new proxy will bind on this machine
         check_can_listen(settings.host, settings.port)
     init_ray()
+    replicas = [Demand("serve", settings.replicas, settings.num_cpus, 0.0)]
+    require_room(replicas, "Serve's replicas", "serve.replicas, serve.num_cpus")
     serve.start(http_options={"host": settings.host, "port": settings.port})
     deployment = PolicyServer.options(
         num_replicas=settings.replicas,
