@@ -45,6 +45,10 @@ def actor_options(resources: Resources, strategy: str = "PACK") -> dict:
     return options
 
 
+class ActorsLost(RuntimeError):
+    """Actors kept dying: every restart the config allows (`rl.actor_restarts`) is spent. Checkpoints are kept."""
+
+
 class DoesNotFit(RuntimeError):
     """The actors a config asks for can never all start on this Ray cluster: Ray would wait for them forever."""
 

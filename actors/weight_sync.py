@@ -17,6 +17,7 @@ import ray
 import torch
 
 JOIN_TIMEOUT = timedelta(minutes=5)  # a sampler that never joins is an error, not a hang
+LEAVE_TIMEOUT_S = 10.0  # leaving the group is instant, unless a sampler died or waits in a broken broadcast
 
 
 def _free_port() -> int:
@@ -49,7 +50,13 @@ class WeightSync:
 
             flat = torch.cat([t.detach().reshape(-1).float().cpu() for t in state_dict.values()])
             pending = [s.receive_weights.remote(version) for s in self.samplers]
-            dist.broadcast(flat, src=0)
+            try:
+                dist.broadcast(flat, src=0)
+            except RuntimeError as broken:  # gloo's "connection closed by peer": say which actor died, if one did
+                died = dead_actor_error(pending)
+                if died is None:
+                    raise
+                raise died from broken
             ray.get(pending)
         else:
             ref = ray.put({k: v.detach().cpu() for k, v in state_dict.items()})
@@ -57,9 +64,27 @@ class WeightSync:
         return time.perf_counter() - start
 
     def close(self) -> None:
+        """Leave the group. Samplers that died, or wait in a broadcast that will not come, are not waited for
+        long: they are killed next, and the actors of a restart form a new group."""
         if self.mode == "collective":
             import torch.distributed as dist
 
-            ray.get([s.leave_sync_group.remote() for s in self.samplers])
+            left = [s.leave_sync_group.remote() for s in self.samplers]
+            ray.wait(left, num_returns=len(left), timeout=LEAVE_TIMEOUT_S)
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def dead_actor_error(pending: list, wait_s: float = LEAVE_TIMEOUT_S) -> Exception | None:
+    """The error of an actor that died among the `pending` calls, if one surfaces within `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while pending and (left := deadline - time.monotonic()) > 0:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=left)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                return err
+            except Exception:  # a live sampler's own broken broadcast: keep looking
+                continue
+    return None

@@ -137,7 +137,7 @@ def _clear_refusals() -> Iterator[None]:
     """What a user can fix, said in a few lines instead of a traceback: a stage run before the one it starts
     from (which command to run), a run directory without what a reading command needs, a data file with
     bad lines (every one, by number), a tracking server that does not answer, actors this Ray can never start."""
-    from actors.cluster import DoesNotFit
+    from actors.cluster import ActorsLost, DoesNotFit
     from pipelines.run_config import MissingStage, RunDirError
     from pipelines.tracking import TrackingUnreachable
     from world.user_data import DataFileError
@@ -156,6 +156,9 @@ def _clear_refusals() -> Iterator[None]:
         raise typer.Exit(1) from None
     except DoesNotFit as err:  # actors Ray would wait for forever
         raise typer.BadParameter(str(err)) from None
+    except ActorsLost as err:  # the checkpoint is kept: the same command resumes
+        typer.echo(f"Error: {err}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

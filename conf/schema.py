@@ -256,6 +256,10 @@ class RLConfig(Strict):
     eval_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(5, ge=1)
     threads: int = Field(1, ge=1)
+    actor_restarts: int = Field(2, ge=0)
+    """Times a run whose actor dies (killed, out of memory, its node lost) starts every actor again from the last
+    checkpoint and trains on, before it stops with the error; the iterations since that checkpoint are redone,
+    as a resumed run redoes them."""
     actors: ActorsConfig = ActorsConfig()
 
     @model_validator(mode="after")

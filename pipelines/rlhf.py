@@ -525,7 +525,7 @@ def main(
     """RLHF from `run_dir/sft` (and `run_dir/reward`) into `run_dir/rlhf`; returns the final metrics."""
     import ray
 
-    from actors.cluster import init_ray
+    from actors.cluster import ActorsLost, init_ray
 
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
@@ -536,11 +536,8 @@ def main(
         trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
     w = cfg.world
     questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
-    # Start from the SFT policy, or from where a previous run of this stage stopped.
+    policy, state, iteration, version = start_point(run_dir, space)
     resuming = ckpt.is_file()
-    start = ckpt if resuming else trained_checkpoint(run_dir, "sft", needed_by="rlhf")
-    policy, _, state = load_checkpoint(start, space)
-    iteration, version = (state["iteration"], state["policy_version"]) if resuming else (0, 0)
     if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
         practised = practised_for(cfg, questions)
         judged = judge(policy, space, cfg, practised)
@@ -554,21 +551,52 @@ def main(
         said = f"rlhf: training on from iteration {iteration} to {rl.iterations}; {registered} stays the policy"
         print(f"{said} of its previous end, the new final policy is registered when the run ends", file=sys.stderr)
     init_ray()
-    actors = start_actors(cfg, run_dir, space, policy, variant)
-    try:
-        if resuming:  # --- the learner's optimizer, critic, buffer, samplers' weights and RNG
-            actors.learner.set_state(state["learner"])
-            if actors.critic is not None:
-                ray.get(actors.critic.set_state.remote(state["critic"]))
-            ray.get(actors.buffer.set_state.remote(state["buffer"]))
-            ray.get([s.set_rng_state.remote(r) for s, r in zip(actors.samplers, state["sampler_rng"], strict=False)])
-        actors.sync.push(policy.state_dict(), version)
-        final = _train(
-            cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant
-        )
-    finally:
-        actors.stop()
-    return final
+    restarts = 0
+    while True:
+        actors = start_actors(cfg, run_dir, space, policy, variant)
+        try:
+            if ckpt.is_file():  # --- the learner's optimizer, critic, buffer, samplers' weights and RNG
+                actors.learner.set_state(state["learner"])
+                if actors.critic is not None:
+                    ray.get(actors.critic.set_state.remote(state["critic"]))
+                ray.get(actors.buffer.set_state.remote(state["buffer"]))
+                rngs = zip(actors.samplers, state["sampler_rng"], strict=False)
+                ray.get([s.set_rng_state.remote(r) for s, r in rngs])
+            actors.sync.push(policy.state_dict(), version)
+            return _train(
+                cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant
+            )
+        except ray.exceptions.RayActorError as err:  # killed, out of memory, its node lost
+            lost = err
+        finally:
+            actors.stop()
+        # --- an actor died: every actor starts again from the last checkpoint, as a resumed run would
+        policy, state, iteration, version = start_point(run_dir, space)
+        died = f"rlhf: an actor died ({_first_line(lost)})"
+        where = f"iteration {iteration}" + ("" if ckpt.is_file() else " (the SFT policy: no RL checkpoint yet)")
+        if restarts == rl.actor_restarts:
+            raise ActorsLost(
+                f"{died} with the {restarts} restart(s) of rl.actor_restarts spent; the same command resumes from "
+                f"{where}"
+            ) from lost
+        restarts += 1
+        print(f"{died}; every actor starts again from {where} (restart {restarts} of {rl.actor_restarts})",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def start_point(run_dir: Path, space: ActionSpace) -> tuple[GPT, dict, int, int]:
+    """(policy, state, iteration, policy version) where RLHF starts: its last checkpoint, else the SFT policy."""
+    ckpt = run_dir / "rlhf" / "checkpoint.pt"
+    if ckpt.is_file():
+        policy, _, state = load_checkpoint(ckpt, space)
+        return policy, state, state["iteration"], state["policy_version"]
+    policy, _, state = load_checkpoint(trained_checkpoint(run_dir, "sft", needed_by="rlhf"), space)
+    return policy, state, 0, 0
+
+
+def _first_line(err: BaseException) -> str:
+    """An error's first non-empty line: Ray's actor errors run to a page."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:

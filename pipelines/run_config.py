@@ -61,7 +61,7 @@ FIRST_READER: dict[str, str | None] = {
     "reward": "reward", "rl": "rlhf",
     "name": None, "serve": None, "evaluate": None,
 }  # fmt: skip
-SPEED_ONLY = ("threads",)
+SPEED_ONLY = ("threads", "actor_restarts")  # how a stage runs, not what it trains
 # The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
 LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
           "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip

@@ -104,6 +104,55 @@ def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one
     assert not (sft_run / REGISTERED).exists()  # the registered policy is no longer the run's final one
 
 
+def test_an_actor_that_dies_is_started_again_from_the_checkpoint_and_the_run_ends_as_one_straight_run(
+    sft_run, tmp_path, ray_local, monkeypatch, capsys
+):
+    import shutil
+
+    import ray
+
+    from actors.cluster import ActorsLost
+    from actors.weight_sync import WeightSync
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    straight_dir = tmp_path / "straight"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(sft_run / stage, straight_dir / stage)
+    step, push, kills = rlhf.iteration_step, WeightSync.push, []
+
+    def killing_a_sampler_as_iteration_4_samples(*args):  # (cfg, actors, space, policy, questions, iteration, ...)
+        if args[5] == 3 and not kills:  # past the checkpoint of iteration 2, one iteration done since
+            kills.append(args[1].samplers[0])
+            ray.kill(kills[-1])
+        return step(*args)
+
+    def killing_a_sampler_in_the_broadcast_of_version_3(sync, weights, version):  # its peers see gloo's error
+        if version == 3 and len(kills) == 1:
+            kills.append(sync.samplers[0])
+            ray.kill(kills[-1])
+        return push(sync, weights, version)
+
+    monkeypatch.setattr(rlhf, "iteration_step", killing_a_sampler_as_iteration_4_samples)
+    lost = r"with the 0 restart\(s\) of rl.actor_restarts spent; the same command resumes from iteration 2"
+    with pytest.raises(ActorsLost, match=lost):
+        rlhf.main(load_config("tiny", [*GOLD, "rl.actor_restarts=0"]), sft_run, tracking_uri=uri)
+    _, kept = weights(sft_run / "rlhf" / "checkpoint.pt")
+    assert kept["iteration"] == 2
+    monkeypatch.setattr(WeightSync, "push", killing_a_sampler_in_the_broadcast_of_version_3)
+    survived = rlhf.main(load_config("tiny", GOLD), sft_run, tracking_uri=uri)  # 2 restarts allowed: it needs 1
+    assert len(kills) == 2
+    assert "every actor starts again from iteration 2 (restart 1 of 2)" in capsys.readouterr().err
+    monkeypatch.setattr(rlhf, "iteration_step", step)
+    monkeypatch.setattr(WeightSync, "push", push)
+    straight = rlhf.main(load_config("tiny", GOLD), straight_dir, tracking_uri=uri)
+    a, state = weights(sft_run / "rlhf" / "checkpoint.pt")
+    b, _ = weights(straight_dir / "rlhf" / "checkpoint.pt")
+    assert state["policy_version"] == 4 and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert survived["reward/gold"] == straight["reward/gold"]
+    history = mlflow.MlflowClient(tracking_uri=uri).get_metric_history(survived["run_id"], "reward/gold")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # iteration 3, done twice, logged once
+
+
 def test_ppo_with_the_critic_and_kl_in_the_reward(sft_run, tmp_path, ray_local):
     cfg = load_config("tiny", [*GOLD, "rl.advantage=gae", "rl.kl_in=reward", "rl.iterations=2", "rl.sync=object_store"])
     final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
