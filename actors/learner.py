@@ -50,7 +50,8 @@ class PolicyModule(TorchRLModule):
         self.gpt = GPT(GPTConfig(**self.model_config["gpt_config"]))
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        logp, entropy = logprobs_and_entropy(self.gpt, batch["tokens"].long(), batch["mask"].long())
+        temperature = self.model_config.get("temperature", 1.0)  # the samplers': their log-probs are the old ones
+        logp, entropy = logprobs_and_entropy(self.gpt, batch["tokens"].long(), batch["mask"].long(), temperature)
         return {"action_logprobs": logp, "entropy": entropy}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def build_learner_group(rl: RLConfig, gpt_config: GPTConfig, vocab_size: int, le
         module_class=PolicyModule,
         observation_space=gym.spaces.Box(0, vocab_size - 1, shape=(gpt_config.max_len,), dtype=np.int64),
         action_space=gym.spaces.Discrete(vocab_size),
-        model_config={"gpt_config": gpt_config.to_dict()},
+        model_config={"gpt_config": gpt_config.to_dict(), "temperature": rl.temperature},
     )
     config = (
         AlgorithmConfig()

@@ -11,15 +11,18 @@ from world.actions import ActionSpace
 
 
 class ReferenceImpl:
-    def __init__(self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1) -> None:
+    def __init__(
+        self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, temperature: float = 1.0
+    ) -> None:
         torch.set_num_threads(threads)
+        self.temperature = temperature  # RL's sampling temperature: the KL compares like with like
         self.model, _, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=digit_order))
         self.model.eval()
 
     @torch.no_grad()
     def logprobs(self, rollouts: Rollouts) -> torch.Tensor:
         """(B, T) reference log-probs of the rollouts' actions, 0 off the actions."""
-        return action_logprobs(self.model, rollouts.tokens, rollouts.mask) * rollouts.action_mask
+        return action_logprobs(self.model, rollouts.tokens, rollouts.mask, self.temperature) * rollouts.action_mask
 
 
 Reference = ray.remote(ReferenceImpl)

@@ -14,7 +14,7 @@ from world.corpus import FAMILIES
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class WorldConfig(Strict):
@@ -63,12 +63,15 @@ class ModelConfig(Strict):
     """Shape of the GPT policy (the reward model and critic share the trunk)."""
 
     n_layer: int = Field(4, ge=1)
+    """Transformer blocks."""
     n_head: int = Field(4, ge=1)
+    """Attention heads per block; each has d_model / n_head dimensions."""
     d_model: int = Field(128, ge=8)
     """Width; must be divisible by n_head."""
     max_len: int = Field(128, ge=16)
     """Context length in tokens: prompt plus response."""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout in training (never when sampling or scoring)."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> ModelConfig:
@@ -81,12 +84,19 @@ class OptimConfig(Strict):
     """AdamW with linear warm-up and cosine decay to `min_lr_ratio * lr`."""
 
     steps: int = Field(200, ge=1)
+    """Optimizer steps; also the length of the learning-rate schedule, so a trained stage cannot be lengthened."""
     batch_size: int = Field(64, ge=1)
+    """Documents (questions, preference pairs) per step."""
     lr: float = Field(1e-3, gt=0)
+    """Peak learning rate, reached after the warm-up."""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """Where the cosine decay ends, as a share of lr."""
     warmup_steps: int = Field(20, ge=0)
+    """Steps of linear warm-up from 0 to lr."""
     weight_decay: float = Field(0.1, ge=0)
+    """AdamW's decoupled weight decay."""
     grad_clip: float = Field(1.0, gt=0)
+    """Clip the global gradient norm to this."""
     eval_every: int = Field(50, ge=1)
     """Evaluate (and log) every this many steps."""
     checkpoint_every: int = Field(50, ge=1)
@@ -131,6 +141,7 @@ class EvalConfig(Strict):
     max_new_tokens: int = Field(16, ge=2)
     """Response budget: an answer not closed by `<eor>` within it is malformed."""
     batch_size: int = Field(256, ge=1)
+    """Questions answered per batch (speed only)."""
 
 
 class RewardConfig(OptimConfig):
@@ -168,17 +179,22 @@ class Resources(Strict):
     """What one kind of Ray actor asks for, and how many of it."""
 
     num_cpus: float = Field(0.5, ge=0)
+    """CPUs Ray reserves for each actor; a fraction shares a core (on 2 cores, half a CPU is the unit)."""
     num_gpus: float = Field(0.0, ge=0)
     """A fraction shares one GPU between actors."""
     replicas: int = Field(1, ge=1)
+    """How many actors of this kind; the work of an iteration is split between them."""
 
 
 class LearnerResources(Strict):
     """RLlib LearnerGroup: 0 learners = one local learner; >= 2 = DDP across learner actors."""
 
     num_learners: int = Field(0, ge=0)
+    """0: one learner inside the controller; N >= 1: N learner actors (DDP when N >= 2)."""
     num_cpus_per_learner: float = Field(1.0, ge=0)
+    """CPUs Ray reserves for each learner actor (none with num_learners 0)."""
     num_gpus_per_learner: float = Field(0.0, ge=0)
+    """GPUs for each learner actor; with GPUs, DDP runs on NCCL."""
 
 
 class ActorsConfig(Strict):
@@ -192,6 +208,7 @@ class ActorsConfig(Strict):
     learner: LearnerResources = LearnerResources()
     """The defaults fit a 2-CPU laptop beside the controller, which hosts the local learner."""
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+    """PACK puts the actors on as few nodes as fit; SPREAD places each kind's replicas on different nodes."""
 
     @model_validator(mode="after")
     def _single_state_actors(self) -> ActorsConfig:
@@ -205,11 +222,16 @@ class RLConfig(Strict):
     """On-policy RLHF: advantage-weighted policy gradient with KL to the SFT reference."""
 
     iterations: int = Field(30, ge=1)
+    """RL iterations (sample, score, update, sync); may grow on a trained run, which then trains on."""
     prompts_per_iteration: int = Field(32, ge=1)
+    """Distinct feedback-pool prompts per iteration, each answered group_size times."""
     group_size: int = Field(4, ge=1)
     """Responses per prompt (G); RLOO and group baselines need G >= 2."""
     temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the rollouts; the learner's and the reference's log-probs are taken at the same
+    temperature (logits / temperature), so the PPO ratio and the KL compare the distribution sampled."""
     max_new_tokens: int = Field(16, ge=2)
+    """Response budget of a rollout: one not closed by `<eor>` within it is malformed (gold reward 0)."""
     balance_templates: bool = False
     """Draw each prompt's template uniformly, then one of its questions: the feedback pool is as skewed
     as the bank, and groups whose G answers are all right carry no advantage."""
@@ -222,26 +244,39 @@ class RLConfig(Strict):
     group_std: bool = False
     """Divide group advantages by the group's std (GRPO); off = Dr. GRPO."""
     gamma: float = Field(1.0, ge=0, le=1)
+    """GAE's discount per token (1: the reward at `<eor>` reaches every action undiminished)."""
     lam: float = Field(0.95, ge=0, le=1)
+    """GAE's lambda: 1 is the Monte-Carlo return, 0 the one-step TD error."""
     kl_coef: float = Field(0.05, ge=0)
+    """Weight of the per-token KL to the SFT reference (in the reward or the loss, `kl_in`)."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """Per-token estimate of KL(pi || pi_ref) from the action taken: k1 log-ratio, k2 half its square, k3
+    ratio - 1 - log-ratio (unbiased, never negative)."""
     kl_in: Literal["reward", "loss"] = "loss"
     """Put the per-token KL penalty in the reward (PPO-style) or in the loss (GRPO-style)."""
     clip_eps: float = Field(0.2, gt=0)
+    """PPO's clip of the probability ratio to [1 - clip_eps, 1 + clip_eps]."""
     clip_eps_high: float | None = Field(None, gt=0)
     """Upper clip of the ratio, 1 + clip_eps_high (DAPO's clip-higher, e.g. 0.28); None = clip_eps, symmetric."""
     dual_clip: float | None = Field(None, gt=1)
     """Dual-clip constant c > 1 bounding the loss of negative-advantage actions; None = off."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses become one: the mean over all tokens, the mean of each response's mean, or each
+    response's sum over a fixed length (Dr. GRPO); counted over the global batch across learners."""
     epochs: int = Field(1, ge=1)
     """Passes over each batch (> 1 makes later passes off-policy by one update: PPO's ratio handles it)."""
     minibatches: int = Field(1, ge=1)
     """Optimizer steps per pass: the batch's rows are shuffled into this many minibatches, each
     normalised over its own rows; > 1 makes later steps off-policy, which PPO's ratio clipping handles."""
     lr: float = Field(2e-5, gt=0)
+    """The policy's learning rate: constant, so a longer run is the shorter one continued."""
     grad_clip: float = Field(1.0, gt=0)
+    """Clip the policy's (and the critic's) global gradient norm to this."""
     critic_lr: float = Field(1e-4, gt=0)
+    """The critic's learning rate (PPO with GAE)."""
     value_clip: float = Field(0.2, gt=0)
+    """PPO's value clip: the critic's loss also counts the new value clipped to within this of the value the
+    rollout was scored with, and takes the larger of the two."""
     max_staleness: int = Field(0, ge=0)
     """How many policy versions old a sample may be when the learner uses it; 0 = strictly on-policy."""
     drop_zero_advantage_groups: bool = False
@@ -254,8 +289,11 @@ class RLConfig(Strict):
     """Push weights to the samplers after every `sync_every` updates: > 1 makes the samplers lag
     the learner as asynchronous samplers do, so samples are up to sync_every - 1 versions old."""
     eval_every: int = Field(10, ge=1)
+    """Judge the policy on the held-out exam every this many iterations."""
     checkpoint_every: int = Field(5, ge=1)
+    """Write a resumable checkpoint (and log the metrics and rollouts since the last) every this many."""
     threads: int = Field(1, ge=1)
+    """torch threads of each actor and of the controller."""
     actor_restarts: int = Field(2, ge=0)
     """Times a run whose actor dies (killed, out of memory, its node lost) starts every actor again from the last
     checkpoint and trains on, before it stops with the error; the iterations since that checkpoint are redone,
@@ -286,8 +324,11 @@ class ServeConfig(Strict):
     port: int = Field(8000, ge=1, le=65535)
     replicas: int = Field(1, ge=1)
     num_cpus: float = Field(0.5, ge=0)
+    """CPUs Ray reserves for each replica."""
     max_batch_size: int = Field(16, ge=1)
+    """Most requests a replica answers in one batched pass (`serve.batch`)."""
     batch_wait_timeout_s: float = Field(0.002, ge=0)
+    """How long a replica waits for more requests to fill a batch."""
     max_ongoing_requests: int = Field(128, ge=1)
     """Requests a replica accepts at once (queued into its batches). Below the clients' concurrency, Ray's
     router holds the rest and retries with backoff: at 64 clients and 32 here, 20 requests/s instead of 183."""

@@ -79,24 +79,28 @@ def sample_rollouts(
     return Rollouts(tokens, mask, action_mask, logprobs, group, gen.finished, policy_version, width)
 
 
-def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Teacher-forced (B, T) log pi(tokens[:, t] | tokens[:, :t]) in column t; column 0 is 0."""
-    return logprobs_and_entropy(model, tokens, mask)[0]
+    return logprobs_and_entropy(model, tokens, mask, temperature)[0]
 
 
-def logprobs_and_entropy(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs_and_entropy(
+    model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`action_logprobs` and the (B, T) entropy of the policy in the state before each token, from one forward.
 
     With gradients when the caller has them on: the learner calls this inside its loss.
     """
-    logp_all = state_logprobs(model, tokens, mask)
+    logp_all = state_logprobs(model, tokens, mask, temperature)
     return logp_all.gather(-1, tokens[:, :, None]).squeeze(-1), entropy(logp_all)
 
 
-def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """(B, T, V): log pi(. | tokens[:, :t]) over every action in column t; column 0 (no state before it) is 0,
-    so its action's log-prob and its entropy come out 0."""
-    logp = torch.log_softmax(model(tokens, mask)[:, :-1], dim=-1)
+    so its action's log-prob and its entropy come out 0. At a `temperature` other than 1, the distribution
+    the sampler draws from at that temperature (logits / temperature), as its recorded log-probs are."""
+    logits = model(tokens, mask)[:, :-1]
+    logp = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 
 

@@ -120,7 +120,8 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
             for _ in range(res.reward.replicas)
         ]
     references = [
-        Reference.options(**opts["reference"]).remote(sft, order, rl.threads) for _ in range(res.reference.replicas)
+        Reference.options(**opts["reference"]).remote(sft, order, rl.threads, rl.temperature)
+        for _ in range(res.reference.replicas)
     ]
     critic = None
     if rl.advantage == "gae":

@@ -44,6 +44,13 @@ def test_sampler_logprobs_are_the_learners_teacher_forced_logprobs(tiny_sft_run)
         teacher = action_logprobs(policy, merged.tokens, merged.mask) * merged.action_mask
     assert torch.allclose(teacher, merged.logprobs, atol=1e-5)
     assert merged.responses()[:3] == a.responses()
+    # at another temperature, the distribution sampled: what the learner and the reference take at it too
+    cooled = sample_rollouts(policy, SPACE, prompts, group_size=3, max_new_tokens=8, policy_version=7, temperature=0.5)
+    with torch.no_grad():
+        at_half = action_logprobs(policy, cooled.tokens, cooled.mask, temperature=0.5) * cooled.action_mask
+        at_one = action_logprobs(policy, cooled.tokens, cooled.mask) * cooled.action_mask
+    assert torch.allclose(at_half, cooled.logprobs, atol=1e-5)
+    assert not torch.allclose(at_one, cooled.logprobs, atol=1e-2)
 
 
 @pytest.mark.slow

@@ -153,6 +153,16 @@ def test_an_actor_that_dies_is_started_again_from_the_checkpoint_and_the_run_end
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # iteration 3, done twice, logged once
 
 
+def test_at_another_temperature_the_learner_and_the_reference_read_the_distribution_sampled(
+    sft_run, tmp_path, ray_local
+):
+    cfg = load_config("tiny", [*GOLD, "rl.iterations=1", "rl.temperature=0.5"])
+    final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # the first update starts from the policy that sampled, which is the reference: ratio 1, KL 0
+    assert final["rl/ratio_max"] == pytest.approx(1.0, abs=1e-4)
+    assert final["rl/kl"] == pytest.approx(0.0, abs=1e-4)
+
+
 def test_ppo_with_the_critic_and_kl_in_the_reward(sft_run, tmp_path, ray_local):
     cfg = load_config("tiny", [*GOLD, "rl.advantage=gae", "rl.kl_in=reward", "rl.iterations=2", "rl.sync=object_store"])
     final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
