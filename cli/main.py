@@ -398,6 +398,41 @@ def exam(
     print_exam(result)
 
 
+@app.command("config")
+def show_config(
+    config: Annotated[
+        str, typer.Argument(help="A preset (tiny, demo, full, cluster), a YAML path or a run directory.")
+    ] = "demo",
+    overrides: SetOpt = None,
+    docs: Annotated[
+        bool, typer.Option("--docs", help="A table instead: each setting's value, default and what it does.")
+    ] = False,
+    changed: Annotated[
+        bool, typer.Option("--changed", help="The table's settings that differ from an empty config's only.")
+    ] = False,
+) -> None:
+    """A resolved config as YAML (save it, edit it, run it), or with --docs every setting explained."""
+    from conf.describe import settings, to_yaml
+
+    if Path(config).is_dir():
+        from conf.load import ConfigError, with_overrides
+        from pipelines.run_config import load_run_config
+
+        with _clear_refusals():
+            try:
+                cfg = with_overrides(load_run_config(Path(config)), overrides or [])
+            except ConfigError as err:
+                raise typer.BadParameter(str(err)) from None
+    else:
+        cfg, _ = _setup(config, overrides, None)
+    if not (docs or changed):
+        typer.echo(to_yaml(cfg), nl=False)
+        return
+    from cli.report import print_settings
+
+    print_settings([s for s in settings(cfg) if s.changed or not changed], f"{config}: {cfg.name}")
+
+
 @app.command()
 def status(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],

@@ -21,6 +21,7 @@ from world.grader import analyze, grade
 from world.user_data import read_sequences
 
 if TYPE_CHECKING:
+    from conf.describe import Setting
     from pipelines.exam import ExamResult
     from pipelines.status import RunStatus
     from pipelines.trace import Trace
@@ -90,6 +91,16 @@ def print_sample_questions(world: WorldConfig) -> None:
             str(grade(prefix, [31])),
             str(grade(prefix, [114514])),
         )
+    console.print(table)
+
+
+def print_settings(rows: list[Setting], title: str) -> None:
+    """`tokenmdp config --docs`: a setting a row, the ones a preset or --set changed marked."""
+    table = Table(title=title, caption="* differs from an empty config's value")
+    for column in ("setting", "value", "default", "what it does"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(f"{row.name}{' *' if row.changed else ''}", repr(row.value), repr(row.default), row.doc)
     console.print(table)
 
 

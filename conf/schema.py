@@ -321,8 +321,11 @@ class ServeConfig(Strict):
     """The Ray Serve endpoint of the final policy."""
 
     host: str = "127.0.0.1"
+    """Address the HTTP proxy listens on (0.0.0.0: every interface)."""
     port: int = Field(8000, ge=1, le=65535)
+    """Port of the HTTP proxy."""
     replicas: int = Field(1, ge=1)
+    """Copies of the policy answering requests; Ray's router spreads requests between them."""
     num_cpus: float = Field(0.5, ge=0)
     """CPUs Ray reserves for each replica."""
     max_batch_size: int = Field(16, ge=1)
@@ -351,6 +354,7 @@ class Config(Strict):
     """The whole run; one section per stage."""
 
     name: str = "tokenmdp"
+    """The run's name: its directory (runs/<name>), MLflow experiment and registered model (tokenmdp-<name>)."""
     seed: int = 0
     """Seeds model initialisation and sampling."""
     world: WorldConfig = WorldConfig()
