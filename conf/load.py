@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from conf.presets import PRESETS_DIR, preset_names
 from conf.schema import Config
@@ -65,9 +66,26 @@ def _validated(data: dict[str, Any], overrides: Sequence[str], what: str) -> Con
     for override in overrides:
         apply_override(data, override)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(over_defaults(data, Config()))
     except Exception as err:  # pydantic's message names the field
         raise ConfigError(f"invalid {what}:\n{err}") from err
+
+
+def over_defaults(data: Any, defaults: BaseModel) -> Any:
+    """`data` with each section it leaves out a field of filled from `defaults` (an empty Config's).
+
+    A section's own class may default otherwise than the Config does (an empty config's SFT has
+    lr 5e-4, `SFTConfig()` 1e-3): without this, a file with `sft: {steps: 1000}` would also move
+    SFT's learning rate and warm-up. Only sections merge; a mapping value (`family_weights`) is
+    taken as written."""
+    if not isinstance(data, dict):
+        return data  # not a mapping: pydantic names what is wrong with it
+    out = dict(data)
+    for name in type(defaults).model_fields:
+        default, given = getattr(defaults, name), data.get(name)
+        if isinstance(default, BaseModel) and isinstance(given, dict):
+            out[name] = over_defaults(default.model_dump() | given, default)
+    return out
 
 
 def with_defaults(saved: Any) -> Any:

@@ -43,3 +43,17 @@ def test_a_run_directory_shows_the_config_its_stages_were_trained_under(tmp_path
     assert said.exit_code == 0, said.output
     assert yaml.safe_load(said.stdout)["sft"]["lr"] == 1.0
     assert runner.invoke(app, ["config", "no-such-preset"]).exit_code == 2
+
+
+def test_a_section_written_in_part_keeps_an_empty_configs_values_for_the_rest(tmp_path):
+    from conf.schema import SFTConfig
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "sft: {steps: 123}\nworld: {family_weights: {arithmetic: 2}}\nrl: {actors: {sampler: {replicas: 2}}}\n"
+    )
+    cfg, empty = load_config(str(mine)), Config()
+    assert cfg.sft.steps == 123
+    assert (cfg.sft.lr, cfg.sft.warmup_steps) == (empty.sft.lr, empty.sft.warmup_steps) != (SFTConfig().lr, 20)
+    assert cfg.rl.actors.sampler.replicas == 2 and cfg.rl.actors.sampler.num_cpus == empty.rl.actors.sampler.num_cpus
+    assert cfg.world.family_weights == {"arithmetic": 2.0}  # a mapping is taken as written, not merged
