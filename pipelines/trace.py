@@ -144,6 +144,7 @@ def trace(
             temperature=rl.temperature,
             generator=torch.Generator().manual_seed(seed),
         )
+        reference.temperature = rl.temperature  # the group is drawn as RL draws it, and compared at its temperature
         episodes, _ = _episodes(sampled, prefix, space, reference, scorer, cfg, in_group=True)
     verdict = analyze(prefix)
     return Trace(
