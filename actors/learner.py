@@ -74,7 +74,7 @@ class PolicyGradientLearner(TorchLearner):
         per_token = pg
         kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
         if rl["kl_in"] == "loss":
-            per_token = pg + rl["kl_coef"] * kl
+            per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
         n = mask.sum().clamp(min=1)
         self.metrics.log_dict(

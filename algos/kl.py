@@ -43,3 +43,13 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
     """Entropy of the policy over the last dim (all actions), from log-probs."""
     p = logp.exp()
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def adaptive_kl_coef(coef: float, observed_kl: float, target: float, horizon: int, n_steps: int) -> float:
+    """The next KL coefficient of Ziegler et al. (2019)'s proportional controller (TRL's and verl's `adaptive`).
+
+    The error observed / target - 1 is clipped to +-0.2, so one batch moves the coefficient by at most
+    0.2 * n_steps / horizon of itself: up while the KL runs above the target, down while below.
+    """
+    error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * n_steps / horizon)

@@ -124,7 +124,7 @@ def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> fl
     prompts = [space.encode_prompt([i, 2 * i, 3 * i, 4 * i, 5 * i]) for i in range(1, batch // 4 + 1)]
     rollouts = sample_rollouts(model, space, prompts, group_size=4, max_new_tokens=8, policy_version=0)
     advantages = torch.randn(rollouts.size)[:, None] * rollouts.action_mask
-    data = learner_batch(rollouts, advantages, rollouts.logprobs, 8)
+    data = learner_batch(rollouts, advantages, rollouts.logprobs, 8, rl.kl_coef)
     group = build_learner_group(rl, model.cfg, space.size)
     try:
         group.set_weights(policy_weights(model))

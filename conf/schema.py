@@ -249,6 +249,14 @@ class RLConfig(Strict):
     """GAE's lambda: 1 is the Monte-Carlo return, 0 the one-step TD error."""
     kl_coef: float = Field(0.05, ge=0)
     """Weight of the per-token KL to the SFT reference (in the reward or the loss, `kl_in`)."""
+    kl_ctrl: Literal["fixed", "adaptive"] = "fixed"
+    """`fixed` keeps kl_coef; `adaptive` steers it toward `kl_target` (Ziegler et al. 2019's controller, as TRL's
+    and verl's): each iteration multiplies it by 1 + e * responses / kl_horizon, e = rl/kl / kl_target - 1
+    clipped to +-0.2. The coefficient in use is logged as `rl/kl_coef` and kept in the checkpoint."""
+    kl_target: float = Field(0.1, gt=0)
+    """The KL the adaptive controller steers to, as `rl/kl` reports it: per response, summed over its tokens."""
+    kl_horizon: int = Field(10_000, ge=1)
+    """The adaptive controller's horizon in responses: the larger, the slower the coefficient moves."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """Per-token estimate of KL(pi || pi_ref) from the action taken: k1 log-ratio, k2 half its square, k3
     ratio - 1 - log-ratio (unbiased, never negative)."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from algos import advantages as adv
-from algos.kl import kl_per_token
+from algos.kl import adaptive_kl_coef, kl_per_token
 from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
@@ -295,8 +295,11 @@ def gold_rewards(
     return torch.tensor(gold), torch.tensor(formed)
 
 
-def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int):
-    """The RLlib batch: the rollout layout plus advantages and the global-batch loss denominators."""
+def learner_batch(
+    rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int, kl_coef: float
+):
+    """The RLlib batch: the rollout layout plus advantages, the KL coefficient of the iteration that made it and
+    the global-batch loss denominators."""
     mask = rollouts.action_mask.float()
     columns = {
         "tokens": rollouts.tokens.numpy(),
@@ -305,6 +308,7 @@ def learner_batch(rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: to
         "old_logprobs": rollouts.logprobs.float().numpy(),
         "ref_logprobs": ref_logprobs.float().numpy(),
         "advantages": advantages.float().numpy(),
+        "kl_coef": np.full(len(mask), kl_coef, np.float32),
     }
     return _with_denominators(columns, max_len)
 
@@ -377,6 +381,7 @@ class IterationResult:
     metrics: dict[str, float]
     version: int
     samples: list[dict]
+    kl_coef: float  # the next iteration's (an adaptive controller's step)
 
 
 def sample_rows(
@@ -415,7 +420,7 @@ def sample_rows(
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
                    iteration: int, version: int, variant: Variant = LIBRARY,
                    by_template: dict[str, list[Question]] | None = None,
-                   rare_ids: torch.Tensor | None = None) -> IterationResult:  # fmt: skip
+                   rare_ids: torch.Tensor | None = None, kl_coef: float | None = None) -> IterationResult:  # fmt: skip
     """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: metrics, new version, samples.
 
     `by_template` (the pool grouped once per stage) draws the prompts' templates evenly;
@@ -426,6 +431,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     from actors.learner import gpt_state_dict
 
     rl, t, m = cfg.rl, {}, {}
+    kl_coef = rl.kl_coef if kl_coef is None else kl_coef
     clock = began = time.perf_counter()
 
     def lap(name: str) -> None:
@@ -455,7 +461,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator) * mask
     lap("judge")
     # --- advantages ---------------------------------------------------------------------
-    kl_in_reward = rl.kl_coef if rl.kl_in == "reward" else 0.0
+    kl_in_reward = kl_coef if rl.kl_in == "reward" else 0.0
     if variant.advantages is None:
         advantages, returns = adv.estimate(
             rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
@@ -472,7 +478,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         keep = torch.nonzero(~silent).squeeze(1)
         trained, trained_advantages, trained_ref = rollouts.select(keep), advantages[keep], ref_logprobs[keep]
     m["rl/trained_responses"] = float(trained.size)
-    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens)
+    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens, kl_coef)
     ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
     served = ray.get(actors.buffer.take.remote(version))
     lap("buffer")
@@ -513,11 +519,14 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         "rl/rare_action_rate": rare_action_rate(rollouts, rare_ids) if rare_ids is not None else float("nan"),
         "rl/policy_version": float(version),
         "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
+        "rl/kl_coef": kl_coef,
     }
+    if rl.kl_ctrl == "adaptive":
+        kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rollouts.size)
     t["time/iteration"] = time.perf_counter() - began
     t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
     samples = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1)
-    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples)
+    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples, kl_coef)
 
 
 def main(
@@ -564,10 +573,12 @@ def main(
                 rngs = zip(actors.samplers, state["sampler_rng"], strict=False)
                 ray.get([s.set_rng_state.remote(r) for s, r in rngs])
             actors.sync.push(policy.state_dict(), version)
+            kl_coef = state.get("kl_coef", rl.kl_coef) if ckpt.is_file() else rl.kl_coef  # where the controller was
             return _train(
-                cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant
-            )
-        except ray.exceptions.RayActorError as err:  # killed, out of memory, its node lost
+                cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri,
+                variant,
+            )  # fmt: skip
+        except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
         finally:
             actors.stop()
@@ -610,7 +621,7 @@ def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:
     )  # fmt: skip
 
 
-def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, stop_at, tracking_uri, variant):
+def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant):
     import ray
 
     rl = cfg.rl
@@ -633,9 +644,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
-                    cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids
+                    cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids, kl_coef
                 )
-                metrics, version = step.metrics, step.version
+                metrics, version, kl_coef = step.metrics, step.version, step.kl_coef
                 table += step.samples
                 iteration += 1
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
@@ -654,7 +665,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, s
                         policy_version=version, learner=actors.learner.get_state(),
                         critic=ray.get(actors.critic.get_state.remote()) if actors.critic else None,
                         buffer=ray.get(actors.buffer.get_state.remote()),
-                        sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]),
+                        sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
                         config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
                     )  # fmt: skip
                     # after the checkpoint: a kill in between loses these rows, never doubles them

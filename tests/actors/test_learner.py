@@ -89,7 +89,7 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     torch.manual_seed(0)  # the same rollouts whichever tests ran before
     rollouts = sample_rollouts(policy, SPACE, prompts, group_size=8, max_new_tokens=8, policy_version=0)
     advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
-    batch = learner_batch(rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8)
+    batch = learner_batch(rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8, cfg.rl.kl_coef)
     local, local_metrics = one_update(0, policy, batch, cfg)
     ddp, _ = one_update(2, policy, batch, cfg)
     moved = max((local[k] - policy.state_dict()[k]).abs().max().item() for k in local)

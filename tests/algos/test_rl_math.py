@@ -16,7 +16,7 @@ from algos.advantages import (
     token_rewards,
     whiten,
 )
-from algos.kl import kl_per_token
+from algos.kl import adaptive_kl_coef, kl_per_token
 from algos.policy_loss import aggregate, clipped_surrogate, clipped_value_loss, denominators
 
 
@@ -60,6 +60,15 @@ def test_scores_normalised_within_their_prompt_only():
 
 
 MASK = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]])
+
+
+def test_the_adaptive_kl_controller_by_hand():
+    # KL 0.11 against a target of 0.1: error +0.1; 256 responses over a horizon of 10,000 -> x (1 + 0.1 * 0.0256)
+    assert adaptive_kl_coef(0.2, 0.11, 0.1, 10_000, 256) == pytest.approx(0.2 * 1.00256)
+    # far above the target: the error is clipped to +0.2; far below, to -0.2
+    assert adaptive_kl_coef(0.2, 5.0, 0.1, 1000, 500) == pytest.approx(0.2 * 1.1)
+    assert adaptive_kl_coef(0.2, 0.0, 0.1, 1000, 500) == pytest.approx(0.2 * 0.9)
+    assert adaptive_kl_coef(0.2, 0.1, 0.1, 1000, 500) == 0.2  # on target: unchanged
 
 
 def test_token_rewards_put_the_score_on_the_last_action_and_kl_on_every_action():

@@ -1,6 +1,7 @@
 """PPO minibatches: disjoint, covering the batch, each normalised over its own rows."""
 
 import numpy as np
+import pytest
 import torch
 
 from actors.learner import MODULE_ID
@@ -22,7 +23,7 @@ def rollouts(lengths: list[int]) -> Rollouts:
 
 def test_minibatches_split_the_rows_and_recount_their_denominators():
     r = rollouts([1, 2, 3, 4, 1, 2])
-    batch = learner_batch(r, torch.ones(6, 6), r.logprobs, max_len=4)
+    batch = learner_batch(r, torch.ones(6, 6), r.logprobs, max_len=4, kl_coef=0.05)
     parts = minibatches(batch, 2, np.random.default_rng(0))
     rows = [p.policy_batches[MODULE_ID] for p in parts]
     firsts = sorted(int(t[0]) // 6 for part in rows for t in part["tokens"])
@@ -32,10 +33,11 @@ def test_minibatches_split_the_rows_and_recount_their_denominators():
         assert part["den_sequences"].tolist() == [3.0] * 3
         assert part["den_actions"][0] == part["action_mask"].sum()  # its own actions, not the batch's 13
         assert part["den_max_len"][0] == 4.0
+        assert part["kl_coef"].tolist() == pytest.approx([0.05] * 3)  # the iteration's KL coefficient goes along
     assert sum(part["den_actions"][0] for part in rows) == 13.0
 
 
 def test_one_minibatch_is_the_batch_itself():
     r = rollouts([1, 2])
-    batch = learner_batch(r, torch.ones(2, 6), r.logprobs, max_len=4)
+    batch = learner_batch(r, torch.ones(2, 6), r.logprobs, max_len=4, kl_coef=0.05)
     assert minibatches(batch, 1, np.random.default_rng(0)) == [batch]

@@ -79,8 +79,8 @@ def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one
     from pipelines.run_config import REGISTERED
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    shorter = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2", "rl.iterations=3"])  # PPO minibatches
-    longer = load_config("tiny", [*GOLD, "rl.epochs=2", "rl.minibatches=2", "rl.iterations=5"])
+    ppo = [*GOLD, "rl.epochs=2", "rl.minibatches=2", "rl.kl_ctrl=adaptive", "rl.kl_horizon=64"]  # its coef restored
+    shorter, longer = load_config("tiny", [*ppo, "rl.iterations=3"]), load_config("tiny", [*ppo, "rl.iterations=5"])
     straight_dir = tmp_path / "straight"
     for stage in ("pretrain", "sft"):
         shutil.copytree(sft_run / stage, straight_dir / stage)
@@ -161,6 +161,39 @@ def test_at_another_temperature_the_learner_and_the_reference_read_the_distribut
     # the first update starts from the policy that sampled, which is the reference: ratio 1, KL 0
     assert final["rl/ratio_max"] == pytest.approx(1.0, abs=1e-4)
     assert final["rl/kl"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_adaptive_kl_controller_steers_the_coefficient_the_learner_uses(sft_run, tmp_path, ray_local):
+    import shutil
+
+    from algos.kl import adaptive_kl_coef
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    fixed_dir = tmp_path / "fixed"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(sft_run / stage, fixed_dir / stage)
+    two = [*GOLD, "rl.iterations=2", "rl.kl_in=loss"]
+    cfg = load_config("tiny", [*two, "rl.kl_ctrl=adaptive", "rl.kl_target=0.5", "rl.kl_horizon=32"])
+    final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    history = {
+        key: [m.value for m in sorted(mlflow.MlflowClient(tracking_uri=uri).get_metric_history(final["run_id"], key),
+                                      key=lambda m: m.step)]
+        for key in ("rl/kl_coef", "rl/kl")
+    }  # fmt: skip
+    responses = cfg.rl.prompts_per_iteration * cfg.rl.group_size
+    assert history["rl/kl_coef"][0] == pytest.approx(cfg.rl.kl_coef)
+    assert history["rl/kl"][0] == pytest.approx(0.0, abs=1e-5)  # the first samples are the reference's own
+    assert history["rl/kl_coef"][1] == pytest.approx(
+        adaptive_kl_coef(cfg.rl.kl_coef, history["rl/kl"][0], 0.5, 32, responses)
+    )  # below target by all of it: -0.2 x 32/32, the coefficient x 0.8
+    _, state = weights(sft_run / "rlhf" / "checkpoint.pt")
+    assert state["kl_coef"] == pytest.approx(adaptive_kl_coef(history["rl/kl_coef"][1], history["rl/kl"][1], 0.5, 32,
+                                                              responses))  # fmt: skip
+    # the learner's loss uses the batch's coefficient: a fixed one moves the policy otherwise at iteration 2
+    rlhf.main(load_config("tiny", two), fixed_dir, tracking_uri=uri)
+    adaptive, _ = weights(sft_run / "rlhf" / "checkpoint.pt")
+    fixed, _ = weights(fixed_dir / "rlhf" / "checkpoint.pt")
+    assert any(not torch.allclose(adaptive[k], fixed[k], atol=1e-7) for k in adaptive)
 
 
 def test_ppo_with_the_critic_and_kl_in_the_reward(sft_run, tmp_path, ray_local):
