@@ -107,6 +107,10 @@ def trace(
     """`stage`'s greedy response to `prefix` (or `answer`, teacher-forced), step by step, and a scored group of
     `group` samples."""
     cfg = load_run_config(run_dir)
+    ended = run_dir / "rlhf" / "checkpoint.pt"
+    if cfg.rl.kl_ctrl == "adaptive" and ended.is_file():  # the coefficient RL had come to, not the one it began with
+        coef = torch.load(ended, map_location="cpu", weights_only=False).get("kl_coef", cfg.rl.kl_coef)
+        cfg = cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"kl_coef": coef})})
     rl = cfg.rl
     space = ActionSpace(digit_order=cfg.world.digit_order)
     policy, _, _ = load_checkpoint(policy_checkpoint(run_dir, stage), space)

@@ -115,3 +115,11 @@ def test_a_given_answer_is_read_teacher_forced(traced_run):
     assert wrong.episode.gold == 0.0 and wrong.steps[0].action == "7"
     # the first action's state is the prompt in both: one distribution, two actions
     assert wrong.steps[0].entropy == pytest.approx(t.steps[0].entropy, abs=1e-6)
+
+
+def test_an_adaptive_run_is_traced_at_the_kl_coefficient_it_came_to(traced_run):
+    cfg = load_config("tiny", ["rl.reward_source=gold", "rl.kl_ctrl=adaptive", "rl.kl_in=reward"])
+    (traced_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+    save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space, kl_coef=0.125)
+    assert trace(traced_run, PREFIX, stage="rlhf", group=0).kl_coef == 0.125  # not the 0.05 it started from
