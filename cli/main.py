@@ -457,6 +457,27 @@ EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "ove
 
 
 @app.command()
+def runs(
+    root: Annotated[
+        Path, typer.Argument(help="A folder of run directories (searched below, forks and arms too).")
+    ] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of a table.")] = False,
+) -> None:
+    """Every run under a folder, a line each: where it stands, its SFT, RM and RLHF scores, its registered model."""
+    from pipelines.runs import run_lines, to_json
+
+    if not root.is_dir():
+        raise typer.BadParameter(f"{root} is not a folder", param_hint="ROOT")
+    lines = run_lines(root)
+    if as_json:
+        typer.echo(to_json(lines))
+        return
+    from cli.report import print_runs
+
+    print_runs(lines, root)
+
+
+@app.command()
 def experiment(
     name: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPERIMENT_NAMES)}.")],
     config: ConfigArg = "demo",

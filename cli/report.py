@@ -23,6 +23,7 @@ from world.user_data import read_sequences
 if TYPE_CHECKING:
     from conf.describe import Setting
     from pipelines.exam import ExamResult
+    from pipelines.runs import RunLine
     from pipelines.status import RunStatus
     from pipelines.trace import Trace
 
@@ -161,6 +162,24 @@ def print_trace(trace: Trace) -> None:
 
 def _terms(answer: list[int] | None) -> str:
     return "malformed" if answer is None else " ".join(map(str, answer))
+
+
+def print_runs(lines: list[RunLine], root: Path) -> None:
+    """`tokenmdp runs`: a run a row, its rates as percentages, the gain with its paired standard error."""
+
+    def pct(rate: float | None) -> str:
+        return "" if rate is None else f"{100 * rate:.1f}%"
+
+    table = Table(title=f"runs under {root}: {len(lines)}")
+    for column in ("run", "stands", "SFT", "RM", "RLHF", "gain", "registered"):
+        table.add_column(column, justify="right" if column in ("SFT", "RM", "RLHF", "gain") else "left")
+    for line in lines:
+        gain = "" if line.gain is None else f"{100 * line.gain:+.1f} ± {100 * (line.gain_stderr or 0):.1f}"
+        stands = f"{line.stands} (written by {line.writer})" if line.writer else line.stands
+        name = line.run_dir + (f" (fork of {line.forked_from})" if line.forked_from else "")
+        table.add_row(name, stands, pct(line.sft), pct(line.reward_accuracy), pct(line.rlhf), gain,
+                      line.model_uri or "")  # fmt: skip
+    console.print(table)
 
 
 def print_status(status: RunStatus) -> None:

@@ -1,0 +1,67 @@
+"""Every run under a folder, a line each: where it stands and what it scored.
+
+Forks, experiments' arms and reruns pile up under `runs/`; `tokenmdp runs` answers "which
+of these finished, and how did each do?" from the directories alone (each one's checkpoints
+and `summary.json`), without MLflow or Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipelines.run_config import REGISTERED
+from pipelines.status import run_status
+
+
+@dataclass(frozen=True)
+class RunLine:
+    run_dir: str
+    name: str | None
+    stands: str  # "every stage done", or the stage a re-run picks up at and how far it got
+    writer: str | None  # the command writing it now, if one is
+    sft: float | None  # held-out greedy gold pass rates, from summary.json
+    reward_accuracy: float | None
+    rlhf: float | None
+    gain: float | None  # RLHF over SFT, paired over the same questions
+    gain_stderr: float | None
+    model_uri: str | None
+    forked_from: str | None
+
+
+def find_runs(root: Path) -> list[Path]:
+    """The run directories at or below `root`: those whose config.json is a run's (an experiment's own is not)."""
+    found = []
+    for path in sorted(root.rglob("config.json")):
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and {"world", "rl"} <= config.keys():
+            found.append(path.parent)
+    return found
+
+
+def run_line(run_dir: Path) -> RunLine:
+    status = run_status(run_dir)
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    stages = summary.get("stages", {})
+    sft, reward, rlhf = (stages.get(s, {}) for s in ("sft", "reward", "rlhf"))
+    registered = run_dir / REGISTERED
+    return RunLine(
+        run_dir=str(run_dir), name=status.config_name, stands=status.position(), writer=status.writer,
+        sft=sft.get("gold_pass_rate"), reward_accuracy=reward.get("gold_accuracy"), rlhf=rlhf.get("gold_pass_rate"),
+        gain=rlhf.get("gain_over_sft"), gain_stderr=rlhf.get("gain_over_sft_stderr"),
+        model_uri=registered.read_text().strip() if registered.is_file() else None,
+        forked_from=summary.get("forked_from", {}).get("run_dir"),
+    )  # fmt: skip
+
+
+def run_lines(root: Path) -> list[RunLine]:
+    return [run_line(run_dir) for run_dir in find_runs(root)]
+
+
+def to_json(lines: list[RunLine]) -> str:
+    return json.dumps([asdict(line) for line in lines])

@@ -1,0 +1,48 @@
+"""`tokenmdp runs`: every run under a folder, where it stands and what it scored, from the directories alone."""
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from conf.load import load_config
+
+
+def _run(run_dir, cfg, done: dict[str, int], summary: dict | None = None) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump()))
+    for stage, steps in done.items():
+        (run_dir / stage).mkdir()
+        torch.save({"iteration" if stage == "rlhf" else "step": steps}, run_dir / stage / "checkpoint.pt")
+    if summary is not None:
+        (run_dir / "preferences").mkdir()
+        (run_dir / "preferences" / "stats.json").write_text(json.dumps({"train/kept_correctness": 10}))
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+        (run_dir / "model_uri").write_text("models:/tokenmdp-tiny/3\n")
+
+
+def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path):
+    cfg = load_config("tiny")
+    totals = {"pretrain": cfg.pretrain.steps, "sft": cfg.sft.steps, "reward": cfg.reward.steps,
+              "rlhf": cfg.rl.iterations}  # fmt: skip
+    stages = {
+        "sft": {"gold_pass_rate": 0.5}, "reward": {"gold_accuracy": 0.75},
+        "rlhf": {"gold_pass_rate": 0.52, "gain_over_sft": 0.02, "gain_over_sft_stderr": 0.01},
+    }  # fmt: skip
+    _run(tmp_path / "runs" / "done", cfg, totals, {"stages": stages, "forked_from": {"run_dir": "/x/runs/demo"}})
+    _run(tmp_path / "runs" / "experiments" / "tiny" / "arm", cfg, {"pretrain": 4})
+    experiment = tmp_path / "runs" / "experiments" / "tiny"
+    (experiment / "config.json").write_text(json.dumps({"experiment": "staleness", "base": cfg.model_dump()}))
+    said = CliRunner().invoke(app, ["runs", str(tmp_path / "runs"), "--json"])
+    assert said.exit_code == 0, said.output
+    lines = {line["run_dir"].removeprefix(str(tmp_path / "runs") + "/"): line for line in json.loads(said.stdout)}
+    assert set(lines) == {"done", "experiments/tiny/arm"}  # an experiment's own record is not a run
+    done, arm = lines["done"], lines["experiments/tiny/arm"]
+    assert (done["stands"], done["sft"], done["reward_accuracy"], done["rlhf"]) == ("every stage done", 0.5, 0.75, 0.52)
+    assert (done["gain"], done["gain_stderr"], done["model_uri"]) == (0.02, 0.01, "models:/tokenmdp-tiny/3")
+    assert done["forked_from"] == "/x/runs/demo"
+    assert arm["stands"] == f"pretrain (4 of {cfg.pretrain.steps} steps checkpointed)" and arm["sft"] is None
+    table = CliRunner().invoke(app, ["runs", str(tmp_path / "runs")], terminal_width=300)
+    assert "+2.0 ± 1.0" in table.stdout and "50.0%" in table.stdout
+    assert CliRunner().invoke(app, ["runs", str(tmp_path / "nowhere")]).exit_code == 2
