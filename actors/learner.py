@@ -139,3 +139,28 @@ def gpt_state_dict(weights: dict) -> dict[str, torch.Tensor]:
     """`LearnerGroup.get_weights()` -> a GPT state dict."""
     module = weights[MODULE_ID]
     return {k.removeprefix("gpt."): torch.tensor(np.array(v)) for k, v in module.items()}
+
+
+def learner_update(group, **kwargs) -> Any:
+    """`group.update(**kwargs)`; if it fails because a learner actor died, the error is that actor's death.
+
+    In DDP the surviving learners' allreduce breaks first (gloo's "connection closed by peer"), and
+    RLlib raises whichever result comes first: the controller restarts on an actor's death, so it
+    must see the death, not its echo."""
+    try:
+        return group.update(**kwargs)
+    except Exception as err:
+        died = None if group.is_local else dead_learner_error(group)
+        if died is None:
+            raise
+        raise died from err
+
+
+def dead_learner_error(group) -> Exception | None:
+    """The RayActorError of a learner actor that died, if one did (every actor asked, healthy or not)."""
+    import ray
+
+    for result in group.foreach_learner(lambda _learner: None, healthy_only=False, timeout_seconds=10):
+        if not result.ok and isinstance(result.get(), ray.exceptions.RayActorError):
+            return result.get()
+    return None

@@ -428,7 +428,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     """
     import ray
 
-    from actors.learner import gpt_state_dict
+    from actors.learner import gpt_state_dict, learner_update
 
     rl, t, m = cfg.rl, {}, {}
     kl_coef = rl.kl_coef if kl_coef is None else kl_coef
@@ -492,9 +492,10 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     for _, fresh in served:
         for _ in range(rl.epochs):
             for part in minibatches(fresh, rl.minibatches, shuffle):
-                results = actors.learner.update(
-                    batch=part, timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size}
-                )
+                results = learner_update(
+                    actors.learner, batch=part,
+                    timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size},
+                )  # fmt: skip
                 m |= learner_metrics(results)
     if critic_update is not None:
         m |= ray.get(critic_update)

@@ -153,6 +153,31 @@ def test_an_actor_that_dies_is_started_again_from_the_checkpoint_and_the_run_end
     assert sorted(m.step for m in history) == [1, 2, 3, 4]  # iteration 3, done twice, logged once
 
 
+def test_a_ddp_learner_that_dies_is_a_death_to_restart_from_not_its_peers_broken_allreduce(
+    sft_run, tmp_path, ray_local, monkeypatch, capsys
+):
+    import os
+    import signal
+
+    step, kills = rlhf.iteration_step, []
+
+    def killing_the_last_learner_before_iteration_4(*args):  # (cfg, actors, space, policy, questions, iteration..)
+        if args[5] == 3 and not kills:  # the survivor, rank 0, answers first: with gloo's error, not a death
+            group = args[1].learner
+            ids = [r.actor_id for r in group.foreach_learner(lambda _learner: None)]
+            kills.append(ids[-1])
+            group.foreach_learner(lambda _learner: os.kill(os.getpid(), signal.SIGKILL), remote_actor_ids=ids[-1:],
+                                  timeout_seconds=0)  # fmt: skip
+        return step(*args)
+
+    monkeypatch.setattr(rlhf, "iteration_step", killing_the_last_learner_before_iteration_4)
+    two_learners = ["rl.actors.learner.num_learners=2", "rl.actors.learner.num_cpus_per_learner=0.25",
+                    "rl.actors.sampler.num_cpus=0.25"]  # fmt: skip
+    final = rlhf.main(load_config("tiny", [*GOLD, *two_learners]), sft_run, tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    assert kills and final["rl/policy_version"] == 4
+    assert "every actor starts again from iteration 2 (restart 1 of 2)" in capsys.readouterr().err
+
+
 def test_at_another_temperature_the_learner_and_the_reference_read_the_distribution_sampled(
     sft_run, tmp_path, ray_local
 ):
