@@ -334,14 +334,17 @@ def compare(
 ) -> None:
     """Two runs side by side, and one stage's policies judged question by question on the same held-out exam."""
     from cli.report import print_rows
-    from pipelines.compare import load_run, paired, side_by_side
+    from pipelines.compare import load_run, paired, settings_that_differ, side_by_side
 
     with _clear_refusals():
         a, b = load_run(run_a), load_run(run_b)
         judged = paired(a, b, stage)
+    changed = settings_that_differ(a.cfg, b.cfg)
+    print_rows(f"settings: a = {run_a}, b = {run_b} ({len(changed)} differ)", changed, ["setting", "a", "b"])
     print_rows(f"a = {run_a}, b = {run_b}", side_by_side(a.summary, b.summary), ["stage", "metric", "a", "b", "b - a"])
     print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
-    typer.echo(json.dumps({"stage": stage, **judged}))
+    settings = {row["setting"]: [row["a"], row["b"]] for row in changed}
+    typer.echo(json.dumps({"stage": stage, **judged, "settings": settings}))
 
 
 @app.command()

@@ -48,6 +48,17 @@ def load_run(run_dir: Path) -> Run:
     return Run(run_dir, cfg, json.loads(summary.read_text()))
 
 
+def settings_that_differ(a: Config, b: Config) -> list[dict]:
+    """Each setting whose value differs between the two runs' configs (setting, a, b): what is being compared."""
+    from conf.describe import settings
+
+    return [
+        {"setting": x.name, "a": x.value, "b": y.value}
+        for x, y in zip(settings(a), settings(b), strict=True)
+        if x.value != y.value
+    ]
+
+
 def side_by_side(a: dict, b: dict) -> list[dict]:
     """One row per figure both summaries report (stage, metric, a, b, b - a); run ids left out."""
     rows = []
