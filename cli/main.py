@@ -17,6 +17,31 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP.", no_args_is_help=True)
 world_app = typer.Typer(help="The sequence world: corpus, exam bank, action space.", no_args_is_help=True)
+
+
+def _print_version(asked: bool) -> None:
+    """tokenmdp's version and those of what it runs on, one line each: what a bug report needs."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    for package in ("tokenmdp", "torch", "ray", "mlflow", "pydantic"):
+        try:
+            typer.echo(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            typer.echo(f"{package} (not installed)")
+    raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the versions and exit.")
+    ] = False,
+) -> None:
+    """TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP."""
+
+
 app.add_typer(world_app, name="world")
 
 ConfigArg = Annotated[str, typer.Argument(help=f"A preset ({', '.join(preset_names())}) or a YAML path.")]

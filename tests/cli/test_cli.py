@@ -145,3 +145,11 @@ def test_serve_refuses_an_address_it_cannot_listen_on_before_starting_ray(tmp_pa
         result = runner.invoke(app, ["serve", "tiny", "--model", str(checkpoint), "--port", str(port)])
     assert result.exit_code == 2, result.output
     assert f"cannot listen on 127.0.0.1:{port}" in " ".join(result.output.replace("│", " ").split())
+
+
+def test_version_names_tokenmdp_and_what_it_runs_on():
+    from importlib.metadata import version
+
+    said = runner.invoke(app, ["--version"])
+    assert said.exit_code == 0
+    assert said.stdout.splitlines()[:2] == [f"tokenmdp {version('tokenmdp')}", f"torch {version('torch')}"]
