@@ -71,11 +71,10 @@ def rl_demands(actors: ActorsConfig, uses_rm: bool, uses_critic: bool) -> list[D
     for name in kinds:
         each: Resources = getattr(actors, name)
         demands.append(Demand(f"rl.actors.{name}", each.replicas, each.num_cpus, each.num_gpus))
-    lrn = actors.learner
-    if lrn.num_learners:
-        demands.append(
-            Demand("rl.actors.learner", lrn.num_learners, lrn.num_cpus_per_learner, lrn.num_gpus_per_learner)
-        )
+    learner = actors.learner
+    if learner.num_learners:  # 0: the local learner, inside the controller
+        each_cpus, each_gpus = learner.num_cpus_per_learner, learner.num_gpus_per_learner
+        demands.append(Demand("rl.actors.learner", learner.num_learners, each_cpus, each_gpus))
     return demands
 
 

@@ -176,12 +176,9 @@ def _clear_refusals() -> Iterator[None]:
     except DataFileError as err:
         typer.echo(f"Error: {err}", err=True)  # one bad line a line: nothing was trained on it
         raise typer.Exit(2) from None
-    except TrackingUnreachable as err:  # before the stage trains: nothing is lost
-        typer.echo(f"Error: {err}", err=True)
-        raise typer.Exit(1) from None
     except DoesNotFit as err:  # actors Ray would wait for forever
         raise typer.BadParameter(str(err)) from None
-    except ActorsLost as err:  # the checkpoint is kept: the same command resumes
+    except (TrackingUnreachable, ActorsLost) as err:  # nothing trained is lost: the same command resumes
         typer.echo(f"Error: {err}", err=True)
         raise typer.Exit(1) from None
 
@@ -429,7 +426,7 @@ def exam(
 @app.command("config")
 def show_config(
     config: Annotated[
-        str, typer.Argument(help="A preset (tiny, demo, full, cluster), a YAML path or a run directory.")
+        str, typer.Argument(help=f"A preset ({', '.join(preset_names())}), a YAML path or a run directory.")
     ] = "demo",
     overrides: SetOpt = None,
     docs: Annotated[

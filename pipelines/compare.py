@@ -50,13 +50,15 @@ def load_run(run_dir: Path) -> Run:
 
 def settings_that_differ(a: Config, b: Config) -> list[dict]:
     """Each setting whose value differs between the two runs' configs (setting, a, b): what is being compared."""
-    from conf.describe import settings
+    first, second = a.model_dump(), b.model_dump()
+    return [{"setting": f, "a": _at(first, f), "b": _at(second, f)} for f in config_differences(first, second)]
 
-    return [
-        {"setting": x.name, "a": x.value, "b": y.value}
-        for x, y in zip(settings(a), settings(b), strict=True)
-        if x.value != y.value
-    ]
+
+def _at(config: dict, dotted: str):
+    """The value of a dotted field in a dumped config; None where that config has no such field."""
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def side_by_side(a: dict, b: dict) -> list[dict]:

@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipelines.run_config import REGISTERED
 from pipelines.status import run_status
 
 
@@ -49,12 +48,11 @@ def run_line(run_dir: Path) -> RunLine:
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     stages = summary.get("stages", {})
     sft, reward, rlhf = (stages.get(s, {}) for s in ("sft", "reward", "rlhf"))
-    registered = run_dir / REGISTERED
     return RunLine(
         run_dir=str(run_dir), name=status.config_name, stands=status.position(), writer=status.writer,
         sft=sft.get("gold_pass_rate"), reward_accuracy=reward.get("gold_accuracy"), rlhf=rlhf.get("gold_pass_rate"),
         gain=rlhf.get("gain_over_sft"), gain_stderr=rlhf.get("gain_over_sft_stderr"),
-        model_uri=registered.read_text().strip() if registered.is_file() else None,
+        model_uri=status.model_uri,
         forked_from=summary.get("forked_from", {}).get("run_dir"),
     )  # fmt: skip
 
