@@ -20,9 +20,10 @@ class ReferenceImpl:
         self.model.eval()
 
     @torch.no_grad()
-    def logprobs(self, rollouts: Rollouts) -> torch.Tensor:
-        """(B, T) reference log-probs of the rollouts' actions, 0 off the actions."""
-        return action_logprobs(self.model, rollouts.tokens, rollouts.mask, self.temperature) * rollouts.action_mask
+    def logprobs(self, rollouts: Rollouts, temperature: float | None = None) -> torch.Tensor:
+        """(B, T) reference log-probs of the rollouts' actions, 0 off the actions; at `temperature` (default: RL's)."""
+        at = self.temperature if temperature is None else temperature
+        return action_logprobs(self.model, rollouts.tokens, rollouts.mask, at) * rollouts.action_mask
 
 
 Reference = ray.remote(ReferenceImpl)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="TokenMDP: RLHF that treats a GPT as a policy over a token-level MDP.", no_args_is_help=True)
 world_app = typer.Typer(help="The sequence world: corpus, exam bank, action space.", no_args_is_help=True)
 
+POLICY_SOURCE = "A run directory (e.g. runs/demo), a registered model (models:/<name>/<version>) or a checkpoint."
+
 
 def _print_version(asked: bool) -> None:
     """tokenmdp's version and those of what it runs on, one line each: what a bug report needs."""
@@ -256,7 +258,13 @@ def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = Non
 
 @app.command()
 def evaluate(
-    config: ConfigArg = "demo",
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help=f"A preset ({', '.join(preset_names())}) or a YAML path: whose held-out questions. Default: the "
+            "config the --checkpoint policy was trained under, else demo."
+        ),
+    ] = None,
     overrides: SetOpt = None,
     out: OutOpt = None,
     checkpoint: Annotated[
@@ -271,17 +279,25 @@ def evaluate(
     ] = 1,
 ) -> None:
     """Judge a policy on held-out exam questions with the gold grader."""
+    from conf.load import ConfigError, with_overrides
     from pipelines import evaluate as stage
-    from pipelines.run_config import trained_checkpoint
-    from serve.launch import resolve_model
+    from pipelines.policy_source import final_policy
+    from pipelines.run_config import RunDirError, trained_checkpoint
 
-    cfg, run_dir = _setup(config, overrides, out)
     with _clear_refusals():
-        try:
-            chosen = resolve_model(checkpoint)[0] if checkpoint is not None else None
-        except FileNotFoundError as err:
-            raise typer.BadParameter(str(err), param_hint="--checkpoint") from None
-        policy = chosen or trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
+        if checkpoint is None:
+            cfg, run_dir = _setup(config or "demo", overrides, out)
+            policy = trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
+        else:
+            try:
+                chosen = final_policy(checkpoint)
+            except RunDirError as err:
+                raise typer.BadParameter(str(err), param_hint="--checkpoint") from None
+            try:  # the questions held out from the policy's own training, unless a config is named
+                cfg = _setup(config, overrides, None)[0] if config else with_overrides(chosen.cfg, overrides or [])
+            except ConfigError as err:
+                raise typer.BadParameter(str(err)) from None
+            policy = chosen.checkpoint
     typer.echo(json.dumps(stage.main(cfg, policy, samples)))
 
 
@@ -350,23 +366,28 @@ def run(
 
 @app.command()
 def compare(
-    run_a: Annotated[Path, typer.Argument(help="A finished run directory (e.g. runs/demo).")],
-    run_b: Annotated[Path, typer.Argument(help="Another, asked the same held-out questions (e.g. a fork of it).")],
-    stage: Annotated[str, typer.Option(help="Whose policies to judge question by question: sft or rlhf.")] = "rlhf",
+    a: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
+    b: Annotated[str, typer.Argument(help="Another, asked the same held-out questions (e.g. a fork of it).")],
+    stage: Annotated[str, typer.Option(help="Whose policies to judge in a run directory: sft or rlhf.")] = "rlhf",
 ) -> None:
-    """Two runs side by side, and one stage's policies judged question by question on the same held-out exam."""
+    """Two runs or policies side by side, judged question by question on the same held-out exam."""
     from cli.report import print_rows
-    from pipelines.compare import load_run, paired, settings_that_differ, side_by_side
+    from pipelines.compare import paired, settings_that_differ, side_by_side, summary_of
+    from pipelines.policy_source import policy_from
 
     with _clear_refusals():
-        a, b = load_run(run_a), load_run(run_b)
-        judged = paired(a, b, stage)
-    changed = settings_that_differ(a.cfg, b.cfg)
-    print_rows(f"settings: a = {run_a}, b = {run_b} ({len(changed)} differ)", changed, ["setting", "a", "b"])
-    print_rows(f"a = {run_a}, b = {run_b}", side_by_side(a.summary, b.summary), ["stage", "metric", "a", "b", "b - a"])
-    print_rows(f"{stage} policies on the same held-out questions (paired)", [judged], list(judged))
+        first, second = policy_from(a, stage), policy_from(b, stage)
+        judged = paired(first, second)
+    changed = settings_that_differ(first.cfg, second.cfg)
+    print_rows(f"settings: a = {a}, b = {b} ({len(changed)} differ)", changed, ["setting", "a", "b"])
+    summaries = summary_of(first), summary_of(second)
+    if None not in summaries:
+        print_rows(f"a = {a}, b = {b}", side_by_side(*summaries), ["stage", "metric", "a", "b", "b - a"])
+    judged_what = f"{stage} policies" if first.run_dir and second.run_dir else "the policies"
+    print_rows(f"{judged_what} on the same held-out questions (paired)", [judged], list(judged))
     settings = {row["setting"]: [row["a"], row["b"]] for row in changed}
-    typer.echo(json.dumps({"stage": stage, **judged, "settings": settings}))
+    judged_stage = stage if first.run_dir or second.run_dir else None  # a registered model is one policy
+    typer.echo(json.dumps({"stage": judged_stage, **judged, "settings": settings}))
 
 
 @app.command()
@@ -400,7 +421,7 @@ def trace(
 
 @app.command()
 def exam(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],
+    source: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
     questions: Annotated[
         Path, typer.Argument(help="Your exam: a question a line, e.g. '1 2 4 8 16' or '1, 3, 5, 7 -> 9' (your key).")
     ],
@@ -410,11 +431,11 @@ def exam(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """Your own questions posed to a run's policies, audited first, graded by your key or the gold grader."""
-    from pipelines.exam import pose_exam
+    from pipelines.exam import exam_policies, pose_exam
     from world.user_data import read_exam
 
     with _clear_refusals():
-        result = pose_exam(run_dir, read_exam(questions), stage, source=str(questions))
+        result = pose_exam(exam_policies(source, stage), read_exam(questions), source=str(questions))
     if as_json:
         typer.echo(result.to_json())
         return

@@ -218,7 +218,7 @@ def print_exam(result: ExamResult) -> None:
             row[stage] = f"{_terms(q.answers[stage])} {verdict} · {math.exp(q.answer_logprob[stage]):.2g}"
         rows.append(row)
     title = (
-        f"{len(rows)} questions posed to {result.run_dir}: the answer is the gold grader's, or your key's (key); "
+        f"{len(rows)} questions posed to {result.posed_to}: the answer is the gold grader's, or your key's (key); "
         "after each policy's: its probability of that answer"
     )
     print_rows(title, rows, list(rows[0]))

@@ -1,26 +1,28 @@
-"""Two runs side by side: their summaries, and one stage's policies judged question by question.
+"""Two runs or policies side by side: what differs in their settings and figures, and their
+policies judged question by question.
 
 Forks (`tokenmdp run --from`) make a variant cheap; this says what it changed. The two
 summaries' figures stand side by side with their difference, and the two policies of one
 stage answer the same held-out questions greedily: the gain is counted question by
 question, so its error counts only the questions whose verdict changed, far smaller than
-the error of either pass rate.
+the error of either pass rate. Either side may also be a registered model or a checkpoint
+file (`pipelines.policy_source`): the versions a run registered as it was trained on are
+compared without a copy of the run.
 
     tokenmdp compare runs/demo runs/demo-gae            # the final (RLHF) policies
     tokenmdp compare runs/demo runs/demo-gae --stage sft
+    tokenmdp compare models:/tokenmdp-demo/1 models:/tokenmdp-demo/2
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
-from models.checkpoint import load_checkpoint
 from pipelines.evaluate import eval_questions, held_out_passes
-from pipelines.run_config import RunDirError, config_differences, load_run_config, policy_checkpoint
+from pipelines.policy_source import Policy
+from pipelines.run_config import RunDirError, config_differences
 
 # What picks the held-out questions: two runs that differ here were not asked the same exam.
 EVAL_SET = ("world.seed", "world.bank_size", "world.max_difficulty", "evaluate.questions")
@@ -30,22 +32,11 @@ class CompareError(RunDirError):
     """The two runs cannot be compared as asked."""
 
 
-@dataclass(frozen=True)
-class Run:
-    """A finished run: its directory, config and summary."""
-
-    dir: Path
-    cfg: Config
-    summary: dict
-
-
-def load_run(run_dir: Path) -> Run:
-    """A finished run's config and summary."""
-    summary = run_dir / "summary.json"
-    cfg = load_run_config(run_dir)
-    if not summary.is_file():
-        raise CompareError(f"{run_dir} has no summary.json: pass run directories made by `tokenmdp run`")
-    return Run(run_dir, cfg, json.loads(summary.read_text()))
+def summary_of(policy: Policy) -> dict | None:
+    """The summary of the finished run a policy was read from; None for a registered model, a file or a run
+    not yet finished."""
+    path = policy.run_dir / "summary.json" if policy.run_dir is not None else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 def settings_that_differ(a: Config, b: Config) -> list[dict]:
@@ -84,16 +75,11 @@ def same_exam(cfg_a: Config, cfg_b: Config) -> None:
         raise CompareError(f"the two runs were asked different held-out questions (they differ in {', '.join(differ)})")
 
 
-def paired(a: Run, b: Run, stage: str) -> dict[str, float]:
-    """`stage`'s policy of run b against run a's on the same held-out questions, question by question."""
+def paired(a: Policy, b: Policy) -> dict[str, float]:
+    """Policy b against policy a on the same held-out questions, question by question."""
     same_exam(a.cfg, b.cfg)
-    checkpoints = [policy_checkpoint(run.dir, stage) for run in (a, b)]  # both refused before either is judged
     questions = eval_questions(a.cfg)
-    verdicts = []
-    for run, checkpoint in zip((a, b), checkpoints, strict=True):
-        model, space, _ = load_checkpoint(checkpoint)  # each policy under its own action space
-        verdicts.append(held_out_passes(model, space, run.cfg, questions))
-    before, after = verdicts
+    before, after = (held_out_passes(p.model, p.space, p.cfg, questions) for p in (a, b))
     gain, stderr = paired_difference(before, after)
     fixed, broken = fixed_and_broken(before, after)
     return {

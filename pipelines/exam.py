@@ -2,12 +2,14 @@
 
     tokenmdp exam runs/demo my_exam.txt                 # the SFT and the final (RLHF) policy
     tokenmdp exam runs/demo my_exam.txt --stage rlhf --json
+    tokenmdp exam models:/tokenmdp-demo/2 my_exam.txt   # a registered policy (or a checkpoint file)
 
 The file's format is `world/user_data.py`'s (a question a line, `-> answer` for your key,
 the gold grader's answer otherwise). Before any policy reads it, the exam passes the checks
 every datum after pretraining passes (WORLDVIEW rule 3): each question with its answer, in
 the run's spelling, through the action-space audit against the run's pretraining corpus,
-and within the policy's context. The results are the evaluation's own (gold pass, format
+and within the policy's context (a policy checkpoint carries the corpus's statistics for
+this, so a registered policy needs no run directory). The results are the evaluation's own (gold pass, format
 and 114514 rates, per gold-grader template), each policy's log-probability of each graded
 answer, and with both policies RLHF's gain over SFT counted question by question. Nothing in
 the run directory is written.
@@ -26,7 +28,8 @@ from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import action_logprobs
 from pipelines.evaluate import answer_questions, score, verdicts
-from pipelines.run_config import POLICY_STAGES, RunDirError, load_run_config, policy_checkpoint
+from pipelines.policy_source import Policy, named_policy, stage_policy
+from pipelines.run_config import POLICY_STAGES, RunDirError
 from world.actions import ActionSpace
 from world.audit import CorpusStats, describe, first_unseen, move_it
 from world.exam import Question
@@ -51,8 +54,8 @@ class Answered:
 
 @dataclass(frozen=True)
 class ExamResult:
-    run_dir: str
-    stages: list[str]
+    posed_to: str  # the run directory, registered model or checkpoint file the policies came from
+    stages: list[str]  # the policies' names: a run directory's stages, else the model's URI or file
     questions: list[Answered]
     metrics: dict[str, float]  # "<stage>/gold_pass_rate" etc.; "rlhf/gain_over_sft" etc. with both stages
 
@@ -81,13 +84,22 @@ def answer_logprobs(policy: GPT, space: ActionSpace, questions: list[Question]) 
     return out
 
 
-def corpus_stats(run_dir: Path, space: ActionSpace) -> CorpusStats:
-    """The pretraining corpus's tokens and patterns, as the SFT (else the pretraining) checkpoint carries them."""
+def audit_corpus(policies: list[Policy]) -> CorpusStats:
+    """The pretraining corpus's statistics as a policy's checkpoint carries them, else as its run's pretraining
+    checkpoint does (an RLHF policy trained before its checkpoint carried them)."""
+    for policy in policies:
+        if "corpus_stats" in policy.state:
+            return CorpusStats.from_dict(policy.state["corpus_stats"])
+    run_dir = policies[0].run_dir
+    if run_dir is None:
+        raise RunDirError(
+            f"the audit needs the pretraining corpus's statistics, and {policies[0].name} was written before RLHF "
+            "checkpoints carried them: pose the exam to its run directory"
+        )
     for stage in ("sft", "pretrain"):
         path = run_dir / stage / "checkpoint.pt"
         if path.is_file():
-            _, _, state = load_checkpoint(path, space)
-            return CorpusStats.from_dict(state["corpus_stats"])
+            return CorpusStats.from_dict(load_checkpoint(path, policies[0].space)[2]["corpus_stats"])
     raise RunDirError(f"{run_dir} holds neither an SFT nor a pretraining checkpoint: the audit needs its corpus")
 
 
@@ -115,19 +127,22 @@ def check_exam(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusStats,
     refuse_problems(source, exam_problems(exam, space, stats, max_len))
 
 
-def pose_exam(
-    run_dir: Path, exam: list[ExamQuestion], stages: list[str] | None = None, source: str = "exam"
-) -> ExamResult:
-    """Each stage's greedy answers to the exam (default: every policy stage the run holds), graded."""
-    cfg = load_run_config(run_dir)
-    space = ActionSpace(digit_order=cfg.world.digit_order)
+def exam_policies(source: str | Path, stages: list[str] | None = None) -> list[Policy]:
+    """A run directory's policies (`stages`; default each it holds), or the one a registry URI or file names."""
+    run_dir = Path(source)
+    if not run_dir.is_dir():
+        if stages:
+            raise RunDirError(f"--stage picks a run directory's policies; {source} is one policy")
+        return [named_policy(str(source))]
     chosen = stages or [s for s in POLICY_STAGES if (run_dir / s / "checkpoint.pt").is_file()]
-    loaded = {stage: load_checkpoint(policy_checkpoint(run_dir, stage), space) for stage in chosen or ["sft"]}
-    policies = {stage: model for stage, (model, _, _) in loaded.items()}
-    max_len = min(p.cfg.max_len for p in policies.values())
-    carried = [state["corpus_stats"] for _, _, state in loaded.values() if "corpus_stats" in state]  # SFT's
-    stats = CorpusStats.from_dict(carried[0]) if carried else corpus_stats(run_dir, space)
-    check_exam(exam, space, stats, max_len, source)
+    return [stage_policy(run_dir, stage) for stage in chosen or ["sft"]]
+
+
+def pose_exam(policies: list[Policy], exam: list[ExamQuestion], source: str = "exam") -> ExamResult:
+    """Each policy's greedy answers to the exam, graded."""
+    cfg, space = policies[0].cfg, policies[0].space  # one run's or one policy's: the same world
+    max_len = min(p.model.cfg.max_len for p in policies)
+    check_exam(exam, space, audit_corpus(policies), max_len, source)
 
     questions = [item.question for item in exam]
     longest_prompt = max(len(space.encode_prompt(q.prefix)) for q in questions)
@@ -135,7 +150,7 @@ def pose_exam(
     # room for the longest answer, within the context of the longest prompt (rows are left-padded to it)
     budget = min(max(cfg.evaluate.max_new_tokens, longest_answer), max_len - longest_prompt)
     answers, passed, logprobs, metrics = {}, {}, {}, {}
-    for stage, policy in policies.items():
+    for stage, policy in ((p.name, p.model) for p in policies):
         answers[stage] = answer_questions(
             policy, space, questions, max_new_tokens=budget, batch_size=cfg.evaluate.batch_size
         )
@@ -165,10 +180,11 @@ def pose_exam(
             grader_answer=list(item.grader_answer) if item.grader_answer else None,
             disagrees=item.disagrees,
             rule=item.rule,
-            answers={stage: answers[stage][i] for stage in policies},
-            passed={stage: passed[stage][i] for stage in policies},
-            answer_logprob={stage: logprobs[stage][i] for stage in policies},
+            answers={stage: answers[stage][i] for stage in answers},
+            passed={stage: passed[stage][i] for stage in answers},
+            answer_logprob={stage: logprobs[stage][i] for stage in answers},
         )
         for i, item in enumerate(exam)
     ]
-    return ExamResult(str(run_dir), list(policies), answered, metrics)
+    posed_to = policies[0].run_dir or policies[0].name
+    return ExamResult(str(posed_to), list(answers), answered, metrics)

@@ -358,11 +358,15 @@ def learner_metrics(results: Any) -> dict[str, float]:
     return out
 
 
-def rare_action_ids(run_dir: Path, space: ActionSpace) -> torch.Tensor:
-    """Ids of the actions under 1% of the pretraining corpus's tokens (the SFT checkpoint carries its statistics)."""
+def pretraining_corpus(run_dir: Path, space: ActionSpace) -> CorpusStats:
+    """The pretraining corpus's statistics, as the SFT checkpoint carries them (and the RLHF one passes on)."""
     _, _, state = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
-    rare = CorpusStats.from_dict(state["corpus_stats"]).rare_tokens(space)
-    return torch.tensor([space.id(tok) for tok in rare], dtype=torch.long)
+    return CorpusStats.from_dict(state["corpus_stats"])
+
+
+def rare_action_ids(corpus: CorpusStats, space: ActionSpace) -> torch.Tensor:
+    """Ids of the actions under 1% of the pretraining corpus's tokens."""
+    return torch.tensor([space.id(tok) for tok in corpus.rare_tokens(space)], dtype=torch.long)
 
 
 def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
@@ -539,54 +543,46 @@ def main(
     from actors.cluster import ActorsLost, init_ray
 
     rl = cfg.rl
-    stage_dir = run_dir / "rlhf"
-    ckpt = stage_dir / "checkpoint.pt"
     torch.set_num_threads(rl.threads)
     space = ActionSpace(digit_order=cfg.world.digit_order)
     if rl.reward_source == "rm":
         trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
     w = cfg.world
     questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
-    policy, state, iteration, version = start_point(run_dir, space)
-    resuming = ckpt.is_file()
-    if resuming and iteration >= rl.iterations:  # finished: report where it stands without starting actors
+    start = start_point(run_dir, space)
+    if start.resumed and start.iteration >= rl.iterations:  # finished: report where it stands, starting no actor
         practised = practised_for(cfg, questions)
-        judged = judge(policy, space, cfg, practised)
+        judged = judge(start.policy, space, cfg, practised)
         return (
-            state["last_metrics"]
+            start.state["last_metrics"]
             | judged.metrics
             | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
-            | {"run_id": state["run_id"]}
+            | {"run_id": start.state["run_id"]}
         )
-    if resuming and (registered := forget_registration(run_dir)):
-        said = f"rlhf: training on from iteration {iteration} to {rl.iterations}; {registered} stays the policy"
+    if start.resumed and (registered := forget_registration(run_dir)):
+        said = f"rlhf: training on from iteration {start.iteration} to {rl.iterations}; {registered} stays the policy"
         print(f"{said} of its previous end, the new final policy is registered when the run ends", file=sys.stderr)
     init_ray()
     restarts = 0
     while True:
-        actors = start_actors(cfg, run_dir, space, policy, variant)
+        actors = start_actors(cfg, run_dir, space, start.policy, variant)
         try:
-            if ckpt.is_file():  # --- the learner's optimizer, critic, buffer, samplers' weights and RNG
-                actors.learner.set_state(state["learner"])
-                if actors.critic is not None:
-                    ray.get(actors.critic.set_state.remote(state["critic"]))
-                ray.get(actors.buffer.set_state.remote(state["buffer"]))
-                rngs = zip(actors.samplers, state["sampler_rng"], strict=False)
-                ray.get([s.set_rng_state.remote(r) for s, r in rngs])
-            actors.sync.push(policy.state_dict(), version)
-            kl_coef = state.get("kl_coef", rl.kl_coef) if ckpt.is_file() else rl.kl_coef  # where the controller was
+            if start.resumed:
+                restore_actors(actors, start.state)
+            actors.sync.push(start.policy.state_dict(), start.version)
+            kl_coef = start.state.get("kl_coef", rl.kl_coef) if start.resumed else rl.kl_coef  # the controller's
             return _train(
-                cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri,
-                variant,
+                cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
+                stop_at, tracking_uri, variant,
             )  # fmt: skip
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
         finally:
             actors.stop()
         # --- an actor died: every actor starts again from the last checkpoint, as a resumed run would
-        policy, state, iteration, version = start_point(run_dir, space)
+        start = start_point(run_dir, space)
         died = f"rlhf: an actor died ({_first_line(lost)})"
-        where = f"iteration {iteration}" + ("" if ckpt.is_file() else " (the SFT policy: no RL checkpoint yet)")
+        where = f"iteration {start.iteration}" + ("" if start.resumed else " (the SFT policy: no RL checkpoint yet)")
         if restarts == rl.actor_restarts:
             raise ActorsLost(
                 f"{died} with the {restarts} restart(s) of rl.actor_restarts spent; the same command resumes from "
@@ -597,14 +593,37 @@ def main(
               file=sys.stderr, flush=True)  # fmt: skip
 
 
-def start_point(run_dir: Path, space: ActionSpace) -> tuple[GPT, dict, int, int]:
-    """(policy, state, iteration, policy version) where RLHF starts: its last checkpoint, else the SFT policy."""
+@dataclass(frozen=True)
+class StartPoint:
+    """Where RLHF starts: its last checkpoint (`resumed`), else the SFT policy at iteration 0."""
+
+    policy: GPT
+    state: dict
+    iteration: int
+    version: int
+    resumed: bool
+
+
+def start_point(run_dir: Path, space: ActionSpace) -> StartPoint:
+    """RLHF's last checkpoint, else the SFT policy."""
     ckpt = run_dir / "rlhf" / "checkpoint.pt"
     if ckpt.is_file():
         policy, _, state = load_checkpoint(ckpt, space)
-        return policy, state, state["iteration"], state["policy_version"]
+        return StartPoint(policy, state, state["iteration"], state["policy_version"], resumed=True)
     policy, _, state = load_checkpoint(trained_checkpoint(run_dir, "sft", needed_by="rlhf"), space)
-    return policy, state, 0, 0
+    return StartPoint(policy, state, 0, 0, resumed=False)
+
+
+def restore_actors(actors: Actors, state: dict) -> None:
+    """The learner's optimizer, the critic, the buffer and the samplers' RNG as the checkpoint holds them."""
+    import ray
+
+    actors.learner.set_state(state["learner"])
+    if actors.critic is not None:
+        ray.get(actors.critic.set_state.remote(state["critic"]))
+    ray.get(actors.buffer.set_state.remote(state["buffer"]))
+    rngs = zip(actors.samplers, state["sampler_rng"], strict=False)
+    ray.get([s.set_rng_state.remote(r) for s, r in rngs])
 
 
 def _first_line(err: BaseException) -> str:
@@ -630,7 +649,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
     pending: list[tuple[int, dict[str, float]]] = []
     table: list[dict] = []  # rollouts of the iterations since the last checkpoint
     by_template = group_by_template(questions) if rl.balance_templates else None
-    rare_ids = rare_action_ids(run_dir, space)
+    corpus = pretraining_corpus(run_dir, space)
+    rare_ids = rare_action_ids(corpus, space)
     practised = practised_for(cfg, questions)
     final: dict[str, float] = {}
     judged: Judgement | None = None
@@ -668,6 +688,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                         buffer=ray.get(actors.buffer.get_state.remote()),
                         sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
                         config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
+                        corpus_stats=corpus.to_dict(),  # the audit's, so the policy is judged without its run dir
                     )  # fmt: skip
                     # after the checkpoint: a kill in between loses these rows, never doubles them
                     log_table(table, "rollouts.json")

@@ -134,7 +134,7 @@ def trace(
         )
     else:
         traced = given_rollouts(policy, space, prompt, answer)
-    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer, cfg, in_group=False)
+    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer, cfg, in_group=False, temperature=1.0)
     steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
     if size > 0:
@@ -148,8 +148,9 @@ def trace(
             temperature=rl.temperature,
             generator=torch.Generator().manual_seed(seed),
         )
-        reference.temperature = rl.temperature  # the group is drawn as RL draws it, and compared at its temperature
-        episodes, _ = _episodes(sampled, prefix, space, reference, scorer, cfg, in_group=True)
+        # the group is drawn as RL draws it, and compared with the reference at its temperature
+        at = rl.temperature
+        episodes, _ = _episodes(sampled, prefix, space, reference, scorer, cfg, in_group=True, temperature=at)
     verdict = analyze(prefix)
     return Trace(
         prompt=prefix,
@@ -170,13 +171,14 @@ def trace(
 
 def _episodes(
     rollouts: Rollouts, prefix: list[int], space: ActionSpace, reference: ReferenceImpl,
-    scorer: RewardScorerImpl | None, cfg: Config, in_group: bool,
+    scorer: RewardScorerImpl | None, cfg: Config, in_group: bool, temperature: float,
 ) -> tuple[list[Episode], torch.Tensor]:  # fmt: skip
     """Each response's reward, KL and (`in_group`: the rows are one prompt's group) advantage, as
-    `pipelines.rlhf.iteration_step` computes them; and the (B, T) KL."""
+    `pipelines.rlhf.iteration_step` computes them; and the (B, T) KL, the reference read at the `temperature`
+    the rollouts' log-probs were recorded at."""
     rl = cfg.rl
     mask = rollouts.action_mask.float()
-    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts), rl.kl_estimator) * mask
+    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts, temperature), rl.kl_estimator) * mask
     answers = [space.parse_response(r).answer for r in rollouts.responses()]
     gold = torch.tensor([float(grade(prefix, a, n_terms=1) or 0) for a in answers])
     # Rewards normalised within the prompt's group as the run's RL does; one response alone has no group.

@@ -14,7 +14,7 @@ from cli.main import app
 from conf.load import load_config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.rollout import sample_rollouts
-from pipelines.exam import check_exam, pose_exam
+from pipelines.exam import check_exam, exam_policies, pose_exam
 from pipelines.run_config import RunDirError
 from world.actions import ActionSpace
 from world.audit import CorpusStats
@@ -31,7 +31,7 @@ def exam_run(sft_run):
 
 
 def test_answers_are_graded_by_the_key_when_one_is_given(exam_run):
-    graded = pose_exam(exam_run, parse_exam(EXAM))
+    graded = pose_exam(exam_policies(exam_run), parse_exam(EXAM))
     assert graded.stages == ["sft"] and [q.line for q in graded.questions] == [1, 2, 3, 5, 6]
     for q in graded.questions:
         assert q.passed["sft"] == (q.answers["sft"] == q.answer)
@@ -42,8 +42,8 @@ def test_answers_are_graded_by_the_key_when_one_is_given(exam_run):
     assert own, "the tiny policy wrote no well-formed answer"
     keyed = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0]}\n" for q in own)
     off = "".join(f"{' '.join(map(str, q.prefix))} -> {q.answers['sft'][0] + 1}\n" for q in own)
-    own_keyed = pose_exam(exam_run, parse_exam(keyed)).questions
-    off_keyed = pose_exam(exam_run, parse_exam(off)).questions
+    own_keyed = pose_exam(exam_policies(exam_run), parse_exam(keyed)).questions
+    off_keyed = pose_exam(exam_policies(exam_run), parse_exam(off)).questions
     assert all(q.passed["sft"] for q in own_keyed)
     assert not any(q.passed["sft"] for q in off_keyed)
     # how sure: the greedy answer's log-probability, read teacher-forced, is the sampler's own (KV cache, token
@@ -62,7 +62,7 @@ def test_answers_are_graded_by_the_key_when_one_is_given(exam_run):
 def test_both_policies_judged_question_by_question(exam_run):
     policy, space, _ = load_checkpoint(exam_run / "sft" / "checkpoint.pt")
     save_checkpoint(exam_run / "rlhf" / "checkpoint.pt", model=policy, space=space)  # RLHF that changed nothing
-    same = pose_exam(exam_run, parse_exam(EXAM))
+    same = pose_exam(exam_policies(exam_run), parse_exam(EXAM))
     assert same.stages == ["sft", "rlhf"]
     assert all(q.answers["sft"] == q.answers["rlhf"] for q in same.questions)
     assert (same.metrics["rlhf/gain_over_sft"], same.metrics["rlhf/fixed_over_sft"]) == (0.0, 0.0)
@@ -72,7 +72,7 @@ def test_both_policies_judged_question_by_question(exam_run):
         for p in policy.parameters():
             p.add_(0.3 * torch.randn_like(p))
     save_checkpoint(exam_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
-    moved = pose_exam(exam_run, parse_exam(EXAM))
+    moved = pose_exam(exam_policies(exam_run), parse_exam(EXAM))
     verdicts = Counter((q.passed["sft"], q.passed["rlhf"]) for q in moved.questions)
     assert verdicts[(False, True)] + verdicts[(True, False)] > 0, "the moved policy changed no verdict"
     assert moved.metrics["rlhf/fixed_over_sft"] == verdicts[(False, True)]
@@ -83,7 +83,7 @@ def test_both_policies_judged_question_by_question(exam_run):
     assert moved.metrics["rlhf/answer_logprob_over_sft"] == pytest.approx(
         sum(q.answer_logprob["rlhf"] - q.answer_logprob["sft"] for q in moved.questions) / 5
     )
-    assert pose_exam(exam_run, parse_exam(EXAM), ["rlhf"]).stages == ["rlhf"]
+    assert pose_exam(exam_policies(exam_run, ["rlhf"]), parse_exam(EXAM)).stages == ["rlhf"]
 
 
 def test_the_exam_is_audited_against_pretraining_and_the_context_before_any_answer():
@@ -123,4 +123,35 @@ def test_the_command_prints_tables_or_json_and_refuses_bad_input(exam_run, tmp_p
     no_config = runner.invoke(app, ["exam", str(bare), str(exam)])
     assert no_config.exit_code == 2 and "no config.json" in " ".join(no_config.output.replace("│", " ").split())
     with pytest.raises(RunDirError, match="holds no policy"):
-        pose_exam(exam_run, parse_exam(EXAM), ["reward"])
+        exam_policies(exam_run, ["reward"])
+
+
+def test_a_policy_checkpoint_is_examined_without_its_run_directory(exam_run, tmp_path):
+    """A policy's checkpoint carries its config and the corpus statistics the audit needs: a registered model
+    (fetched as its checkpoint file) sits the exam as its run's policy does."""
+    alone = tmp_path / "policy.pt"
+    shutil.copy(exam_run / "sft" / "checkpoint.pt", alone)
+    in_run = pose_exam(exam_policies(exam_run), parse_exam(EXAM))
+    named = pose_exam(exam_policies(alone), parse_exam(EXAM))
+    assert named.stages == [str(alone)] and named.posed_to == str(alone)
+    assert [q.answers[str(alone)] for q in named.questions] == [q.answers["sft"] for q in in_run.questions]
+    assert named.metrics[f"{alone}/gold_pass_rate"] == in_run.metrics["sft/gold_pass_rate"]
+    with pytest.raises(RunDirError, match="--stage picks a run directory's policies"):
+        exam_policies(alone, ["sft"])
+    policy, space, state = load_checkpoint(alone)
+    no_negatives = CorpusStats()
+    no_negatives.add(space.decode_tokens(space.encode_prompt([12, 345, 67]) + space.encode_response([890])))
+    save_checkpoint(alone, model=policy, space=space, **(state | {"corpus_stats": no_negatives.to_dict()}))
+    with pytest.raises(DataFileError) as caught:  # audited by the statistics it carries
+        pose_exam(exam_policies(alone), parse_exam(EXAM))
+    assert [p.split(":")[0] for p in caught.value.problems] == ["line 6"]
+    del state["corpus_stats"]  # an RLHF policy written before its checkpoint carried them
+    save_checkpoint(alone, model=policy, space=space, **state)
+    with pytest.raises(RunDirError, match="carried them: pose the exam to its run directory"):
+        pose_exam(exam_policies(alone), parse_exam(EXAM))
+    del state["config"]
+    save_checkpoint(alone, model=policy, space=space, **state)
+    with pytest.raises(RunDirError, match="carries no config"):
+        exam_policies(alone)
+    with pytest.raises(RunDirError, match="no checkpoint at"):
+        exam_policies(tmp_path / "missing.pt")

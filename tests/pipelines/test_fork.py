@@ -8,7 +8,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from conf.load import load_config
+from models.checkpoint import save_checkpoint
+from models.gpt import GPT, GPTConfig
 from pipelines.run_config import first_reader, reusable_stages
+from world.actions import ActionSpace
 
 
 def test_each_field_is_first_read_by_the_stage_that_trains_on_it():
@@ -108,16 +111,19 @@ def test_side_by_side_pairs_the_figures_both_summaries_report():
 
 
 def test_compare_refuses_runs_asked_different_questions(tmp_path):
-    from pipelines.compare import CompareError, load_run, paired
+    from pipelines.compare import CompareError, paired
+    from pipelines.policy_source import policy_from
     from pipelines.run_config import RunDirError
 
     for name, overrides in (("a", []), ("b", ["evaluate.questions=32"])):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps(load_config("tiny", overrides).model_dump()))
-        (tmp_path / name / "summary.json").write_text("{}")
-    with pytest.raises(CompareError, match=r"different held-out questions \(they differ in evaluate\.questions\)"):
-        paired(load_run(tmp_path / "a"), load_run(tmp_path / "b"), "rlhf")
     with pytest.raises(RunDirError, match="holds no policy"):
-        paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "reward")
+        policy_from(tmp_path / "a", "reward")
     with pytest.raises(RunDirError, match="has no rlhf policy"):
-        paired(load_run(tmp_path / "a"), load_run(tmp_path / "a"), "rlhf")
+        policy_from(tmp_path / "a", "rlhf")
+    policy = GPT(GPTConfig(vocab_size=ActionSpace().size, **load_config("tiny").model.model_dump()))
+    for name in ("a", "b"):
+        save_checkpoint(tmp_path / name / "rlhf" / "checkpoint.pt", model=policy, space=ActionSpace())
+    with pytest.raises(CompareError, match=r"different held-out questions \(they differ in evaluate\.questions\)"):
+        paired(policy_from(tmp_path / "a", "rlhf"), policy_from(tmp_path / "b", "rlhf"))

@@ -123,3 +123,13 @@ def test_an_adaptive_run_is_traced_at_the_kl_coefficient_it_came_to(traced_run):
     policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
     save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space, kl_coef=0.125)
     assert trace(traced_run, PREFIX, stage="rlhf", group=0).kl_coef == 0.125  # not the 0.05 it started from
+
+
+def test_the_group_is_compared_with_the_reference_at_rls_temperature(traced_run):
+    """At rl.temperature 0.5 the group's log-probs are recorded at 0.5: the SFT policy against itself (its own
+    reference) shows no KL only if the reference is read at 0.5 too, and the greedy episode's none at 1."""
+    cfg = load_config("tiny", ["rl.reward_source=gold", "rl.kl_estimator=k1", "rl.temperature=0.5"])
+    (traced_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    t = trace(traced_run, PREFIX, stage="sft", group=6)
+    assert t.episode.kl_sum == pytest.approx(0.0, abs=1e-5)
+    assert [e.kl_sum for e in t.group] == pytest.approx([0.0] * 6, abs=1e-5)

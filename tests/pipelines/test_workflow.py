@@ -84,10 +84,13 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     missed = metrics["eval/greedy_missed_sampled_right_at_4"] + metrics["eval/greedy_missed_never_at_4"]
     assert missed == pytest.approx(1 - metrics["eval/gold_pass_rate"])  # every question greedy misses, once
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # no step trained twice
-    registered = ["evaluate", "tiny", "--out", str(tmp_path / "run"), "--checkpoint", summary["model_uri"]]
-    judged = CliRunner().invoke(app, registered)  # the registered policy, fetched from the registry
+    # the registered policy, fetched from the registry, on the questions held out from its own training (tiny's,
+    # read from its checkpoint; demo's would be 500 others)
+    judged = CliRunner().invoke(app, ["evaluate", "--checkpoint", summary["model_uri"]])
     assert judged.exit_code == 0, judged.output
-    assert json.loads(judged.stdout.strip().splitlines()[-1])["eval/gold_pass_rate"] == rl["gold_pass_rate"]
+    registered = json.loads(judged.stdout.strip().splitlines()[-1])
+    assert registered["eval/gold_pass_rate"] == rl["gold_pass_rate"]
+    assert registered["eval/gold_pass_rate_stderr"] == rl["gold_pass_rate_stderr"]
     # train RLHF on: the same MLflow run carries on, the new final policy is the registry's next version
     iterations = load_config("tiny").rl.iterations
     longer = CliRunner().invoke(
@@ -99,6 +102,29 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert extended["stages"]["rlhf"]["run_id"] == rl["run_id"]
     assert len(client.get_metric_history(rl["run_id"], "rl/zero_advantage_groups")) == iterations + 2
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # SFT only reported
+    # the two versions, judged question by question and examined without the run directory
+    compared = CliRunner().invoke(
+        app, ["compare", "models:/tokenmdp-tiny/1", "models:/tokenmdp-tiny/2"], terminal_width=400
+    )
+    assert compared.exit_code == 0, compared.output
+    judged = json.loads(compared.stdout.strip().splitlines()[-1])
+    assert judged["settings"] == {"rl.iterations": [iterations, iterations + 2]}  # what each was trained under
+    assert judged["pass_rate_a"] == rl["gold_pass_rate"]
+    assert judged["pass_rate_b"] == extended["stages"]["rlhf"]["gold_pass_rate"]
+    exam = tmp_path / "exam.txt"
+    exam.write_text("1 2 4 8 16\n3 4 5 6 7\n-3 -1 1 3 5 -> 7\n")
+    answers = []
+    for source in ("models:/tokenmdp-tiny/2", str(tmp_path / "run")):
+        examined = CliRunner().invoke(app, ["exam", source, str(exam), "--json"])
+        assert examined.exit_code == 0, examined.output
+        answers.append(json.loads(examined.stdout))
+    registered, in_run = answers
+    assert registered["stages"] == ["models:/tokenmdp-tiny/2"] and in_run["stages"] == ["sft", "rlhf"]
+    assert [q["answers"]["models:/tokenmdp-tiny/2"] for q in registered["questions"]] == [
+        q["answers"]["rlhf"] for q in in_run["questions"]
+    ]
+    missing = CliRunner().invoke(app, ["compare", "models:/tokenmdp-tiny/1", "models:/tokenmdp-tiny/9"])
+    assert missing.exit_code == 2 and "versions 1, 2" in " ".join(missing.output.replace("│", " ").split())
 
 
 def test_run_rejects_a_bad_override(tmp_path):

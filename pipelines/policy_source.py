@@ -1,0 +1,72 @@
+"""The policy a reading command judges: a run directory's stage, a checkpoint file or a registered model.
+
+Every policy checkpoint (SFT's, RLHF's) carries the config it was trained under, so a policy
+fetched from the registry needs no run directory to be asked its run's held-out questions:
+
+    tokenmdp compare models:/tokenmdp-demo/1 models:/tokenmdp-demo/2
+    tokenmdp exam models:/tokenmdp-demo/2 my_exam.txt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conf.load import with_defaults
+from conf.schema import Config
+from models.checkpoint import load_checkpoint
+from models.gpt import GPT
+from pipelines.run_config import RunDirError, load_run_config, policy_checkpoint
+from world.actions import ActionSpace
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A policy with the config it was trained under."""
+
+    name: str  # as a reading command shows it: the run directory's stage, else the file or URI it was named by
+    checkpoint: Path  # where it was read from (a registered model's: the local copy MLflow fetched)
+    model: GPT
+    space: ActionSpace
+    cfg: Config
+    state: dict[str, Any]  # the rest of its checkpoint (corpus statistics, ...)
+    run_dir: Path | None  # the run directory it was read from; None for a file or a registered model
+
+
+def stage_policy(run_dir: Path, stage: str) -> Policy:
+    """`stage`'s policy in a run directory, read under the run's action space."""
+    cfg = load_run_config(run_dir)
+    path = policy_checkpoint(run_dir, stage)
+    model, space, state = load_checkpoint(path, ActionSpace(digit_order=cfg.world.digit_order))
+    return Policy(stage, path, model, space, cfg, state, run_dir)
+
+
+def named_policy(source: str) -> Policy:
+    """A policy checkpoint file or a registered model (`models:/name/version`, `runs:/...`), with its config."""
+    from serve.launch import resolve_model
+
+    try:
+        checkpoint = resolve_model(source)[0]
+    except FileNotFoundError as err:
+        raise RunDirError(str(err)) from None
+    model, space, state = load_checkpoint(checkpoint)
+    if not isinstance(model, GPT):
+        raise RunDirError(f"{source} is a reward model or a critic, not a policy")
+    if "config" not in state:
+        raise RunDirError(f"{source} carries no config: pass a policy checkpoint written by `tokenmdp sft` or `rlhf`")
+    cfg = Config.model_validate(with_defaults(state["config"]))
+    return Policy(source, checkpoint, model, space, cfg, state, None)
+
+
+def policy_from(source: str | Path, stage: str) -> Policy:
+    """A run directory's `stage` policy, else the policy a checkpoint file or registry URI names."""
+    return stage_policy(Path(source), stage) if Path(source).is_dir() else named_policy(str(source))
+
+
+def final_policy(source: str | Path) -> Policy:
+    """A run directory's final policy (RLHF's, else SFT's), else the policy a checkpoint file or registry URI names."""
+    run_dir = Path(source)
+    if not run_dir.is_dir():
+        return named_policy(str(source))
+    return stage_policy(run_dir, "rlhf" if (run_dir / "rlhf" / "checkpoint.pt").is_file() else "sft")
