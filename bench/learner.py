@@ -116,7 +116,7 @@ def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> fl
     from actors.learner import build_learner_group, policy_weights
     from conf.load import load_config
     from models.rollout import sample_rollouts
-    from pipelines.rlhf import learner_batch
+    from pipelines.rl_batch import learner_batch
 
     space = ActionSpace()
     overrides = [f"rl.actors.learner.num_learners={num_learners}", "rl.actors.learner.num_cpus_per_learner=0.5"]

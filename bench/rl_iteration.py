@@ -44,6 +44,7 @@ def fake_run(run_dir: Path, cfg, space: ActionSpace) -> GPT:
 def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
     from actors.cluster import init_ray
     from pipelines import rlhf
+    from pipelines.rl_actors import start_actors
 
     overrides = [
         f"rl.actors.sampler.replicas={samplers}", f"rl.prompts_per_iteration={args.prompts}",
@@ -54,7 +55,7 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
     policy = fake_run(run_dir, cfg, space)
     questions = bank_questions(0, 2000, "train")  # any prompts do for timing
     init_ray()
-    actors = rlhf.start_actors(cfg, run_dir, space, policy)
+    actors = start_actors(cfg, run_dir, space, policy)
     rows, version = [], 0
     try:
         for it in range(args.iterations):

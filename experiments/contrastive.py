@@ -20,7 +20,7 @@ from algos.policy_loss import Denominators, aggregate
 from experiments.plots import curves
 from experiments.rl_arms import register_variant, run_rlhf_arm, summary_row
 from experiments.runner import Arm, ArmResult, Experiment, metric_history
-from pipelines.rlhf import Variant
+from pipelines.rl_actors import Variant
 
 
 def median_labels(rewards: torch.Tensor, group: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:

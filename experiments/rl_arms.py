@@ -7,11 +7,12 @@ from pathlib import Path
 from conf.schema import Config
 from experiments.runner import Arm, ArmResult
 from pipelines import rlhf
+from pipelines.rl_actors import LIBRARY, Variant
 
-VARIANTS: dict[str, rlhf.Variant] = {"library": rlhf.LIBRARY}
+VARIANTS: dict[str, Variant] = {"library": LIBRARY}
 
 
-def register_variant(variant: rlhf.Variant) -> rlhf.Variant:
+def register_variant(variant: Variant) -> Variant:
     VARIANTS[variant.name] = variant
     return variant
 

@@ -14,20 +14,19 @@ One iteration of the single controller:
 The gold reward is computed beside the proxy reward on every batch, and the policy is
 evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoints hold
 the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG and the
-version; a killed run resumes from the last one in the same MLflow run.
+version; a killed run resumes from the last one in the same MLflow run. The actors as the
+controller calls them are in `pipelines/rl_actors.py`, the prompts each iteration asks in
+`pipelines/rl_prompts.py`, the learner's batch in `pipelines/rl_batch.py`.
 
     tokenmdp rlhf demo
 """
 
 from __future__ import annotations
 
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,143 +37,19 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts, concat_rollouts
+from models.rollout import Rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
 from pipelines.progress import stage_progress
+from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
+from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
+from pipelines.rl_prompts import practised_for, prompts_at
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
-from world.exam import Question, draw_questions, group_by_template
+from world.exam import Question, group_by_template
 from world.exam import questions as bank_questions
-
-
-@dataclass(frozen=True)
-class Variant:
-    """Where an experiment's deliberately different arm plugs in (`experiments/`); LIBRARY is the real path.
-
-    `learner_class` replaces the policy-gradient learner, `advantages(rewards, group, action_mask)`
-    replaces the advantage estimate. The library itself never sets either.
-    """
-
-    name: str = "library"
-    learner_class: type | None = None
-    advantages: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-
-
-LIBRARY = Variant()
-
-
-@dataclass
-class Actors:
-    samplers: list
-    scorers: list
-    references: list
-    critic: Any | None
-    buffer: Any
-    learner: Any  # ray.rllib LearnerGroup
-    sync: Any  # actors.weight_sync.WeightSync
-
-    def stop(self) -> None:
-        """Release every actor and its resources now, not when the handles are collected: a next
-        stage in the same process (an experiment's next arm) must not wait for them."""
-        import ray
-
-        self.sync.close()
-        self.learner.shutdown()
-        for actor in [*self.samplers, *self.scorers, *self.references, self.critic, self.buffer]:
-            if actor is not None:
-                ray.kill(actor)
-
-
-def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, variant: Variant = LIBRARY) -> Actors:
-    """Every actor with the resources its config section asks for."""
-    import ray
-
-    from actors.buffer import OnPolicyBuffer
-    from actors.cluster import actor_options, require_room, rl_demands
-    from actors.critic import Critic
-    from actors.learner import build_learner_group, policy_weights
-    from actors.reference import Reference
-    from actors.reward_scorer import RewardScorer
-    from actors.sampler import Sampler
-    from actors.weight_sync import WeightSync
-
-    rl, res, order = cfg.rl, cfg.rl.actors, cfg.world.digit_order
-    require_room(rl_demands(res, rl.reward_source == "rm", rl.advantage == "gae"), "RLHF's actors", "rl.actors.*")
-    rm_path = run_dir / "reward" / "checkpoint.pt"
-    # Checkpoints travel as bytes through the object store: actors on other nodes need no shared disk.
-    sft = ray.put((run_dir / "sft" / "checkpoint.pt").read_bytes())
-    rm = ray.put(rm_path.read_bytes()) if rm_path.is_file() else None
-    kinds = ("sampler", "reward", "reference", "critic", "buffer")
-    opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
-    samplers = [
-        Sampler.options(**opts["sampler"]).remote(sft, order, rl.threads, step_seed("sampler", cfg.seed, rank))
-        for rank in range(res.sampler.replicas)
-    ]
-    scorers = []
-    if rl.reward_source == "rm":
-        scorers = [
-            RewardScorer.options(**opts["reward"]).remote(rm, order, rl.threads, rl.normalize_reward)
-            for _ in range(res.reward.replicas)
-        ]
-    references = [
-        Reference.options(**opts["reference"]).remote(sft, order, rl.threads, rl.temperature)
-        for _ in range(res.reference.replicas)
-    ]
-    critic = None
-    if rl.advantage == "gae":
-        trunk = rm if rm is not None else sft
-        critic = Critic.options(**opts["critic"]).remote(
-            trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
-        )
-    buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
-    # A constructor's error (a checkpoint of another action space, say) surfaces here, with
-    # its message, instead of as a sampler that never joins the weight-sync group.
-    ray.get([a.__ray_ready__.remote() for a in (*samplers, *scorers, *references, critic, buffer) if a is not None])
-    learner = build_learner_group(rl, policy.cfg, space.size, variant.learner_class)
-    learner.set_weights(policy_weights(policy))
-    sync = WeightSync(samplers, rl.sync)
-    return Actors(samplers, scorers, references, critic, buffer, learner, sync)
-
-
-def prompts_at(
-    questions: list[Question], seed: int, iteration: int, n: int,
-    by_template: dict[str, list[Question]] | None = None,
-) -> list[Question]:  # fmt: skip
-    """The iteration's exam prompts: a pure function of (seed, iteration), so a resume asks the same.
-
-    Distinct questions drawn uniformly, or (given `by_template`) a uniform template, then one of its questions.
-    """
-    rng = random.Random(step_seed("rlhf", seed, iteration))
-    if by_template is not None:
-        return draw_questions(questions, rng, n, by_template)
-    return rng.sample(questions, min(n, len(questions)))
-
-
-def prompt_draws(
-    questions: list[Question], seed: int, iterations: int, per_iteration: int,
-    by_template: dict[str, list[Question]] | None = None,
-) -> Iterator[Question]:  # fmt: skip
-    """Every prompt of iterations [0, iterations) in draw order, repeats included: what `prompts_at` asked."""
-    for iteration in range(iterations):
-        yield from prompts_at(questions, seed, iteration, per_iteration, by_template)
-
-
-def practised_questions(
-    questions: list[Question], seed: int, iterations: int, per_iteration: int, n: int,
-    by_template: dict[str, list[Question]] | None = None,
-) -> list[Question]:  # fmt: skip
-    """The first `n` distinct prompts of iterations [0, iterations): what RL practises on from the start.
-
-    Judged greedily beside the held-out questions (`eval/practised_pass_rate`): a policy that
-    learns rules gains on both, one that learns its prompts' answers only on these.
-    """
-    seen: dict[tuple[int, ...], Question] = {}
-    for q in prompt_draws(questions, seed, iterations, per_iteration, by_template):
-        seen.setdefault(q.prefix, q)
-    return list(seen.values())[:n]
 
 
 @dataclass(frozen=True)
@@ -208,76 +83,6 @@ def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list
     }
 
 
-def split(items: list, parts: int) -> list[list]:
-    size = -(-len(items) // parts)
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def sample(actors: Actors, space: ActionSpace, questions: list[Question], cfg: Config) -> Rollouts:
-    """G responses per question, split across the samplers; rows come back in question order."""
-    import ray
-
-    chunks = split(questions, len(actors.samplers))
-    refs = [
-        s.sample.remote([space.encode_prompt(q.prefix) for q in chunk], cfg.rl.group_size, cfg.rl.max_new_tokens,
-                        cfg.rl.temperature)
-        for s, chunk in zip(actors.samplers, chunks, strict=False)
-    ]  # fmt: skip
-    return concat_rollouts(ray.get(refs), space.pad_id)
-
-
-def group_shards(rollouts: Rollouts, parts: int) -> list[torch.Tensor]:
-    """Row indices split into `parts` shards of whole prompt groups (per-prompt normalisation needs a whole group)."""
-    groups = split(sorted(set(rollouts.group.tolist())), parts)
-    return [torch.nonzero(torch.isin(rollouts.group, torch.tensor(g))).squeeze(1) for g in groups]
-
-
-@dataclass(frozen=True)
-class ShardedCall:
-    """One actor method in flight on shards of a batch across its replicas."""
-
-    refs: list
-    shards: list[torch.Tensor]
-    rows: int
-
-    def collect(self) -> torch.Tensor:
-        """The replies, their rows put back in the batch's order."""
-        import ray
-
-        outs = ray.get(self.refs)
-        result = torch.zeros((self.rows, *outs[0].shape[1:]), dtype=outs[0].dtype)
-        for rows, out in zip(self.shards, outs, strict=False):
-            result[rows] = out
-        return result
-
-
-def call_sharded(workers: list, method: str, rollouts: Rollouts) -> ShardedCall:
-    """Start `method` on shards of the batch across replicas; nothing waits until `collect`."""
-    shards = group_shards(rollouts, len(workers))
-    refs = [getattr(w, method).remote(rollouts.select(rows)) for w, rows in zip(workers, shards, strict=False)]
-    return ShardedCall(refs, shards, rollouts.size)
-
-
-def wait_timed(calls: dict[str, ShardedCall], since: float) -> dict[str, float]:
-    """Wait for every call; the seconds from `since` to each one's last reply.
-
-    The calls run at once on their own actors, so each is timed to its own end: the times
-    overlap and do not add up to the phase's wall time."""
-    import ray
-
-    owner = {ref: name for name, call in calls.items() for ref in call.refs}
-    left = {name: len(call.refs) for name, call in calls.items()}
-    finished: dict[str, float] = {}
-    pending = list(owner)
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        for ref in ready:
-            left[owner[ref]] -= 1
-            if left[owner[ref]] == 0:
-                finished[owner[ref]] = time.perf_counter() - since
-    return finished
-
-
 def gold_rewards(
     rollouts: Rollouts, questions: list[Question], space: ActionSpace
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,69 +98,6 @@ def gold_rewards(
         formed.append(float(question.is_formatted_by(terms)))
         gold.append(float(question.is_answered_by(terms)))
     return torch.tensor(gold), torch.tensor(formed)
-
-
-def learner_batch(
-    rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int, kl_coef: float
-):
-    """The RLlib batch: the rollout layout plus advantages, the KL coefficient of the iteration that made it and
-    the global-batch loss denominators."""
-    mask = rollouts.action_mask.float()
-    columns = {
-        "tokens": rollouts.tokens.numpy(),
-        "mask": rollouts.mask.numpy(),
-        "action_mask": mask.numpy(),
-        "old_logprobs": rollouts.logprobs.float().numpy(),
-        "ref_logprobs": ref_logprobs.float().numpy(),
-        "advantages": advantages.float().numpy(),
-        "kl_coef": np.full(len(mask), kl_coef, np.float32),
-    }
-    return _with_denominators(columns, max_len)
-
-
-def _with_denominators(columns: dict[str, np.ndarray], max_len: int):
-    """A MultiAgentBatch of `columns` whose loss denominators count exactly its rows: one optimizer step's batch."""
-    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
-
-    from actors.learner import MODULE_ID
-
-    B = len(columns["tokens"])
-    columns = columns | {
-        "den_actions": np.full(B, float(columns["action_mask"].sum()), np.float32),
-        "den_sequences": np.full(B, float(B), np.float32),
-        "den_max_len": np.full(B, float(max_len), np.float32),
-    }
-    return MultiAgentBatch({MODULE_ID: SampleBatch(columns)}, env_steps=B)
-
-
-def minibatches(batch: Any, parts: int, rng: np.random.Generator) -> list:
-    """`parts` disjoint random minibatches of a learner batch's rows, each normalised over its own rows.
-
-    PPO's minibatches: one optimizer step each, so each is a whole (global) batch of its own
-    (its denominators are recounted; RLlib then splits it across learners). One part = the batch.
-    """
-    from actors.learner import MODULE_ID
-
-    rows = batch.policy_batches[MODULE_ID]
-    parts = min(parts, len(rows))  # a batch left with fewer rows (zero-advantage groups dropped) than minibatches
-    if parts == 1:
-        return [batch]
-    max_len = float(rows["den_max_len"][0])
-    names = [k for k in rows if not k.startswith("den_")]
-    order = rng.permutation(len(rows))
-    return [_with_denominators({k: rows[k][part] for k in names}, max_len) for part in np.array_split(order, parts)]
-
-
-def learner_metrics(results: Any) -> dict[str, float]:
-    from actors.learner import MODULE_ID
-
-    result = results[0] if isinstance(results, list) else results
-    out = {}
-    for key, value in result.get(MODULE_ID, {}).items():
-        value = value.peek() if hasattr(value, "peek") else value
-        if isinstance(value, (int, float, np.floating, torch.Tensor)):
-            out[key if "/" in key else f"learner/{key}"] = float(value)
-    return out
 
 
 def pretraining_corpus(run_dir: Path, space: ActionSpace) -> CorpusStats:
@@ -614,31 +356,9 @@ def start_point(run_dir: Path, space: ActionSpace) -> StartPoint:
     return StartPoint(policy, state, 0, 0, resumed=False)
 
 
-def restore_actors(actors: Actors, state: dict) -> None:
-    """The learner's optimizer, the critic, the buffer and the samplers' RNG as the checkpoint holds them."""
-    import ray
-
-    actors.learner.set_state(state["learner"])
-    if actors.critic is not None:
-        ray.get(actors.critic.set_state.remote(state["critic"]))
-    ray.get(actors.buffer.set_state.remote(state["buffer"]))
-    rngs = zip(actors.samplers, state["sampler_rng"], strict=False)
-    ray.get([s.set_rng_state.remote(r) for s, r in rngs])
-
-
 def _first_line(err: BaseException) -> str:
     """An error's first non-empty line: Ray's actor errors run to a page."""
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-
-
-def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:
-    """The practised prompts of this config: those of the first evaluation window, as many as `evaluate.questions`."""
-    rl = cfg.rl
-    by_template = group_by_template(questions) if rl.balance_templates else None
-    return practised_questions(
-        questions, cfg.seed, min(rl.eval_every, rl.iterations), rl.prompts_per_iteration, cfg.evaluate.questions,
-        by_template,
-    )  # fmt: skip
 
 
 def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant):

@@ -23,7 +23,7 @@ import torch
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines.evaluate import eval_questions, pass_rate
-from pipelines.rlhf import prompt_draws
+from pipelines.rl_prompts import prompt_draws
 from world.exam import Question, group_by_template
 from world.exam import questions as bank_questions
 

@@ -23,7 +23,7 @@ from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPTConfig
 from models.rollout import sample_rollouts
-from pipelines.rlhf import learner_batch, learner_metrics
+from pipelines.rl_batch import learner_batch, learner_metrics
 from world.actions import ActionSpace
 
 pytestmark = pytest.mark.slow
@@ -102,6 +102,7 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
 
 def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, ray_local):
     from pipelines import rlhf
+    from pipelines.rl_actors import start_actors
     from world.exam import questions as bank_questions
 
     cfg = load_config(
@@ -112,7 +113,7 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
     )  # fmt: skip
     policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
     prompts = bank_questions(0, 1000, "feedback", 1, cfg.world.feedback_share)
-    actors = rlhf.start_actors(cfg, tiny_sft_run, SPACE, policy)
+    actors = start_actors(cfg, tiny_sft_run, SPACE, policy)
     try:
         version = 0
         for iteration in range(2):

@@ -7,7 +7,7 @@ import torch
 
 from models.gpt import GPT, GPTConfig
 from models.rollout import sample_rollouts
-from pipelines.rlhf import call_sharded, wait_timed
+from pipelines.rl_actors import call_sharded, wait_timed
 from world.actions import ActionSpace
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import torch
 
 from actors.learner import MODULE_ID
 from models.rollout import Rollouts
-from pipelines.rlhf import learner_batch, minibatches
+from pipelines.rl_batch import learner_batch, minibatches
 
 
 def rollouts(lengths: list[int]) -> Rollouts:

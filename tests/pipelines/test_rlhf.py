@@ -11,6 +11,7 @@ from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from pipelines import reward, rlhf
 from pipelines.evaluate import eval_questions, evaluate_policy
+from pipelines.rl_actors import Variant, start_actors
 from world.actions import ActionSpace
 
 pytestmark = pytest.mark.slow
@@ -238,7 +239,7 @@ def test_an_actor_that_cannot_start_is_an_error_with_its_reason_not_a_hang(sft_r
     other_order = "msb" if space.digit_order == "lsb" else "lsb"
     cfg = load_config("tiny", [*GOLD, f"world.digit_order={other_order}"])  # the actors' space differs
     with pytest.raises(Exception, match="action space"):
-        rlhf.start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
+        start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
 
 
 @pytest.mark.parametrize("drop", [False, True])
@@ -250,7 +251,7 @@ def test_zero_advantage_groups_are_counted_and_dropped_when_asked(sft_run, tmp_p
         return per_token(torch.where(group == 0, 0.0, signs), action_mask)
 
     cfg = load_config("tiny", [*GOLD, "rl.iterations=2", f"rl.drop_zero_advantage_groups={str(drop).lower()}"])
-    variant = rlhf.Variant(name="first-prompt-silent", advantages=first_prompt_silent)
+    variant = Variant(name="first-prompt-silent", advantages=first_prompt_silent)
     final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", variant=variant)
     total = cfg.rl.prompts_per_iteration * cfg.rl.group_size
     assert final["rl/zero_advantage_groups"] == pytest.approx(1 / cfg.rl.prompts_per_iteration)

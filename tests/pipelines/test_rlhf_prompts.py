@@ -1,6 +1,6 @@
 """RL prompts: a pure function of (seed, iteration), and the practised set judged beside the held-out one."""
 
-from pipelines.rlhf import practised_questions, prompts_at
+from pipelines.rl_prompts import practised_questions, prompts_at
 from world.exam import Question, group_by_template
 
 

@@ -49,7 +49,7 @@ def test_balanced_draws_give_every_template_an_equal_share():
 
 
 def test_rl_prompts_are_fixed_by_seed_and_iteration_and_balanced_on_request():
-    from pipelines.rlhf import prompts_at
+    from pipelines.rl_prompts import prompts_at
 
     qs = [Question((i, i + 1, i + 2), (i + 3,), "arithmetic", 1) for i in range(90)]
     qs += [Question((1, 2, 4 * i), (8 * i,), "geometric", 1) for i in range(1, 11)]

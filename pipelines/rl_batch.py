@@ -1,0 +1,75 @@
+"""What the RLlib learners are sent and what they report: the learner batch with its global-batch
+loss denominators, PPO's minibatches of it, and the learner's metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.rollout import Rollouts
+
+
+def learner_batch(
+    rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int, kl_coef: float
+):
+    """The RLlib batch: the rollout layout plus advantages, the KL coefficient of the iteration that made it and
+    the global-batch loss denominators."""
+    mask = rollouts.action_mask.float()
+    columns = {
+        "tokens": rollouts.tokens.numpy(),
+        "mask": rollouts.mask.numpy(),
+        "action_mask": mask.numpy(),
+        "old_logprobs": rollouts.logprobs.float().numpy(),
+        "ref_logprobs": ref_logprobs.float().numpy(),
+        "advantages": advantages.float().numpy(),
+        "kl_coef": np.full(len(mask), kl_coef, np.float32),
+    }
+    return _with_denominators(columns, max_len)
+
+
+def _with_denominators(columns: dict[str, np.ndarray], max_len: int):
+    """A MultiAgentBatch of `columns` whose loss denominators count exactly its rows: one optimizer step's batch."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+
+    from actors.learner import MODULE_ID
+
+    B = len(columns["tokens"])
+    columns = columns | {
+        "den_actions": np.full(B, float(columns["action_mask"].sum()), np.float32),
+        "den_sequences": np.full(B, float(B), np.float32),
+        "den_max_len": np.full(B, float(max_len), np.float32),
+    }
+    return MultiAgentBatch({MODULE_ID: SampleBatch(columns)}, env_steps=B)
+
+
+def minibatches(batch: Any, parts: int, rng: np.random.Generator) -> list:
+    """`parts` disjoint random minibatches of a learner batch's rows, each normalised over its own rows.
+
+    PPO's minibatches: one optimizer step each, so each is a whole (global) batch of its own
+    (its denominators are recounted; RLlib then splits it across learners). One part = the batch.
+    """
+    from actors.learner import MODULE_ID
+
+    rows = batch.policy_batches[MODULE_ID]
+    parts = min(parts, len(rows))  # a batch left with fewer rows (zero-advantage groups dropped) than minibatches
+    if parts == 1:
+        return [batch]
+    max_len = float(rows["den_max_len"][0])
+    names = [k for k in rows if not k.startswith("den_")]
+    order = rng.permutation(len(rows))
+    return [_with_denominators({k: rows[k][part] for k in names}, max_len) for part in np.array_split(order, parts)]
+
+
+def learner_metrics(results: Any) -> dict[str, float]:
+    from actors.learner import MODULE_ID
+
+    result = results[0] if isinstance(results, list) else results
+    out = {}
+    for key, value in result.get(MODULE_ID, {}).items():
+        value = value.peek() if hasattr(value, "peek") else value
+        if isinstance(value, (int, float, np.floating, torch.Tensor)):
+            out[key if "/" in key else f"learner/{key}"] = float(value)
+    return out
