@@ -23,6 +23,7 @@ controller calls them are in `pipelines/rl_actors.py`, the prompts each iteratio
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -380,8 +381,10 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
             log_metrics_batch([(0, judge(policy, space, cfg, practised).metrics)])
-        # params are written once (the length the run started with); the tag is the length it was last asked to run
-        mlflow.set_tag("tokenmdp.rl_iterations", rl.iterations)
+        # params are written once (as the run started); the tags say the length it was last asked to run and the
+        # actors it last ran on (a resume may move it to another cluster)
+        actors_now = json.dumps(rl.actors.model_dump())
+        mlflow.set_tags({"tokenmdp.rl_iterations": rl.iterations, "tokenmdp.rl_actors": actors_now})
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(

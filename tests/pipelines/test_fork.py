@@ -23,7 +23,8 @@ def test_each_field_is_first_read_by_the_stage_that_trains_on_it():
     assert first_reader("reward.prompts") == "preferences"
     assert first_reader("evaluate.max_new_tokens") == "preferences"  # the preference samples' budget
     assert first_reader("reward.views") == "reward"
-    assert first_reader("rl.actors.sampler.replicas") == "rlhf"
+    assert first_reader("rl.actors.sampler.replicas") == "rlhf"  # the samplers' random streams: the result
+    assert first_reader("rl.actors.sampler.num_gpus") is None  # where an actor runs: not the result
     assert first_reader("rl.threads") is None and first_reader("sft.threads") is None  # speed, not training
     assert first_reader("serve.port") is None and first_reader("evaluate.questions") is None
     assert first_reader("a_field_added_later") == "pretrain"  # unknown: reuse nothing
@@ -34,6 +35,10 @@ def test_the_stages_before_the_first_changed_one_are_reusable():
     reuse = lambda *overrides: reusable_stages(base, load_config("tiny", list(overrides)).model_dump())  # noqa: E731
     assert reuse() == ("pretrain", "sft", "preferences", "reward", "rlhf")
     assert reuse("rl.advantage=gae") == ("pretrain", "sft", "preferences", "reward")
+    assert reuse("rl.actors.sampler.replicas=2") == ("pretrain", "sft", "preferences", "reward")
+    assert reuse("rl.actors.sampler.num_cpus=0.25", "rl.actors.placement_strategy=SPREAD") == (
+        "pretrain", "sft", "preferences", "reward", "rlhf",
+    )  # fmt: skip
     assert reuse("reward.views=2") == ("pretrain", "sft", "preferences")
     assert reuse("reward.prompts=7", "rl.lr=1e-3") == ("pretrain", "sft")
     assert reuse("sft.steps=3", "rl.lr=1e-3") == ("pretrain",)

@@ -179,6 +179,32 @@ def test_a_ddp_learner_that_dies_is_a_death_to_restart_from_not_its_peers_broken
     assert "every actor starts again from iteration 2 (restart 1 of 2)" in capsys.readouterr().err
 
 
+def test_a_run_resumes_on_other_actor_counts_with_its_learners_optimizer(sft_run, tmp_path, ray_local):
+    """Begun on one sampler and the local learner, ended on two samplers and two DDP learners: the guard lets
+    resources change (how a stage runs), and the optimizer's state reaches the new learners."""
+    from pipelines.run_config import ConfigChanged, guard_run_dir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    laptop = load_config("tiny", GOLD)
+    guard_run_dir(sft_run, laptop.model_dump())
+    rlhf.main(laptop, sft_run, tracking_uri=uri, stop_at=2)
+    two_each = ["rl.actors.sampler.replicas=2", "rl.actors.sampler.num_cpus=0.25", "rl.actors.learner.num_learners=2",
+                "rl.actors.learner.num_cpus_per_learner=0.25"]  # fmt: skip
+    cluster = load_config("tiny", [*GOLD, *two_each])
+    guard_run_dir(sft_run, cluster.model_dump())
+    with pytest.raises(ConfigChanged, match=r"differs in rl\.lr"):  # what it trains may not change
+        guard_run_dir(sft_run, load_config("tiny", [*GOLD, "rl.lr=1e-3"]).model_dump())
+    final = rlhf.main(cluster, sft_run, tracking_uri=uri)
+    assert final["rl/policy_version"] == laptop.rl.iterations and final["buffer/max_staleness"] == 0
+    _, state = weights(sft_run / "rlhf" / "checkpoint.pt")
+    adam = state["learner"]["learner"]["optimizer"]["default_policy_default_optimizer"]["state"]["state"]
+    steps = {float(param["step"]) for param in adam.values()}
+    assert steps == {float(laptop.rl.iterations)}  # one step an iteration, the first two before the move
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(final["run_id"]).data
+    assert run.params["rl.actors.sampler.replicas"] == "1"  # as it began
+    assert json.loads(run.tags["tokenmdp.rl_actors"])["sampler"]["replicas"] == 2  # as it ended
+
+
 def test_at_another_temperature_the_learner_and_the_reference_read_the_distribution_sampled(
     sft_run, tmp_path, ray_local
 ):
