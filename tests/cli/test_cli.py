@@ -94,7 +94,7 @@ def test_a_config_file_that_is_not_a_yaml_mapping_is_a_usage_error(tmp_path, tex
 
 
 def test_experiment_names_match_the_registry_and_an_unknown_one_is_refused():
-    from cli.main import EXPERIMENT_NAMES
+    from cli.train import EXPERIMENT_NAMES
     from experiments import registry
 
     assert set(EXPERIMENT_NAMES) == set(registry())

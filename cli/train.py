@@ -1,0 +1,189 @@
+"""The commands that train: each stage, the whole pipeline, an experiment; and serving the result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import (
+    ConfigArg,
+    OutOpt,
+    RayOpt,
+    SetOpt,
+    app,
+    clear_refusals,
+    config_and_dir,
+    single_writer,
+    use_ray,
+    writing_stage,
+)  # fmt: skip
+
+
+@app.command()
+def pretrain(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Pretrain the policy on the sequence corpus (resumes from its last checkpoint)."""
+    from pipelines import pretrain as stage
+
+    with writing_stage(config, overrides, out) as (cfg, run_dir):
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
+def sft(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Supervised fine-tuning on exam questions, after the action-space audit."""
+    from pipelines import sft as stage
+
+    with writing_stage(config, overrides, out) as (cfg, run_dir):
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
+def preferences(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Sample on-policy responses from the SFT policy and label pairs within each prompt."""
+    from pipelines import preferences as stage
+
+    with writing_stage(config, overrides, out) as (cfg, run_dir):
+        typer.echo(json.dumps(stage.main(cfg, run_dir).counts))
+
+
+@app.command()
+def reward(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None) -> None:
+    """Train the reward model (Bradley-Terry on within-prompt pairs) and judge it against gold."""
+    from pipelines import reward as stage
+
+    with writing_stage(config, overrides, out) as (cfg, run_dir):
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command("reward-curve")
+def reward_curve(
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    sizes: Annotated[str, typer.Option(help="Comma-separated numbers of training pairs.")] = "250,500,1000,2000",
+) -> None:
+    """How the reward model's held-out accuracy grows with the number of preference pairs."""
+    from cli.report import print_rows
+    from pipelines import reward as stage
+    from pipelines.run_config import ConfigChanged, require_trained_as
+
+    cfg, run_dir = config_and_dir(config, overrides, out)
+    try:  # it reads (or collects) the preferences; its reward models are thrown away: their settings may differ
+        require_trained_as(run_dir, cfg.model_dump(), through="preferences")
+    except ConfigChanged as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
+    with single_writer(run_dir), clear_refusals():
+        points = stage.learning_curve(cfg, run_dir, [int(s) for s in sizes.split(",")])
+    columns = ["pairs", "rm/gold_accuracy", "rm/gold_accuracy_stderr", "rm/gold_accuracy_correctness",
+               "rm/label_accuracy", "rm/cross_prompt_accuracy"]  # fmt: skip
+    print_rows("reward model learning curve", points, columns)
+    typer.echo(json.dumps(points))
+
+
+@app.command()
+def rlhf(config: ConfigArg = "demo", overrides: SetOpt = None, out: OutOpt = None, ray_address: RayOpt = None) -> None:
+    """On-policy RLHF on Ray actors from the SFT policy and the reward model (resumes from its checkpoint)."""
+    from pipelines import rlhf as stage
+
+    use_ray(ray_address)
+    with writing_stage(config, overrides, out) as (cfg, run_dir):
+        typer.echo(json.dumps(stage.main(cfg, run_dir)))
+
+
+@app.command()
+def run(
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: OutOpt = None,
+    ray_address: RayOpt = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from", help="Reuse the stages this run directory trained as this config would (e.g. runs/demo)."
+        ),
+    ] = None,
+) -> None:
+    """The whole pipeline: pretrain -> SFT -> preferences -> reward model -> RLHF -> registry and report."""
+    from pipelines.fork import ForkError
+    from pipelines.run_config import ConfigChanged
+    from pipelines.workflow import main as workflow
+
+    use_ray(ray_address)
+    cfg, run_dir = config_and_dir(config, overrides, out)
+    try:
+        with single_writer(run_dir), clear_refusals():
+            workflow(cfg, run_dir, from_run=from_run)
+    except ConfigChanged as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from None
+    except ForkError as err:
+        raise typer.BadParameter(str(err), param_hint="--from") from None
+
+
+EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
+
+
+@app.command()
+def experiment(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPERIMENT_NAMES)}.")],
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Experiment directory (default: runs/experiments/<config>/<name>).")
+    ] = None,
+    base_run: Annotated[
+        Path | None, typer.Option("--base-run", help="Reuse the shared stages of this finished run (e.g. runs/demo).")
+    ] = None,
+    ray_address: RayOpt = None,
+) -> None:
+    """A controlled comparison: arms that change one setting, same seeds, one MLflow parent run, a table and a plot."""
+    if name not in EXPERIMENT_NAMES:
+        raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)}")
+    from experiments import registry
+    from experiments.runner import run as run_experiment
+    from pipelines.run_config import ConfigChanged
+
+    use_ray(ray_address)
+    cfg, _ = config_and_dir(config, overrides, None)
+    out = out or Path("runs") / "experiments" / cfg.name / name
+    try:
+        with single_writer(out), clear_refusals():
+            run_experiment(registry()[name], cfg, out, base_run=base_run)
+    except (ConfigChanged, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="models:/<name>/<version>, a run directory or a checkpoint file.")],
+    config: ConfigArg = "demo",
+    overrides: SetOpt = None,
+    host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default: serve.port of the config.")] = None,
+    ray_address: RayOpt = None,
+) -> None:
+    """Serve a policy over HTTP with Ray Serve until interrupted (POST /v1/continue, /v1/completions)."""
+    from serve.launch import CannotListen, start
+
+    use_ray(ray_address)
+    cfg, _ = config_and_dir(config, overrides, None)
+    settings = cfg.serve.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    try:
+        with clear_refusals():
+            url = start(model, settings)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from None
+    except CannotListen as err:
+        raise typer.BadParameter(str(err), param_hint="--port") from None
+    typer.echo(f"serving {model} at {url} (docs: {url}/docs); Ctrl-C stops")
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
