@@ -300,6 +300,10 @@ class RLConfig(Strict):
     """Judge the policy on the held-out exam every this many iterations."""
     checkpoint_every: int = Field(5, ge=1)
     """Write a resumable checkpoint (and log the metrics and rollouts since the last) every this many."""
+    snapshot_every: int = Field(0, ge=0)
+    """Keep the policy of every this many iterations as rlhf/snapshots/iteration-NNNNN.pt (its weights, config and
+    corpus statistics: what compare, exam, evaluate and serve take), where the checkpoint holds only the last;
+    0 keeps none."""
     threads: int = Field(1, ge=1)
     """torch threads of each actor and of the controller."""
     actor_restarts: int = Field(2, ge=0)

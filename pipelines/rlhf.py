@@ -357,6 +357,11 @@ def start_point(run_dir: Path, space: ActionSpace) -> StartPoint:
     return StartPoint(policy, state, 0, 0, resumed=False)
 
 
+def snapshot_path(run_dir: Path, iteration: int) -> Path:
+    """Where `rl.snapshot_every` keeps the policy of an iteration."""
+    return run_dir / "rlhf" / "snapshots" / f"iteration-{iteration:05d}.pt"
+
+
 def _first_line(err: BaseException) -> str:
     """An error's first non-empty line: Ray's actor errors run to a page."""
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
@@ -401,6 +406,13 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                     metrics |= judged.metrics
                 pending.append((iteration, metrics))
                 final = metrics
+                if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
+                    snapshot = snapshot_path(run_dir, iteration)
+                    save_checkpoint(
+                        snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
+                        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
+                    )  # fmt: skip
+                    mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
                     log_metrics_batch(pending)
                     pending = []

@@ -61,11 +61,11 @@ FIRST_READER: dict[str, str | None] = {
     "reward": "reward", "rl": "rlhf",
     "name": None, "serve": None, "evaluate": None,
 }  # fmt: skip
-# How a stage runs, not what it trains, by a field's last name: free to change at a resume (a run begun on a
-# cluster may end on a laptop), and a fork changing only these retrains nothing.
+# How a stage runs or what it keeps, not what it trains, by a field's last name: free to change at a resume (a
+# run begun on a cluster may end on a laptop), and a fork changing only these retrains nothing.
 SPEED_ONLY = (
     "threads", "actor_restarts", "num_cpus", "num_gpus", "num_cpus_per_learner", "num_gpus_per_learner",
-    "placement_strategy",
+    "placement_strategy", "sync", "checkpoint_every", "snapshot_every",
 )  # fmt: skip
 # Actor counts: a resume may take others, and continues the same algorithm, but the prompts are dealt to the
 # samplers' random streams otherwise, so not to the digit of a run never stopped; a fork retrains the stage.

@@ -28,7 +28,7 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
         except mlflow.exceptions.MlflowException as err:
             raise FileNotFoundError(f"{model}: {err.message}{registered_hint(model)}") from None
-        found = sorted(local.rglob("*.pt"))
+        found = [local] if local.is_file() else sorted(local.rglob("*.pt"))  # runs:/ may name the file itself
         if not found:
             raise FileNotFoundError(f"{model} holds no checkpoint (*.pt)")
         parts = model.removeprefix("models:/").split("/")

@@ -205,6 +205,32 @@ def test_a_run_resumes_on_other_actor_counts_with_its_learners_optimizer(sft_run
     assert json.loads(run.tags["tokenmdp.rl_actors"])["sampler"]["replicas"] == 2  # as it ended
 
 
+def test_snapshots_keep_the_policy_of_every_nth_iteration_for_the_reading_commands(sft_run, tmp_path, ray_local):
+    from pipelines.compare import paired
+    from pipelines.policy_source import policy_from
+    from serve.launch import resolve_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", [*GOLD, "rl.snapshot_every=2"])
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    kept = sorted(p.name for p in (sft_run / "rlhf" / "snapshots").iterdir())
+    assert kept == ["iteration-00002.pt", "iteration-00004.pt"]
+    last, _ = weights(sft_run / "rlhf" / "snapshots" / "iteration-00004.pt")
+    end, _ = weights(sft_run / "rlhf" / "checkpoint.pt")
+    assert all(torch.equal(last[k], end[k]) for k in end)
+    second, state = weights(sft_run / "rlhf" / "snapshots" / "iteration-00002.pt")
+    assert (state["iteration"], state["policy_version"]) == (2, 2) and "learner" not in state  # a policy, not a resume
+    assert any(not torch.equal(second[k], end[k]) for k in end)
+    # a reading command takes it as it takes any policy: its config and the corpus statistics travel with it
+    early = policy_from(str(sft_run / "rlhf" / "snapshots" / "iteration-00002.pt"), "rlhf")
+    judged = paired(early, policy_from(sft_run, "rlhf"))
+    assert judged["pass_rate_b"] == final["eval/gold_pass_rate"] and "corpus_stats" in early.state
+    # and from MLflow, where a cluster's run keeps it
+    fetched = resolve_model(f"runs:/{final['run_id']}/snapshots/iteration-00002.pt", tracking_uri=uri)[0]
+    assert all(torch.equal(weights(fetched)[0][k], second[k]) for k in second)
+
+
 def test_at_another_temperature_the_learner_and_the_reference_read_the_distribution_sampled(
     sft_run, tmp_path, ray_local
 ):
