@@ -36,7 +36,7 @@ from algos import advantages as adv
 from algos.kl import adaptive_kl_coef, kl_per_token
 from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint, save_policy
 from models.gpt import GPT
 from models.rollout import Rollouts
 from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
@@ -408,10 +408,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
                     snapshot = snapshot_path(run_dir, iteration)
-                    save_checkpoint(
-                        snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
-                        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
-                    )  # fmt: skip
+                    carried = {"config": cfg.model_dump(), "corpus_stats": corpus.to_dict(), "last_metrics": metrics}
+                    at = carried | {"iteration": iteration, "policy_version": version}
+                    save_policy(snapshot, model=policy, space=space, state=at)
                     mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
                     log_metrics_batch(pending)

@@ -1,6 +1,7 @@
 """The policy as an MLflow pyfunc model: what the registry holds and `tokenmdp serve --model` loads.
 
-The model carries the checkpoint (weights, model config, action space) as an artifact;
+The model carries the policy (weights, model config, action space, the config it was trained under and
+the corpus statistics the audit reads; not the optimizer) as an artifact;
 `predict` continues sequences greedily, so `mlflow.pyfunc.load_model(uri).predict(...)`
 works anywhere this package is installed.
 """
@@ -31,14 +32,24 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
 
 
 def register_policy(checkpoint: Path, name: str) -> str:
-    """Log the checkpoint as a pyfunc model in the active run and register it; returns `models:/name/version`."""
+    """Log the checkpoint's policy as a pyfunc model in the active run and register it; returns
+    `models:/name/version`. The policy alone (`models.checkpoint.save_policy`): what is fetched to serve or judge
+    it, without the optimizer, buffer and RNG that only resume training."""
+    import tempfile
+
     import mlflow
 
-    info = mlflow.pyfunc.log_model(
-        name="policy",
-        python_model=str(Path(__file__).with_name("pyfunc_code.py")),  # code, not a pickle
-        artifacts={"checkpoint": str(checkpoint)},
-        registered_model_name=name,
-        pip_requirements=["torch", "mlflow", "pydantic"],
-    )
+    from models.checkpoint import load_checkpoint, save_policy
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp) / "policy.pt"
+        model, space, state = load_checkpoint(checkpoint)
+        save_policy(policy, model=model, space=space, state=state)
+        info = mlflow.pyfunc.log_model(
+            name="policy",
+            python_model=str(Path(__file__).with_name("pyfunc_code.py")),  # code, not a pickle
+            artifacts={"checkpoint": str(policy)},
+            registered_model_name=name,
+            pip_requirements=["torch", "mlflow", "pydantic"],
+        )
     return f"models:/{name}/{info.registered_model_version}"

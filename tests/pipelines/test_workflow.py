@@ -37,6 +37,14 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
 
     checkpoint, name, version = resolve_model(summary["model_uri"], tracking_uri=uri)
     assert checkpoint.is_file() and (name, version) == ("tokenmdp-tiny", "1")
+    import torch
+
+    from models.checkpoint import load_checkpoint
+
+    policy, _, state = load_checkpoint(checkpoint)  # the policy alone: no optimizer, buffer or RNG to fetch
+    trained, _, _ = load_checkpoint(tmp_path / "run" / "rlhf" / "checkpoint.pt")
+    assert set(state) == {"config", "corpus_stats", "iteration", "policy_version", "last_metrics"}
+    assert all(torch.equal(policy.state_dict()[k], v) for k, v in trained.state_dict().items())
     mlflow.set_tracking_uri(uri)
     predictions = mlflow.pyfunc.load_model(summary["model_uri"]).predict([[1, 2, 4, 8, 16], [3, 6, 9]])
     assert len(predictions) == 2
