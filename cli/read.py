@@ -262,3 +262,21 @@ def runs(
     from cli.report import print_runs
 
     print_runs(lines, root)
+
+
+@app.command()
+def curve(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose RLHF kept snapshots (rl.snapshot_every).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list instead of a table.")] = False,
+) -> None:
+    """RLHF's policies along the way (SFT, each snapshot, the last) on the held-out exam and the practised prompts."""
+    from pipelines.curve import rl_curve, to_json
+
+    with clear_refusals():
+        points = rl_curve(run_dir)
+    if as_json:
+        typer.echo(to_json(points))
+        return
+    from cli.report import print_curve
+
+    print_curve(points, run_dir)

@@ -22,6 +22,7 @@ from world.user_data import read_sequences
 
 if TYPE_CHECKING:
     from conf.describe import Setting
+    from pipelines.curve import Point
     from pipelines.exam import ExamResult
     from pipelines.runs import RunLine
     from pipelines.status import RunStatus
@@ -114,6 +115,24 @@ def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
         cells = [row.get(c) for c in columns]
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in cells))
     console.print(table)
+
+
+def print_curve(points: list[Point], run_dir: Path) -> None:
+    """`tokenmdp curve`: a row a policy, iteration 0 the SFT policy."""
+    rows = [
+        {
+            "iteration": p.iteration,
+            "held-out": f"{p.held_out:.1%} ± {p.held_out_stderr:.1%}",
+            "gain over SFT": f"{p.gain_over_sft:+.1%} ± {p.gain_stderr:.1%}",
+            "fixed": p.fixed,
+            "broken": p.broken,
+            "114514": f"{p.rate_114514:.1%}",
+            "practised": f"{p.practised:.1%}",
+        }
+        for p in points
+    ]
+    title = f"{run_dir}: RLHF's policies on the held-out exam (gain question by question) and the practised prompts"
+    print_rows(title, rows, list(rows[0]))
 
 
 def print_trace(trace: Trace) -> None:

@@ -1,12 +1,15 @@
 """RLHF on real Ray actors and RLlib learners, on tiny, through a real local MLflow store."""
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from cli.main import app
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from pipelines import reward, rlhf
@@ -75,8 +78,6 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
 def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one_straight_run(
     sft_run, tmp_path, ray_local
 ):
-    import shutil
-
     from pipelines.run_config import REGISTERED
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -108,8 +109,6 @@ def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one
 def test_an_actor_that_dies_is_started_again_from_the_checkpoint_and_the_run_ends_as_one_straight_run(
     sft_run, tmp_path, ray_local, monkeypatch, capsys
 ):
-    import shutil
-
     import ray
 
     from actors.cluster import ActorsLost
@@ -229,6 +228,19 @@ def test_snapshots_keep_the_policy_of_every_nth_iteration_for_the_reading_comman
     # and from MLflow, where a cluster's run keeps it
     fetched = resolve_model(f"runs:/{final['run_id']}/snapshots/iteration-00002.pt", tracking_uri=uri)[0]
     assert all(torch.equal(weights(fetched)[0][k], second[k]) for k in second)
+    # the curve: SFT, then each kept policy, judged as training judged its last one
+    shown = CliRunner().invoke(app, ["curve", str(sft_run), "--json"])
+    assert shown.exit_code == 0, shown.output
+    points = json.loads(shown.stdout)
+    assert [p["iteration"] for p in points] == [0, 2, 4]
+    start, end = points[0], points[-1]
+    assert (start["gain_over_sft"], start["fixed"], start["broken"]) == (0.0, 0, 0)
+    assert start["practised"] == final["eval/practised_pass_rate_sft"]
+    assert (end["held_out"], end["practised"]) == (final["eval/gold_pass_rate"], final["eval/practised_pass_rate"])
+    assert (end["gain_over_sft"], end["fixed"]) == (final["eval/gain_over_sft"], final["eval/fixed_over_sft"])
+    shutil.rmtree(sft_run / "rlhf" / "snapshots")
+    refused = CliRunner().invoke(app, ["curve", str(sft_run)])
+    assert refused.exit_code == 2 and "keeps no RLHF snapshots" in " ".join(refused.output.replace("│", " ").split())
 
 
 def test_at_another_temperature_the_learner_and_the_reference_read_the_distribution_sampled(
@@ -242,8 +254,6 @@ def test_at_another_temperature_the_learner_and_the_reference_read_the_distribut
 
 
 def test_the_adaptive_kl_controller_steers_the_coefficient_the_learner_uses(sft_run, tmp_path, ray_local):
-    import shutil
-
     from algos.kl import adaptive_kl_coef
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
