@@ -1,6 +1,7 @@
-"""The policy a reading command judges: a run directory's stage, a checkpoint file or a registered model.
+"""The policy a command reads: a run directory's stage, a checkpoint file or a registered model.
 
-Every policy checkpoint (SFT's, RLHF's) carries the config it was trained under, so a policy
+`resolve_model` turns any of these into a checkpoint file (fetching a `models:/` or `runs:/` URI
+through MLflow), for `serve` and the reading commands alike. Every policy checkpoint (SFT's, RLHF's) carries the config it was trained under, so a policy
 fetched from the registry needs no run directory to be asked its run's held-out questions:
 
     tokenmdp compare models:/tokenmdp-demo/1 models:/tokenmdp-demo/2
@@ -9,6 +10,7 @@ fetched from the registry needs no run directory to be asked its run's held-out 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,53 @@ class Policy:
     run_dir: Path | None  # the run directory it was read from; None for a file or a registered model
 
 
+def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, str, str]:
+    """(checkpoint file, model name, version) for any accepted `--model` form."""
+    if model.startswith("models:/") or model.startswith("runs:/"):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+
+        from pipelines.tracking import default_tracking_uri, require_tracking_server
+
+        uri = tracking_uri or default_tracking_uri()
+        require_tracking_server(uri)
+        mlflow.set_tracking_uri(uri)
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+        except mlflow.exceptions.MlflowException as err:
+            raise FileNotFoundError(f"{model}: {err.message}{registered_hint(model)}") from None
+        found = [local] if local.is_file() else sorted(local.rglob("*.pt"))  # runs:/ may name the file itself
+        if not found:
+            raise FileNotFoundError(f"{model} holds no checkpoint (*.pt)")
+        parts = model.removeprefix("models:/").split("/")
+        name, version = (parts[0], parts[1]) if model.startswith("models:/") and len(parts) > 1 else (model, "run")
+        return found[0], name, version
+    path = Path(model)
+    if path.is_dir():
+        for stage in ("rlhf", "sft"):
+            if (path / stage / "checkpoint.pt").is_file():
+                return path / stage / "checkpoint.pt", path.name, stage
+        raise FileNotFoundError(f"{path} has no rlhf/ or sft/ checkpoint")
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path, path.parent.parent.name or "policy", path.parent.name or "checkpoint"
+
+
+def registered_hint(model: str) -> str:
+    """What the registry does hold, for a `models:/` URI it could not resolve: the name's versions, else the names."""
+    if not model.startswith("models:/"):
+        return ""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = model.removeprefix("models:/").split("/")[0].split("@")[0]
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if versions:
+        return f" ({name} has version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))})"
+    names = sorted(m.name for m in client.search_registered_models())
+    return f" (registered models: {', '.join(names)})" if names else " (the registry holds no model yet)"
+
+
 def stage_policy(run_dir: Path, stage: str) -> Policy:
     """`stage`'s policy in a run directory, read under the run's action space."""
     cfg = load_run_config(run_dir)
@@ -44,8 +93,6 @@ def stage_policy(run_dir: Path, stage: str) -> Policy:
 
 def named_policy(source: str) -> Policy:
     """A policy checkpoint file or a registered model (`models:/name/version`, `runs:/...`), with its config."""
-    from serve.launch import resolve_model
-
     try:
         checkpoint = resolve_model(source)[0]
     except FileNotFoundError as err:

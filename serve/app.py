@@ -46,7 +46,7 @@ async def _internal(_: Request, err: Exception) -> JSONResponse:  # pragma: no c
 @serve.ingress(app)
 class PolicyServer:
     def __init__(self, model: str, tracking_uri: str, settings: dict) -> None:
-        from serve.launch import resolve_model
+        from pipelines.policy_source import resolve_model
 
         checkpoint, name, version = resolve_model(model, tracking_uri or None)  # in the replica: works on any node
         limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}

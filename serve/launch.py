@@ -1,63 +1,16 @@
 """Start the Serve app from a checkpoint or a model registered in MLflow.
 
 `--model` takes a checkpoint file, a run directory (its RLHF, else SFT, checkpoint) or a
-registry URI such as `models:/tokenmdp-demo/1`, which is resolved through MLflow.
+registry URI such as `models:/tokenmdp-demo/1`, resolved through MLflow by
+`pipelines.policy_source.resolve_model`, as every command that reads a policy resolves it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
 from conf.schema import ServeConfig
-
-
-def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, str, str]:
-    """(checkpoint file, model name, version) for any accepted `--model` form."""
-    if model.startswith("models:/") or model.startswith("runs:/"):
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        import mlflow
-
-        from pipelines.tracking import default_tracking_uri, require_tracking_server
-
-        uri = tracking_uri or default_tracking_uri()
-        require_tracking_server(uri)
-        mlflow.set_tracking_uri(uri)
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
-        except mlflow.exceptions.MlflowException as err:
-            raise FileNotFoundError(f"{model}: {err.message}{registered_hint(model)}") from None
-        found = [local] if local.is_file() else sorted(local.rglob("*.pt"))  # runs:/ may name the file itself
-        if not found:
-            raise FileNotFoundError(f"{model} holds no checkpoint (*.pt)")
-        parts = model.removeprefix("models:/").split("/")
-        name, version = (parts[0], parts[1]) if model.startswith("models:/") and len(parts) > 1 else (model, "run")
-        return found[0], name, version
-    path = Path(model)
-    if path.is_dir():
-        for stage in ("rlhf", "sft"):
-            if (path / stage / "checkpoint.pt").is_file():
-                return path / stage / "checkpoint.pt", path.name, stage
-        raise FileNotFoundError(f"{path} has no rlhf/ or sft/ checkpoint")
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return path, path.parent.parent.name or "policy", path.parent.name or "checkpoint"
-
-
-def registered_hint(model: str) -> str:
-    """What the registry does hold, for a `models:/` URI it could not resolve: the name's versions, else the names."""
-    if not model.startswith("models:/"):
-        return ""
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    name = model.removeprefix("models:/").split("/")[0].split("@")[0]
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-    if versions:
-        return f" ({name} has version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))})"
-    names = sorted(m.name for m in client.search_registered_models())
-    return f" (registered models: {', '.join(names)})" if names else " (the registry holds no model yet)"
 
 
 class CannotListen(OSError):
@@ -95,6 +48,7 @@ def start(model: str, settings: ServeConfig, tracking_uri: str | None = None, bl
     from ray import serve
 
     from actors.cluster import Demand, init_ray, require_room
+    from pipelines.policy_source import resolve_model
     from serve.app import PolicyServer
 
     # Fail fast here, not in a replica that Serve restarts over and over, each time with a traceback.

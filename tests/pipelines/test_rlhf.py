@@ -206,8 +206,7 @@ def test_a_run_resumes_on_other_actor_counts_with_its_learners_optimizer(sft_run
 
 def test_snapshots_keep_the_policy_of_every_nth_iteration_for_the_reading_commands(sft_run, tmp_path, ray_local):
     from pipelines.compare import paired
-    from pipelines.policy_source import policy_from
-    from serve.launch import resolve_model
+    from pipelines.policy_source import policy_from, resolve_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config("tiny", [*GOLD, "rl.snapshot_every=2"])

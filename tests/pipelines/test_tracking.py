@@ -54,7 +54,7 @@ def test_the_registered_policy_is_code_not_a_pickle(tiny_sft_run, tmp_path, capl
     from typer.testing import CliRunner
 
     from cli.main import app
-    from serve.launch import resolve_model
+    from pipelines.policy_source import resolve_model
 
     for missing, hint in (("models:/tokenmdp-probe/9", "(tokenmdp-probe has version 1)"),
                           ("models:/tokenmdp-prob/1", "(registered models: tokenmdp-probe)")):  # fmt: skip

@@ -33,7 +33,7 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert set(summary["wall_seconds"]) == {"pretrain", "sft", "reward", "rlhf"}
     # the final policy is in the registry, loadable as pyfunc and by the server's resolver
     assert summary["model_uri"] == "models:/tokenmdp-tiny/1"
-    from serve.launch import resolve_model
+    from pipelines.policy_source import resolve_model
 
     checkpoint, name, version = resolve_model(summary["model_uri"], tracking_uri=uri)
     assert checkpoint.is_file() and (name, version) == ("tokenmdp-tiny", "1")
