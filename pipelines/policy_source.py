@@ -1,8 +1,9 @@
 """The policy a command reads: a run directory's stage, a checkpoint file or a registered model.
 
 `resolve_model` turns any of these into a checkpoint file (fetching a `models:/` or `runs:/` URI
-through MLflow), for `serve` and the reading commands alike. Every policy checkpoint (SFT's, RLHF's) carries the config it was trained under, so a policy
-fetched from the registry needs no run directory to be asked its run's held-out questions:
+through MLflow), for `serve` and the reading commands alike. Every policy checkpoint (SFT's,
+RLHF's) carries the config it was trained under, so a policy fetched from the registry needs no
+run directory to be asked its run's held-out questions:
 
     tokenmdp compare models:/tokenmdp-demo/1 models:/tokenmdp-demo/2
     tokenmdp exam models:/tokenmdp-demo/2 my_exam.txt

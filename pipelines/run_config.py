@@ -61,15 +61,16 @@ FIRST_READER: dict[str, str | None] = {
     "reward": "reward", "rl": "rlhf",
     "name": None, "serve": None, "evaluate": None,
 }  # fmt: skip
-# How a stage runs or what it keeps, not what it trains, by a field's last name: free to change at a resume (a
-# run begun on a cluster may end on a laptop), and a fork changing only these retrains nothing.
+# How a stage runs, not what it trains, by a field's last name: free to change at a resume (a run begun on a
+# cluster may end on a laptop), and a fork changing only these retrains nothing.
 SPEED_ONLY = (
     "threads", "actor_restarts", "num_cpus", "num_gpus", "num_cpus_per_learner", "num_gpus_per_learner",
-    "placement_strategy", "sync", "checkpoint_every", "snapshot_every",
+    "placement_strategy", "sync", "checkpoint_every",
 )  # fmt: skip
-# Actor counts: a resume may take others, and continues the same algorithm, but the prompts are dealt to the
-# samplers' random streams otherwise, so not to the digit of a run never stopped; a fork retrains the stage.
-ACTOR_COUNTS = ("replicas", "num_learners")
+# Free to change at a resume, but a fork retrains the stage: actor counts deal the prompts to the samplers'
+# random streams otherwise (the same algorithm, not the digit of a run never stopped), and snapshots kept
+# from a resume on are what a fork asking for them would not have.
+RESUMABLE_CHANGES = ("replicas", "num_learners", "snapshot_every")
 # The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
 LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
           "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip
@@ -140,9 +141,9 @@ def trained_otherwise(run_dir: Path, config: dict, through: str = STAGES[-1]) ->
 
 
 def _continues(run_dir: Path, field: str, config: dict) -> bool:
-    """Whether a changed `field` only changes how its stage goes on: on other actor counts, or to a later end than
-    it has trained."""
-    if field.split(".")[-1] in ACTOR_COUNTS:
+    """Whether a changed `field` only changes how its stage goes on: on other actor counts, keeping snapshots
+    from now on, or to a later end than it has trained."""
+    if field.split(".")[-1] in RESUMABLE_CHANGES:
         return True
     if field not in EXTENDABLE:
         return False

@@ -25,7 +25,8 @@ def test_each_field_is_first_read_by_the_stage_that_trains_on_it():
     assert first_reader("reward.views") == "reward"
     assert first_reader("rl.actors.sampler.replicas") == "rlhf"  # the samplers' random streams: the result
     assert first_reader("rl.actors.sampler.num_gpus") is None  # where an actor runs: not the result
-    assert first_reader("rl.snapshot_every") is None and first_reader("sft.checkpoint_every") is None  # what is kept
+    assert first_reader("sft.checkpoint_every") is None  # when a resumable state is written
+    assert first_reader("rl.snapshot_every") == "rlhf"  # a fork asking for snapshots trains RLHF to make them
     assert first_reader("rl.sync") is None and first_reader("rl.sync_every") == "rlhf"  # how weights travel; a lag
     assert first_reader("rl.threads") is None and first_reader("sft.threads") is None  # speed, not training
     assert first_reader("serve.port") is None and first_reader("evaluate.questions") is None

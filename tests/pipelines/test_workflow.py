@@ -223,6 +223,7 @@ def test_rlhf_may_train_on_past_the_iterations_it_has_but_no_stage_may_shrink_or
     for longer in ("rl.iterations=8", "rl.iterations=4"):  # on to 8; then back to where it is
         guard_run_dir(run_dir, load_config("tiny", [longer]).model_dump())
         assert json.loads((run_dir / "config.json").read_text())["rl"]["iterations"] == int(longer.split("=")[1])
+    guard_run_dir(run_dir, load_config("tiny", ["rl.snapshot_every=2"]).model_dump())  # kept from the resume on
     with pytest.raises(ConfigChanged, match=r"rl\.iterations may grow, not fall below the 4 rlhf has trained"):
         guard_run_dir(run_dir, load_config("tiny", ["rl.iterations=3"]).model_dump())
     torch.save({"iteration": 2}, run_dir / "rlhf" / "checkpoint.pt")  # killed at 2 of 4: 3 is still ahead of it
