@@ -39,6 +39,7 @@ def test_the_stages_before_the_first_changed_one_are_reusable():
     assert reuse() == ("pretrain", "sft", "preferences", "reward", "rlhf")
     assert reuse("rl.advantage=gae") == ("pretrain", "sft", "preferences", "reward")
     assert reuse("rl.actors.sampler.replicas=2") == ("pretrain", "sft", "preferences", "reward")
+    assert reuse("rl.snapshot_every=2") == ("pretrain", "sft", "preferences", "reward")  # RLHF makes them
     assert reuse("rl.actors.sampler.num_cpus=0.25", "rl.actors.placement_strategy=SPREAD") == (
         "pretrain", "sft", "preferences", "reward", "rlhf",
     )  # fmt: skip
