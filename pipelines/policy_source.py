@@ -66,7 +66,18 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         raise FileNotFoundError(f"{path} has no rlhf/ or sft/ checkpoint")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return path, path.parent.parent.name or "policy", path.parent.name or "checkpoint"
+    return (path, *file_model_name(path.resolve()))
+
+
+def file_model_name(path: Path) -> tuple[str, str]:
+    """(name, version) a checkpoint file is served as: its run and stage for a stage's checkpoint
+    (`runs/demo/rlhf/checkpoint.pt`: demo, rlhf), its run and iteration for a snapshot
+    (`.../rlhf/snapshots/iteration-00020.pt`: demo, rlhf/iteration-00020), else its folder and name."""
+    if path.parent.name == "snapshots":
+        return path.parents[2].name, f"{path.parents[1].name}/{path.stem}"
+    if path.name == "checkpoint.pt":
+        return path.parent.parent.name or "policy", path.parent.name or "checkpoint"
+    return path.parent.name or "policy", path.stem
 
 
 def registered_hint(model: str) -> str:
