@@ -18,12 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from algos.stats import fixed_and_broken, paired_difference
-from conf.schema import Config
-from pipelines.evaluate import greedy_judgement, pass_rate
+from pipelines.evaluate import Judgement, judge
 from pipelines.policy_source import Policy, named_policy, stage_policy
-from pipelines.rl_prompts import practised_for
+from pipelines.rl_prompts import feedback_pool, practised_for
 from pipelines.run_config import RunDirError
-from world.exam import questions as bank_questions
 
 SNAPSHOT_GLOB = "iteration-*.pt"
 
@@ -64,24 +62,23 @@ def rl_curve(run_dir: Path) -> list[Point]:
     """The SFT policy, then each kept RLHF policy, judged on the held-out exam and the practised prompts."""
     sft = stage_policy(run_dir, "sft")
     cfg = sft.cfg  # the run's: its held-out questions, its practised prompts
-    w = cfg.world
-    practised = practised_for(cfg, bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share))
-    policies = kept_policies(run_dir)
-    _, before = greedy_judgement(sft.model, sft.space, cfg)
-    return [judge_point(i, policy, cfg, before, practised) for i, policy in [(0, sft), *policies]]
+    practised = practised_for(cfg, feedback_pool(cfg))
+    judged = [(i, judge(p.model, p.space, cfg, practised)) for i, p in [(0, sft), *kept_policies(run_dir)]]
+    before = judged[0][1].held_out  # the SFT policy's verdicts
+    return [point(i, judgement, before) for i, judgement in judged]
 
 
-def judge_point(iteration: int, policy: Policy, cfg: Config, before: list[bool], practised: list) -> Point:
-    """One policy's point of the curve; `before`: the SFT policy's verdicts on the run's held-out questions."""
-    metrics, after = greedy_judgement(policy.model, policy.space, cfg)
-    gain, stderr = paired_difference(before, after)
-    fixed, broken = fixed_and_broken(before, after)
+def point(iteration: int, judged: Judgement, before: list[bool]) -> Point:
+    """One policy's point of the curve, its held-out verdicts paired with the SFT policy's (`before`)."""
+    gain, stderr = paired_difference(before, judged.held_out)
+    fixed, broken = fixed_and_broken(before, judged.held_out)
+    m = judged.metrics
     return Point(
         iteration=iteration,
-        held_out=metrics["eval/gold_pass_rate"],
-        held_out_stderr=metrics["eval/gold_pass_rate_stderr"],
-        rate_114514=metrics["eval/rate_114514"],
-        practised=pass_rate(policy.model, policy.space, cfg, practised),
+        held_out=m["eval/gold_pass_rate"],
+        held_out_stderr=m["eval/gold_pass_rate_stderr"],
+        rate_114514=m["eval/rate_114514"],
+        practised=m["eval/practised_pass_rate"],
         gain_over_sft=gain,
         gain_stderr=stderr,
         fixed=fixed,

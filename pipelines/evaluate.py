@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -114,6 +115,20 @@ def pass_rate(
 ) -> float:
     """Gold pass rate of one answer per question (greedy by default) on any set of questions."""
     return score(questions, configured_answers(model, space, cfg, questions, temperature, seed))["eval/gold_pass_rate"]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A policy judged: its metrics, and its verdict on each held-out question (for the paired gain)."""
+
+    metrics: dict[str, float]
+    held_out: list[bool]
+
+
+def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: Sequence[Question]) -> Judgement:
+    """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
+    metrics, held_out = greedy_judgement(policy, space, cfg)
+    return Judgement(metrics | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}, held_out)
 
 
 def sampled_pass_at_1(model: GPT, space: ActionSpace, cfg: Config) -> dict[str, float]:

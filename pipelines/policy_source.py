@@ -60,10 +60,10 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         return found[0], name, version
     path = Path(model)
     if path.is_dir():
-        for stage in ("rlhf", "sft"):
-            if (path / stage / "checkpoint.pt").is_file():
-                return path / stage / "checkpoint.pt", path.name, stage
-        raise FileNotFoundError(f"{path} has no rlhf/ or sft/ checkpoint")
+        stage = final_stage(path)
+        if stage is None:
+            raise FileNotFoundError(f"{path} has no rlhf/ or sft/ checkpoint")
+        return path / stage / "checkpoint.pt", path.name, stage
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return (path, *file_model_name(path.resolve()))
@@ -123,9 +123,14 @@ def policy_from(source: str | Path, stage: str) -> Policy:
     return stage_policy(Path(source), stage) if Path(source).is_dir() else named_policy(str(source))
 
 
+def final_stage(run_dir: Path) -> str | None:
+    """The stage of a run directory's final policy: RLHF's, else SFT's; None when it holds neither."""
+    return next((s for s in ("rlhf", "sft") if (run_dir / s / "checkpoint.pt").is_file()), None)
+
+
 def final_policy(source: str | Path) -> Policy:
     """A run directory's final policy (RLHF's, else SFT's), else the policy a checkpoint file or registry URI names."""
     run_dir = Path(source)
     if not run_dir.is_dir():
         return named_policy(str(source))
-    return stage_policy(run_dir, "rlhf" if (run_dir / "rlhf" / "checkpoint.pt").is_file() else "sft")
+    return stage_policy(run_dir, final_stage(run_dir) or "sft")  # neither: stage_policy says SFT is missing

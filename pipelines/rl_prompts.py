@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from conf.schema import Config
 from pipelines.train_loop import step_seed
 from world.exam import Question, draw_questions, group_by_template
+from world.exam import questions as bank_questions
 
 
 def prompts_at(
@@ -48,6 +49,12 @@ def practised_questions(
     for q in prompt_draws(questions, seed, iterations, per_iteration, by_template):
         seen.setdefault(q.prefix, q)
     return list(seen.values())[:n]
+
+
+def feedback_pool(cfg: Config) -> list[Question]:
+    """RL's prompt pool: the feedback part of the train split, which SFT never saw."""
+    w = cfg.world
+    return bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
 
 
 def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:

@@ -36,35 +36,20 @@ from algos import advantages as adv
 from algos.kl import adaptive_kl_coef, kl_per_token
 from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
-from models.checkpoint import load_checkpoint, save_checkpoint, save_policy
+from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts
-from pipelines.evaluate import eval_questions, greedy_judgement, held_out_passes, pass_rate
+from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.progress import stage_progress
 from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
-from pipelines.rl_prompts import practised_for, prompts_at
+from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
 from world.exam import Question, group_by_template
-from world.exam import questions as bank_questions
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """A policy judged: its metrics, and its verdict on each held-out question (for the paired gain)."""
-
-    metrics: dict[str, float]
-    held_out: list[bool]
-
-
-def judge(policy: GPT, space: ActionSpace, cfg: Config, practised: list[Question]) -> Judgement:
-    """The held-out metrics plus the greedy gold pass rate on the practised prompts."""
-    metrics, held_out = greedy_judgement(policy, space, cfg)
-    return Judgement(metrics | {"eval/practised_pass_rate": pass_rate(policy, space, cfg, practised)}, held_out)
 
 
 def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list[Question], after: list[bool]):
@@ -290,8 +275,7 @@ def main(
     space = ActionSpace(digit_order=cfg.world.digit_order)
     if rl.reward_source == "rm":
         trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
-    w = cfg.world
-    questions = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
+    questions = feedback_pool(cfg)
     start = start_point(run_dir, space)
     if start.resumed and start.iteration >= rl.iterations:  # finished: report where it stands, starting no actor
         practised = practised_for(cfg, questions)
@@ -408,9 +392,10 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
                     snapshot = snapshot_path(run_dir, iteration)
-                    carried = {"config": cfg.model_dump(), "corpus_stats": corpus.to_dict(), "last_metrics": metrics}
-                    at = carried | {"iteration": iteration, "policy_version": version}
-                    save_policy(snapshot, model=policy, space=space, state=at)
+                    save_checkpoint(
+                        snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
+                        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
+                    )  # fmt: skip
                     mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
                     log_metrics_batch(pending)

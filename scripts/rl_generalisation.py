@@ -23,9 +23,8 @@ import torch
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines.evaluate import eval_questions, pass_rate
-from pipelines.rl_prompts import prompt_draws
+from pipelines.rl_prompts import feedback_pool, prompt_draws
 from world.exam import Question, group_by_template
-from world.exam import questions as bank_questions
 
 
 def drawn_prompts(cfg: Config, iterations: int, pool: list[Question]) -> Counter[tuple[int, ...]]:
@@ -51,8 +50,7 @@ def main() -> None:
     rl_policy, space, state = load_checkpoint(args.run_dir / "rlhf" / "checkpoint.pt")
     sft_policy, _, _ = load_checkpoint(args.run_dir / "sft" / "checkpoint.pt", space)
     cfg = Config.model_validate(state["config"])
-    w = cfg.world
-    pool = bank_questions(w.seed, w.bank_size, "feedback", w.max_difficulty, w.feedback_share)
+    pool = feedback_pool(cfg)
     drawn = drawn_prompts(cfg, state["iteration"], pool)
     rng = random.Random(0)
     seen = [q for q in pool if q.prefix in drawn]
