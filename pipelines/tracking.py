@@ -1,7 +1,8 @@
 """MLflow for every stage: a local SQLite store inside the project unless told otherwise.
 
 `MLFLOW_TRACKING_URI` switches to an MLflow server without code changes. A stage keeps its
-run id in its directory, so a resumed stage logs into the same MLflow run.
+run id in its directory, so a resumed stage logs into the same MLflow run, unless that run is
+not this directory's to write (`run_to_resume`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FORKED_FROM = "forked_from"  # in a stage directory copied from another run (pipelines/fork.py): its origin
+STAGE_DIR_TAG = "tokenmdp.stage_dir"  # on every stage's run: the directory that logs into it
 SERVER_WAIT_S = 30.0  # how long a command waits for a tracking server that does not answer yet (one starting up)
 
 
@@ -106,18 +108,58 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     mlflow.set_tracking_uri(uri)
     use_experiment(experiment, uri)
     id_file = stage_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    run_id, tags = run_to_resume(stage_dir, id_file.read_text().strip() if id_file.is_file() else None, uri)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) as run:
         stage_dir.mkdir(parents=True, exist_ok=True)
         id_file.write_text(run.info.run_id)
-        origin = stage_dir / FORKED_FROM
-        if run_id is None and origin.is_file():  # a copied stage: say which run trained it
-            source = json.loads(origin.read_text())
-            mlflow.set_tags(
-                {"tokenmdp.forked_from": source["mlflow_run_id"] or "", "tokenmdp.forked_from_dir": source["stage_dir"]}
-            )
+        mlflow.set_tags(tags | {STAGE_DIR_TAG: str(stage_dir.resolve())})  # a moved directory takes its run along
         yield run
+
+
+def run_to_resume(stage_dir: Path, run_id: str | None, tracking_uri: str) -> tuple[str | None, dict[str, str]]:
+    """The run `stage_dir` logs into (None: a new one) and the tags a new one starts with.
+
+    A stage resumes its own run. It starts a new one, tagged with the run it continues, where that run is
+    not in this store (the directory came from another machine's), was deleted, or is still another
+    directory's (this one is a copy: two directories resuming one run would log over each other's steps)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    origin = stage_dir / FORKED_FROM
+    if run_id is None:
+        if not origin.is_file():
+            return None, {}
+        source = json.loads(origin.read_text())  # copied by a fork: say which run trained it
+        return None, _forked(source["mlflow_run_id"] or "", source["stage_dir"])
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        _say(stage_dir, f"its MLflow run {run_id} is not in {tracking_uri} (a directory from another store?)")
+        return None, {"tokenmdp.resumed_from": run_id}
+    if run.info.lifecycle_stage == "deleted":
+        _say(stage_dir, f"its MLflow run {run_id} was deleted")
+        return None, {"tokenmdp.resumed_from": run_id}
+    owner = run.data.tags.get(STAGE_DIR_TAG)
+    if owner and Path(owner) != stage_dir.resolve() and _holds(Path(owner), run_id):
+        _say(stage_dir, f"its MLflow run {run_id} is {owner}'s, which still logs into it (this directory is a copy)")
+        return None, _forked(run_id, owner)
+    return run_id, {}
+
+
+def _forked(run_id: str, stage_dir: str) -> dict[str, str]:
+    return {"tokenmdp.forked_from": run_id, "tokenmdp.forked_from_dir": stage_dir}
+
+
+def _holds(stage_dir: Path, run_id: str) -> bool:
+    id_file = stage_dir / "mlflow_run_id"
+    return id_file.is_file() and id_file.read_text().strip() == run_id
+
+
+def _say(stage_dir: Path, why: str) -> None:
+    print(f"{stage_dir}: {why}: logging into a new MLflow run tagged with it", file=sys.stderr, flush=True)
 
 
 def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:

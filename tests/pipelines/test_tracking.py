@@ -117,3 +117,42 @@ def test_a_tracking_server_that_answers_is_taken_whatever_it_says(tmp_path):
         require_tracking_server(base, wait_s=0)
         require_tracking_server(f"{base}/under/a/prefix", wait_s=0)  # a 404 is an answer: MLflow reports it
         server.shutdown()
+
+
+def _log_step(stage_dir: Path, uri: str, step: int) -> str:
+    with stage_run(stage_dir, experiment="moves", run_name="sft", tracking_uri=uri) as run:
+        mlflow.log_metric("loss", float(step), step=step)
+    return run.info.run_id
+
+
+def test_a_copied_run_directory_logs_into_a_run_of_its_own(tmp_path, capsys):
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = _log_step(tmp_path / "a" / "sft", uri, 0)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # `cp -r`: the copy holds the original's run id
+    copy = _log_step(tmp_path / "b" / "sft", uri, 1)
+    assert copy != first and "this directory is a copy" in capsys.readouterr().err
+    assert _log_step(tmp_path / "a" / "sft", uri, 1) == first  # the original resumes its own run
+    client = MlflowClient(uri)
+    assert [m.step for m in client.get_metric_history(first, "loss")] == [0, 1]  # the copy's step is not in it
+    tags = client.get_run(copy).data.tags
+    assert tags["tokenmdp.forked_from"] == first
+    assert tags["tokenmdp.forked_from_dir"] == str((tmp_path / "a" / "sft").resolve())
+    assert _log_step(tmp_path / "b" / "sft", uri, 2) == copy  # and the copy its own from then on
+
+    (tmp_path / "a").rename(tmp_path / "moved")  # a moved directory takes its run along
+    assert _log_step(tmp_path / "moved" / "sft", uri, 2) == first
+    assert client.get_run(first).data.tags["tokenmdp.stage_dir"] == str((tmp_path / "moved" / "sft").resolve())
+    assert capsys.readouterr().err == ""
+
+    elsewhere = f"sqlite:///{tmp_path / 'laptop.db'}"  # a directory finished against another store
+    resumed = _log_step(tmp_path / "moved" / "sft", elsewhere, 3)
+    assert MlflowClient(elsewhere).get_run(resumed).data.tags["tokenmdp.resumed_from"] == first
+    assert f"its MLflow run {first} is not in {elsewhere}" in capsys.readouterr().err
+
+    client.delete_run(copy)  # a run deleted in the UI: MLflow would refuse to resume it
+    after = _log_step(tmp_path / "b" / "sft", uri, 3)
+    assert after != copy and client.get_run(after).data.tags["tokenmdp.resumed_from"] == copy
