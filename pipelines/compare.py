@@ -75,19 +75,19 @@ def same_exam(cfg_a: Config, cfg_b: Config) -> None:
         raise CompareError(f"the two runs were asked different held-out questions (they differ in {', '.join(differ)})")
 
 
-def paired(a: Policy, b: Policy) -> dict[str, float]:
-    """Policy b against policy a on the same held-out questions, question by question."""
+def paired(a: Policy, b: Policy) -> dict[str, float | int]:
+    """Policy b against policy a on the same held-out questions, question by question (counts as ints)."""
     same_exam(a.cfg, b.cfg)
     questions = eval_questions(a.cfg)
     before, after = (held_out_passes(p.model, p.space, p.cfg, questions) for p in (a, b))
     gain, stderr = paired_difference(before, after)
     fixed, broken = fixed_and_broken(before, after)
     return {
-        "questions": float(len(questions)),
+        "questions": len(questions),
         "pass_rate_a": sum(before) / len(before),
         "pass_rate_b": sum(after) / len(after),
         "gain": gain,
         "gain_stderr": stderr,
-        "fixed": float(fixed),
-        "broken": float(broken),
+        "fixed": fixed,
+        "broken": broken,
     }

@@ -90,6 +90,7 @@ def test_run_from_a_finished_run_trains_only_what_changed_and_leaves_the_source_
         and judged["pass_rate_b"] == after["rlhf"]["gold_pass_rate"]
     )
     assert judged["fixed"] - judged["broken"] == pytest.approx(judged["gain"] * judged["questions"])
+    assert all(type(judged[count]) is int for count in ("questions", "fixed", "broken"))  # counts, not 64.000
     assert judged["settings"] == {"rl.lr": [load_config("tiny").rl.lr, 1e-3]}  # what the comparison is of
     assert "settings: a = " in compared.stdout and "(1 differ)" in compared.stdout
     same = CliRunner().invoke(app, ["compare", str(source), str(forked), "--stage", "sft"], terminal_width=400)
