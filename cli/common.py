@@ -133,6 +133,7 @@ def clear_refusals() -> Iterator[None]:
     from actors.cluster import ActorsLost, DoesNotFit
     from pipelines.run_config import MissingStage, RunDirError
     from pipelines.tracking import TrackingUnreachable
+    from world.actions import ActionSpaceMismatch
     from world.user_data import DataFileError
 
     try:
@@ -145,6 +146,8 @@ def clear_refusals() -> Iterator[None]:
         typer.echo(f"Error: {err}", err=True)  # one bad line a line: nothing was trained on it
         raise typer.Exit(2) from None
     except DoesNotFit as err:  # actors Ray would wait for forever
+        raise typer.BadParameter(str(err)) from None
+    except ActionSpaceMismatch as err:  # a policy asked questions spelled under another action space
         raise typer.BadParameter(str(err)) from None
     except (TrackingUnreachable, ActorsLost) as err:  # nothing trained is lost: the same command resumes
         typer.echo(f"Error: {err}", err=True)

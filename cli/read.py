@@ -92,6 +92,7 @@ def evaluate(
         if checkpoint is None:
             cfg, run_dir = config_and_dir(config or "demo", overrides, out)
             policy = trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
+            judged = stage.main(cfg, policy, samples)
         else:
             try:
                 chosen = final_policy(checkpoint)
@@ -104,8 +105,8 @@ def evaluate(
                     cfg = with_overrides(chosen.cfg, overrides or [])
                 except ConfigError as err:
                     raise typer.BadParameter(str(err)) from None
-            policy = chosen.checkpoint
-    typer.echo(json.dumps(stage.main(cfg, policy, samples)))
+            judged = stage.judged(chosen.model, chosen.space, cfg, samples, chosen.name)  # as it was read
+    typer.echo(json.dumps(judged))
 
 
 @app.command()
@@ -146,15 +147,17 @@ def trace(
     answer: Annotated[
         str | None, typer.Option(help="Trace this answer (e.g. 8), teacher-forced, instead of the greedy one.")
     ] = None,
+    iteration: Annotated[
+        int | None, typer.Option(min=1, help="Trace the RLHF policy kept at this iteration (rl.snapshot_every).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """One prompt through the token-level MDP: each action's probability, the reference's, the KL, the reward."""
     from pipelines.trace import trace as run_trace
 
+    given = terms_arg(answer, "answer") if answer else None
     with clear_refusals():
-        traced = run_trace(
-            run_dir, terms_arg(sequence), stage, group, seed, terms_arg(answer, "answer") if answer else None
-        )
+        traced = run_trace(run_dir, terms_arg(sequence), stage, group, seed, given, iteration)
     if as_json:
         typer.echo(traced.to_json())
         return

@@ -138,10 +138,11 @@ def print_curve(points: list[Point], run_dir: Path) -> None:
 def print_trace(trace: Trace) -> None:
     """`tokenmdp trace`: the traced response (greedy or given) step by step, then the sampled group as RL scores it."""
     answer = trace.exam_answer[0] if trace.exam_answer else "-"
+    whose = f"{trace.stage} policy" if trace.iteration is None else f"the rlhf policy of iteration {trace.iteration}"
     console.print(
         f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
-        f"{trace.stage} policy against the SFT reference; reward from {trace.reward_source}, "
-        f"KL {trace.kl_estimator} in the {trace.kl_in} (coef {trace.kl_coef}), advantage {trace.advantage}"
+        f"{whose} against the SFT reference; reward from {trace.reward_source}, "
+        f"KL {trace.kl_estimator} in the {trace.kl_in} (coef {trace.kl_coef:.4g}), advantage {trace.advantage}"
     )
     g = trace.episode
     steps = [
@@ -196,9 +197,14 @@ def print_runs(lines: list[RunLine], root: Path) -> None:
         gain = "" if line.gain is None else f"{100 * line.gain:+.1f} ± {100 * (line.gain_stderr or 0):.1f}"
         stands = f"{line.stands} (written by {line.writer})" if line.writer else line.stands
         name = line.run_dir + (f" (fork of {line.forked_from})" if line.forked_from else "")
-        table.add_row(name, stands, pct(line.sft), pct(line.reward_accuracy), pct(line.rlhf), gain,
+        rlhf = pct(line.rlhf) + ("*" if line.overoptimised_at else "")
+        table.add_row(name, stands, pct(line.sft), pct(line.reward_accuracy), rlhf, gain,
                       line.model_uri or "")  # fmt: skip
     console.print(table)
+    for line in lines:
+        if line.overoptimised_at:
+            console.print(f"* {line.run_dir}: RLHF over-optimised: the watch warned at iteration "
+                          f"{line.overoptimised_at} (its gold reward fell while the RM's rose)")  # fmt: skip
 
 
 def print_status(status: RunStatus) -> None:

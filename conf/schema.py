@@ -304,6 +304,12 @@ class RLConfig(Strict):
     """Keep the policy of every this many iterations as rlhf/snapshots/iteration-NNNNN.pt (its weights, config and
     corpus statistics: what compare, exam, evaluate and serve take), where the checkpoint holds only the last;
     0 keeps none."""
+    watch_drop: float | None = Field(0.1, gt=0, le=1)
+    """The over-optimisation watch: warn (once, on stderr and as the MLflow tag `tokenmdp.overoptimised`) when the
+    gold reward on the training samples, averaged over `watch_window` iterations, has fallen this far below its
+    peak while the RM's reward, averaged alike, rose since: the policy is learning the RM's errors. None: off."""
+    watch_window: int = Field(5, ge=1)
+    """Iterations the over-optimisation watch averages each reward over: one iteration's is noisy."""
     threads: int = Field(1, ge=1)
     """torch threads of each actor and of the controller."""
     actor_restarts: int = Field(2, ge=0)

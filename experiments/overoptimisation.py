@@ -3,7 +3,8 @@
 Two arms differ only in the KL coefficient: the demo's and a weak one. With the weak
 penalty the policy travels further from the SFT reference; the RM's proxy reward keeps
 rising while the gold reward (the grader on the same training samples) peaks and turns
-down: Goodhart on a learnt reward. The peak is found on a moving average.
+down: Goodhart on a learnt reward. The peak is found on a moving average, as RLHF's own
+over-optimisation watch finds it while it trains (`algos/overoptimisation.py`).
 """
 
 from __future__ import annotations
@@ -15,28 +16,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from algos.overoptimisation import moving_average, turning_point
 from experiments.rl_arms import run_rlhf_arm, summary_row
 from experiments.runner import Arm, ArmResult, Experiment, metric_history
 
 WEAK_KL = 0.01
 WINDOW = 5
-
-
-def moving_average(values: list[float], window: int = WINDOW) -> list[float]:
-    """Trailing mean over up to `window` points (the first points average what there is)."""
-    out = []
-    for i in range(len(values)):
-        chunk = values[max(0, i - window + 1) : i + 1]
-        out.append(sum(chunk) / len(chunk))
-    return out
-
-
-def turning_point(gold: list[float], proxy: list[float]) -> dict[str, float]:
-    """Where smoothed gold peaks, and how much smoothed proxy still rose after it."""
-    g, p = moving_average(gold), moving_average(proxy)
-    peak = max(range(len(g)), key=g.__getitem__)
-    return {"peak index": float(peak), "gold at peak": g[peak], "gold at end": g[-1],
-            "proxy rise after peak": p[-1] - p[peak]}  # fmt: skip
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
@@ -47,13 +32,16 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
         steps, kl = metric_history(client, rl_dir, "rl/kl")
         _, gold = metric_history(client, rl_dir, "reward/gold")
         _, proxy = metric_history(client, rl_dir, "reward/proxy")
-        turn = turning_point(gold, proxy)
-        peak = int(turn.pop("peak index"))
-        rows.append(summary_row(r) | {"iteration of gold peak": steps[peak], "KL at gold peak": kl[peak]} | turn)
-        axes[0].plot(moving_average(kl), moving_average(gold), label=f"{r.arm.name}: gold")
-        axes[0].plot(moving_average(kl), moving_average(proxy), "--", label=f"{r.arm.name}: proxy (RM)")
-        axes[1].plot(steps, moving_average(gold), label=f"{r.arm.name}: gold")
-        axes[1].plot(steps, moving_average(proxy), "--", label=f"{r.arm.name}: proxy (RM)")
+        turn = turning_point(gold, proxy, WINDOW)
+        rows.append(summary_row(r) | {
+            "iteration of gold peak": steps[turn.peak], "KL at gold peak": kl[turn.peak],
+            "gold at peak": turn.gold_at_peak, "gold at end": turn.gold_now, "proxy rise after peak": turn.proxy_rise,
+        })  # fmt: skip
+        smooth_kl, smooth_gold, smooth_proxy = (moving_average(v, WINDOW) for v in (kl, gold, proxy))
+        axes[0].plot(smooth_kl, smooth_gold, label=f"{r.arm.name}: gold")
+        axes[0].plot(smooth_kl, smooth_proxy, "--", label=f"{r.arm.name}: proxy (RM)")
+        axes[1].plot(steps, smooth_gold, label=f"{r.arm.name}: gold")
+        axes[1].plot(steps, smooth_proxy, "--", label=f"{r.arm.name}: proxy (RM)")
     axes[0].set_xlabel("KL to the reference (nats per response)")
     axes[1].set_xlabel("iteration")
     for ax in axes:

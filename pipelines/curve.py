@@ -19,11 +19,9 @@ from pathlib import Path
 
 from algos.stats import fixed_and_broken, paired_difference
 from pipelines.evaluate import Judgement, judge
-from pipelines.policy_source import Policy, named_policy, stage_policy
+from pipelines.policy_source import Policy, kept_snapshots, named_policy, stage_policy
 from pipelines.rl_prompts import feedback_pool, practised_for
 from pipelines.run_config import RunDirError
-
-SNAPSHOT_GLOB = "iteration-*.pt"
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class Point:
 def kept_policies(run_dir: Path) -> list[tuple[int, Policy]]:
     """(iteration, policy) of each snapshot and of the final checkpoint, by iteration (a snapshot of the final
     iteration stands for it)."""
-    paths = sorted((run_dir / "rlhf" / "snapshots").glob(SNAPSHOT_GLOB))
+    paths = kept_snapshots(run_dir)
     if not paths:
         raise RunDirError(
             f"{run_dir} keeps no RLHF snapshots (rl.snapshot_every was 0 when its RLHF trained): a run judges its "

@@ -194,6 +194,13 @@ def sampled_pass_at_k(
 
 def main(cfg: Config, checkpoint: Path, samples: int = 1) -> dict[str, float]:
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
+    return judged(model, space, cfg, samples)
+
+
+def judged(model: GPT, space: ActionSpace, cfg: Config, samples: int = 1, name: str = "") -> dict[str, float]:
+    """The policy (`name`d in an error) on `cfg`'s held-out questions: greedy, then `samples` answers at
+    temperature 1; refused where `cfg` spells its questions under another action space."""
+    ActionSpace(digit_order=cfg.world.digit_order).require_same(space, what=f"the policy {name}".strip())
     metrics, greedy_passed = greedy_judgement(model, space, cfg)
     if samples > 1:
         return metrics | sampled_pass_at_k(model, space, cfg, samples, greedy_passed)

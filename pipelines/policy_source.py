@@ -37,6 +37,21 @@ class Policy:
     run_dir: Path | None  # the run directory it was read from; None for a file or a registered model
 
 
+def snapshot_path(run_dir: Path, iteration: int) -> Path:
+    """Where `rl.snapshot_every` keeps the policy of an iteration."""
+    return run_dir / "rlhf" / "snapshots" / f"iteration-{iteration:05d}.pt"
+
+
+def kept_snapshots(run_dir: Path) -> list[Path]:
+    """The RLHF policies a run kept along the way, by iteration."""
+    return sorted(snapshot_path(run_dir, 0).parent.glob("iteration-*.pt"))
+
+
+def snapshot_iteration(snapshot: Path) -> int:
+    """The iteration whose policy a snapshot file keeps, from its name."""
+    return int(snapshot.stem.removeprefix("iteration-"))
+
+
 def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, str, str]:
     """(checkpoint file, model name, version) for any accepted `--model` form."""
     if model.startswith("models:/") or model.startswith("runs:/"):

@@ -40,10 +40,12 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
+from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
 from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
+from pipelines.rl_watch import resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
@@ -341,11 +343,6 @@ def start_point(run_dir: Path, space: ActionSpace) -> StartPoint:
     return StartPoint(policy, state, 0, 0, resumed=False)
 
 
-def snapshot_path(run_dir: Path, iteration: int) -> Path:
-    """Where `rl.snapshot_every` keeps the policy of an iteration."""
-    return run_dir / "rlhf" / "snapshots" / f"iteration-{iteration:05d}.pt"
-
-
 def _first_line(err: BaseException) -> str:
     """An error's first non-empty line: Ray's actor errors run to a page."""
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
@@ -374,6 +371,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
         # actors it last ran on (a resume may move it to another cluster)
         actors_now = json.dumps(rl.actors.model_dump())
         mlflow.set_tags({"tokenmdp.rl_iterations": rl.iterations, "tokenmdp.rl_actors": actors_now})
+        watch = resumed_watch(rl, mlflow.MlflowClient(), run.info.run_id, iteration)
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
@@ -397,6 +395,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                         config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
                     )  # fmt: skip
                     mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
+                if turn := watch.observe(iteration, gold, proxy):  # after the snapshot: it may be the one to take
+                    warn(turn, watch, iteration, kept_snapshots(run_dir), rl.snapshot_every)
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
                     log_metrics_batch(pending)
                     pending = []

@@ -61,11 +61,11 @@ FIRST_READER: dict[str, str | None] = {
     "reward": "reward", "rl": "rlhf",
     "name": None, "serve": None, "evaluate": None,
 }  # fmt: skip
-# How a stage runs, not what it trains, by a field's last name: free to change at a resume (a run begun on a
-# cluster may end on a laptop), and a fork changing only these retrains nothing.
-SPEED_ONLY = (
+# How a stage runs or is watched, not what it trains, by a field's last name: free to change at a resume (a run
+# begun on a cluster may end on a laptop), and a fork changing only these retrains nothing.
+NOT_TRAINED = (
     "threads", "actor_restarts", "num_cpus", "num_gpus", "num_cpus_per_learner", "num_gpus_per_learner",
-    "placement_strategy", "sync", "checkpoint_every",
+    "placement_strategy", "sync", "checkpoint_every", "watch_drop", "watch_window",
 )  # fmt: skip
 # Free to change at a resume, but a fork retrains the stage: actor counts deal the prompts to the samplers'
 # random streams otherwise (the same algorithm, not the digit of a run never stopped), and snapshots kept
@@ -101,7 +101,7 @@ def length_field(stage: str) -> str:
 def first_reader(field: str) -> str | None:
     """The first stage whose training reads `field` (a dotted config name); unknown fields: every stage."""
     parts = field.split(".")
-    if parts[-1] in SPEED_ONLY:
+    if parts[-1] in NOT_TRAINED:
         return None
     for n in range(len(parts), 0, -1):
         if (prefix := ".".join(parts[:n])) in FIRST_READER:

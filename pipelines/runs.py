@@ -27,6 +27,7 @@ class RunLine:
     gain_stderr: float | None
     model_uri: str | None
     forked_from: str | None
+    overoptimised_at: int | None  # the iteration RLHF's over-optimisation watch warned at, if it did
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -53,7 +54,7 @@ def run_line(run_dir: Path) -> RunLine:
         sft=sft.get("gold_pass_rate"), reward_accuracy=reward.get("gold_accuracy"), rlhf=rlhf.get("gold_pass_rate"),
         gain=rlhf.get("gain_over_sft"), gain_stderr=rlhf.get("gain_over_sft_stderr"),
         model_uri=status.model_uri,
-        forked_from=summary.get("forked_from", {}).get("run_dir"),
+        forked_from=summary.get("forked_from", {}).get("run_dir"), overoptimised_at=rlhf.get("overoptimised_at"),
     )  # fmt: skip
 
 

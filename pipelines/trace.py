@@ -3,6 +3,7 @@
     tokenmdp trace runs/demo 1,2,4,8,16                 # the final policy against its reference
     tokenmdp trace runs/demo 1,2,4,8,16 --stage sft --group 8 --json
     tokenmdp trace runs/demo 3,4,5,6,7 --answer 8       # what the run makes of an answer it did not give
+    tokenmdp trace runs/demo 1,2,4,8,16 --iteration 10  # the RLHF policy the run kept at iteration 10
 
 The greedy response (or a given answer, read teacher-forced), action by action: the state's last tokens, the action, its
 probability under the policy and under the reference (the SFT policy), the exact KL
@@ -25,11 +26,12 @@ import torch
 import algos.advantages as adv
 from actors.reference import ReferenceImpl
 from actors.reward_scorer import RewardScorerImpl
-from algos.kl import categorical_kl, entropy, kl_per_token
+from algos.kl import adaptive_kl_coef, categorical_kl, entropy, kl_per_token
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
+from pipelines.policy_source import kept_snapshots, snapshot_iteration, snapshot_path
 from pipelines.run_config import RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
 from world.grader import analyze, grade
@@ -74,6 +76,7 @@ class Trace:
     exam_answer: list[int] | None
     rule: str | None
     stage: str
+    iteration: int | None  # the RLHF snapshot traced; None: the stage's final policy
     reward_source: str
     kl_estimator: str
     kl_in: str
@@ -100,20 +103,49 @@ def given_rollouts(policy: GPT, space: ActionSpace, prompt: list[int], answer: l
                     torch.ones(1, dtype=torch.bool), policy_version=0, prompt_width=len(prompt))  # fmt: skip
 
 
+def _traced_checkpoint(run_dir: Path, stage: str, iteration: int | None) -> Path:
+    """`stage`'s policy, or the RLHF policy the run kept at `iteration` (`rl.snapshot_every`)."""
+    if iteration is None:
+        return policy_checkpoint(run_dir, stage)
+    if stage != "rlhf":
+        raise TraceError(f"--iteration picks one of the policies RLHF kept, not {stage}'s: leave --stage at rlhf")
+    path = snapshot_path(run_dir, iteration)
+    if not path.is_file():
+        kept = ", ".join(str(snapshot_iteration(p)) for p in kept_snapshots(run_dir))
+        why = f"it kept iterations {kept}" if kept else "it kept none (rl.snapshot_every was 0)"
+        raise TraceError(f"{run_dir} kept no RLHF policy of iteration {iteration}: {why}")
+    return path
+
+
+def adapted_kl_coef(cfg: Config, state: dict) -> float:
+    """The KL coefficient an adaptive controller had come to after the checkpoint's iteration: the final
+    checkpoint keeps it; a snapshot keeps the one its iteration used and that iteration's KL, from which the
+    controller's step is taken again."""
+    if "kl_coef" in state:
+        return state["kl_coef"]
+    used = state.get("last_metrics", {})
+    if "rl/kl_coef" not in used:
+        return cfg.rl.kl_coef
+    rl = cfg.rl
+    responses = rl.prompts_per_iteration * rl.group_size
+    return adaptive_kl_coef(used["rl/kl_coef"], used["rl/kl"], rl.kl_target, rl.kl_horizon, responses)
+
+
 def trace(
     run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
-    answer: list[int] | None = None,
+    answer: list[int] | None = None, iteration: int | None = None,
 ) -> Trace:  # fmt: skip
     """`stage`'s greedy response to `prefix` (or `answer`, teacher-forced), step by step, and a scored group of
-    `group` samples."""
+    `group` samples; `iteration`: the RLHF policy the run kept then, in place of its final one."""
     cfg = load_run_config(run_dir)
-    ended = run_dir / "rlhf" / "checkpoint.pt"
+    traced_checkpoint = _traced_checkpoint(run_dir, stage, iteration)
+    ended = traced_checkpoint if iteration is not None else run_dir / "rlhf" / "checkpoint.pt"
     if cfg.rl.kl_ctrl == "adaptive" and ended.is_file():  # the coefficient RL had come to, not the one it began with
-        coef = torch.load(ended, map_location="cpu", weights_only=False).get("kl_coef", cfg.rl.kl_coef)
+        coef = adapted_kl_coef(cfg, torch.load(ended, map_location="cpu", weights_only=False))
         cfg = cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"kl_coef": coef})})
     rl = cfg.rl
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    policy, _, _ = load_checkpoint(policy_checkpoint(run_dir, stage), space)
+    policy, _, _ = load_checkpoint(traced_checkpoint, space)
     policy.eval()
     reference = ReferenceImpl(str(policy_checkpoint(run_dir, "sft")), cfg.world.digit_order)
     rm_path = run_dir / "reward" / "checkpoint.pt"
@@ -157,6 +189,7 @@ def trace(
         exam_answer=list(verdict.answer[:1]) if verdict.answer else None,
         rule=verdict.rule,
         stage=stage,
+        iteration=iteration,
         reward_source=rl.reward_source,
         kl_estimator=rl.kl_estimator,
         kl_in=rl.kl_in,

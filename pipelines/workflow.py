@@ -22,8 +22,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from algos.overoptimisation import turning_point
 from conf.schema import Config
-from pipelines import pretrain, report, reward, rlhf, sft
+from pipelines import pretrain, report, reward, rl_watch, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
 from pipelines.run_config import REGISTERED, guard_run_dir
@@ -92,10 +93,12 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
     ]
 
 
-def rlhf_over_iterations(run_id: str, uri: str) -> dict[str, float | None]:
+def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float | int | None]:
     """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
-    iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, and
-    the largest share of actions rare in pretraining. None where the run has no such history (a forked stage)."""
+    iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, the
+    largest share of actions rare in pretraining, the iteration where the training gold reward (averaged over
+    `window`) peaked and the one where the over-optimisation watch warned. None where the run has no such
+    history (a forked stage) or the watch never warned."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -104,10 +107,16 @@ def rlhf_over_iterations(run_id: str, uri: str) -> dict[str, float | None]:
         values = [m.value for m in client.get_metric_history(run_id, key)]
         return reduce(values) if values else None
 
+    gold, proxy = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in rl_watch.REWARD_KEYS)
+    steps = sorted(gold.keys() & proxy.keys())
+    turn = turning_point([gold[s] for s in steps], [proxy[s] for s in steps], window) if steps else None
+    warned = client.get_run(run_id).data.tags.get(rl_watch.TAG)
     return {
         "zero_advantage_groups_mean": over("rl/zero_advantage_groups", lambda v: sum(v) / len(v)),
         "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
         "rare_action_rate_max": over("rl/rare_action_rate", max),
+        "gold_peak_iteration": steps[turn.peak] if turn else None,
+        "overoptimised_at": json.loads(warned)["iteration"] if warned else None,
     }
 
 
@@ -148,7 +157,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
                 "max_staleness": rl.get("buffer/max_staleness"),  # measured: the oldest batch served
                 "run_id": rl["run_id"],
             }
-            | rlhf_over_iterations(rl["run_id"], uri),
+            | rlhf_over_iterations(rl["run_id"], uri, cfg.rl.watch_window),
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }

@@ -133,6 +133,15 @@ def test_evaluate_refuses_a_checkpoint_that_is_not_there(tmp_path):
     assert result.exit_code == 2 and "--checkpoint" in result.output and "nope.pt" in result.output
 
 
+def test_evaluate_refuses_questions_spelled_under_another_action_space(tiny_sft_run):
+    other = {"msb": "lsb", "lsb": "msb"}[load_config("tiny").world.digit_order]
+    policy = str(tiny_sft_run / "sft" / "checkpoint.pt")
+    result = runner.invoke(app, ["evaluate", "tiny", "--set", f"world.digit_order={other}", "--checkpoint", policy])
+    said = " ".join(result.output.replace("│", " ").split())
+    assert result.exit_code == 2 and "the action space is frozen at pretraining" in said, result.output  # no traceback
+    assert f"'digit_order': '{other}'" in said and "the policy " in said
+
+
 def test_serve_refuses_an_address_it_cannot_listen_on_before_starting_ray(tmp_path):
     import socket
 

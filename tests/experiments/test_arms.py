@@ -5,7 +5,6 @@ import torch
 
 from conf.load import ConfigError, load_config
 from experiments.contrastive import median_labels
-from experiments.overoptimisation import moving_average, turning_point
 from experiments.rm_pairs import cross_prompt_pairs
 from experiments.runner import Arm, Experiment, arm_configs
 from world.preferences import PreferencePair
@@ -25,22 +24,6 @@ def test_median_labels_split_each_group_at_its_median():
 def test_an_all_wrong_group_is_pushed_down_whole():
     labels = median_labels(torch.zeros(4), torch.zeros(4, dtype=torch.long), torch.ones(4, 1))
     assert labels.squeeze(1).tolist() == [-1, -1, -1, -1]
-
-
-def test_moving_average_is_trailing():
-    assert moving_average([1, 2, 3, 4, 5, 6], window=3) == [1, 1.5, 2, 3, 4, 5]
-
-
-def test_turning_point_finds_the_gold_peak_and_the_proxy_rise_after_it():
-    gold = [0.1, 0.2, 0.3, 0.3, 0.2, 0.1, 0.0, 0.0]
-    proxy = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    turn = turning_point(gold, proxy)
-    # 5-point trailing means of gold: .1 .15 .2 .225 .22 .22 .18 .12 -> peak at index 3
-    assert turn["peak index"] == 3
-    assert turn["gold at peak"] == pytest.approx(0.225)
-    assert turn["gold at end"] == pytest.approx(0.12)
-    # proxy means at 3 and 7: .15 and .5
-    assert turn["proxy rise after peak"] == pytest.approx(0.35)
 
 
 def pair(prompt, good, bad, agrees=True):

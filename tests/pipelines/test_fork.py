@@ -29,6 +29,7 @@ def test_each_field_is_first_read_by_the_stage_that_trains_on_it():
     assert first_reader("rl.snapshot_every") == "rlhf"  # a fork asking for snapshots trains RLHF to make them
     assert first_reader("rl.sync") is None and first_reader("rl.sync_every") == "rlhf"  # how weights travel; a lag
     assert first_reader("rl.threads") is None and first_reader("sft.threads") is None  # speed, not training
+    assert first_reader("rl.watch_drop") is None and first_reader("rl.watch_window") is None  # watched, not trained
     assert first_reader("serve.port") is None and first_reader("evaluate.questions") is None
     assert first_reader("a_field_added_later") == "pretrain"  # unknown: reuse nothing
 

@@ -28,7 +28,7 @@ def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path)
               "rlhf": cfg.rl.iterations}  # fmt: skip
     stages = {
         "sft": {"gold_pass_rate": 0.5}, "reward": {"gold_accuracy": 0.75},
-        "rlhf": {"gold_pass_rate": 0.52, "gain_over_sft": 0.02, "gain_over_sft_stderr": 0.01},
+        "rlhf": {"gold_pass_rate": 0.52, "gain_over_sft": 0.02, "gain_over_sft_stderr": 0.01, "overoptimised_at": 23},
     }  # fmt: skip
     _run(tmp_path / "runs" / "done", cfg, totals, {"stages": stages, "forked_from": {"run_dir": "/x/runs/demo"}})
     _run(tmp_path / "runs" / "experiments" / "tiny" / "arm", cfg, {"pretrain": 4})
@@ -41,8 +41,10 @@ def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path)
     done, arm = lines["done"], lines["experiments/tiny/arm"]
     assert (done["stands"], done["sft"], done["reward_accuracy"], done["rlhf"]) == ("every stage done", 0.5, 0.75, 0.52)
     assert (done["gain"], done["gain_stderr"], done["model_uri"]) == (0.02, 0.01, "models:/tokenmdp-tiny/3")
-    assert done["forked_from"] == "/x/runs/demo"
+    assert done["forked_from"] == "/x/runs/demo" and done["overoptimised_at"] == 23
+    assert arm["overoptimised_at"] is None
     assert arm["stands"] == f"pretrain (4 of {cfg.pretrain.steps} steps checkpointed)" and arm["sft"] is None
     table = CliRunner().invoke(app, ["runs", str(tmp_path / "runs")], terminal_width=300)
-    assert "+2.0 ± 1.0" in table.stdout and "50.0%" in table.stdout
+    assert "+2.0 ± 1.0" in table.stdout and "50.0%" in table.stdout and "52.0%*" in table.stdout
+    assert "RLHF over-optimised: the watch warned at iteration 23" in " ".join(table.stdout.split())
     assert CliRunner().invoke(app, ["runs", str(tmp_path / "nowhere")]).exit_code == 2

@@ -125,6 +125,30 @@ def test_an_adaptive_run_is_traced_at_the_kl_coefficient_it_came_to(traced_run):
     assert trace(traced_run, PREFIX, stage="rlhf", group=0).kl_coef == 0.125  # not the 0.05 it started from
 
 
+def test_a_kept_policy_is_traced_at_the_kl_coefficient_of_its_iteration(traced_run):
+    overrides = ["rl.reward_source=gold", "rl.kl_ctrl=adaptive", "rl.kl_in=reward", "rl.kl_horizon=100"]
+    (traced_run / "config.json").write_text(json.dumps(load_config("tiny", overrides).model_dump()))
+    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+    snapshots = traced_run / "rlhf" / "snapshots"
+    save_checkpoint(snapshots / "iteration-00010.pt", model=policy, space=space, iteration=10,
+                    last_metrics={"rl/kl_coef": 0.1, "rl/kl": 1.0})  # fmt: skip
+    t = trace(traced_run, PREFIX, group=0, iteration=10)
+    # the controller's step after iteration 10: KL 1.0 against the target 0.1 clips the error to +0.2, and
+    # tiny's 8 prompts x 4 responses over a horizon of 100 move the coefficient by 0.2 * 0.32 of itself
+    assert t.iteration == 10 and t.kl_coef == pytest.approx(0.1 * (1 + 0.2 * 32 / 100))
+    assert all(s.prob == pytest.approx(s.ref_prob, abs=1e-6) for s in t.steps)  # SFT's weights, kept: no KL
+    with pytest.raises(TraceError, match=r"kept no RLHF policy of iteration 5: it kept iterations 10$"):
+        trace(traced_run, PREFIX, group=0, iteration=5)
+    with pytest.raises(TraceError, match="not sft's: leave --stage at rlhf"):
+        trace(traced_run, PREFIX, stage="sft", group=0, iteration=10)
+    shown = CliRunner().invoke(app, ["trace", str(traced_run), "1,2,3,4,5", "--iteration", "10", "--group", "0"])
+    said = " ".join(shown.stdout.split())
+    assert shown.exit_code == 0 and "the rlhf policy of iteration 10 against" in said and "(coef 0.1064)" in said
+    shutil.rmtree(snapshots)
+    with pytest.raises(TraceError, match=r"it kept none \(rl.snapshot_every was 0\)"):
+        trace(traced_run, PREFIX, group=0, iteration=10)
+
+
 def test_the_group_is_compared_with_the_reference_at_rls_temperature(traced_run):
     """At rl.temperature 0.5 the group's log-probs are recorded at 0.5: the SFT policy against itself (its own
     reference) shows no KL only if the reference is read at 0.5 too, and the greedy episode's none at 1."""

@@ -64,6 +64,14 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert rl["zero_advantage_groups_mean"] == pytest.approx(sum(zero) / len(zero))
     assert rl["sync_buffer_share_mean"] == pytest.approx(sum(share) / len(share))
     assert rl["rare_action_rate_max"] == max(rare)
+    # where the training gold reward (trailing mean, as the over-optimisation watch reads it) peaked
+    gold = [m.value for m in sorted(client.get_metric_history(rl["run_id"], "reward/gold"), key=lambda m: m.step)]
+    window = load_config("tiny").rl.watch_window
+    means = [sum(gold[i - window + 1 : i + 1]) / window for i in range(window - 1, len(gold))]  # full windows
+    means = means or [sum(gold[: i + 1]) / (i + 1) for i in range(len(gold))]  # a run shorter than the window
+    assert rl["gold_peak_iteration"] == len(gold) - len(means) + 1 + means.index(max(means))
+    warned = client.get_run(rl["run_id"]).data.tags.get("tokenmdp.overoptimised")
+    assert rl["overoptimised_at"] == (json.loads(warned)["iteration"] if warned else None)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "report")
     }
