@@ -1,4 +1,4 @@
-"""The commands that train: each stage, the whole pipeline, an experiment; and serving the result."""
+"""The commands that train: each stage, the whole pipeline, an experiment; and serving and registering the result."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.common import (
+    POLICY_SOURCE,
     ConfigArg,
     OutOpt,
     RayOpt,
@@ -187,3 +188,28 @@ def serve(
         from ray import serve as ray_serve
 
         ray_serve.shutdown()
+
+
+@app.command()
+def register(
+    source: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
+    stage: Annotated[
+        str | None, typer.Option(help="A run directory's stage: sft or rlhf. Default: its final policy.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The registered model. Default: tokenmdp-<its config's name>.")
+    ] = None,
+) -> None:
+    """Register a policy (a snapshot, SFT's, another run's) as the next version of a model in the MLflow registry."""
+    from pipelines.register import register as register_policy
+    from pipelines.run_config import POLICY_STAGES
+
+    if stage is not None and (stage not in POLICY_STAGES or not Path(source).is_dir()):
+        raise typer.BadParameter(
+            f"{stage!r} for {source}: --stage names a policy's stage ({', '.join(POLICY_STAGES)}) in a run directory",
+            param_hint="--stage",
+        )
+    with clear_refusals():
+        done = register_policy(source, stage, name)
+    typer.echo(f"registered {done.source} as {done.model_uri}; serve it: tokenmdp serve --model {done.model_uri}")
+    typer.echo(json.dumps({"model_uri": done.model_uri, "source": done.source, "iteration": done.iteration}))
