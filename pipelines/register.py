@@ -48,15 +48,30 @@ def register(
     require_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     use_experiment(policy.cfg.name, uri)
-    from serve.pyfunc_model import register_policy
+    tags = provenance(where, iteration)
+    with mlflow.start_run(run_name="register", tags=tags):
+        model_uri = register_checkpoint(policy.checkpoint, name or f"tokenmdp-{policy.cfg.name}", tags)
+    return Registered(model_uri, where, iteration)
 
-    tags = {"tokenmdp.registered_from": where}
+
+def provenance(source: str, iteration: int | None) -> dict[str, str]:
+    """The tags that say where a registered policy came from."""
+    tags = {"tokenmdp.registered_from": source}
     if iteration is not None:
         tags["tokenmdp.rl_iteration"] = str(iteration)
-    with mlflow.start_run(run_name="register", tags=tags):
-        model_uri = register_policy(policy.checkpoint, name or f"tokenmdp-{policy.cfg.name}")
+    return tags
+
+
+def register_checkpoint(checkpoint: Path, name: str, tags: dict[str, str]) -> str:
+    """Log the checkpoint's policy in the active MLflow run, register it as `name`'s next version, tag the version
+    with `tags`; returns `models:/name/version`."""
+    import mlflow
+
+    from serve.pyfunc_model import register_policy
+
+    model_uri = register_policy(checkpoint, name)
     model, version = model_uri.removeprefix("models:/").split("/")
     client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(model, version, key, value)
-    return Registered(model_uri, where, iteration)
+    return model_uri

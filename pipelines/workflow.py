@@ -27,7 +27,8 @@ from conf.schema import Config
 from pipelines import pretrain, report, reward, rl_watch, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
-from pipelines.run_config import REGISTERED, guard_run_dir
+from pipelines.register import provenance, register_checkpoint
+from pipelines.run_config import REGISTERED, checkpointed, guard_run_dir
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -68,13 +69,14 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, from_run: 
 
 
 def register(cfg: Config, run_dir: Path) -> str:
-    """Register the final policy once per run directory; the URI is what `tokenmdp serve --model` takes."""
-    from serve.pyfunc_model import register_policy
-
+    """Register the final policy once per run directory (a run trained on registers its new end as the next
+    version), tagged with the run directory and the iteration; the URI is what `tokenmdp serve --model` takes."""
     marker = run_dir / REGISTERED
     if marker.is_file():
         return marker.read_text().strip()
-    uri = register_policy(run_dir / "rlhf" / "checkpoint.pt", f"tokenmdp-{cfg.name}")
+    final = run_dir / "rlhf" / "checkpoint.pt"
+    iteration = checkpointed(run_dir, "rlhf")
+    uri = register_checkpoint(final, f"tokenmdp-{cfg.name}", provenance(f"{(run_dir / 'rlhf').resolve()}", iteration))
     marker.write_text(uri)
     return uri
 

@@ -118,6 +118,11 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert extended["stages"]["rlhf"]["run_id"] == rl["run_id"]
     assert len(client.get_metric_history(rl["run_id"], "rl/zero_advantage_groups")) == iterations + 2
     assert len(client.get_metric_history(sft["run_id"], "loss/lm")) == steps_before  # SFT only reported
+    # each version says where it came from: the registry tells the run's 4 and 6 iterations apart
+    origin = str((tmp_path / "run" / "rlhf").resolve())
+    assert [client.get_model_version("tokenmdp-tiny", v).tags for v in ("1", "2")] == [
+        {"tokenmdp.registered_from": origin, "tokenmdp.rl_iteration": str(n)} for n in (iterations, iterations + 2)
+    ]
     # the two versions, judged question by question and examined without the run directory
     compared = CliRunner().invoke(
         app, ["compare", "models:/tokenmdp-tiny/1", "models:/tokenmdp-tiny/2"], terminal_width=400
