@@ -21,7 +21,7 @@ from algos.stats import fixed_and_broken, paired_difference
 from pipelines.evaluate import Judgement, judge
 from pipelines.policy_source import Policy, kept_snapshots, named_policy, stage_policy
 from pipelines.rl_prompts import feedback_pool, practised_for
-from pipelines.run_config import RunDirError
+from pipelines.run_config import RunDirError, checkpointed
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Point:
 
 def kept_policies(run_dir: Path) -> list[tuple[int, Policy]]:
     """(iteration, policy) of each snapshot and of the final checkpoint, by iteration (a snapshot of the final
-    iteration stands for it)."""
+    iteration stands for it, and the final checkpoint, 17 MB with the optimizer, is then not loaded)."""
     paths = kept_snapshots(run_dir)
     if not paths:
         raise RunDirError(
@@ -49,10 +49,9 @@ def kept_policies(run_dir: Path) -> list[tuple[int, Policy]]:
             "policies along the way from the snapshots it kept"
         )
     kept = {p.state["iteration"]: p for p in map(named_policy, map(str, paths))}
-    final = run_dir / "rlhf" / "checkpoint.pt"
-    if final.is_file():
-        last = named_policy(str(final))
-        kept.setdefault(last.state["iteration"], last)
+    last = checkpointed(run_dir, "rlhf")  # the final checkpoint's iteration, read without its weights (0: none)
+    if last and last not in kept:
+        kept[last] = named_policy(str(run_dir / "rlhf" / "checkpoint.pt"))
     return sorted(kept.items())
 
 
