@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.policy_source import Policy, final_policy, stage_policy
-from pipelines.tracking import default_tracking_uri, require_tracking_server, use_experiment
+from pipelines.tracking import open_store
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,7 @@ def register(
     policy = stage_policy(Path(source), stage) if stage is not None and Path(source).is_dir() else final_policy(source)
     where = source_of(policy, source)
     iteration = policy.state.get("iteration") if "policy_version" in policy.state else None  # RLHF's carry both
-    uri = tracking_uri or default_tracking_uri()
-    require_tracking_server(uri)
-    mlflow.set_tracking_uri(uri)
-    use_experiment(policy.cfg.name, uri)
+    open_store(policy.cfg.name, tracking_uri)
     tags = provenance(where, iteration)
     with mlflow.start_run(run_name="register", tags=tags):
         model_uri = register_checkpoint(policy.checkpoint, name or f"tokenmdp-{policy.cfg.name}", tags)

@@ -94,12 +94,8 @@ def flatten(data: Mapping, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-@contextmanager
-def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: str | None = None) -> Iterator[object]:
-    """Start, or resume, the MLflow run that belongs to `stage_dir`.
-
-    Inside an active run (the workflow's parent run) the stage's run is nested under it.
-    """
+def open_store(experiment: str, tracking_uri: str | None = None) -> str:
+    """Point MLflow at the store (`tracking_uri`, else the default) with `experiment` active; returns its URI."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
@@ -107,6 +103,18 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     require_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     use_experiment(experiment, uri)
+    return uri
+
+
+@contextmanager
+def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: str | None = None) -> Iterator[object]:
+    """Start, or resume, the MLflow run that belongs to `stage_dir`.
+
+    Inside an active run (the workflow's parent run) the stage's run is nested under it.
+    """
+    import mlflow
+
+    uri = open_store(experiment, tracking_uri)
     id_file = stage_dir / "mlflow_run_id"
     run_id, tags = run_to_resume(stage_dir, id_file.read_text().strip() if id_file.is_file() else None, uri)
     nested = mlflow.active_run() is not None
