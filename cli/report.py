@@ -221,6 +221,10 @@ def print_status(status: RunStatus) -> None:
         progress = s.note if s.unit == "collection" else f"{s.done:,}/{s.total:,} {s.unit}"
         table.add_row(s.stage, s.state, progress, when(s.updated))
     console.print(table)
+    if (seen := status.overoptimised) is not None:
+        console.print(f"RLHF's over-optimisation watch warned at iteration {seen['iteration']}: the gold reward "
+                      f"peaked at iteration {seen['gold_peak_iteration']} ({seen['gold_at_peak']:.3f}, "
+                      f"{seen['gold_now']:.3f} then) while the RM's rose {seen['proxy_rise']:+.3f}")  # fmt: skip
     if status.resumes_at is None:
         console.print(f"every stage done; registered as {status.model_uri or '(not yet: re-run to register)'}")
     elif status.writer:

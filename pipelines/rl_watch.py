@@ -2,8 +2,9 @@
 
 Every iteration reports the RM's (proxy) reward beside the gold grader's on the same samples; the watch
 reads both as `algos.overoptimisation` does and warns once, on stderr and as the MLflow tag
-`tokenmdp.overoptimised`, when the averaged gold reward has fallen `rl.watch_drop` below its peak while
-the averaged proxy reward rose since. A resumed run reads the history it logged before from MLflow.
+`tokenmdp.overoptimised` and in `rlhf/overoptimised.json` (what `status` and `runs` read), when the
+averaged gold reward has fallen `rl.watch_drop` below its peak while the averaged proxy reward rose since.
+A resumed run reads the history it logged before from MLflow.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from algos.overoptimisation import Turn, overoptimised
 from conf.schema import RLConfig
 from pipelines.policy_source import snapshot_iteration
+from pipelines.status import WATCH_FILE
 
 TAG = "tokenmdp.overoptimised"
 REWARD_KEYS = ("reward/gold", "reward/proxy")  # what the watch reads of each iteration
@@ -47,10 +49,12 @@ class Watch:
         return self.steps[turn.peak]
 
 
-def resumed_watch(rl: RLConfig, client, run_id: str, upto: int) -> Watch:
+def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path) -> Watch:
     """The watch of a run resumed at iteration `upto`: its rewards of iterations 1..upto as MLflow holds them
-    (the last write of a step counts: a run killed after logging but before its checkpoint logs it again)."""
-    watch = Watch(rl.watch_window, rl.watch_drop, warned=TAG in client.get_run(run_id).data.tags)
+    (the last write of a step counts: a run killed after logging but before its checkpoint logs it again),
+    and whether it warned already (its run's tag, or the stage directory's record)."""
+    warned = TAG in client.get_run(run_id).data.tags or (stage_dir / WATCH_FILE).is_file()
+    watch = Watch(rl.watch_window, rl.watch_drop, warned=warned)
     gold, proxy = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in REWARD_KEYS)
     for step in sorted(s for s in gold.keys() & proxy.keys() if s <= upto):
         watch.steps.append(step)
@@ -86,9 +90,13 @@ def record(turn: Turn, watch: Watch, iteration: int) -> dict[str, float | int]:
     }
 
 
-def warn(turn: Turn, watch: Watch, iteration: int, snapshots: list[Path], snapshot_every: int = 0) -> None:
-    """Say it on stderr and tag the active MLflow run."""
+def warn(
+    turn: Turn, watch: Watch, iteration: int, stage_dir: Path, snapshots: list[Path], snapshot_every: int = 0
+) -> None:
+    """Say it on stderr, tag the active MLflow run and keep the record in the stage directory."""
     import mlflow
 
     print(warning(turn, watch, iteration, snapshots, snapshot_every), file=sys.stderr, flush=True)
-    mlflow.set_tag(TAG, json.dumps(record(turn, watch, iteration)))
+    said = json.dumps(record(turn, watch, iteration))
+    mlflow.set_tag(TAG, said)
+    (stage_dir / WATCH_FILE).write_text(said)

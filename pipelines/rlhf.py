@@ -371,7 +371,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
         # actors it last ran on (a resume may move it to another cluster)
         actors_now = json.dumps(rl.actors.model_dump())
         mlflow.set_tags({"tokenmdp.rl_iterations": rl.iterations, "tokenmdp.rl_actors": actors_now})
-        watch = resumed_watch(rl, mlflow.MlflowClient(), run.info.run_id, iteration)
+        watch = resumed_watch(rl, mlflow.MlflowClient(), run.info.run_id, iteration, stage_dir)
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
@@ -396,7 +396,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                     )  # fmt: skip
                     mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
                 if turn := watch.observe(iteration, gold, proxy):  # after the snapshot: it may be the one to take
-                    warn(turn, watch, iteration, kept_snapshots(run_dir), rl.snapshot_every)
+                    warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every)
                 if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
                     log_metrics_batch(pending)
                     pending = []

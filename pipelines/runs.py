@@ -53,8 +53,8 @@ def run_line(run_dir: Path) -> RunLine:
         run_dir=str(run_dir), name=status.config_name, stands=status.position(), writer=status.writer,
         sft=sft.get("gold_pass_rate"), reward_accuracy=reward.get("gold_accuracy"), rlhf=rlhf.get("gold_pass_rate"),
         gain=rlhf.get("gain_over_sft"), gain_stderr=rlhf.get("gain_over_sft_stderr"),
-        model_uri=status.model_uri,
-        forked_from=summary.get("forked_from", {}).get("run_dir"), overoptimised_at=rlhf.get("overoptimised_at"),
+        model_uri=status.model_uri, forked_from=summary.get("forked_from", {}).get("run_dir"),
+        overoptimised_at=(status.overoptimised or {}).get("iteration"),
     )  # fmt: skip
 
 

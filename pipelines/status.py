@@ -14,6 +14,8 @@ from pathlib import Path
 from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed
 from pipelines.run_lock import writer
 
+WATCH_FILE = "overoptimised.json"  # in rlhf/: what RLHF's over-optimisation watch saw when it warned
+
 
 @dataclass(frozen=True)
 class StageStatus:
@@ -38,6 +40,7 @@ class RunStatus:
     writer: str | None  # "pid N on HOST since T" while a command writes the directory
     stages: list[StageStatus]
     model_uri: str | None
+    overoptimised: dict | None  # the over-optimisation watch's record, once it warned (`pipelines.rl_watch`)
 
     @property
     def next_stage(self) -> StageStatus | None:
@@ -59,7 +62,7 @@ class RunStatus:
     def to_dict(self) -> dict:
         return {
             "run_dir": str(self.run_dir), "config": self.config_name, "writer": self.writer,
-            "resumes_at": self.resumes_at, "model_uri": self.model_uri,
+            "resumes_at": self.resumes_at, "model_uri": self.model_uri, "overoptimised": self.overoptimised,
             "stages": {s.stage: {"state": s.state, "done": s.done, "total": s.total, "unit": s.unit,
                                  "updated": s.updated, "note": s.note} for s in self.stages},
         }  # fmt: skip
@@ -78,8 +81,14 @@ def run_status(run_dir: Path) -> RunStatus:
     model_uri = run_dir / REGISTERED
     return RunStatus(
         run_dir, config.get("name"), writer(run_dir), stages,
-        model_uri.read_text().strip() if model_uri.is_file() else None,
+        model_uri.read_text().strip() if model_uri.is_file() else None, watch_record(run_dir),
     )  # fmt: skip
+
+
+def watch_record(run_dir: Path) -> dict | None:
+    """What RLHF's over-optimisation watch saw when it warned; None while it has not."""
+    path = run_dir / "rlhf" / WATCH_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _trained(run_dir: Path, stage: str, config: dict) -> StageStatus:

@@ -29,6 +29,7 @@ from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
 from pipelines.register import provenance, register_checkpoint
 from pipelines.run_config import REGISTERED, checkpointed, guard_run_dir
+from pipelines.status import watch_record
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -98,9 +99,8 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
 def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float | int | None]:
     """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
     iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, the
-    largest share of actions rare in pretraining, the iteration where the training gold reward (averaged over
-    `window`) peaked and the one where the over-optimisation watch warned. None where the run has no such
-    history (a forked stage) or the watch never warned."""
+    largest share of actions rare in pretraining and the iteration where the training gold reward (averaged
+    over `window`) peaked. None where the run has no such history (a forked stage)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -112,13 +112,11 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
     gold, proxy = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in rl_watch.REWARD_KEYS)
     steps = sorted(gold.keys() & proxy.keys())
     turn = turning_point([gold[s] for s in steps], [proxy[s] for s in steps], window) if steps else None
-    warned = client.get_run(run_id).data.tags.get(rl_watch.TAG)
     return {
         "zero_advantage_groups_mean": over("rl/zero_advantage_groups", lambda v: sum(v) / len(v)),
         "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
         "rare_action_rate_max": over("rl/rare_action_rate", max),
         "gold_peak_iteration": steps[turn.peak] if turn else None,
-        "overoptimised_at": json.loads(warned)["iteration"] if warned else None,
     }
 
 
@@ -159,7 +157,8 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
                 "max_staleness": rl.get("buffer/max_staleness"),  # measured: the oldest batch served
                 "run_id": rl["run_id"],
             }
-            | rlhf_over_iterations(rl["run_id"], uri, cfg.rl.watch_window),
+            | rlhf_over_iterations(rl["run_id"], uri, cfg.rl.watch_window)
+            | {"overoptimised_at": (watch_record(run_dir) or {}).get("iteration")},
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }

@@ -7,6 +7,7 @@ import pytest
 
 from conf.load import load_config
 from pipelines.rl_watch import TAG, Watch, resumed_watch, warn, warning
+from pipelines.status import watch_record
 from pipelines.tracking import stage_run
 
 GOLD = [0.1, 0.2, 0.3, 0.3, 0.2, 0.1, 0.0]  # iterations 1..7; trailing 5-means of full windows .22 .22 .18
@@ -22,14 +23,14 @@ def test_the_watch_resumes_its_history_warns_once_and_names_the_policy_to_take(t
         mlflow.log_metrics({"reward/gold": 0.9, "reward/proxy": 0.2}, step=3)  # logged again: the last write counts
         mlflow.log_metrics({"reward/gold": 1.0, "reward/proxy": 0.0}, step=8)  # past the checkpoint: redone
         client = mlflow.MlflowClient()
-        watch = resumed_watch(rl, client, run.info.run_id, upto=7)
+        watch = resumed_watch(rl, client, run.info.run_id, upto=7, stage_dir=tmp_path / "rlhf")
         assert watch.steps == [1, 2, 3, 4, 5, 6, 7] and watch.gold[2] == 0.9 and not watch.warned
         watch.gold[2] = 0.3  # the series above, to check the turn by hand
         turn = watch.observe(8, 0.0, 0.7)  # the 5-mean falls to .12: .1 below its peak at iteration 5
         assert turn is not None and watch.peak_iteration(turn) == 5
         assert watch.observe(9, 0.0, 0.8) is None  # said once
         snapshots = [tmp_path / "rlhf" / "snapshots" / f"iteration-{i:05d}.pt" for i in (3, 6)]
-        warn(turn, watch, 8, snapshots)
+        warn(turn, watch, 8, tmp_path / "rlhf", snapshots)
         said = capsys.readouterr().err
         assert "rlhf iteration 8: over-optimisation: the gold reward (5-iteration mean) peaked at iteration 5" in said
         assert "(0.220) and is 0.120 now, while the RM's reward rose +0.300 since" in said
@@ -39,8 +40,14 @@ def test_the_watch_resumes_its_history_warns_once_and_names_the_policy_to_take(t
         tag = json.loads(client.get_run(run.info.run_id).data.tags[TAG])
         assert tag == {"iteration": 8, "gold_peak_iteration": 5, "gold_at_peak": 0.22, "gold_now": 0.12,
                        "proxy_rise": 0.3}  # fmt: skip
-        again = resumed_watch(rl, client, run.info.run_id, upto=8)  # a resumed run does not say it again
-        assert again.warned and again.observe(9, 0.0, 0.9) is None
+        again = resumed_watch(rl, client, run.info.run_id, upto=8, stage_dir=tmp_path / "rlhf")
+        assert again.warned and again.observe(9, 0.0, 0.9) is None  # a resumed run does not say it again
+    # the record stays in the run directory: what status and runs read, and what a run resumed against
+    # another store (a new MLflow run, without the tag) knows it said
+    assert watch_record(tmp_path) == tag
+    with stage_run(tmp_path / "elsewhere", experiment="watch", run_name="rlhf", tracking_uri=uri) as fresh:
+        assert resumed_watch(rl, mlflow.MlflowClient(), fresh.info.run_id, 8, tmp_path / "rlhf").warned
+        assert not resumed_watch(rl, mlflow.MlflowClient(), fresh.info.run_id, 8, tmp_path / "elsewhere").warned
 
 
 def test_a_watch_turned_off_or_fed_the_gold_reward_never_warns():

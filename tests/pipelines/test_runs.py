@@ -28,9 +28,11 @@ def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path)
               "rlhf": cfg.rl.iterations}  # fmt: skip
     stages = {
         "sft": {"gold_pass_rate": 0.5}, "reward": {"gold_accuracy": 0.75},
-        "rlhf": {"gold_pass_rate": 0.52, "gain_over_sft": 0.02, "gain_over_sft_stderr": 0.01, "overoptimised_at": 23},
+        "rlhf": {"gold_pass_rate": 0.52, "gain_over_sft": 0.02, "gain_over_sft_stderr": 0.01},
     }  # fmt: skip
     _run(tmp_path / "runs" / "done", cfg, totals, {"stages": stages, "forked_from": {"run_dir": "/x/runs/demo"}})
+    watched = {"iteration": 23, "gold_peak_iteration": 17, "gold_at_peak": 0.7, "gold_now": 0.55, "proxy_rise": 0.2}
+    (tmp_path / "runs" / "done" / "rlhf" / "overoptimised.json").write_text(json.dumps(watched))  # the watch warned
     _run(tmp_path / "runs" / "experiments" / "tiny" / "arm", cfg, {"pretrain": 4})
     experiment = tmp_path / "runs" / "experiments" / "tiny"
     (experiment / "config.json").write_text(json.dumps({"experiment": "staleness", "base": cfg.model_dump()}))

@@ -42,6 +42,19 @@ def test_each_stage_reads_as_far_as_its_checkpoint_got(half_run):
     assert result.exit_code == 0 and "picks up at sft (100 of" in result.output
 
 
+def test_status_says_when_the_over_optimisation_watch_warned(half_run):
+    assert run_status(half_run).overoptimised is None
+    watched = {"iteration": 12, "gold_peak_iteration": 7, "gold_at_peak": 0.22, "gold_now": 0.12, "proxy_rise": 0.3}
+    (half_run / "rlhf").mkdir()
+    (half_run / "rlhf" / "overoptimised.json").write_text(json.dumps(watched))  # as the watch writes it mid-run
+    assert run_status(half_run).overoptimised == watched
+    shown = CliRunner().invoke(app, ["status", str(half_run), "--json"])
+    assert json.loads(shown.stdout)["overoptimised"] == watched
+    said = " ".join(CliRunner().invoke(app, ["status", str(half_run)]).output.split())
+    assert "watch warned at iteration 12: the gold reward peaked at iteration 7 (0.220, 0.120 then)" in said
+    assert "while the RM's rose +0.300" in said
+
+
 def test_a_command_writing_the_run_is_named_while_it_writes(half_run):
     with sole_writer(half_run):
         assert writer(half_run).startswith(f"pid {os.getpid()} on ")
