@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conf.schema import Config
 from pipelines.run_config import reusable_stages
-from pipelines.tracking import FORKED_FROM
+from pipelines.tracking import FORKED_FROM, RUN_ID_FILE, logged_run_id
 
 FORK_RECORD = "fork.json"  # in the forked run's directory: the source and the stages copied from it
 
@@ -49,10 +49,6 @@ def copy_stage(source: Path, target: Path) -> None:
     """Copy a stage's directory without its MLflow run id, noting the run it came from."""
     if target.exists():
         return
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("mlflow_run_id"))
-    run_id = source / "mlflow_run_id"
-    origin = {
-        "stage_dir": str(source.resolve()),
-        "mlflow_run_id": run_id.read_text().strip() if run_id.is_file() else None,
-    }
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(RUN_ID_FILE))
+    origin = {"stage_dir": str(source.resolve()), "mlflow_run_id": logged_run_id(source)}
     (target / FORKED_FROM).write_text(json.dumps(origin))

@@ -49,18 +49,20 @@ class Watch:
         return self.steps[turn.peak]
 
 
-def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path) -> Watch:
-    """The watch of a run resumed at iteration `upto`: its rewards of iterations 1..upto as MLflow holds them
-    (the last write of a step counts: a run killed after logging but before its checkpoint logs it again),
-    and whether it warned already (its run's tag, or the stage directory's record)."""
-    warned = TAG in client.get_run(run_id).data.tags or (stage_dir / WATCH_FILE).is_file()
-    watch = Watch(rl.watch_window, rl.watch_drop, warned=warned)
+def reward_history(client, run_id: str, upto: int | None = None) -> tuple[list[int], list[float], list[float]]:
+    """(iterations, gold, proxy) rewards as the run logged them to MLflow, by iteration, up to `upto` (the last
+    write of a step counts: a run killed after logging but before its checkpoint logs it again)."""
     gold, proxy = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in REWARD_KEYS)
-    for step in sorted(s for s in gold.keys() & proxy.keys() if s <= upto):
-        watch.steps.append(step)
-        watch.gold.append(gold[step])
-        watch.proxy.append(proxy[step])
-    return watch
+    steps = sorted(s for s in gold.keys() & proxy.keys() if upto is None or s <= upto)
+    return steps, [gold[s] for s in steps], [proxy[s] for s in steps]
+
+
+def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path) -> Watch:
+    """The watch of a run resumed at iteration `upto`: its rewards of iterations 1..upto from MLflow, and whether
+    it warned already (the stage directory's record, written with the run's tag, so known in any store)."""
+    steps, gold, proxy = reward_history(client, run_id, upto)
+    warned = (stage_dir / WATCH_FILE).is_file()
+    return Watch(rl.watch_window, rl.watch_drop, steps, gold, proxy, warned)
 
 
 def warning(turn: Turn, watch: Watch, iteration: int, snapshots: list[Path], snapshot_every: int = 0) -> str:

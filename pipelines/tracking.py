@@ -19,6 +19,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FORKED_FROM = "forked_from"  # in a stage directory copied from another run (pipelines/fork.py): its origin
+RUN_ID_FILE = "mlflow_run_id"  # in every stage directory: the MLflow run it logs into
 STAGE_DIR_TAG = "tokenmdp.stage_dir"  # on every stage's run: the directory that logs into it
 SERVER_WAIT_S = 30.0  # how long a command waits for a tracking server that does not answer yet (one starting up)
 
@@ -115,12 +116,11 @@ def stage_run(stage_dir: Path, *, experiment: str, run_name: str, tracking_uri: 
     import mlflow
 
     uri = open_store(experiment, tracking_uri)
-    id_file = stage_dir / "mlflow_run_id"
-    run_id, tags = run_to_resume(stage_dir, id_file.read_text().strip() if id_file.is_file() else None, uri)
+    run_id, tags = run_to_resume(stage_dir, logged_run_id(stage_dir), uri)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(run_id=run_id, run_name=run_name, nested=nested) as run:
         stage_dir.mkdir(parents=True, exist_ok=True)
-        id_file.write_text(run.info.run_id)
+        (stage_dir / RUN_ID_FILE).write_text(run.info.run_id)
         mlflow.set_tags(tags | {STAGE_DIR_TAG: str(stage_dir.resolve())})  # a moved directory takes its run along
         yield run
 
@@ -151,7 +151,7 @@ def run_to_resume(stage_dir: Path, run_id: str | None, tracking_uri: str) -> tup
         _say(stage_dir, f"its MLflow run {run_id} was deleted")
         return None, {"tokenmdp.resumed_from": run_id}
     owner = run.data.tags.get(STAGE_DIR_TAG)
-    if owner and Path(owner) != stage_dir.resolve() and _holds(Path(owner), run_id):
+    if owner and Path(owner) != stage_dir.resolve() and logged_run_id(Path(owner)) == run_id:
         _say(stage_dir, f"its MLflow run {run_id} is {owner}'s, which still logs into it (this directory is a copy)")
         return None, _forked(run_id, owner)
     return run_id, {}
@@ -161,9 +161,10 @@ def _forked(run_id: str, stage_dir: str) -> dict[str, str]:
     return {"tokenmdp.forked_from": run_id, "tokenmdp.forked_from_dir": stage_dir}
 
 
-def _holds(stage_dir: Path, run_id: str) -> bool:
-    id_file = stage_dir / "mlflow_run_id"
-    return id_file.is_file() and id_file.read_text().strip() == run_id
+def logged_run_id(stage_dir: Path) -> str | None:
+    """The MLflow run a stage directory logs into; None before its first run."""
+    id_file = stage_dir / RUN_ID_FILE
+    return id_file.read_text().strip() if id_file.is_file() else None
 
 
 def _say(stage_dir: Path, why: str) -> None:

@@ -77,7 +77,7 @@ def register(cfg: Config, run_dir: Path) -> str:
         return marker.read_text().strip()
     final = run_dir / "rlhf" / "checkpoint.pt"
     iteration = checkpointed(run_dir, "rlhf")
-    uri = register_checkpoint(final, f"tokenmdp-{cfg.name}", provenance(f"{(run_dir / 'rlhf').resolve()}", iteration))
+    uri = register_checkpoint(final, f"tokenmdp-{cfg.name}", provenance(str((run_dir / "rlhf").resolve()), iteration))
     marker.write_text(uri)
     return uri
 
@@ -109,9 +109,8 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
         values = [m.value for m in client.get_metric_history(run_id, key)]
         return reduce(values) if values else None
 
-    gold, proxy = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in rl_watch.REWARD_KEYS)
-    steps = sorted(gold.keys() & proxy.keys())
-    turn = turning_point([gold[s] for s in steps], [proxy[s] for s in steps], window) if steps else None
+    steps, gold, proxy = rl_watch.reward_history(client, run_id)
+    turn = turning_point(gold, proxy, window) if steps else None
     return {
         "zero_advantage_groups_mean": over("rl/zero_advantage_groups", lambda v: sum(v) / len(v)),
         "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
