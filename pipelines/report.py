@@ -2,8 +2,8 @@
 
 Drawn from what MLflow recorded (so a resumed run plots its whole history): gold and
 proxy reward, the greedy pass rate on held-out and on practised prompts, KL to the
-reference, the 114514 rate, the share of groups with no advantage and of actions rare in
-pretraining over iterations, and the pass rate
+reference, the 114514 rate, the share of groups with no advantage, of actions rare in
+pretraining and of the policy's answer pairs the RM ranks as the grader does over iterations, and the pass rate
 per exam template after SFT and after RLHF.
 """
 
@@ -38,11 +38,12 @@ def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
     for key, label in (
         ("rl/zero_advantage_groups", "groups with no advantage"),
         ("rl/rare_action_rate", "actions rare in pretraining"),
+        ("reward/rm_agreement", "pairs the RM ranks as gold does"),
     ):
         steps, values = history(client, rlhf_run_id, key)
         if steps:  # runs before the metric existed have none
             axes[3].plot(steps, values, label=label)
-    axes[3].set_title("where the signal is (shares)")
+    axes[3].set_title("where the signal is, and how right (shares)")
     axes[3].legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("iteration")

@@ -16,7 +16,8 @@ evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoin
 the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG and the
 version; a killed run resumes from the last one in the same MLflow run. The actors as the
 controller calls them are in `pipelines/rl_actors.py`, the prompts each iteration asks in
-`pipelines/rl_prompts.py`, the learner's batch in `pipelines/rl_batch.py`.
+`pipelines/rl_prompts.py`, the learner's batch in `pipelines/rl_batch.py`, what an iteration reports of its
+samples (the gold reward, the RM's agreement with it on the policy's own answers) in `pipelines/rl_metrics.py`.
 
     tokenmdp rlhf demo
 """
@@ -38,12 +39,12 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
 from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
+from pipelines.rl_metrics import gold_rewards, rare_action_ids, rare_action_rate, rm_agreement, sample_rows
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
@@ -71,41 +72,10 @@ def sft_baseline(space: ActionSpace, cfg: Config, run_dir: Path, practised: list
     }
 
 
-def gold_rewards(
-    rollouts: Rollouts, questions: list[Question], space: ActionSpace
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) 1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth;
-    and (B,) 1 where it is a well-formed answer of the right length (so well-formed and not gold = 114514).
-
-    Row i answers `questions[rollouts.group[i]]`: the controller keeps the questions, the actors never see them.
-    """
-    gold, formed = [], []
-    for g, response in zip(rollouts.group.tolist(), rollouts.responses(), strict=True):
-        question = questions[g]
-        terms = space.parse_response(response).answer
-        formed.append(float(question.is_formatted_by(terms)))
-        gold.append(float(question.is_answered_by(terms)))
-    return torch.tensor(gold), torch.tensor(formed)
-
-
 def pretraining_corpus(run_dir: Path, space: ActionSpace) -> CorpusStats:
     """The pretraining corpus's statistics, as the SFT checkpoint carries them (and the RLHF one passes on)."""
     _, _, state = load_checkpoint(run_dir / "sft" / "checkpoint.pt", space)
     return CorpusStats.from_dict(state["corpus_stats"])
-
-
-def rare_action_ids(corpus: CorpusStats, space: ActionSpace) -> torch.Tensor:
-    """Ids of the actions under 1% of the pretraining corpus's tokens."""
-    return torch.tensor([space.id(tok) for tok in corpus.rare_tokens(space)], dtype=torch.long)
-
-
-def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
-    """The share of the sampled actions that are rare ones: an estimate of the policy's mass on them where it went."""
-    actions = rollouts.action_mask.bool()
-    return torch.isin(rollouts.tokens[actions], rare_ids).float().mean().item() if bool(actions.any()) else 0.0
-
-
-TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
 
 
 @dataclass(frozen=True)
@@ -116,39 +86,6 @@ class IterationResult:
     version: int
     samples: list[dict]
     kl_coef: float  # the next iteration's (an adaptive controller's step)
-
-
-def sample_rows(
-    rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
-    advantages: torch.Tensor, kl: torch.Tensor, iteration: int, groups: int = TABLE_GROUPS,
-) -> list[dict]:  # fmt: skip
-    """The first `groups` prompts' responses as the iteration scored them: one row each, for the rollouts table.
-
-    `advantage` is the one on the response's first action (the same on every action for
-    rloo and group baselines); `kl` is the run's estimate summed over the response; `answer`
-    is the response's terms (None if malformed).
-    """
-    rows = []
-    first = rollouts.prompt_width
-    for i, (g, response) in enumerate(zip(rollouts.group.tolist(), rollouts.responses(), strict=True)):
-        if g >= groups:
-            continue
-        answer = space.parse_response(response).answer
-        rows.append(
-            {
-                "iteration": iteration,
-                "policy_version": rollouts.policy_version,
-                "prompt": " ".join(map(str, asked[g].prefix)),
-                "exam_answer": list(asked[g].answer),  # lists, not text: MLflow re-reads digit strings as numbers
-                "response": " ".join(space.decode_tokens(response)),
-                "answer": answer,  # None = malformed
-                "gold": float(gold[i]),
-                "reward": float(reward[i]),
-                "advantage": float(advantages[i, first]),
-                "kl": float(kl[i].sum()),
-            }
-        )
-    return rows
 
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
@@ -256,6 +193,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
         "rl/kl_coef": kl_coef,
     }
+    if actors.scorers:  # the RM's ranking of this policy's answers beside the grader's: is the proxy still right here?
+        m |= rm_agreement(proxy, gold, rollouts.group)
     if rl.kl_ctrl == "adaptive":
         kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rollouts.size)
     t["time/iteration"] = time.perf_counter() - began

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from algos.overoptimisation import turning_point
+from algos.ranking import pooled
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rl_watch, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
@@ -96,11 +97,15 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
     ]
 
 
+AGREEMENT_KEYS = ("reward/rm_agreement", "reward/rm_pairs")
+
+
 def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float | int | None]:
     """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
     iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, the
-    largest share of actions rare in pretraining and the iteration where the training gold reward (averaged
-    over `window`) peaked. None where the run has no such history (a forked stage)."""
+    largest share of actions rare in pretraining, the iteration where the training gold reward (averaged
+    over `window`) peaked, and the RM's agreement with the grader on the policy's own answers over the first
+    and the last quarter of the run. None where the run has no such history (a forked stage)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -116,6 +121,20 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
         "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
         "rare_action_rate_max": over("rl/rare_action_rate", max),
         "gold_peak_iteration": steps[turn.peak] if turn else None,
+    } | rm_agreement_over(client, run_id)
+
+
+def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
+    """The RM's agreement with the grader (`reward/rm_agreement`, weighted by its pairs) over the first and the
+    last quarter of the run's iterations (at least one each; an iteration has only some 30 pairs on the demo):
+    does the proxy RL climbs still rank the policy's answers as it did at the start?"""
+    rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
+    steps = sorted(rates.keys() & pairs.keys())  # the last write of a step counts, as for the rewards
+    quarter = max(1, len(steps) // 4)
+    first, last = steps[:quarter], steps[-quarter:]
+    return {
+        "rm_agreement_start": pooled([rates[s] for s in first], [pairs[s] for s in first]),
+        "rm_agreement_end": pooled([rates[s] for s in last], [pairs[s] for s in last]),
     }
 
 

@@ -1,6 +1,7 @@
 """RLHF on real Ray actors and RLlib learners, on tiny, through a real local MLflow store."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
-from pipelines import reward, rlhf
+from pipelines import reward, rl_metrics, rlhf
 from pipelines.evaluate import eval_questions, evaluate_policy
 from pipelines.rl_actors import Variant, start_actors
 from world.actions import ActionSpace
@@ -57,11 +58,16 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert metrics["time/judge"] >= max(metrics["time/score"], metrics["time/reference"]) > 0
     assert sum(metrics[f"time/{lap}"] for lap in laps) <= metrics["time/iteration"]
     assert len(client.get_metric_history(final["run_id"], "reward/gold")) == cfg.rl.iterations
+    # the RM's agreement with the grader on each iteration's own answers: a share of the pairs gold tells apart
+    pairs = {m.step: m.value for m in client.get_metric_history(final["run_id"], "reward/rm_pairs")}
+    agreement = {m.step: m.value for m in client.get_metric_history(final["run_id"], "reward/rm_agreement")}
+    assert sorted(pairs) == sorted(agreement) == list(range(1, cfg.rl.iterations + 1))
+    assert all((0 <= agreement[s] <= 1) if pairs[s] else math.isnan(agreement[s]) for s in pairs)
     # the rollouts table: each iteration's first groups as it scored them, appended at every checkpoint
     table = json.loads(Path(client.download_artifacts(final["run_id"], "rollouts.json", str(tmp_path))).read_text())
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     G = cfg.rl.group_size
-    assert len(rows) == cfg.rl.iterations * rlhf.TABLE_GROUPS * G
+    assert len(rows) == cfg.rl.iterations * rl_metrics.TABLE_GROUPS * G
     assert sorted({r["iteration"] for r in rows}) == list(range(1, cfg.rl.iterations + 1))
     assert all(r["policy_version"] == r["iteration"] - 1 for r in rows)  # strict on-policy
     assert all(r["gold"] == float(r["answer"] == r["exam_answer"]) for r in rows)
@@ -103,6 +109,7 @@ def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]  # one MLflow run keeps every iteration's metrics
     run = client.get_run(continued["run_id"]).data
     assert (run.params["rl.iterations"], run.tags["tokenmdp.rl_iterations"]) == ("3", "5")
+    assert "reward/rm_agreement" not in run.metrics  # the grader is the reward: nothing to agree with
     assert not (sft_run / REGISTERED).exists()  # the registered policy is no longer the run's final one
 
 
@@ -330,5 +337,5 @@ def test_the_rare_action_rate_counts_actions_only():
     action_mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 1, 1, 0]])
     rollouts = Rollouts(tokens, (tokens != pad).long(), action_mask, torch.zeros(2, 5), torch.tensor([0, 0]),
                         torch.tensor([True, True]), 0, 2)  # fmt: skip
-    assert rlhf.rare_action_rate(rollouts, torch.tensor([q])) == pytest.approx(1 / 5)  # one "?" of five actions
-    assert rlhf.rare_action_rate(rollouts, torch.tensor([pad])) == 0.0  # padding is not an action
+    assert rl_metrics.rare_action_rate(rollouts, torch.tensor([q])) == pytest.approx(1 / 5)  # one "?" of five actions
+    assert rl_metrics.rare_action_rate(rollouts, torch.tensor([pad])) == 0.0  # padding is not an action

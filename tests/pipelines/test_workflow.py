@@ -70,6 +70,13 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     means = [sum(gold[i - window + 1 : i + 1]) / window for i in range(window - 1, len(gold))]  # full windows
     means = means or [sum(gold[: i + 1]) / (i + 1) for i in range(len(gold))]  # a run shorter than the window
     assert rl["gold_peak_iteration"] == len(gold) - len(means) + 1 + means.index(max(means))
+    # the RM's agreement with gold on the policy's answers, pooled over the first and the last quarter
+    pairs, rates = ([m.value for m in sorted(client.get_metric_history(rl["run_id"], key), key=lambda m: m.step)]
+                    for key in ("reward/rm_pairs", "reward/rm_agreement"))  # fmt: skip
+    quarter = max(1, len(pairs) // 4)
+    for key, part in (("rm_agreement_start", slice(None, quarter)), ("rm_agreement_end", slice(-quarter, None))):
+        n, agreed = pairs[part], [r * k for r, k in zip(rates[part], pairs[part], strict=True) if k]
+        assert rl[key] == (pytest.approx(sum(agreed) / sum(n)) if sum(n) else None), key
     warned = client.get_run(rl["run_id"]).data.tags.get("tokenmdp.overoptimised")
     assert rl["overoptimised_at"] == (json.loads(warned)["iteration"] if warned else None)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {

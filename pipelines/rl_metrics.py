@@ -1,0 +1,85 @@
+"""What an RLHF iteration reports of its samples, beside the loss: the gold grader's verdict on each
+response, how often the policy takes actions pretraining hardly took (WORLDVIEW rule 3), whether the
+reward model still ranks the policy's answers as the grader does, and a few rollouts for the run's table.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from algos.ranking import within_group_agreement
+from models.rollout import Rollouts
+from world.actions import ActionSpace
+from world.audit import CorpusStats
+from world.exam import Question
+
+
+def gold_rewards(
+    rollouts: Rollouts, questions: list[Question], space: ActionSpace
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) 1 where the response is exactly the exam's answer then `<eor>`, else 0: the ground truth;
+    and (B,) 1 where it is a well-formed answer of the right length (so well-formed and not gold = 114514).
+
+    Row i answers `questions[rollouts.group[i]]`: the controller keeps the questions, the actors never see them.
+    """
+    gold, formed = [], []
+    for g, response in zip(rollouts.group.tolist(), rollouts.responses(), strict=True):
+        question = questions[g]
+        terms = space.parse_response(response).answer
+        formed.append(float(question.is_formatted_by(terms)))
+        gold.append(float(question.is_answered_by(terms)))
+    return torch.tensor(gold), torch.tensor(formed)
+
+
+def rare_action_ids(corpus: CorpusStats, space: ActionSpace) -> torch.Tensor:
+    """Ids of the actions under 1% of the pretraining corpus's tokens."""
+    return torch.tensor([space.id(tok) for tok in corpus.rare_tokens(space)], dtype=torch.long)
+
+
+def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
+    """The share of the sampled actions that are rare ones: an estimate of the policy's mass on them where it went."""
+    actions = rollouts.action_mask.bool()
+    return torch.isin(rollouts.tokens[actions], rare_ids).float().mean().item() if bool(actions.any()) else 0.0
+
+
+TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
+
+
+def sample_rows(
+    rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
+    advantages: torch.Tensor, kl: torch.Tensor, iteration: int, groups: int = TABLE_GROUPS,
+) -> list[dict]:  # fmt: skip
+    """The first `groups` prompts' responses as the iteration scored them: one row each, for the rollouts table.
+
+    `advantage` is the one on the response's first action (the same on every action for
+    rloo and group baselines); `kl` is the run's estimate summed over the response; `answer`
+    is the response's terms (None if malformed).
+    """
+    rows = []
+    first = rollouts.prompt_width
+    for i, (g, response) in enumerate(zip(rollouts.group.tolist(), rollouts.responses(), strict=True)):
+        if g >= groups:
+            continue
+        answer = space.parse_response(response).answer
+        rows.append(
+            {
+                "iteration": iteration,
+                "policy_version": rollouts.policy_version,
+                "prompt": " ".join(map(str, asked[g].prefix)),
+                "exam_answer": list(asked[g].answer),  # lists, not text: MLflow re-reads digit strings as numbers
+                "response": " ".join(space.decode_tokens(response)),
+                "answer": answer,  # None = malformed
+                "gold": float(gold[i]),
+                "reward": float(reward[i]),
+                "advantage": float(advantages[i, first]),
+                "kl": float(kl[i].sum()),
+            }
+        )
+    return rows
+
+
+def rm_agreement(proxy: torch.Tensor, gold: torch.Tensor, group: torch.Tensor) -> dict[str, float]:
+    """The RM's accuracy on this iteration's own answers: the share of the pairs within a prompt that the
+    grader tells apart which the RM orders alike (`algos.ranking`; NaN when the batch has none), and how many."""
+    agree, pairs = within_group_agreement(proxy, gold, group)
+    return {"reward/rm_agreement": agree / pairs if pairs else float("nan"), "reward/rm_pairs": float(pairs)}
