@@ -24,8 +24,9 @@ from conf.load import with_defaults, with_overrides
 from conf.schema import Config
 from pipelines import preferences, pretrain, reward, sft
 from pipelines.fork import copy_stage
+from pipelines.report import history
 from pipelines.run_config import ConfigChanged, config_differences, guard_config, reusable_stages
-from pipelines.tracking import default_tracking_uri, stage_run
+from pipelines.tracking import default_tracking_uri, logged_run_id, stage_run
 
 console = Console()
 BASE_STAGES: dict[str, Callable[..., Any]] = {
@@ -173,7 +174,8 @@ def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None
 
 
 def metric_history(client, run_dir: Path, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one metric of the stage whose directory is `run_dir`."""
-    run_id = (run_dir / "mlflow_run_id").read_text().strip()
-    points = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-    return [m.step for m in points], [m.value for m in points]
+    """(steps, values) of one metric of the stage whose directory is `run_dir` (an arm's stage: it has run)."""
+    run_id = logged_run_id(run_dir)
+    if run_id is None:
+        raise FileNotFoundError(f"{run_dir} has logged no MLflow run to read {key} from")
+    return history(client, run_id, key)

@@ -131,6 +131,17 @@ def adapted_kl_coef(cfg: Config, state: dict) -> float:
     return adaptive_kl_coef(used["rl/kl_coef"], used["rl/kl"], rl.kl_target, rl.kl_horizon, responses)
 
 
+def _with_kl_coef_reached(cfg: Config, run_dir: Path, traced: Path, state: dict, iteration: int | None) -> Config:
+    """Under an adaptive KL controller, the run's config at the coefficient RL had come to where the traced
+    policy was kept (its snapshot's `state`, else the final checkpoint's), not the one it began with."""
+    ended = traced if iteration is not None else run_dir / "rlhf" / "checkpoint.pt"
+    if cfg.rl.kl_ctrl != "adaptive" or not ended.is_file():
+        return cfg
+    ended_state = state if ended == traced else torch.load(ended, map_location="cpu", weights_only=False)
+    coef = adapted_kl_coef(cfg, ended_state)
+    return cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"kl_coef": coef})})
+
+
 def trace(
     run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
     answer: list[int] | None = None, iteration: int | None = None,
@@ -139,14 +150,11 @@ def trace(
     `group` samples; `iteration`: the RLHF policy the run kept then, in place of its final one."""
     cfg = load_run_config(run_dir)
     traced_checkpoint = _traced_checkpoint(run_dir, stage, iteration)
-    ended = traced_checkpoint if iteration is not None else run_dir / "rlhf" / "checkpoint.pt"
-    if cfg.rl.kl_ctrl == "adaptive" and ended.is_file():  # the coefficient RL had come to, not the one it began with
-        coef = adapted_kl_coef(cfg, torch.load(ended, map_location="cpu", weights_only=False))
-        cfg = cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"kl_coef": coef})})
-    rl = cfg.rl
     space = ActionSpace(digit_order=cfg.world.digit_order)
-    policy, _, _ = load_checkpoint(traced_checkpoint, space)
+    policy, _, state = load_checkpoint(traced_checkpoint, space)
     policy.eval()
+    cfg = _with_kl_coef_reached(cfg, run_dir, traced_checkpoint, state, iteration)
+    rl = cfg.rl
     reference = ReferenceImpl(str(policy_checkpoint(run_dir, "sft")), cfg.world.digit_order)
     rm_path = run_dir / "reward" / "checkpoint.pt"
     if rl.reward_source == "rm" and not rm_path.is_file():
