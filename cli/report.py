@@ -204,7 +204,8 @@ def print_runs(lines: list[RunLine], root: Path) -> None:
     for line in lines:
         if line.overoptimised_at:
             console.print(f"* {line.run_dir}: RLHF over-optimised: the watch warned at iteration "
-                          f"{line.overoptimised_at} (its gold reward fell while the RM's rose)")  # fmt: skip
+                          f"{line.overoptimised_at} (its gold reward fell while the RM's rose)"
+                          + ("; RLHF stopped there (rl.watch_stop)" if line.stopped else ""))  # fmt: skip
 
 
 def print_status(status: RunStatus) -> None:
@@ -218,13 +219,14 @@ def print_status(status: RunStatus) -> None:
     for column in ("stage", "state", "progress", "last written"):
         table.add_column(column, justify="right" if column == "progress" else "left", no_wrap=True)
     for s in status.stages:
-        progress = s.note if s.unit == "collection" else f"{s.done:,}/{s.total:,} {s.unit}"
+        progress = s.note if s.unit == "collection" or s.ended == "skipped" else f"{s.done:,}/{s.total:,} {s.unit}"
         table.add_row(s.stage, s.state, progress, when(s.updated))
     console.print(table)
     if (seen := status.overoptimised) is not None:
         console.print(f"RLHF's over-optimisation watch warned at iteration {seen['iteration']}: the gold reward "
                       f"peaked at iteration {seen['gold_peak_iteration']} ({seen['gold_at_peak']:.3f}, "
-                      f"{seen['gold_now']:.3f} then) while the RM's rose {seen['proxy_rise']:+.3f}")  # fmt: skip
+                      f"{seen['gold_now']:.3f} then) while the RM's rose {seen['proxy_rise']:+.3f}"
+                      + ("; RLHF stopped there (rl.watch_stop)" if seen.get("stopped") else ""))  # fmt: skip
     if status.resumes_at is None:
         console.print(f"every stage done; registered as {status.model_uri or '(not yet: re-run to register)'}")
     elif status.writer:

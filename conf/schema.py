@@ -310,6 +310,10 @@ class RLConfig(Strict):
     peak while the RM's reward, averaged alike, rose since: the policy is learning the RM's errors. None: off."""
     watch_window: int = Field(5, ge=1)
     """Iterations the over-optimisation watch averages each reward over: one iteration's is noisy."""
+    watch_stop: bool = False
+    """End RLHF where the over-optimisation watch warns instead of training on: the policy of that iteration is
+    the run's final one (checkpointed and registered), and the warning names the kept snapshot nearest the gold
+    peak. A stopped run stays stopped when run again; set false on it to train on to `iterations`."""
     threads: int = Field(1, ge=1)
     """torch threads of each actor and of the controller."""
     actor_restarts: int = Field(2, ge=0)
@@ -326,6 +330,11 @@ class RLConfig(Strict):
             raise ValueError(
                 f"minibatches={self.minibatches} is more than the {self.prompts_per_iteration * self.group_size} "
                 "responses of an iteration (prompts_per_iteration x group_size)"
+            )
+        if self.watch_stop and self.watch_drop is None:
+            raise ValueError(
+                "watch_stop=true stops at the over-optimisation watch's warning, but watch_drop=null turns the watch "
+                "off: set watch_drop (0.1 by default) or watch_stop=false"
             )
         if self.sync_every - 1 > self.max_staleness:
             raise ValueError(

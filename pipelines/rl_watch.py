@@ -65,14 +65,17 @@ def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path)
     return Watch(rl.watch_window, rl.watch_drop, steps, gold, proxy, warned)
 
 
-def warning(turn: Turn, watch: Watch, iteration: int, snapshots: list[Path], snapshot_every: int = 0) -> str:
+def warning(
+    turn: Turn, watch: Watch, iteration: int, snapshots: list[Path], snapshot_every: int = 0, stopping: bool = False
+) -> str:
     """What the watch says: where gold peaked, how far both rewards went since, and what to do."""
     peak = watch.peak_iteration(turn)
     line = (
         f"rlhf iteration {iteration}: over-optimisation: the gold reward ({watch.window}-iteration mean) peaked at "
         f"iteration {peak} ({turn.gold_at_peak:.3f}) and is {turn.gold_now:.3f} now, while the RM's reward rose "
-        f"{turn.proxy_rise:+.3f} since: the policy is learning the reward model's errors. Raise rl.kl_coef"
+        f"{turn.proxy_rise:+.3f} since: the policy is learning the reward model's errors. "
     )
+    line += "RLHF stops here (rl.watch_stop). Raise rl.kl_coef" if stopping else "Raise rl.kl_coef"
     if snapshots:
         nearest = min(snapshots, key=lambda path: abs(snapshot_iteration(path) - peak))
         return f"{line}, or take the policy kept at iteration {snapshot_iteration(nearest)} ({nearest})"
@@ -81,24 +84,38 @@ def warning(turn: Turn, watch: Watch, iteration: int, snapshots: list[Path], sna
     return f"{line}, or keep snapshots (rl.snapshot_every) to take the policy of the peak"
 
 
-def record(turn: Turn, watch: Watch, iteration: int) -> dict[str, float | int]:
-    """The MLflow tag's value (and the summary's): when the watch warned and what it saw."""
+def record(turn: Turn, watch: Watch, iteration: int, stopping: bool = False) -> dict[str, float | int | bool]:
+    """The MLflow tag's value (and the summary's): when the watch warned, what it saw, and whether RLHF stopped."""
     return {
         "iteration": iteration,
         "gold_peak_iteration": watch.peak_iteration(turn),
         "gold_at_peak": round(turn.gold_at_peak, 4),
         "gold_now": round(turn.gold_now, 4),
         "proxy_rise": round(turn.proxy_rise, 4),
+        "stopped": stopping,
     }
 
 
 def warn(
-    turn: Turn, watch: Watch, iteration: int, stage_dir: Path, snapshots: list[Path], snapshot_every: int = 0
-) -> None:
+    turn: Turn, watch: Watch, iteration: int, stage_dir: Path, snapshots: list[Path], snapshot_every: int = 0,
+    stopping: bool = False,
+) -> None:  # fmt: skip
     """Say it on stderr, tag the active MLflow run and keep the record in the stage directory."""
     import mlflow
 
-    print(warning(turn, watch, iteration, snapshots, snapshot_every), file=sys.stderr, flush=True)
-    said = json.dumps(record(turn, watch, iteration))
+    print(warning(turn, watch, iteration, snapshots, snapshot_every, stopping), file=sys.stderr, flush=True)
+    said = json.dumps(record(turn, watch, iteration, stopping))
     mlflow.set_tag(TAG, said)
     (stage_dir / WATCH_FILE).write_text(said)
+
+
+def forget_stop(stage_dir: Path) -> None:
+    """A run its watch stopped, trained on once `rl.watch_stop` is off: the record keeps the warning, not the stop."""
+    import mlflow
+
+    path = stage_dir / WATCH_FILE
+    seen = json.loads(path.read_text()) if path.is_file() else {}
+    if seen.get("stopped"):
+        said = json.dumps(seen | {"stopped": False})
+        mlflow.set_tag(TAG, said)
+        path.write_text(said)

@@ -46,8 +46,9 @@ from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_metrics import gold_rewards, rare_action_ids, rare_action_rate, rm_agreement, sample_rows
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
-from pipelines.rl_watch import resumed_watch, warn
+from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
+from pipelines.status import stopped_at
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -218,7 +219,11 @@ def main(
         trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
     questions = feedback_pool(cfg)
     start = start_point(run_dir, space)
-    if start.resumed and start.iteration >= rl.iterations:  # finished: report where it stands, starting no actor
+    stopped = start.resumed and _stopped_by_the_watch(cfg, run_dir, start.iteration)
+    if stopped:
+        print(f"rlhf: stopped at iteration {start.iteration} of {rl.iterations} by the over-optimisation watch "
+              "(rl.watch_stop); set rl.watch_stop=false to train on", file=sys.stderr, flush=True)  # fmt: skip
+    if stopped or (start.resumed and start.iteration >= rl.iterations):  # finished: report, starting no actor
         practised = practised_for(cfg, questions)
         judged = judge(start.policy, space, cfg, practised)
         return (
@@ -261,6 +266,11 @@ def main(
               file=sys.stderr, flush=True)  # fmt: skip
 
 
+def _stopped_by_the_watch(cfg: Config, run_dir: Path, iteration: int) -> bool:
+    """Whether RLHF ended at `iteration` where its watch warned (`rl.watch_stop`), which stays the end while asked."""
+    return cfg.rl.watch_stop and stopped_at(run_dir) == iteration
+
+
 @dataclass(frozen=True)
 class StartPoint:
     """Where RLHF starts: its last checkpoint (`resumed`), else the SFT policy at iteration 0."""
@@ -287,9 +297,38 @@ def _first_line(err: BaseException) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
-def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant):
+def _snapshot(run_dir: Path, policy: GPT, space: ActionSpace, iteration: int, version: int, cfg: Config,
+              corpus: CorpusStats, metrics: dict[str, float]) -> None:  # fmt: skip
+    """Keep this iteration's policy (`rl.snapshot_every`): on disk and among the run's MLflow artifacts."""
+    import mlflow
+
+    snapshot = snapshot_path(run_dir, iteration)
+    save_checkpoint(
+        snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
+        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
+    )  # fmt: skip
+    mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
+
+
+def _checkpoint(
+    stage_dir: Path, actors: Actors, policy: GPT, space: ActionSpace, iteration: int, version: int, kl_coef: float,
+    cfg: Config, metrics: dict[str, float], run_id: str, corpus: CorpusStats,
+) -> None:  # fmt: skip
+    """Everything a resume needs: the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG."""
     import ray
 
+    save_checkpoint(
+        stage_dir / "checkpoint.pt", model=policy, space=space, iteration=iteration,
+        policy_version=version, learner=actors.learner.get_state(),
+        critic=ray.get(actors.critic.get_state.remote()) if actors.critic else None,
+        buffer=ray.get(actors.buffer.get_state.remote()),
+        sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
+        config=cfg.model_dump(), last_metrics=metrics, run_id=run_id,
+        corpus_stats=corpus.to_dict(),  # the audit's, so the policy is judged without its run dir
+    )  # fmt: skip
+
+
+def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant):
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
@@ -311,6 +350,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
         actors_now = json.dumps(rl.actors.model_dump())
         mlflow.set_tags({"tokenmdp.rl_iterations": rl.iterations, "tokenmdp.rl_actors": actors_now})
         watch = resumed_watch(rl, mlflow.MlflowClient(), run.info.run_id, iteration, stage_dir)
+        if not rl.watch_stop:
+            forget_stop(stage_dir)
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
@@ -321,38 +362,28 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 iteration += 1
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
+                turn = watch.observe(iteration, gold, proxy)
+                stopping = turn is not None and rl.watch_stop  # the policy learns the RM's errors: end here
                 judged = None  # the policy of this iteration, if it was judged
-                if iteration % rl.eval_every == 0 or iteration == rl.iterations:
+                if iteration % rl.eval_every == 0 or iteration == rl.iterations or stopping:
                     judged = judge(policy, space, cfg, practised)
                     metrics |= judged.metrics
                 pending.append((iteration, metrics))
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
-                    snapshot = snapshot_path(run_dir, iteration)
-                    save_checkpoint(
-                        snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
-                        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
-                    )  # fmt: skip
-                    mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
-                if turn := watch.observe(iteration, gold, proxy):  # after the snapshot: it may be the one to take
-                    warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every)
-                if iteration % rl.checkpoint_every == 0 or iteration == rl.iterations:
+                    _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics)
+                checkpointing = stopping or iteration % rl.checkpoint_every == 0 or iteration == rl.iterations
+                if checkpointing:
                     log_metrics_batch(pending)
                     pending = []
-                    save_checkpoint(
-                        stage_dir / "checkpoint.pt", model=policy, space=space, iteration=iteration,
-                        policy_version=version, learner=actors.learner.get_state(),
-                        critic=ray.get(actors.critic.get_state.remote()) if actors.critic else None,
-                        buffer=ray.get(actors.buffer.get_state.remote()),
-                        sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
-                        config=cfg.model_dump(), last_metrics=metrics, run_id=run.info.run_id,
-                        corpus_stats=corpus.to_dict(),  # the audit's, so the policy is judged without its run dir
-                    )  # fmt: skip
-                    # after the checkpoint: a kill in between loses these rows, never doubles them
-                    log_table(table, "rollouts.json")
+                    _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
+                                run.info.run_id, corpus)  # fmt: skip
+                    log_table(table, "rollouts.json")  # after the checkpoint: a kill in between loses these rows
                     table = []
-                    if stop_at is not None and iteration >= stop_at:
-                        break
+                if turn:  # after the snapshot (it may be the one to take) and the checkpoint a stop ends on
+                    warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
+                if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
+                    break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is
             judged = judge(policy, space, cfg, practised)
             final |= judged.metrics

@@ -67,10 +67,12 @@ NOT_TRAINED = (
     "threads", "actor_restarts", "num_cpus", "num_gpus", "num_cpus_per_learner", "num_gpus_per_learner",
     "placement_strategy", "sync", "checkpoint_every", "watch_drop", "watch_window",
 )  # fmt: skip
+WATCH = ("rl.watch_drop", "rl.watch_window")  # only watch, unless `rl.watch_stop` ends RLHF where the watch warns
 # Free to change at a resume, but a fork retrains the stage: actor counts deal the prompts to the samplers'
-# random streams otherwise (the same algorithm, not the digit of a run never stopped), and snapshots kept
-# from a resume on are what a fork asking for them would not have.
-RESUMABLE_CHANGES = ("replicas", "num_learners", "snapshot_every")
+# random streams otherwise (the same algorithm, not the digit of a run never stopped), snapshots kept
+# from a resume on are what a fork asking for them would not have, and a run whose watch stopped it trains on
+# once `rl.watch_stop` is off, where a fork asking for the stop must train to find where its watch warns.
+RESUMABLE_CHANGES = ("replicas", "num_learners", "snapshot_every", "watch_stop")
 # The config field that says how long each trained stage runs, and the checkpoint key that says how far it got.
 LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "step"),
           "reward": ("reward", "steps", "step"), "rlhf": ("rl", "iterations", "iteration")}  # fmt: skip
@@ -111,7 +113,11 @@ def first_reader(field: str) -> str | None:
 
 def reusable_stages(source_config: dict, config: dict) -> tuple[str, ...]:
     """The leading stages that `source_config` trained exactly as `config` would train them."""
-    return _unchanged_stages(config_differences(with_defaults(source_config), config))
+    source = with_defaults(source_config)
+    changed = config_differences(source, config)
+    if any(c.get("rl", {}).get("watch_stop") for c in (source, config)) and set(changed) & set(WATCH):
+        changed.append("rl")  # where the watch warns is where RLHF stops: its settings train
+    return _unchanged_stages(changed)
 
 
 def _unchanged_stages(changed: list[str]) -> tuple[str, ...]:

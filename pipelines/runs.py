@@ -28,6 +28,7 @@ class RunLine:
     model_uri: str | None
     forked_from: str | None
     overoptimised_at: int | None  # the iteration RLHF's over-optimisation watch warned at, if it did
+    stopped: bool  # and RLHF ended there (`rl.watch_stop`)
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -54,7 +55,7 @@ def run_line(run_dir: Path) -> RunLine:
         sft=sft.get("gold_pass_rate"), reward_accuracy=reward.get("gold_accuracy"), rlhf=rlhf.get("gold_pass_rate"),
         gain=rlhf.get("gain_over_sft"), gain_stderr=rlhf.get("gain_over_sft_stderr"),
         model_uri=status.model_uri, forked_from=summary.get("forked_from", {}).get("run_dir"),
-        overoptimised_at=(status.overoptimised or {}).get("iteration"),
+        overoptimised_at=(status.overoptimised or {}).get("iteration"), stopped=status.stages[-1].state == "stopped",
     )  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed
 from pipelines.run_lock import writer
 
 WATCH_FILE = "overoptimised.json"  # in rlhf/: what RLHF's over-optimisation watch saw when it warned
+ENDED = ("stopped", "skipped")  # states of a stage that a re-run does not train
+RM_STAGES = ("preferences", "reward")  # what a run rewarded by the gold grader leaves out
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class StageStatus:
     unit: str
     updated: float | None  # when its output was last written (seconds since the epoch)
     note: str = ""
+    # before its end, yet not to be trained: "stopped", RLHF ended where its over-optimisation watch warned
+    # (`rl.watch_stop`); "skipped", a stage the config leaves out (no reward model when the grader rewards)
+    ended: str = ""
 
     @property
     def state(self) -> str:
         if self.done >= self.total:
             return "done"
-        return "partial" if self.done else "not started"
+        return self.ended or ("partial" if self.done else "not started")
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class RunStatus:
     @property
     def next_stage(self) -> StageStatus | None:
         """The first stage not done: where a re-run of `tokenmdp run` picks up."""
-        return next((s for s in self.stages if s.state != "done"), None)
+        return next((s for s in self.stages if s.state not in ("done", *ENDED)), None)
 
     @property
     def resumes_at(self) -> str | None:
@@ -77,7 +82,7 @@ def run_status(run_dir: Path) -> RunStatus:
     if not config_file.is_file():
         raise NotARun(f"{run_dir} holds no run ({config_file} is missing): pass a directory made by `tokenmdp run`")
     config = json.loads(config_file.read_text())
-    stages = [_preferences(run_dir) if s == "preferences" else _trained(run_dir, s, config) for s in STAGES]
+    stages = [_stage(run_dir, s, config) for s in STAGES]
     model_uri = run_dir / REGISTERED
     return RunStatus(
         run_dir, config.get("name"), writer(run_dir), stages,
@@ -91,13 +96,30 @@ def watch_record(run_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def stopped_at(run_dir: Path) -> int | None:
+    """The iteration where the watch stopped RLHF (`rl.watch_stop`); None when it did not."""
+    seen = watch_record(run_dir) or {}
+    return seen["iteration"] if seen.get("stopped") else None
+
+
+def _stage(run_dir: Path, stage: str, config: dict) -> StageStatus:
+    if stage in RM_STAGES and config["rl"].get("reward_source") == "gold":  # `tokenmdp run` trains no RM then
+        unit = "collection" if stage == "preferences" else "steps"
+        return StageStatus(stage, 0, 1, unit, None, "no RM: gold reward", ended="skipped")
+    return _preferences(run_dir) if stage == "preferences" else _trained(run_dir, stage, config)
+
+
 def _trained(run_dir: Path, stage: str, config: dict) -> StageStatus:
     section, field, _ = LENGTH[stage]
     total, unit = int(config[section][field]), "iterations" if stage == "rlhf" else "steps"
     path = run_dir / stage / "checkpoint.pt"
     if not path.is_file():
         return StageStatus(stage, 0, total, unit, None)
-    return StageStatus(stage, checkpointed(run_dir, stage), total, unit, path.stat().st_mtime)
+    done = checkpointed(run_dir, stage)
+    if stage == "rlhf" and config["rl"].get("watch_stop") and stopped_at(run_dir) == done:
+        why = "by the over-optimisation watch (rl.watch_stop)"
+        return StageStatus(stage, done, total, unit, path.stat().st_mtime, f"stopped at {done:,} {why}", "stopped")
+    return StageStatus(stage, done, total, unit, path.stat().st_mtime)
 
 
 def _preferences(run_dir: Path) -> StageStatus:

@@ -30,7 +30,7 @@ from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
 from pipelines.register import provenance, register_checkpoint
 from pipelines.run_config import REGISTERED, checkpointed, guard_run_dir
-from pipelines.status import watch_record
+from pipelines.status import stopped_at, watch_record
 from pipelines.tracking import default_tracking_uri, stage_run
 
 console = Console()
@@ -176,7 +176,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
                 "run_id": rl["run_id"],
             }
             | rlhf_over_iterations(rl["run_id"], uri, cfg.rl.watch_window)
-            | {"overoptimised_at": (watch_record(run_dir) or {}).get("iteration")},
+            | {"overoptimised_at": (watch_record(run_dir) or {}).get("iteration"), "stopped_at": stopped_at(run_dir)},
         },
         "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
     }

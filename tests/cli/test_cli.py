@@ -80,6 +80,12 @@ def test_bad_config_names_the_field(override, message):
         load_config("tiny", [override])
 
 
+def test_stopping_at_the_watch_needs_the_watch_on():
+    with pytest.raises(ConfigError, match=r"watch_stop=true stops at .* but watch_drop=null turns the watch off"):
+        load_config("tiny", ["rl.watch_stop=true", "rl.watch_drop=null"])
+    assert load_config("tiny", ["rl.watch_stop=true"]).rl.watch_stop
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [("name: x\nrl: [1, 2\n", "(?s)is not valid YAML: .*line 2"), ("- 1\n- 2\n", "holds a list, not a mapping")],

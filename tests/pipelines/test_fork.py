@@ -49,6 +49,14 @@ def test_the_stages_before_the_first_changed_one_are_reusable():
     assert reuse("sft.steps=3", "rl.lr=1e-3") == ("pretrain",)
     assert reuse("pretrain.steps=3") == ()
     assert reuse("sft.threads=2", "serve.port=9000") == ("pretrain", "sft", "preferences", "reward", "rlhf")
+    everything = ("pretrain", "sft", "preferences", "reward", "rlhf")
+    assert reuse("rl.watch_drop=0.2", "rl.watch_window=3") == everything  # the watch only watches...
+    assert reuse("rl.watch_stop=true") == everything[:-1]  # ...unless RLHF stops where it warns
+    assert reuse("rl.watch_stop=true", "rl.watch_drop=0.2") == everything[:-1]
+    stopping = load_config("tiny", ["rl.watch_stop=true"]).model_dump()
+    assert reusable_stages(stopping, load_config("tiny", ["rl.watch_stop=true", "rl.watch_window=3"]).model_dump()) == (
+        everything[:-1]
+    )  # fmt: skip
 
 
 @pytest.mark.slow

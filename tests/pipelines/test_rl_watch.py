@@ -36,10 +36,13 @@ def test_the_watch_resumes_its_history_warns_once_and_names_the_policy_to_take(t
         assert "(0.220) and is 0.120 now, while the RM's reward rose +0.300 since" in said
         assert f"take the policy kept at iteration 6 ({snapshots[1]})" in said
         assert warning(turn, watch, 8, [], snapshot_every=10).endswith("will be iteration 10's")  # none kept yet
+        assert "the reward model's errors. RLHF stops here (rl.watch_stop). Raise rl.kl_coef" in warning(
+            turn, watch, 8, [], stopping=True
+        )  # fmt: skip
         assert warning(turn, watch, 8, []).endswith("keep snapshots (rl.snapshot_every) to take the policy of the peak")
         tag = json.loads(client.get_run(run.info.run_id).data.tags[TAG])
         assert tag == {"iteration": 8, "gold_peak_iteration": 5, "gold_at_peak": 0.22, "gold_now": 0.12,
-                       "proxy_rise": 0.3}  # fmt: skip
+                       "proxy_rise": 0.3, "stopped": False}  # fmt: skip
         again = resumed_watch(rl, client, run.info.run_id, upto=8, stage_dir=tmp_path / "rlhf")
         assert again.warned and again.observe(9, 0.0, 0.9) is None  # a resumed run does not say it again
     # the record stays in the run directory: what status and runs read, and what a run resumed against

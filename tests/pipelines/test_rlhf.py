@@ -339,3 +339,60 @@ def test_the_rare_action_rate_counts_actions_only():
                         torch.tensor([True, True]), 0, 2)  # fmt: skip
     assert rl_metrics.rare_action_rate(rollouts, torch.tensor([q])) == pytest.approx(1 / 5)  # one "?" of five actions
     assert rl_metrics.rare_action_rate(rollouts, torch.tensor([pad])) == 0.0  # padding is not an action
+
+
+def test_a_run_stopped_by_its_watch_stays_stopped_until_told_to_train_on(sft_run, tmp_path, monkeypatch, capsys):
+    from algos.overoptimisation import Turn
+    from pipelines.status import run_status
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", [*GOLD, "rl.watch_stop=true", "rl.checkpoint_every=3"])
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))  # as `tokenmdp run` writes it
+    watching = rlhf.resumed_watch
+
+    def fires_at_iteration_2(*args):
+        """The run's own watch, told to warn at iteration 2 (a tiny policy's gold reward is too small to fall)."""
+        watch = watching(*args)
+        observe = watch.observe
+
+        def observed(iteration: int, gold: float, proxy: float):
+            observe(iteration, gold, proxy)
+            if iteration == 2 and not watch.warned:
+                watch.warned = True
+                return Turn(peak=0, gold_at_peak=0.5, gold_now=0.3, proxy_rise=0.2)
+            return None
+
+        watch.observe = observed
+        return watch
+
+    monkeypatch.setattr(rlhf, "resumed_watch", fires_at_iteration_2)
+    stopped = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    assert "RLHF stops here (rl.watch_stop)" in capsys.readouterr().err
+    _, state = weights(sft_run / "rlhf" / "checkpoint.pt")
+    assert (state["iteration"], state["policy_version"]) == (2, 2)  # checkpointed where it stopped, not at 3
+    assert json.loads((sft_run / "rlhf" / "overoptimised.json").read_text())["stopped"] is True
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    judged = client.get_metric_history(stopped["run_id"], "eval/gold_pass_rate")
+    assert sorted(m.step for m in judged) == [0, 2]  # the policy it stopped on is judged at its iteration
+    assert stopped["eval/gold_pass_rate"] == next(m.value for m in judged if m.step == 2)
+    status = run_status(sft_run)
+    assert status.stages[-1].state == "stopped" and status.resumes_at is None
+    said = " ".join(CliRunner().invoke(app, ["status", str(sft_run)]).output.split())
+    assert "RLHF stopped there (rl.watch_stop)" in said and "every stage done" in said
+    stages = json.loads(CliRunner().invoke(app, ["status", str(sft_run), "--json"]).stdout)["stages"]
+    assert (stages["rlhf"]["state"], stages["rlhf"]["done"], stages["rlhf"]["total"]) == ("stopped", 2, 4)
+    assert stages["reward"]["state"] == "skipped"  # the grader rewards: `tokenmdp run` trains no RM
+
+    monkeypatch.setattr(rlhf, "resumed_watch", watching)
+    again = rlhf.main(cfg, sft_run, tracking_uri=uri)  # run again: it stays stopped, nothing trains
+    assert "stopped at iteration 2 of 4 by the over-optimisation watch" in capsys.readouterr().err
+    assert weights(sft_run / "rlhf" / "checkpoint.pt")[1]["iteration"] == 2 and again["run_id"] == stopped["run_id"]
+    on = load_config("tiny", [*GOLD, "rl.checkpoint_every=3"])  # rl.watch_stop off: train on to the end
+    (sft_run / "config.json").write_text(json.dumps(on.model_dump()))
+    rlhf.main(on, sft_run, tracking_uri=uri)
+    assert weights(sft_run / "rlhf" / "checkpoint.pt")[1]["iteration"] == on.rl.iterations
+    assert run_status(sft_run).stages[-1].state == "done"
+    seen = json.loads((sft_run / "rlhf" / "overoptimised.json").read_text())
+    assert (seen["iteration"], seen["stopped"]) == (2, False)  # the warning kept, the stop no longer the end
+    tag = client.get_run(stopped["run_id"]).data.tags["tokenmdp.overoptimised"]
+    assert json.loads(tag) == seen

@@ -50,3 +50,21 @@ def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path)
     assert "+2.0 ± 1.0" in table.stdout and "50.0%" in table.stdout and "52.0%*" in table.stdout
     assert "RLHF over-optimised: the watch warned at iteration 23" in " ".join(table.stdout.split())
     assert CliRunner().invoke(app, ["runs", str(tmp_path / "nowhere")]).exit_code == 2
+
+
+def test_a_run_its_watch_stopped_is_done_and_says_where(tmp_path):
+    cfg = load_config("tiny", ["rl.watch_stop=true"])
+    totals = {"pretrain": cfg.pretrain.steps, "sft": cfg.sft.steps, "reward": cfg.reward.steps, "rlhf": 2}
+    _run(tmp_path / "runs" / "stopped", cfg, totals, {"stages": {"rlhf": {"gold_pass_rate": 0.4}}})
+    watched = {"iteration": 2, "gold_peak_iteration": 1, "gold_at_peak": 0.5, "gold_now": 0.3, "proxy_rise": 0.2}
+    record = tmp_path / "runs" / "stopped" / "rlhf" / "overoptimised.json"
+    record.write_text(json.dumps(watched | {"stopped": True}))
+    line = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path / "runs"), "--json"]).stdout)[0]
+    assert (line["stands"], line["overoptimised_at"], line["stopped"]) == ("every stage done", 2, True)
+    table = CliRunner().invoke(app, ["runs", str(tmp_path / "runs")], terminal_width=300)
+    assert "warned at iteration 2 (its gold reward fell while the RM's rose); RLHF stopped there" in " ".join(
+        table.stdout.split()
+    )  # fmt: skip
+    record.write_text(json.dumps(watched | {"stopped": False}))  # warned, trained on past it: 2 of 4 is not the end
+    line = json.loads(CliRunner().invoke(app, ["runs", str(tmp_path / "runs"), "--json"]).stdout)[0]
+    assert (line["stands"], line["stopped"]) == ("rlhf (2 of 4 iterations checkpointed)", False)

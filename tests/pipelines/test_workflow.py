@@ -79,6 +79,7 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
         assert rl[key] == (pytest.approx(sum(agreed) / sum(n)) if sum(n) else None), key
     warned = client.get_run(rl["run_id"]).data.tags.get("tokenmdp.overoptimised")
     assert rl["overoptimised_at"] == (json.loads(warned)["iteration"] if warned else None)
+    assert rl["stopped_at"] is None  # rl.watch_stop is off
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)} | {
         a.path for a in client.list_artifacts(parent.info.run_id, "report")
     }
