@@ -39,10 +39,17 @@ def sft_run(tiny_sft_run, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
+    """One local Ray for the session, started from the project root: its workers import what the driver's
+    working directory holds, and test modules define actors (`tests.…`). A command run in-process by an
+    earlier test (`tokenmdp run` after `monkeypatch.chdir(tmp_path)`) may have started one elsewhere."""
     import ray
 
     from actors.cluster import init_ray
 
-    init_ray(num_cpus=2)
+    if ray.is_initialized():
+        ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(Path(__file__).resolve().parent.parent)
+        init_ray(num_cpus=2)
     yield ray
     ray.shutdown()
