@@ -4,7 +4,8 @@ Two arms differ only in the KL coefficient: the demo's and a weak one. With the 
 penalty the policy travels further from the SFT reference; the RM's proxy reward keeps
 rising while the gold reward (the grader on the same training samples) peaks and turns
 down: Goodhart on a learnt reward. The peak is found on a moving average, as RLHF's own
-over-optimisation watch finds it while it trains (`algos/overoptimisation.py`).
+over-optimisation watch finds it while it trains (`algos/overoptimisation.py`); beside it, how often the RM
+ranked the policy's own answers as the grader did in the first and the last quarter of each arm.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import matplotlib.pyplot as plt
 from algos.overoptimisation import moving_average, turning_point
 from experiments.rl_arms import run_rlhf_arm, summary_row
 from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from pipelines.rl_metrics import rm_agreement_over
+from pipelines.tracking import logged_run_id
 
 WEAK_KL = 0.01
 WINDOW = 5
@@ -33,9 +36,12 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
         _, gold = metric_history(client, rl_dir, "reward/gold")
         _, proxy = metric_history(client, rl_dir, "reward/proxy")
         turn = turning_point(gold, proxy, WINDOW)
+        agreement = rm_agreement_over(client, logged_run_id(rl_dir))  # the RM's ranking on the policy's own answers
         rows.append(summary_row(r) | {
             "iteration of gold peak": steps[turn.peak], "KL at gold peak": kl[turn.peak],
             "gold at peak": turn.gold_at_peak, "gold at end": turn.gold_now, "proxy rise after peak": turn.proxy_rise,
+            "RM agrees, first quarter": agreement["rm_agreement_start"],
+            "RM agrees, last quarter": agreement["rm_agreement_end"],
         })  # fmt: skip
         smooth_kl, smooth_gold, smooth_proxy = (moving_average(v, WINDOW) for v in (kl, gold, proxy))
         axes[0].plot(smooth_kl, smooth_gold, label=f"{r.arm.name}: gold")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from algos.ranking import within_group_agreement
+from algos.ranking import pooled, within_group_agreement
 from models.rollout import Rollouts
 from world.actions import ActionSpace
 from world.audit import CorpusStats
@@ -83,3 +83,20 @@ def rm_agreement(proxy: torch.Tensor, gold: torch.Tensor, group: torch.Tensor) -
     grader tells apart which the RM orders alike (`algos.ranking`; NaN when the batch has none), and how many."""
     agree, pairs = within_group_agreement(proxy, gold, group)
     return {"reward/rm_agreement": agree / pairs if pairs else float("nan"), "reward/rm_pairs": float(pairs)}
+
+
+AGREEMENT_KEYS = ("reward/rm_agreement", "reward/rm_pairs")
+
+
+def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
+    """The RM's agreement with the grader (`reward/rm_agreement`, weighted by its pairs) over the first and the
+    last quarter of the run's iterations (at least one each; an iteration has only some 30 pairs on the demo):
+    does the proxy RL climbs still rank the policy's answers as it did at the start?"""
+    rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
+    steps = sorted(rates.keys() & pairs.keys())  # the last write of a step counts, as for the rewards
+    quarter = max(1, len(steps) // 4)
+    first, last = steps[:quarter], steps[-quarter:]
+    return {
+        "rm_agreement_start": pooled([rates[s] for s in first], [pairs[s] for s in first]),
+        "rm_agreement_end": pooled([rates[s] for s in last], [pairs[s] for s in last]),
+    }

@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from algos.overoptimisation import turning_point
-from algos.ranking import pooled
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rl_watch, rlhf, sft
 from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
 from pipelines.register import provenance, register_checkpoint
+from pipelines.rl_metrics import rm_agreement_over
 from pipelines.run_config import REGISTERED, checkpointed, guard_run_dir
 from pipelines.status import stopped_at, watch_record
 from pipelines.tracking import default_tracking_uri, stage_run
@@ -97,9 +97,6 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
     ]
 
 
-AGREEMENT_KEYS = ("reward/rm_agreement", "reward/rm_pairs")
-
-
 def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float | int | None]:
     """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
     iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, the
@@ -122,20 +119,6 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
         "rare_action_rate_max": over("rl/rare_action_rate", max),
         "gold_peak_iteration": steps[turn.peak] if turn else None,
     } | rm_agreement_over(client, run_id)
-
-
-def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
-    """The RM's agreement with the grader (`reward/rm_agreement`, weighted by its pairs) over the first and the
-    last quarter of the run's iterations (at least one each; an iteration has only some 30 pairs on the demo):
-    does the proxy RL climbs still rank the policy's answers as it did at the start?"""
-    rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
-    steps = sorted(rates.keys() & pairs.keys())  # the last write of a step counts, as for the rewards
-    quarter = max(1, len(steps) // 4)
-    first, last = steps[:quarter], steps[-quarter:]
-    return {
-        "rm_agreement_start": pooled([rates[s] for s in first], [pairs[s] for s in first]),
-        "rm_agreement_end": pooled([rates[s] for s in last], [pairs[s] for s in last]),
-    }
 
 
 def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]]:

@@ -77,6 +77,15 @@ def test_overoptimisation_reports_the_gold_peak_per_arm(out, tmp_path, ray_local
     exp, rows, client = run_experiment("overoptimisation", out, tmp_path, ["rl.reward_source=rm", "reward.steps=10"])
     check_outputs(exp, out, rows, client)
     assert all(1 <= r["iteration of gold peak"] <= 3 for r in rows)
+    for r in rows:  # the RM's agreement over the arm's first and last quarter, pooled by hand from its history
+        run_id = (out / r["arm"] / "rlhf" / "mlflow_run_id").read_text().strip()
+        pairs, rates = ([m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+                        for key in ("reward/rm_pairs", "reward/rm_agreement"))  # fmt: skip
+        quarter = max(1, len(pairs) // 4)
+        for name, part in (("first", slice(None, quarter)), ("last", slice(-quarter, None))):
+            n = sum(pairs[part])
+            agreed = sum(rate * k for rate, k in zip(rates[part], pairs[part], strict=True) if k)
+            assert r[f"RM agrees, {name} quarter"] == (pytest.approx(agreed / n) if n else None), name
 
 
 def test_rm_pairs_trains_one_reward_model_per_arm_and_rl_with_each(out, tmp_path, ray_local):
