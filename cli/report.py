@@ -178,6 +178,13 @@ def print_trace(trace: Trace) -> None:
             for i, e in enumerate(trace.group)
         ]
         print_rows(f"a group of {len(rows)} samples, scored as one RL iteration scores it", rows, list(rows[0]))
+        if (agreement := trace.rm_agreement) is not None:  # as RLHF's reward/rm_agreement counts it
+            agreed, pairs = agreement
+            console.print(
+                f"the RM orders {agreed:g} of the {pairs} pairs of answers the grader tells apart as the grader does"
+                if pairs
+                else "the grader tells no two of the group's answers apart: nothing for the RM to rank"
+            )
 
 
 def _terms(answer: list[int] | None) -> str:

@@ -27,6 +27,7 @@ import algos.advantages as adv
 from actors.reference import ReferenceImpl
 from actors.reward_scorer import RewardScorerImpl
 from algos.kl import adaptive_kl_coef, categorical_kl, entropy, kl_per_token
+from algos.ranking import within_group_agreement
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
@@ -87,8 +88,17 @@ class Trace:
     steps: list[Step]
     group: list[Episode]
 
+    @property
+    def rm_agreement(self) -> tuple[float, int] | None:
+        """(pairs ordered alike, pairs the grader tells apart) of the group under the RM, as RLHF's
+        `reward/rm_agreement` counts them; None when the grader is the reward."""
+        if self.reward_source != "rm" or not self.group:
+            return None
+        rewards, gold = (torch.tensor([getattr(e, key) for e in self.group]) for key in ("reward", "gold"))
+        return within_group_agreement(rewards, gold, torch.zeros(len(self.group), dtype=torch.long))
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps(asdict(self) | {"rm_agreement": self.rm_agreement})
 
 
 def given_rollouts(policy: GPT, space: ActionSpace, prompt: list[int], answer: list[int]) -> Rollouts:

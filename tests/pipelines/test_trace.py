@@ -157,3 +157,29 @@ def test_the_group_is_compared_with_the_reference_at_rls_temperature(traced_run)
     t = trace(traced_run, PREFIX, stage="sft", group=6)
     assert t.episode.kl_sum == pytest.approx(0.0, abs=1e-5)
     assert [e.kl_sum for e in t.group] == pytest.approx([0.0] * 6, abs=1e-5)
+
+
+def test_the_group_says_how_often_the_rm_ranks_it_as_the_grader_does(capsys):
+    from cli.report import print_trace
+    from pipelines.trace import Episode, Trace
+
+    def episode(answer: int, gold: float, reward: float) -> Episode:
+        return Episode(response=str(answer), answer=[answer], gold=gold, reward=reward, kl_sum=0.0, advantage=0.0)
+
+    # the demo's miss: the RM scores the wrong 10 above the right 8; gold tells apart 2 x 2 pairs
+    group = [episode(10, 0.0, 0.30), episode(8, 1.0, -0.34), episode(10, 0.0, 0.30), episode(8, 1.0, 0.40)]
+    traced = Trace(
+        prompt=[3, 4, 5, 6, 7], exam_answer=[8], rule="linear", stage="rlhf", iteration=None, reward_source="rm",
+        kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo", traced="greedy", episode=group[0],
+        steps=[], group=group,
+    )  # fmt: skip
+    assert traced.rm_agreement == (2.0, 4)  # the second right answer beats both wrong ones; the first beats neither
+    assert json.loads(traced.to_json())["rm_agreement"] == [2.0, 4]
+    print_trace(traced)
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the RM orders 2 of the 4 pairs of answers the grader tells apart as the grader does" in said
+    alike = Trace(**{**traced.__dict__, "group": [group[0], group[2]]})
+    assert alike.rm_agreement == (0.0, 0)
+    print_trace(alike)
+    assert "tells no two of the group's answers apart" in " ".join(capsys.readouterr().out.split())
+    assert Trace(**{**traced.__dict__, "reward_source": "gold"}).rm_agreement is None  # nothing to agree with
