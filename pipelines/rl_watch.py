@@ -59,9 +59,12 @@ def reward_history(client, run_id: str, upto: int | None = None) -> tuple[list[i
 
 def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path) -> Watch:
     """The watch of a run resumed at iteration `upto`: its rewards of iterations 1..upto from MLflow, and whether
-    it warned already (the stage directory's record, written with the run's tag, so known in any store)."""
+    it warned already (the stage directory's record, written with the run's tag, so known in any store). A
+    warning after `upto` (the run was killed before its next checkpoint) is given again: the resumed run
+    redoes those iterations, to the digit, and a stop (`rl.watch_stop`) must happen where it is checkpointed."""
     steps, gold, proxy = reward_history(client, run_id, upto)
-    warned = (stage_dir / WATCH_FILE).is_file()
+    path = stage_dir / WATCH_FILE
+    warned = path.is_file() and json.loads(path.read_text())["iteration"] <= upto
     return Watch(rl.watch_window, rl.watch_drop, steps, gold, proxy, warned)
 
 

@@ -372,6 +372,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
                     _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics)
+                if turn:  # after the snapshot (it may be the one to take); a kill before the checkpoint below
+                    # resumes at an earlier one, where the watch has not warned yet (`resumed_watch`)
+                    warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
                 checkpointing = stopping or iteration % rl.checkpoint_every == 0 or iteration == rl.iterations
                 if checkpointing:
                     log_metrics_batch(pending)
@@ -380,8 +383,6 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                                 run.info.run_id, corpus)  # fmt: skip
                     log_table(table, "rollouts.json")  # after the checkpoint: a kill in between loses these rows
                     table = []
-                if turn:  # after the snapshot (it may be the one to take) and the checkpoint a stop ends on
-                    warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is

@@ -51,6 +51,8 @@ def test_the_watch_resumes_its_history_warns_once_and_names_the_policy_to_take(t
     with stage_run(tmp_path / "elsewhere", experiment="watch", run_name="rlhf", tracking_uri=uri) as fresh:
         assert resumed_watch(rl, mlflow.MlflowClient(), fresh.info.run_id, 8, tmp_path / "rlhf").warned
         assert not resumed_watch(rl, mlflow.MlflowClient(), fresh.info.run_id, 8, tmp_path / "elsewhere").warned
+        # killed after the warning at 8 but before its checkpoint: resumed at 7, it redoes 8 and must warn there again
+        assert not resumed_watch(rl, mlflow.MlflowClient(), fresh.info.run_id, 7, tmp_path / "rlhf").warned
 
 
 def test_a_watch_turned_off_or_fed_the_gold_reward_never_warns():
