@@ -17,7 +17,7 @@ from pathlib import Path
 from algos.overoptimisation import Turn, overoptimised
 from conf.schema import RLConfig
 from pipelines.policy_source import snapshot_iteration
-from pipelines.status import WATCH_FILE
+from pipelines.status import WATCH_FILE, stage_record
 
 TAG = "tokenmdp.overoptimised"
 REWARD_KEYS = ("reward/gold", "reward/proxy")  # what the watch reads of each iteration
@@ -63,8 +63,8 @@ def resumed_watch(rl: RLConfig, client, run_id: str, upto: int, stage_dir: Path)
     warning after `upto` (the run was killed before its next checkpoint) is given again: the resumed run
     redoes those iterations, to the digit, and a stop (`rl.watch_stop`) must happen where it is checkpointed."""
     steps, gold, proxy = reward_history(client, run_id, upto)
-    path = stage_dir / WATCH_FILE
-    warned = path.is_file() and json.loads(path.read_text())["iteration"] <= upto
+    seen = stage_record(stage_dir)
+    warned = seen is not None and seen["iteration"] <= upto
     return Watch(rl.watch_window, rl.watch_drop, steps, gold, proxy, warned)
 
 
@@ -116,9 +116,8 @@ def forget_stop(stage_dir: Path) -> None:
     """A run its watch stopped, trained on once `rl.watch_stop` is off: the record keeps the warning, not the stop."""
     import mlflow
 
-    path = stage_dir / WATCH_FILE
-    seen = json.loads(path.read_text()) if path.is_file() else {}
+    seen = stage_record(stage_dir) or {}
     if seen.get("stopped"):
         said = json.dumps(seen | {"stopped": False})
         mlflow.set_tag(TAG, said)
-        path.write_text(said)
+        (stage_dir / WATCH_FILE).write_text(said)

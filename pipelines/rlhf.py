@@ -48,7 +48,7 @@ from pipelines.rl_metrics import gold_rewards, rare_action_ids, rare_action_rate
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
-from pipelines.status import stopped_at
+from pipelines.status import stopped_by_the_watch
 from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -219,7 +219,7 @@ def main(
         trained_checkpoint(run_dir, "reward", needed_by="rlhf with rl.reward_source=rm")
     questions = feedback_pool(cfg)
     start = start_point(run_dir, space)
-    stopped = start.resumed and _stopped_by_the_watch(cfg, run_dir, start.iteration)
+    stopped = start.resumed and stopped_by_the_watch(run_dir, rl.watch_stop, start.iteration)
     if stopped:
         print(f"rlhf: stopped at iteration {start.iteration} of {rl.iterations} by the over-optimisation watch "
               "(rl.watch_stop); set rl.watch_stop=false to train on", file=sys.stderr, flush=True)  # fmt: skip
@@ -264,11 +264,6 @@ def main(
         restarts += 1
         print(f"{died}; every actor starts again from {where} (restart {restarts} of {rl.actor_restarts})",
               file=sys.stderr, flush=True)  # fmt: skip
-
-
-def _stopped_by_the_watch(cfg: Config, run_dir: Path, iteration: int) -> bool:
-    """Whether RLHF ended at `iteration` where its watch warned (`rl.watch_stop`), which stays the end while asked."""
-    return cfg.rl.watch_stop and stopped_at(run_dir) == iteration
 
 
 @dataclass(frozen=True)

@@ -90,16 +90,27 @@ def run_status(run_dir: Path) -> RunStatus:
     )  # fmt: skip
 
 
-def watch_record(run_dir: Path) -> dict | None:
-    """What RLHF's over-optimisation watch saw when it warned; None while it has not."""
-    path = run_dir / "rlhf" / WATCH_FILE
+def stage_record(stage_dir: Path) -> dict | None:
+    """What RLHF's over-optimisation watch saw when it warned, from its stage directory; None while it has not."""
+    path = stage_dir / WATCH_FILE
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def watch_record(run_dir: Path) -> dict | None:
+    """The watch's record of a run (`stage_record` of its RLHF stage)."""
+    return stage_record(run_dir / "rlhf")
 
 
 def stopped_at(run_dir: Path) -> int | None:
     """The iteration where the watch stopped RLHF (`rl.watch_stop`); None when it did not."""
     seen = watch_record(run_dir) or {}
     return seen["iteration"] if seen.get("stopped") else None
+
+
+def stopped_by_the_watch(run_dir: Path, watch_stop: bool, iteration: int) -> bool:
+    """Whether RLHF, checkpointed at `iteration`, ended there where its watch warned: the end while
+    `rl.watch_stop` asks for it (off, the run trains on)."""
+    return watch_stop and stopped_at(run_dir) == iteration
 
 
 def _stage(run_dir: Path, stage: str, config: dict) -> StageStatus:
@@ -116,7 +127,7 @@ def _trained(run_dir: Path, stage: str, config: dict) -> StageStatus:
     if not path.is_file():
         return StageStatus(stage, 0, total, unit, None)
     done = checkpointed(run_dir, stage)
-    if stage == "rlhf" and config["rl"].get("watch_stop") and stopped_at(run_dir) == done:
+    if stage == "rlhf" and stopped_by_the_watch(run_dir, config["rl"].get("watch_stop", False), done):
         why = "by the over-optimisation watch (rl.watch_stop)"
         return StageStatus(stage, done, total, unit, path.stat().st_mtime, f"stopped at {done:,} {why}", "stopped")
     return StageStatus(stage, done, total, unit, path.stat().st_mtime)
