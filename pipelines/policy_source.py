@@ -1,7 +1,8 @@
 """The policy a command reads: a run directory's stage, a checkpoint file or a registered model.
 
 `resolve_model` turns any of these into a checkpoint file (fetching a `models:/` or `runs:/` URI
-through MLflow), for `serve` and the reading commands alike. Every policy checkpoint (SFT's,
+through MLflow, once per version from a server: `pipelines/model_fetch.py`), for `serve` and the
+reading commands alike. Every policy checkpoint (SFT's,
 RLHF's) carries the config it was trained under, so a policy fetched from the registry needs no
 run directory to be asked its run's held-out questions:
 
@@ -58,13 +59,14 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
 
+        from pipelines.model_fetch import fetch
         from pipelines.tracking import default_tracking_uri, require_tracking_server
 
         uri = tracking_uri or default_tracking_uri()
         require_tracking_server(uri)
         mlflow.set_tracking_uri(uri)
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+            local = fetch(model, uri)
         except mlflow.exceptions.MlflowException as err:
             raise FileNotFoundError(f"{model}: {err.message}{registered_hint(model)}") from None
         found = [local] if local.is_file() else sorted(local.rglob("*.pt"))  # runs:/ may name the file itself

@@ -58,6 +58,7 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
     tracking = f"http://127.0.0.1:{mlflow_port}"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")} | {
         "RAY_AUTH_MODE": "disabled", "MLFLOW_TRACKING_URI": tracking, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "TOKENMDP_CACHE_DIR": str(tmp_path / "cache"),  # the head's workers (serve's replica) read it too
     }  # fmt: skip
     saved = CURRENT_CLUSTER.read_text() if CURRENT_CLUSTER.is_file() else None
     processes: list[subprocess.Popen] = []
@@ -111,6 +112,9 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
             f"http://127.0.0.1:{serve_port}/v1/continue", json={"sequence": [1, 2, 4, 8, 16]}, timeout=240
         ).json()
         assert body["model"] == {"name": "tokenmdp-tiny", "version": "1"} and len(body["terms"]) <= 1
+        fetched = list((tmp_path / "cache" / "models").iterdir())  # serve's check and its replica: one copy
+        assert [p.name.startswith("tokenmdp-tiny-v1-") for p in fetched] == [True], fetched
+        assert len(list(fetched[0].rglob("*.pt"))) == 1
     finally:
         for process in processes:
             stop(process, signal.SIGTERM if process.args[1] == "server" else signal.SIGINT)
