@@ -137,7 +137,13 @@ def compare(
 
 @app.command()
 def trace(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (e.g. runs/demo).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A run directory (e.g. runs/demo), or a checkpoint file or registered model (models:/name/version) "
+            "whose run is on this machine."
+        ),
+    ],
     sequence: Annotated[str, typer.Argument(help="The prompt's terms, e.g. 1,2,4,8,16")],
     stage: Annotated[str, typer.Option(help="Whose policy: rlhf (the final one) or sft.")] = "rlhf",
     group: Annotated[
@@ -157,7 +163,7 @@ def trace(
 
     given = terms_arg(answer, "answer") if answer else None
     with clear_refusals():
-        traced = run_trace(run_dir, terms_arg(sequence), stage, group, seed, given, iteration)
+        traced = run_trace(source, terms_arg(sequence), stage, group, seed, given, iteration)
     if as_json:
         typer.echo(traced.to_json())
         return
@@ -265,6 +271,47 @@ def runs(
     from cli.report import print_runs
 
     print_runs(lines, root)
+
+
+@app.command()
+def rollouts(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose RLHF has logged (e.g. runs/demo).")],
+    iteration: Annotated[int | None, typer.Option(min=1, help="The iteration shown (default: the last).")] = None,
+    misordered: Annotated[
+        bool, typer.Option("--misordered", help="The pairs of answers the RM ranked against the grader instead.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="With --misordered: the newest this many pairs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """What RLHF trained on, from its MLflow run: kept groups with reward, gold, advantage, KL; the RM's misorders."""
+    from dataclasses import asdict
+
+    from pipelines import rollouts as view
+
+    with clear_refusals():
+        run = view.logged_rlhf(run_dir)
+        agreed = view.agreement(run)
+        if misordered:
+            found, every_group = view.misordered_pairs(run)
+        else:
+            rows = view.table_rows(run)
+            shown, picked = view.iteration_rows(rows, iteration)
+    if as_json:
+        out = {"reward_source": run.reward_source, "rm_agreement": asdict(agreed) if agreed else None}
+        if misordered:
+            out |= {"misordered": [asdict(m) for m in found[:limit]], "misordered_total": len(found),
+                    "every_group": every_group}  # fmt: skip
+        else:
+            iterations = sorted({r["iteration"] for r in rows})
+            out |= {"rows": len(rows), "iterations": iterations, "iteration": shown, "rollouts": picked}
+        typer.echo(json.dumps(out))
+        return
+    from cli.report import print_misordered, print_rollouts
+
+    if misordered:
+        print_misordered(run_dir, found, every_group, limit, agreed)
+    else:
+        print_rollouts(run_dir, rows, shown, picked, agreed)
 
 
 @app.command()

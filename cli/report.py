@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from conf.describe import Setting
     from pipelines.curve import Point
     from pipelines.exam import ExamResult
+    from pipelines.rl_metrics import Misordered
+    from pipelines.rollouts import Agreement
     from pipelines.runs import RunLine
     from pipelines.status import RunStatus
     from pipelines.trace import Trace
@@ -139,6 +141,8 @@ def print_trace(trace: Trace) -> None:
     """`tokenmdp trace`: the traced response (greedy or given) step by step, then the sampled group as RL scores it."""
     answer = trace.exam_answer[0] if trace.exam_answer else "-"
     whose = f"{trace.stage} policy" if trace.iteration is None else f"the rlhf policy of iteration {trace.iteration}"
+    if not Path(trace.policy).is_dir():  # a checkpoint file or a registered model, read against its run
+        whose = f"{trace.policy}, {whose},"
     console.print(
         f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
         f"{whose} against the SFT reference; reward from {trace.reward_source}, "
@@ -185,6 +189,62 @@ def print_trace(trace: Trace) -> None:
                 if pairs
                 else "the grader tells no two of the group's answers apart: nothing for the RM to rank"
             )
+
+
+def _agreement_line(agreed: Agreement) -> str:
+    """The RM's agreement with the grader over every group the run scored (`reward/rm_agreement`)."""
+    if agreed.rate is None:
+        return "the grader told no two answers of a group apart in the whole run: nothing for the RM to rank"
+    quarters = " -> ".join(f"{100 * r:.1f}%" for r in (agreed.start, agreed.end) if r is not None)
+    return (
+        f"over the run, the RM ordered {100 * agreed.rate:.1f}% of the {agreed.pairs} pairs of answers the grader "
+        f"tells apart as the grader does (reward/rm_agreement, ties half; first quarter -> last: {quarters})"
+    )
+
+
+def print_rollouts(
+    run_dir: Path, rows: list[dict], iteration: int, picked: list[dict], agreed: Agreement | None
+) -> None:
+    """`tokenmdp rollouts`: one iteration's kept groups as RL scored them."""
+    from pipelines.rl_metrics import row_groups
+
+    iterations = sorted({r["iteration"] for r in rows})
+    console.print(
+        f"{run_dir}: the rollouts table holds {len(rows)} responses of iterations {iterations[0]}..{iterations[-1]} "
+        f"(each iteration's first prompts; --iteration N for another, --misordered for the RM's errors)"
+    )
+    for group in row_groups(picked):
+        head = group[0]
+        exam = " ".join(map(str, head["exam_answer"]))
+        shown = [
+            {"response": r["response"], "answer": _terms(r["answer"]), "gold": r["gold"], "reward": r["reward"],
+             "advantage": r["advantage"], "KL": r["kl"]}
+            for r in group
+        ]  # fmt: skip
+        title = f"iteration {iteration}, policy version {head['policy_version']}: {head['prompt']} (exam: {exam})"
+        print_rows(title, shown, list(shown[0]))
+    if agreed is not None:
+        console.print(_agreement_line(agreed))
+
+
+def print_misordered(
+    run_dir: Path, found: list[Misordered], every_group: bool, limit: int, agreed: Agreement | None
+) -> None:
+    """`tokenmdp rollouts --misordered`: the answers the RM ranked against the grader, newest first."""
+    if agreed is not None:
+        console.print(_agreement_line(agreed))
+    where = "of every group" if every_group else "of the rollouts table's groups (the run predates rm_misordered.json)"
+    if not found:
+        console.print(f"{run_dir}: the RM ranked no two answers {where} against the grader")
+        return
+    shown = [
+        {"iteration": m.iteration, "prompt": m.prompt, "exam": " ".join(map(str, m.exam_answer)),
+         "RM above": _terms(m.above), "its reward": m.above_reward, "gold": m.above_gold,
+         "RM below": _terms(m.below), "reward": m.below_reward, "gold ": m.below_gold, "pairs": m.pairs}
+        for m in found[:limit]
+    ]  # fmt: skip
+    title = f"answers the RM ranked against the grader, {where}: the newest {len(shown)} of {len(found)}"
+    print_rows(title, shown, list(shown[0]))
 
 
 def _terms(answer: list[int] | None) -> str:

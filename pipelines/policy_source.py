@@ -86,6 +86,36 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
     return (path, *file_model_name(path.resolve()))
 
 
+def run_dir_holding(path: Path, levels: int = 3) -> Path | None:
+    """The run directory a stage directory or checkpoint file lies in (`runs/demo/rlhf`,
+    `runs/demo/sft/checkpoint.pt`, `runs/demo/rlhf/snapshots/iteration-00010.pt`), if it is on this machine."""
+    path = path.resolve()
+    return next((d for d in (path, *path.parents)[: levels + 1] if (d / "config.json").is_file()), None)
+
+
+def trained_in(source: str, tracking_uri: str | None = None) -> tuple[Path | None, str]:
+    """(the run directory that trained a policy file or a registered model, if it is on this machine; where the
+    policy says it came from): a registered version's `tokenmdp.registered_from` tag, a `runs:/` artifact's run's
+    stage directory, else the file's own place."""
+    if not source.startswith(("models:/", "runs:/")):
+        return run_dir_holding(Path(source)), source
+    import mlflow
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    from pipelines.tracking import STAGE_DIR_TAG, default_tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
+    if source.startswith("runs:/"):
+        origin = client.get_run(source.removeprefix("runs:/").split("/")[0]).data.tags.get(STAGE_DIR_TAG)
+    else:
+        resolved = get_model_name_and_version(client, source)
+        tags = client.get_model_version(*resolved).tags if len(resolved) == 2 else {}
+        origin = tags.get("tokenmdp.registered_from")
+    if origin is None or "://" in origin or origin.startswith("models:/"):
+        return None, origin or "no record"
+    return run_dir_holding(Path(origin)), origin
+
+
 def file_model_name(path: Path) -> tuple[str, str]:
     """(name, version) a checkpoint file is served as: its run and stage for a stage's checkpoint
     (`runs/demo/rlhf/checkpoint.pt`: demo, rlhf), its run and iteration for a snapshot

@@ -1,9 +1,12 @@
 """What an RLHF iteration reports of its samples, beside the loss: the gold grader's verdict on each
 response, how often the policy takes actions pretraining hardly took (WORLDVIEW rule 3), whether the
-reward model still ranks the policy's answers as the grader does, and a few rollouts for the run's table.
+reward model still ranks the policy's answers as the grader does (and which answers it ranks otherwise),
+and a few rollouts for the run's table.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -43,6 +46,8 @@ def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
 
 
 TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
+ROLLOUTS_TABLE = "rollouts.json"  # among the RLHF run's MLflow artifacts
+MISORDERED_TABLE = "rm_misordered.json"  # every pair of answers of every group the RM ranked against the grader
 
 
 def sample_rows(
@@ -100,3 +105,71 @@ def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
         "rm_agreement_start": pooled([rates[s] for s in first], [pairs[s] for s in first]),
         "rm_agreement_end": pooled([rates[s] for s in last], [pairs[s] for s in last]),
     }
+
+
+def rm_agreement_pooled(client, run_id: str) -> tuple[float | None, int]:
+    """(`reward/rm_agreement` over every iteration of the run, weighted by its pairs; the pairs)."""
+    rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
+    steps = sorted(rates.keys() & pairs.keys())
+    return pooled([rates[s] for s in steps], [pairs[s] for s in steps]), int(sum(pairs[s] for s in steps))
+
+
+@dataclass(frozen=True)
+class Misordered:
+    """Two answers to one prompt that the RM ranked one way and the grader the other. Answers are terms (None:
+    malformed) beside the response they were read from: MLflow's tables re-read a digit string as a number."""
+
+    iteration: int
+    prompt: str
+    exam_answer: list[int]
+    above: list[int] | None  # the answer the RM rewarded higher (the grader's worse one)
+    above_response: str
+    above_reward: float
+    above_gold: float
+    below: list[int] | None  # the grader's better answer, rewarded lower
+    below_response: str
+    below_reward: float
+    below_gold: float
+    pairs: int  # how many pairs of the group's responses these two answers make
+
+
+def row_groups(rows: list[dict]) -> list[list[dict]]:
+    """The rows of each (iteration, prompt), in order: the answers RL compared with each other."""
+    keyed: dict[tuple[int, str], list[dict]] = {}
+    for row in rows:
+        keyed.setdefault((row["iteration"], row["prompt"]), []).append(row)
+    return list(keyed.values())
+
+
+def misordered(rows: list[dict]) -> list[Misordered]:
+    """Every pair of distinct responses to one prompt that the RM put strictly in the grader's opposite order
+    (ties are neither), newest iteration first, each with how many response pairs it stands for. The pairs
+    `reward/rm_agreement` counts against the RM, shown: which wrong answer it put above which right one."""
+    found = []
+    for group in row_groups(rows):
+        counts: dict[tuple[str, str], int] = {}
+        first: dict[tuple[str, str], tuple[dict, dict]] = {}
+        for better in group:
+            for worse in group:
+                if better["gold"] > worse["gold"] and better["reward"] < worse["reward"]:
+                    key = (worse["response"], better["response"])
+                    counts[key] = counts.get(key, 0) + 1
+                    first.setdefault(key, (worse, better))
+        for key, (worse, better) in first.items():
+            found.append(
+                Misordered(
+                    iteration=better["iteration"],
+                    prompt=better["prompt"],
+                    exam_answer=list(better["exam_answer"]),
+                    above=worse["answer"],
+                    above_response=worse["response"],
+                    above_reward=worse["reward"],
+                    above_gold=worse["gold"],
+                    below=better["answer"],
+                    below_response=better["response"],
+                    below_reward=better["reward"],
+                    below_gold=better["gold"],
+                    pairs=counts[key],
+                )
+            )
+    return sorted(found, key=lambda m: -m.iteration)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,16 @@ from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
 from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
-from pipelines.rl_metrics import gold_rewards, rare_action_ids, rare_action_rate, rm_agreement, sample_rows
+from pipelines.rl_metrics import (
+    MISORDERED_TABLE,
+    ROLLOUTS_TABLE,
+    gold_rewards,
+    misordered,
+    rare_action_ids,
+    rare_action_rate,
+    rm_agreement,
+    sample_rows,
+)
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
@@ -87,6 +96,7 @@ class IterationResult:
     version: int
     samples: list[dict]
     kl_coef: float  # the next iteration's (an adaptive controller's step)
+    misordered: list[dict]  # every pair of answers the RM ranked against the grader (none when gold is the reward)
 
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
@@ -201,7 +211,11 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     t["time/iteration"] = time.perf_counter() - began
     t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
     samples = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1)
-    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples, kl_coef)
+    misses = []
+    if actors.scorers:  # over every group, where the table keeps the first few
+        every = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, groups=len(asked))
+        misses = [asdict(miss) for miss in misordered(every)]
+    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples, kl_coef, misses)
 
 
 def main(
@@ -328,6 +342,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
     table: list[dict] = []  # rollouts of the iterations since the last checkpoint
+    misses: list[dict] = []  # and the answers the RM ranked against the grader
     by_template = group_by_template(questions) if rl.balance_templates else None
     corpus = pretraining_corpus(run_dir, space)
     rare_ids = rare_action_ids(corpus, space)
@@ -354,6 +369,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 )
                 metrics, version, kl_coef = step.metrics, step.version, step.kl_coef
                 table += step.samples
+                misses += step.misordered
                 iteration += 1
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
@@ -376,8 +392,9 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                     pending = []
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus)  # fmt: skip
-                    log_table(table, "rollouts.json")  # after the checkpoint: a kill in between loses these rows
-                    table = []
+                    log_table(table, ROLLOUTS_TABLE)  # after the checkpoint: a kill in between loses these rows
+                    log_table(misses, MISORDERED_TABLE)
+                    table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is

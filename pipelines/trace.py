@@ -4,6 +4,8 @@
     tokenmdp trace runs/demo 1,2,4,8,16 --stage sft --group 8 --json
     tokenmdp trace runs/demo 3,4,5,6,7 --answer 8       # what the run makes of an answer it did not give
     tokenmdp trace runs/demo 1,2,4,8,16 --iteration 10  # the RLHF policy the run kept at iteration 10
+    tokenmdp trace models:/tokenmdp-demo/1 1,2,4,8,16   # a registered policy (or a checkpoint file), against
+                                                        # the reference and RM of the run it came from
 
 The greedy response (or a given answer, read teacher-forced), action by action: the state's last tokens, the action, its
 probability under the policy and under the reference (the SFT policy), the exact KL
@@ -32,7 +34,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
-from pipelines.policy_source import kept_snapshots, snapshot_iteration, snapshot_path
+from pipelines.policy_source import kept_snapshots, resolve_model, snapshot_iteration, snapshot_path, trained_in
 from pipelines.run_config import RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
 from world.grader import analyze, grade
@@ -78,6 +80,7 @@ class Trace:
     rule: str | None
     stage: str
     iteration: int | None  # the RLHF snapshot traced; None: the stage's final policy
+    policy: str  # as it was named: the run directory, a checkpoint file or a registered model
     reward_source: str
     kl_estimator: str
     kl_in: str
@@ -152,17 +155,43 @@ def _with_kl_coef_reached(cfg: Config, run_dir: Path, traced: Path, state: dict,
     return cfg.model_copy(update={"rl": cfg.rl.model_copy(update={"kl_coef": coef})})
 
 
+def _named_policy(source: str, stage: str, iteration: int | None) -> tuple[Path, Path]:
+    """(the run directory that trained it, its checkpoint) for a policy named by a checkpoint file or a registered
+    model: traced against that run's reference and reward model."""
+    if iteration is not None or stage != "rlhf":
+        raise TraceError(f"--stage and --iteration pick among a run directory's policies; {source} is one policy")
+    try:
+        checkpoint = resolve_model(source)[0]
+    except FileNotFoundError as err:
+        raise TraceError(str(err)) from None
+    run_dir, origin = trained_in(source)
+    if run_dir is None:
+        raise TraceError(
+            f"a trace reads the policy against the run that trained it (its SFT reference, its reward model), and "
+            f"{source} came from {origin}, which is no run directory on this machine: trace it where that run is"
+        )
+    return run_dir, checkpoint
+
+
 def trace(
-    run_dir: Path, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
+    source: Path | str, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
     answer: list[int] | None = None, iteration: int | None = None,
 ) -> Trace:  # fmt: skip
     """`stage`'s greedy response to `prefix` (or `answer`, teacher-forced), step by step, and a scored group of
-    `group` samples; `iteration`: the RLHF policy the run kept then, in place of its final one."""
+    `group` samples; `iteration`: the RLHF policy the run kept then, in place of its final one. `source` is a run
+    directory, or a checkpoint file or registered model whose run is on this machine."""
+    named = not Path(source).is_dir()
+    if named:
+        run_dir, traced_checkpoint = _named_policy(str(source), stage, iteration)
+    else:
+        run_dir = Path(source)
+        traced_checkpoint = _traced_checkpoint(run_dir, stage, iteration)
     cfg = load_run_config(run_dir)
-    traced_checkpoint = _traced_checkpoint(run_dir, stage, iteration)
     space = ActionSpace(digit_order=cfg.world.digit_order)
     policy, _, state = load_checkpoint(traced_checkpoint, space)
     policy.eval()
+    if named:  # RLHF's policies carry their version and iteration (a snapshot's, or the final one's)
+        stage, iteration = ("rlhf", state.get("iteration")) if "policy_version" in state else ("sft", None)
     cfg = _with_kl_coef_reached(cfg, run_dir, traced_checkpoint, state, iteration)
     rl = cfg.rl
     reference = ReferenceImpl(str(policy_checkpoint(run_dir, "sft")), cfg.world.digit_order)
@@ -208,6 +237,7 @@ def trace(
         rule=verdict.rule,
         stage=stage,
         iteration=iteration,
+        policy=str(source),
         reward_source=rl.reward_source,
         kl_estimator=rl.kl_estimator,
         kl_in=rl.kl_in,

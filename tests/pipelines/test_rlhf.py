@@ -28,7 +28,7 @@ def weights(path):
     return model.state_dict(), state
 
 
-def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_run, tmp_path, ray_local):
+def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_run, tmp_path, ray_local, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config("tiny", ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"])
     reward.main(cfg, sft_run, tracking_uri=uri)
@@ -75,6 +75,32 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
         group = rows[start : start + G]
         assert len({r["prompt"] for r in group}) == 1
         assert sum(r["advantage"] for r in group) == pytest.approx(0.0, abs=1e-5)
+    # `tokenmdp rollouts` reads that table back from the run's MLflow run
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))  # as `tokenmdp rlhf` writes it
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--json"])
+    assert said.exit_code == 0, said.output
+    shown = json.loads(said.stdout)
+    last = cfg.rl.iterations
+    assert shown["iteration"] == last and shown["rollouts"] == [r for r in rows if r["iteration"] == last]
+    assert shown["iterations"] == list(range(1, last + 1)) and shown["rows"] == len(rows)
+    agreed = shown["rm_agreement"]
+    assert agreed["pairs"] == sum(pairs.values())
+    # and every pair of answers the RM ranked against the grader, over all groups: the pairs the agreement lost
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--misordered", "--json", "--limit", "1000"])
+    assert said.exit_code == 0, said.output
+    misses = json.loads(said.stdout)
+    assert misses["every_group"] and misses["misordered_total"] == len(misses["misordered"])
+    lost = sum(m["pairs"] for m in misses["misordered"])  # no ties between two answers' scores here
+    assert agreed["rate"] * agreed["pairs"] + lost == pytest.approx(agreed["pairs"], abs=1e-6)
+    for m in misses["misordered"]:
+        assert m["above_reward"] > m["below_reward"] and m["above_gold"] < m["below_gold"]
+    table_misses = rl_metrics.misordered(rows)  # the table's groups are among all groups
+    assert {(m.iteration, m.prompt, m.above_response, m.below_response) for m in table_misses} <= {
+        (m["iteration"], m["prompt"], m["above_response"], m["below_response"]) for m in misses["misordered"]
+    }
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "1"])
+    assert said.exit_code == 0 and "iteration 1, policy version 0" in " ".join(said.stdout.split()), said.output
     sft, _ = weights(sft_run / "sft" / "checkpoint.pt")
     tuned, state = weights(sft_run / "rlhf" / "checkpoint.pt")
     assert state["policy_version"] == cfg.rl.iterations
@@ -213,7 +239,7 @@ def test_a_run_resumes_on_other_actor_counts_with_its_learners_optimizer(sft_run
 
 def test_snapshots_keep_the_policy_of_every_nth_iteration_for_the_reading_commands(sft_run, tmp_path, ray_local):
     from pipelines.compare import paired
-    from pipelines.policy_source import policy_from, resolve_model
+    from pipelines.policy_source import policy_from, resolve_model, trained_in
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config("tiny", [*GOLD, "rl.snapshot_every=2"])
@@ -234,6 +260,8 @@ def test_snapshots_keep_the_policy_of_every_nth_iteration_for_the_reading_comman
     # and from MLflow, where a cluster's run keeps it
     fetched = resolve_model(f"runs:/{final['run_id']}/snapshots/iteration-00002.pt", tracking_uri=uri)[0]
     assert all(torch.equal(weights(fetched)[0][k], second[k]) for k in second)
+    # its run's stage directory tag leads `tokenmdp trace` back to the run directory, for its reference and RM
+    assert trained_in(f"runs:/{final['run_id']}/snapshots/iteration-00002.pt", uri)[0] == sft_run.resolve()
     # the curve: SFT, then each kept policy, judged as training judged its last one
     shown = CliRunner().invoke(app, ["curve", str(sft_run), "--json"])
     assert shown.exit_code == 0, shown.output

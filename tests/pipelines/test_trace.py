@@ -149,6 +149,37 @@ def test_a_kept_policy_is_traced_at_the_kl_coefficient_of_its_iteration(traced_r
         trace(traced_run, PREFIX, group=0, iteration=10)
 
 
+def test_a_policy_file_or_registered_model_is_traced_against_the_run_it_came_from(traced_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    policy, space, state = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+    with torch.no_grad():
+        weights = next(policy.parameters())  # an RLHF policy of its own: some KL to the SFT reference
+        weights.add_(0.2 * torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)))
+    snapshot = traced_run / "rlhf" / "snapshots" / "iteration-00004.pt"
+    save_checkpoint(snapshot, model=policy, space=space, iteration=4, policy_version=4, config=state["config"],
+                    corpus_stats=state["corpus_stats"])  # fmt: skip
+    kept = trace(traced_run, PREFIX, group=3, iteration=4)
+    said = CliRunner().invoke(app, ["register", str(snapshot)])
+    assert said.exit_code == 0, said.output
+    shutil.move(snapshot, tmp_path / "elsewhere.pt")  # the registry's copy is traced, not the run's file
+    registered = trace("models:/tokenmdp-tiny/1", PREFIX, group=3)
+    assert (registered.stage, registered.iteration, registered.policy) == ("rlhf", 4, "models:/tokenmdp-tiny/1")
+    assert registered.steps == kept.steps and registered.group == kept.group  # the same policy, reference, reward
+    assert any(step.kl > 1e-4 for step in registered.steps)
+    sft = trace(traced_run / "sft" / "checkpoint.pt", PREFIX, group=3)  # a file inside the run
+    assert (sft.stage, sft.iteration) == ("sft", None)
+    assert sft.steps == trace(traced_run, PREFIX, stage="sft", group=3).steps
+    shown = CliRunner().invoke(app, ["trace", "models:/tokenmdp-tiny/1", "1,2,3,4,5", "--group", "0"])
+    said = " ".join(shown.stdout.split())
+    assert shown.exit_code == 0 and "models:/tokenmdp-tiny/1, the rlhf policy of iteration 4, against" in said
+    with pytest.raises(TraceError, match=r"elsewhere\.pt came from .*elsewhere\.pt, which is no run directory"):
+        trace(tmp_path / "elsewhere.pt", PREFIX)
+    with pytest.raises(TraceError, match="is one policy"):
+        trace("models:/tokenmdp-tiny/1", PREFIX, iteration=4)
+    with pytest.raises(TraceError, match="tokenmdp-tiny has version 1"):
+        trace("models:/tokenmdp-tiny/2", PREFIX)
+
+
 def test_the_group_is_compared_with_the_reference_at_rls_temperature(traced_run):
     """At rl.temperature 0.5 the group's log-probs are recorded at 0.5: the SFT policy against itself (its own
     reference) shows no KL only if the reference is read at 0.5 too, and the greedy episode's none at 1."""
@@ -170,7 +201,8 @@ def test_the_group_says_how_often_the_rm_ranks_it_as_the_grader_does(capsys):
     group = [episode(10, 0.0, 0.30), episode(8, 1.0, -0.34), episode(10, 0.0, 0.30), episode(8, 1.0, 0.40)]
     traced = Trace(
         prompt=[3, 4, 5, 6, 7], exam_answer=[8], rule="linear", stage="rlhf", iteration=None, reward_source="rm",
-        kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo", traced="greedy", episode=group[0],
+        policy="runs/demo", kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo", traced="greedy",
+        episode=group[0],
         steps=[], group=group,
     )  # fmt: skip
     assert traced.rm_agreement == (2.0, 4)  # the second right answer beats both wrong ones; the first beats neither

@@ -1,0 +1,121 @@
+"""What RLHF trained on, read back from MLflow: the rollouts table, and the answers the RM ranked wrongly.
+
+    tokenmdp rollouts runs/demo                  # the last iteration's kept groups, as it scored them
+    tokenmdp rollouts runs/demo --iteration 10
+    tokenmdp rollouts runs/demo --misordered     # the pairs of answers the RM ranked against the grader
+
+Every checkpoint of an RLHF run appends to its MLflow run's `rollouts.json` the first
+`TABLE_GROUPS` prompts of each iteration (every sampled response with the reward it trained
+on, its gold reward, advantage, KL and the policy version that drew it), and, when the RM is the
+reward, to `rm_misordered.json` every pair of answers to one prompt, over all of an iteration's
+groups, that the RM ranked against the grader. `reward/rm_agreement` counts those pairs; this
+shows them: which wrong answer the RM put above which right one, on which prompt, when. That is
+where a policy learning the RM's errors starts.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.rl_metrics import MISORDERED_TABLE, ROLLOUTS_TABLE, Misordered, misordered, rm_agreement_over
+from pipelines.rl_metrics import rm_agreement_pooled as pooled_agreement
+from pipelines.run_config import RunDirError, load_run_config
+from pipelines.tracking import default_tracking_uri, logged_run_id, require_tracking_server
+
+
+class RolloutsError(RunDirError):
+    """The run has no rollouts table to read, or not the one asked for."""
+
+
+@dataclass(frozen=True)
+class LoggedRLHF:
+    """A run directory's RLHF stage as its MLflow run holds it."""
+
+    run_dir: Path
+    run_id: str
+    client: object  # mlflow.MlflowClient on the store the run logged to
+    reward_source: str
+
+
+def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
+    """The MLflow run `run_dir`'s RLHF logged into, or an error saying where to look for it."""
+    import mlflow
+
+    cfg = load_run_config(run_dir)  # a clear error for a folder that is not a run
+    run_id = logged_run_id(run_dir / "rlhf")
+    if run_id is None:
+        raise RolloutsError(f"{run_dir} has no RLHF run yet: `tokenmdp rlhf` writes the rollouts table")
+    uri = tracking_uri or default_tracking_uri()
+    require_tracking_server(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise RolloutsError(
+            f"the MLflow run {run_id} that {run_dir / 'rlhf'} logged into is not in the store at {uri}: "
+            "set MLFLOW_TRACKING_URI to the store the run logged to"
+        ) from None
+    return LoggedRLHF(run_dir, run_id, client, cfg.rl.reward_source)
+
+
+def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
+    """A table the run logged (`mlflow.log_table`), a dict per row; None when it logged none by that name."""
+    client = run.client
+    if not any(f.path == name for f in client.list_artifacts(run.run_id)):  # type: ignore[attr-defined]
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        local = client.download_artifacts(run.run_id, name, tmp)  # type: ignore[attr-defined]
+        table = json.loads(Path(local).read_text())
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+
+
+def table_rows(run: LoggedRLHF) -> list[dict]:
+    """The run's rollouts table, a dict per response."""
+    rows = read_table(run, ROLLOUTS_TABLE)
+    if not rows:
+        raise RolloutsError(f"{run.run_dir}'s RLHF run has no {ROLLOUTS_TABLE} yet: it is written at each checkpoint")
+    return rows
+
+
+def iteration_rows(rows: list[dict], iteration: int | None) -> tuple[int, list[dict]]:
+    """(the iteration shown, its rows): `iteration`'s, else the last one's."""
+    kept = sorted({row["iteration"] for row in rows})
+    if not kept:
+        raise RolloutsError("the rollouts table is empty")
+    chosen = kept[-1] if iteration is None else iteration
+    if chosen not in kept:
+        raise RolloutsError(f"the table holds iterations {kept[0]}..{kept[-1]}, not {iteration}")
+    return chosen, [row for row in rows if row["iteration"] == chosen]
+
+
+def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:
+    """(the pairs the RM ranked against the grader, newest first; whether they cover every group): from
+    `rm_misordered.json`, else (a run from before it) from the rollouts table's first groups only."""
+    if run.reward_source != "rm":
+        raise RolloutsError(f"{run.run_dir} rewards with the {run.reward_source} grader: nothing for an RM to misorder")
+    logged = read_table(run, MISORDERED_TABLE)
+    if logged is not None:
+        return sorted((Misordered(**row) for row in logged), key=lambda m: -m.iteration), True
+    return misordered(table_rows(run)), False
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """`reward/rm_agreement` over the run: pooled, and over its first and last quarter."""
+
+    rate: float | None
+    pairs: int
+    start: float | None
+    end: float | None
+
+
+def agreement(run: LoggedRLHF) -> Agreement | None:
+    """The RM's agreement with the grader over every group the run scored; None when gold is the reward."""
+    if run.reward_source != "rm":
+        return None
+    rate, pairs = pooled_agreement(run.client, run.run_id)
+    quarters = rm_agreement_over(run.client, run.run_id)
+    return Agreement(rate, pairs, quarters["rm_agreement_start"], quarters["rm_agreement_end"])
