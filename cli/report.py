@@ -233,7 +233,7 @@ def print_misordered(
     """`tokenmdp rollouts --misordered`: the answers the RM ranked against the grader, newest first."""
     if agreed is not None:
         console.print(_agreement_line(agreed))
-    where = "of every group" if every_group else "of the rollouts table's groups (the run predates rm_misordered.json)"
+    where = "of every group" if every_group else "of the rollouts table's groups (the run predates rm_misordered/)"
     if not found:
         console.print(f"{run_dir}: the RM ranked no two answers {where} against the grader")
         return

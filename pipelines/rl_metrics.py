@@ -6,7 +6,7 @@ and a few rollouts for the run's table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -47,7 +47,14 @@ def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
 
 TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
 ROLLOUTS_TABLE = "rollouts.json"  # among the RLHF run's MLflow artifacts
-MISORDERED_TABLE = "rm_misordered.json"  # every pair of answers of every group the RM ranked against the grader
+MISORDERED_DIR = "rm_misordered"  # every pair of answers of every group the RM ranked against the grader
+
+
+def misordered_table(iteration: int) -> str:
+    """The artifact holding the misordered pairs of the iterations up to checkpoint `iteration` since the one
+    before: a file per checkpoint, since appending to one table re-uploads all of it each time (a cluster run
+    finds some 50 pairs an iteration)."""
+    return f"{MISORDERED_DIR}/iteration-{iteration:05d}.json"
 
 
 def sample_rows(
@@ -131,6 +138,9 @@ class Misordered:
     below_reward: float
     below_gold: float
     pairs: int  # how many pairs of the group's responses these two answers make
+
+
+MISORDERED_COLUMNS = [f.name for f in fields(Misordered)]
 
 
 def row_groups(rows: list[dict]) -> list[list[dict]]:

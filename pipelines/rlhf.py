@@ -45,10 +45,11 @@ from pipelines.progress import stage_progress
 from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_metrics import (
-    MISORDERED_TABLE,
+    MISORDERED_COLUMNS,
     ROLLOUTS_TABLE,
     gold_rewards,
     misordered,
+    misordered_table,
     rare_action_ids,
     rare_action_rate,
     rm_agreement,
@@ -58,7 +59,7 @@ from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
-from pipelines.tracking import flatten, log_metrics_batch, log_table, stage_run
+from pipelines.tracking import flatten, log_metrics_batch, log_rows, log_table, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
@@ -393,7 +394,8 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus)  # fmt: skip
                     log_table(table, ROLLOUTS_TABLE)  # after the checkpoint: a kill in between loses these rows
-                    log_table(misses, MISORDERED_TABLE)
+                    if actors.scorers:  # with the RM as the reward: a table each checkpoint, empty if all agreed
+                        log_rows(misses, MISORDERED_COLUMNS, misordered_table(iteration))
                     table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break

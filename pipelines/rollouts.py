@@ -7,8 +7,8 @@
 Every checkpoint of an RLHF run appends to its MLflow run's `rollouts.json` the first
 `TABLE_GROUPS` prompts of each iteration (every sampled response with the reward it trained
 on, its gold reward, advantage, KL and the policy version that drew it), and, when the RM is the
-reward, to `rm_misordered.json` every pair of answers to one prompt, over all of an iteration's
-groups, that the RM ranked against the grader. `reward/rm_agreement` counts those pairs; this
+reward, a file under `rm_misordered/` with every pair of answers to one prompt, over all of the
+iterations' groups, that the RM ranked against the grader. `reward/rm_agreement` counts those pairs; this
 shows them: which wrong answer the RM put above which right one, on which prompt, when. That is
 where a policy learning the RM's errors starts.
 """
@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.rl_metrics import MISORDERED_TABLE, ROLLOUTS_TABLE, Misordered, misordered, rm_agreement_over
+from pipelines.rl_metrics import MISORDERED_DIR, ROLLOUTS_TABLE, Misordered, misordered, rm_agreement_over
 from pipelines.rl_metrics import rm_agreement_pooled as pooled_agreement
 from pipelines.run_config import RunDirError, load_run_config
 from pipelines.tracking import default_tracking_uri, logged_run_id, require_tracking_server
@@ -62,14 +62,21 @@ def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
 
 
 def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
-    """A table the run logged (`mlflow.log_table`), a dict per row; None when it logged none by that name."""
+    """A table the run logged (`mlflow.log_table`), a dict per row, or the tables of a folder of them, one after
+    the other in the files' order; None when it logged none by that name."""
     client = run.client
-    if not any(f.path == name for f in client.list_artifacts(run.run_id)):  # type: ignore[attr-defined]
+    listed = {f.path: f for f in client.list_artifacts(run.run_id)}  # type: ignore[attr-defined]
+    if name not in listed:
         return None
+    files = [name]
+    if listed[name].is_dir:
+        files = sorted(f.path for f in client.list_artifacts(run.run_id, name) if f.path.endswith(".json"))  # type: ignore[attr-defined]
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(run.run_id, name, tmp)  # type: ignore[attr-defined]
-        table = json.loads(Path(local).read_text())
-    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+        for file in files:
+            table = json.loads(Path(client.download_artifacts(run.run_id, file, tmp)).read_text())  # type: ignore[attr-defined]
+            rows += [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    return rows
 
 
 def table_rows(run: LoggedRLHF) -> list[dict]:
@@ -93,10 +100,10 @@ def iteration_rows(rows: list[dict], iteration: int | None) -> tuple[int, list[d
 
 def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:
     """(the pairs the RM ranked against the grader, newest first; whether they cover every group): from
-    `rm_misordered.json`, else (a run from before it) from the rollouts table's first groups only."""
+    `rm_misordered/`, else (a run from before it) from the rollouts table's first groups only."""
     if run.reward_source != "rm":
         raise RolloutsError(f"{run.run_dir} rewards with the {run.reward_source} grader: nothing for an RM to misorder")
-    logged = read_table(run, MISORDERED_TABLE)
+    logged = read_table(run, MISORDERED_DIR)
     if logged is not None:
         return sorted((Misordered(**row) for row in logged), key=lambda m: -m.iteration), True
     return misordered(table_rows(run)), False

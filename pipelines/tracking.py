@@ -198,3 +198,11 @@ def log_table(rows: list[dict], artifact_file: str) -> None:
     with warnings.catch_warnings():  # MLflow's own select_dtypes call, deprecated in pandas 3: not ours to fix
         warnings.filterwarnings("ignore", message="For backward compatibility, 'str' dtypes")
         mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, artifact_file=artifact_file)
+
+
+def log_rows(rows: list[dict], columns: list[str], artifact_file: str) -> None:
+    """Write `rows` as a new table `artifact_file` of the active run, in `log_table`'s layout ({"columns", "data"}),
+    even when there are none (a table with no rows says "nothing found", where no table says "not looked")."""
+    import mlflow
+
+    mlflow.log_dict({"columns": columns, "data": [[row[c] for c in columns] for row in rows]}, artifact_file)

@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -91,6 +92,10 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert said.exit_code == 0, said.output
     misses = json.loads(said.stdout)
     assert misses["every_group"] and misses["misordered_total"] == len(misses["misordered"])
+    checkpoints = [i for i in range(1, last + 1) if i % cfg.rl.checkpoint_every == 0 or i == last]
+    assert [f.path for f in client.list_artifacts(final["run_id"], "rm_misordered")] == [
+        f"rm_misordered/iteration-{i:05d}.json" for i in checkpoints
+    ]  # a table per checkpoint, each of the iterations since the one before
     lost = sum(m["pairs"] for m in misses["misordered"])  # no ties between two answers' scores here
     assert agreed["rate"] * agreed["pairs"] + lost == pytest.approx(agreed["pairs"], abs=1e-6)
     for m in misses["misordered"]:
@@ -99,6 +104,12 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert {(m.iteration, m.prompt, m.above_response, m.below_response) for m in table_misses} <= {
         (m["iteration"], m["prompt"], m["above_response"], m["below_response"]) for m in misses["misordered"]
     }
+    # a run from before the per-checkpoint tables: the table's groups only, and it says so
+    artifacts = Path(client.get_run(final["run_id"]).info.artifact_uri.removeprefix("file://"))
+    shutil.rmtree(artifacts / "rm_misordered")
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--misordered", "--json", "--limit", "1000"])
+    older = json.loads(said.stdout)
+    assert not older["every_group"] and older["misordered"] == [asdict(m) for m in table_misses]
     said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "1"])
     assert said.exit_code == 0 and "iteration 1, policy version 0" in " ".join(said.stdout.split()), said.output
     sft, _ = weights(sft_run / "sft" / "checkpoint.pt")
