@@ -276,7 +276,9 @@ def runs(
 @app.command()
 def rollouts(
     run_dir: Annotated[Path, typer.Argument(help="A run directory whose RLHF has logged (e.g. runs/demo).")],
-    iteration: Annotated[int | None, typer.Option(min=1, help="The iteration shown (default: the last).")] = None,
+    iteration: Annotated[
+        int | None, typer.Option(min=1, help="The iteration shown (default: the last; with --misordered: all).")
+    ] = None,
     misordered: Annotated[
         bool, typer.Option("--misordered", help="The pairs of answers the RM ranked against the grader instead.")
     ] = False,
@@ -293,6 +295,7 @@ def rollouts(
         agreed = view.agreement(run)
         if misordered:
             found, every_group = view.misordered_pairs(run)
+            found = [m for m in found if iteration in (None, m.iteration)]
         else:
             rows = view.table_rows(run)
             shown, picked = view.iteration_rows(rows, iteration)

@@ -100,6 +100,8 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert agreed["rate"] * agreed["pairs"] + lost == pytest.approx(agreed["pairs"], abs=1e-6)
     for m in misses["misordered"]:
         assert m["above_reward"] > m["below_reward"] and m["above_gold"] < m["below_gold"]
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--misordered", "--json", "--iteration", "2"])
+    assert json.loads(said.stdout)["misordered"] == [m for m in misses["misordered"] if m["iteration"] == 2]
     table_misses = rl_metrics.misordered(rows)  # the table's groups are among all groups
     assert {(m.iteration, m.prompt, m.above_response, m.below_response) for m in table_misses} <= {
         (m["iteration"], m["prompt"], m["above_response"], m["below_response"]) for m in misses["misordered"]
