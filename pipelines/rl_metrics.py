@@ -6,7 +6,7 @@ and a few rollouts for the run's table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 
@@ -183,3 +183,16 @@ def misordered(rows: list[dict]) -> list[Misordered]:
                 )
             )
     return sorted(found, key=lambda m: -m.iteration)
+
+
+def logged_rows(
+    rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
+    advantages: torch.Tensor, kl: torch.Tensor, iteration: int, rm: bool,
+) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """What an iteration adds to the run's tables: its first groups' rows for the rollouts table and, when the
+    RM is the reward, every pair of answers over all its groups that the RM ranked against the grader."""
+    kept = sample_rows(rollouts, asked, space, reward, gold, advantages, kl, iteration)
+    if not rm:
+        return kept, []
+    every = sample_rows(rollouts, asked, space, reward, gold, advantages, kl, iteration, groups=len(asked))
+    return kept, [asdict(miss) for miss in misordered(every)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +48,11 @@ from pipelines.rl_metrics import (
     MISORDERED_COLUMNS,
     ROLLOUTS_TABLE,
     gold_rewards,
-    misordered,
+    logged_rows,
     misordered_table,
     rare_action_ids,
     rare_action_rate,
     rm_agreement,
-    sample_rows,
 )
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
@@ -211,11 +210,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rollouts.size)
     t["time/iteration"] = time.perf_counter() - began
     t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
-    samples = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1)
-    misses = []
-    if actors.scorers:  # over every group, where the table keeps the first few
-        every = sample_rows(rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, groups=len(asked))
-        misses = [asdict(miss) for miss in misordered(every)]
+    samples, misses = logged_rows(
+        rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers)
+    )
     return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples, kl_coef, misses)
 
 
