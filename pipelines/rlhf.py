@@ -388,11 +388,11 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 if checkpointing:
                     log_metrics_batch(pending)
                     pending = []
+                    if actors.scorers:  # a table a checkpoint, empty if all agreed; before it: a kill in between
+                        log_rows(misses, MISORDERED_COLUMNS, misordered_table(iteration))  # redoes, rewrites it
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus)  # fmt: skip
                     log_table(table, ROLLOUTS_TABLE)  # after the checkpoint: a kill in between loses these rows
-                    if actors.scorers:  # with the RM as the reward: a table each checkpoint, empty if all agreed
-                        log_rows(misses, MISORDERED_COLUMNS, misordered_table(iteration))
                     table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break

@@ -351,6 +351,33 @@ def test_an_actor_that_cannot_start_is_an_error_with_its_reason_not_a_hang(sft_r
         start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
 
 
+def test_a_kill_right_after_a_checkpoint_loses_none_of_the_rms_misordered_pairs(
+    sft_run, tmp_path, ray_local, monkeypatch
+):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"])
+    reward.main(cfg, sft_run, tracking_uri=uri)
+    checkpoint = rlhf._checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_it(*args, **kwargs):  # the process dies with the checkpoint on disk, before what follows it
+        checkpoint(*args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(rlhf, "_checkpoint", killed_after_it)
+    with pytest.raises(Killed):
+        rlhf.main(cfg, sft_run, tracking_uri=uri)
+    monkeypatch.setattr(rlhf, "_checkpoint", checkpoint)
+    final = rlhf.main(cfg, sft_run, tracking_uri=uri)  # resumes after the first checkpoint
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    every = cfg.rl.checkpoint_every
+    assert [f.path for f in client.list_artifacts(final["run_id"], "rm_misordered")] == [
+        f"rm_misordered/iteration-{i:05d}.json" for i in range(every, cfg.rl.iterations + 1, every)
+    ]
+
+
 @pytest.mark.parametrize("drop", [False, True])
 def test_zero_advantage_groups_are_counted_and_dropped_when_asked(sft_run, tmp_path, ray_local, drop):
     from algos.advantages import per_token
