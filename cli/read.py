@@ -283,6 +283,10 @@ def rollouts(
         bool, typer.Option("--misordered", help="The pairs of answers the RM ranked against the grader instead.")
     ] = False,
     limit: Annotated[int, typer.Option(min=1, help="With --misordered: the newest this many pairs.")] = 20,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="With --misordered: write them all as a reward.extra_pairs file, in the grader's order."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
     """What RLHF trained on, from its MLflow run: kept groups with reward, gold, advantage, KL; the RM's misorders."""
@@ -290,12 +294,18 @@ def rollouts(
 
     from pipelines import rollouts as view
 
+    if pairs is not None and not misordered:
+        raise typer.BadParameter("--pairs writes the misordered pairs: add --misordered", param_hint="--pairs")
     with clear_refusals():
         run = view.logged_rlhf(run_dir)
         agreed = view.agreement(run)
         if misordered:
             found, every_group = view.misordered_pairs(run)
             found = [m for m in found if iteration in (None, m.iteration)]
+            if pairs is not None:
+                written = view.pairs_file_lines(found)
+                pairs.write_text("".join(f"{line}\n" for line in written))
+                typer.echo(f"{pairs}: {len(written)} pairs (--set reward.extra_pairs={pairs} adds them)", err=True)
         else:
             rows = view.table_rows(run)
             shown, picked = view.iteration_rows(rows, iteration)

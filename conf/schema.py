@@ -173,6 +173,12 @@ class RewardConfig(OptimConfig):
     """A view keeps at least this many terms of the series."""
     train_views: bool = True
     """Train on the same views: each pair is read through one of its prompt's views, drawn at random."""
+    extra_pairs: str | None = None
+    """A file of your own preference pairs, `PROMPT -> BETTER > WORSE` a line (`-4 4 8 8 4 -4 -> -16 > -10`;
+    `tokenmdp rollouts --misordered --pairs` writes the RM's misorders so). Audited like SFT's data; a pair on
+    a prompt of the held-out exam or of the RM's held-out pairs is refused. Read when the RM starts."""
+    extra_share: float = Field(0.1, ge=0, le=1)
+    """Share of each batch's pairs drawn from `extra_pairs` (the rest from the collected pairs)."""
 
 
 class Resources(Strict):

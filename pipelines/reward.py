@@ -25,11 +25,16 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.heads import ScalarModel, score_sequences
 from pipelines import preferences, train_loop
+from pipelines.data_files import data_to_read, digest_key
+from pipelines.evaluate import eval_questions
 from pipelines.preferences import Preferences, ScoredResponse
 from pipelines.run_config import trained_checkpoint
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
+from world.audit import CorpusStats, describe, first_unseen, move_it
+from world.grader import grade
 from world.preferences import PreferencePair
+from world.user_data import lines_and_problems, parse_pair_line, refuse_problems
 from world.views import prompt_views
 
 NORM_SAMPLE = 1024
@@ -147,6 +152,51 @@ def freeze_as_configured(rm: ScalarModel, cfg: Config) -> ScalarModel:
     return rm
 
 
+def own_pairs(
+    cfg: Config, space: ActionSpace, stats: CorpusStats, max_len: int, prefs: Preferences, text: str, source: str
+) -> list[PreferencePair]:
+    """Your preference pairs (`reward.extra_pairs`), each episode audited against pretraining and held to the
+    context, and refused on a prompt whose pairs judge the RM or whose question judges the policies (training
+    on those would inflate the figures they give). Every bad line at once, in order."""
+    own, problems = lines_and_problems(text, parse_pair_line)
+    judged_rm = {p.prompt for p in prefs.heldout} | {r.prompt for r in prefs.heldout_responses}
+    held_out = {q.prefix for q in eval_questions(cfg)}
+    pairs = []
+    for item in own:
+        prompt = tuple(space.encode_prompt(item.prefix))
+        shown = f"line {item.line}: {' '.join(map(str, item.prefix))}"
+        episodes = [prompt + tuple(space.encode_response(answer)) for answer in (item.better, item.worse)]
+        for episode in episodes:
+            unseen = first_unseen(space.decode_tokens(list(episode)), stats)
+            if unseen is not None:
+                problems.append(f"{shown} needs {describe(unseen)}, which the run's pretraining never took. "
+                                f"{move_it(unseen)}")  # fmt: skip
+            if len(episode) > max_len:
+                problems.append(f"{shown} and an answer take {len(episode)} actions; the policy reads {max_len}")
+        if item.prefix in held_out:
+            problems.append(f"{shown} is a question of the run's held-out exam: training on it inflates its pass rate")
+        elif prompt in judged_rm:
+            problems.append(f"{shown} is a prompt of the RM's held-out pairs: training on it inflates its accuracy")
+        better, worse = (grade(list(item.prefix), list(a), n_terms=None) for a in (item.better, item.worse))
+        pairs.append(
+            PreferencePair(
+                prompt,
+                episodes[0][len(prompt) :],
+                episodes[1][len(prompt) :],
+                "correctness",
+                gold_agrees=(better or 0) > (worse or 0),
+            )
+        )
+    refuse_problems(source, problems if own or problems else ["no pairs"])
+    return pairs
+
+
+def sft_corpus_stats(run_dir: Path) -> tuple[CorpusStats, int]:
+    """The pretraining corpus statistics the SFT policy carries, and its context: what your pairs are held to."""
+    model, _, state = load_checkpoint(trained_checkpoint(run_dir, "sft", needed_by="reward"))
+    return CorpusStats.from_dict(state["corpus_stats"]), model.cfg.max_len
+
+
 def main(
     cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: int | None = None,
     train_pairs: Callable[[Preferences], Sequence] | None = None,
@@ -162,10 +212,16 @@ def main(
     prefs = preferences.main(cfg, run_dir)
     training = train_pairs(prefs) if train_pairs else prefs.train
     rm = new_reward_model(cfg, space, run_dir)
+    extra, extra_digest = data_to_read(
+        "reward.extra_pairs", cfg.reward.extra_pairs, stage_dir / "checkpoint.pt", cfg.reward.steps,
+        lambda text, path: own_pairs(cfg, space, *sft_corpus_stats(run_dir), prefs, text, str(path)),
+    )  # fmt: skip
+    mine = round(cfg.reward.extra_share * cfg.reward.batch_size) if extra else 0  # none: the batches as before
 
     def batch_at(step: int) -> train_loop.Batch:
         rng = random.Random(train_loop.step_seed("reward", cfg.seed, step))
-        return pair_batch(space, rng.choices(training, k=cfg.reward.batch_size), rng, *training_views(cfg))
+        drawn = rng.choices(training, k=cfg.reward.batch_size - mine) + (rng.choices(extra, k=mine) if extra else [])
+        return pair_batch(space, drawn, rng, *training_views(cfg))
 
     stage = train_loop.Stage(
         name="reward",
@@ -181,6 +237,7 @@ def main(
             "reward_norm": normalisation(model, space, prefs, cfg),
             "reward_views": {"views": cfg.reward.views, "min_terms": cfg.reward.view_min_terms},  # how to read it
             "config": cfg.model_dump(),
+            digest_key("reward.extra_pairs"): extra_digest,
         },
     )
     with stage_run(stage_dir, experiment=cfg.name, run_name="reward", tracking_uri=tracking_uri) as run:
@@ -190,6 +247,9 @@ def main(
             params = flatten(cfg.model_dump(include={"reward"})) | {"world.label_noise": cfg.world.label_noise}
             mlflow.log_params(params)
             mlflow.log_metrics({f"data/{k}": float(v) for k, v in prefs.counts.items()})
+            if extra:  # yours: how many, which version, and how many the gold grader would order otherwise
+                mlflow.log_params({"data/extra_pairs": len(extra), "data/extra_pairs_sha256": extra_digest})
+                mlflow.log_metric("data/extra_pairs_gold_disagrees", sum(not p.gold_agrees for p in extra))
         _, final, _ = train_loop.run(stage, rm, stop_at=stop_at)
         mlflow.log_artifact(str(stage.checkpoint), artifact_path="checkpoint")
     return {**final, "run_id": run.info.run_id}

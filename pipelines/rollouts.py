@@ -126,3 +126,17 @@ def agreement(run: LoggedRLHF) -> Agreement | None:
     rate, pairs = pooled_agreement(run.client, run.run_id)
     quarters = rm_agreement_over(run.client, run.run_id)
     return Agreement(rate, pairs, quarters["rm_agreement_start"], quarters["rm_agreement_end"])
+
+
+def pairs_file_lines(found: list[Misordered]) -> list[str]:
+    """The misordered pairs as `reward.extra_pairs` reads them (`PROMPT -> BETTER > WORSE`), the grader's order,
+    each pair of answers once (its newest iteration in the comment); a malformed answer has no such line."""
+    lines, seen = [], set()
+    for m in found:
+        if m.above is None or m.below is None or (m.prompt, tuple(m.below), tuple(m.above)) in seen:
+            continue
+        seen.add((m.prompt, tuple(m.below), tuple(m.above)))
+        better, worse = (" ".join(map(str, terms)) for terms in (m.below, m.above))
+        note = f"# iteration {m.iteration}: the RM {m.above_reward:+.3f} above {m.below_reward:+.3f}"
+        lines.append(f"{m.prompt} -> {better} > {worse}    {note}")
+    return lines

@@ -16,6 +16,12 @@ the action-space audit sends data that needs actions or patterns pretraining nev
 
     2 5 11 17 29 37 53 67 83 101     # A007491: the smallest prime above n^2
 
+A **pairs** file (`reward.extra_pairs`) adds preferences to the reward model's training: a
+prompt, `->`, the better answer, `>`, the worse one. Your label is the preference (the gold
+grader's view of it is only reported).
+
+    -4 4 8 8 4 -4 -> -16 > -10       # the RM had put -10 above the right -16
+
 The whole file is read before anything runs and every problem is reported with its line,
 so a bad file costs one reading, not a run.
 """
@@ -109,6 +115,31 @@ def parse_line(number: int, content: str) -> ExamQuestion:
     template = verdict.template if verdict.status == "ok" and verdict.template else KEYED
     question = Question(prefix=tuple(prefix), answer=answer, template=template, difficulty=0)
     return ExamQuestion(number, question, key is not None, grader_answer, verdict.rule if grader_answer else None)
+
+
+@dataclass(frozen=True)
+class OwnPair:
+    """A line of a pairs file: two answers to one prompt (WORLDVIEW rule 4), the first preferred."""
+
+    line: int
+    prefix: tuple[int, ...]
+    better: tuple[int, ...]
+    worse: tuple[int, ...]
+
+
+def parse_pair_line(number: int, content: str) -> OwnPair:
+    """`PROMPT -> BETTER > WORSE`; ValueError names what is wrong with the line."""
+    question_text, mark, answers = content.partition(KEY_MARK)
+    better_text, than, worse_text = answers.partition(">")
+    if not mark or not than:
+        raise ValueError("a pair reads PROMPT -> BETTER > WORSE, e.g. '1 2 4 8 16 -> 32 > 31'")
+    prefix = parse_terms(question_text, "prompt")
+    if len(prefix) < MIN_TERMS:
+        raise ValueError(f"a prompt needs at least {MIN_TERMS} terms, this one has {len(prefix)}")
+    better, worse = parse_terms(better_text, "better answer"), parse_terms(worse_text, "worse answer")
+    if better == worse:
+        raise ValueError("the two answers are the same: a pair needs two answers to prefer one of")
+    return OwnPair(number, tuple(prefix), tuple(better), tuple(worse))
 
 
 def lines_and_problems(text: str, parse: Callable[[int, str], T]) -> tuple[list[T], list[str]]:

@@ -8,7 +8,9 @@ from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from models.heads import ScalarModel
 from pipelines import preferences, reward
+from pipelines.evaluate import eval_questions
 from world.exam import questions
+from world.user_data import DataFileError
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +76,51 @@ def test_learning_curve_trains_one_model_per_size(sft_run, tmp_path):
     points = reward.learning_curve(cfg, sft_run, [20, 10_000], tracking_uri=uri)
     assert points[0]["pairs"] == 20 and points[1]["pairs"] == len(preferences.load(sft_run / "preferences").train)
     assert all(0 <= p["rm/gold_accuracy"] <= 1 for p in points)
+
+
+def test_your_pairs_are_checked_line_by_line_then_trained_on(sft_run, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny")
+    train = questions(0, 1000, "train", 1, cfg.world.feedback_share)[:5]
+    held_out = eval_questions(cfg)[0]
+    mine = tmp_path / "pairs.txt"
+    terms = " ".join
+    mine.write_text(
+        f"{terms(map(str, held_out.prefix))} -> {held_out.answer[0]} > 0\n"  # line 1: judges the policies
+        "1 2 3 4 5 -> 6\n"  # line 2: no worse answer
+        f"{terms(map(str, range(1, 40)))} -> 40 > 41\n"  # line 3: beyond tiny's context of 64
+    )
+    refused = load_config("tiny", [f"reward.extra_pairs={mine}"])
+    with pytest.raises(DataFileError) as err:
+        reward.main(refused, sft_run, tracking_uri=uri)
+    said = str(err.value)
+    assert "line 1:" in said and "held-out exam" in said and "line 2:" in said and "BETTER > WORSE" in said
+    assert "line 3:" in said and "the policy reads 64" in said
+    assert not (sft_run / "reward" / "checkpoint.pt").exists()  # nothing trained on a bad file
+    # five pairs against the grader: a wrong answer preferred to the right one, a quarter of each batch
+    mine.write_text("".join(f"{terms(map(str, q.prefix))} -> {q.answer[0] + 7} > {q.answer[0]}\n" for q in train))
+    cfg_mine = load_config("tiny", [f"reward.extra_pairs={mine}", "reward.extra_share=0.25"])
+    final = reward.main(cfg_mine, sft_run, tracking_uri=uri)
+    yours, _, state = load_checkpoint(sft_run / "reward" / "checkpoint.pt")
+    assert state["extra_pairs_sha256"] and len(state["extra_pairs_sha256"]) == 64
+    metrics = mlflow.MlflowClient(tracking_uri=uri).get_run(final["run_id"]).data
+    assert metrics.params["data/extra_pairs"] == "5" and metrics.metrics["data/extra_pairs_gold_disagrees"] == 5
+    import shutil
+
+    plain_dir = tmp_path / "plain"
+    for stage in ("pretrain", "sft", "preferences"):
+        shutil.copytree(sft_run / stage, plain_dir / stage)
+    reward.main(cfg, plain_dir, tracking_uri=uri)
+    plain, _, _ = load_checkpoint(plain_dir / "reward" / "checkpoint.pt")
+    space = reward.ActionSpace()
+
+    def preference_for_yours(rm) -> float:  # the mean margin of your (wrong) answers over the right ones
+        wrong = reward.score_sequences(
+            rm, space, [space.encode_prompt(q.prefix) + space.encode_response([q.answer[0] + 7]) for q in train]
+        )
+        right = reward.score_sequences(
+            rm, space, [space.encode_prompt(q.prefix) + space.encode_response(list(q.answer[:1])) for q in train]
+        )
+        return (wrong - right).mean().item()
+
+    assert preference_for_yours(yours) > preference_for_yours(plain) + 0.5  # it learnt your label, not the grader's

@@ -18,6 +18,7 @@ from pipelines import reward, rl_metrics, rlhf
 from pipelines.evaluate import eval_questions, evaluate_policy
 from pipelines.rl_actors import Variant, start_actors
 from world.actions import ActionSpace
+from world.user_data import lines_and_problems, parse_pair_line
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,17 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert agreed["rate"] * agreed["pairs"] + lost == pytest.approx(agreed["pairs"], abs=1e-6)
     for m in misses["misordered"]:
         assert m["above_reward"] > m["below_reward"] and m["above_gold"] < m["below_gold"]
+    # as a reward.extra_pairs file: each pair of well-formed answers once, the grader's better one first
+    written = tmp_path / "misordered.txt"
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--misordered", "--pairs", str(written)])
+    assert said.exit_code == 0, said.output
+    lines, problems = lines_and_problems(written.read_text(), parse_pair_line)
+    assert not problems
+    assert {(" ".join(map(str, p.prefix)), p.better, p.worse) for p in lines} == {
+        (m["prompt"], tuple(m["below"]), tuple(m["above"]))
+        for m in misses["misordered"]
+        if m["above"] is not None and m["below"] is not None
+    }
     said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--misordered", "--json", "--iteration", "2"])
     assert json.loads(said.stdout)["misordered"] == [m for m in misses["misordered"] if m["iteration"] == 2]
     table_misses = rl_metrics.misordered(rows)  # the table's groups are among all groups

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from world.user_data import KEYED, DataFileError, parse_exam, parse_sequences, read_exam, read_sequences
+from world.user_data import (
+    KEYED,
+    DataFileError,
+    OwnPair,
+    parse_exam,
+    parse_pair_line,
+    parse_sequences,
+    read_exam,
+    read_sequences,
+)
 
 GOOD = """\
 # classics
@@ -79,3 +88,18 @@ def test_a_sequences_file_becomes_named_pretraining_series_or_every_bad_line(tmp
     ]
     with pytest.raises(DataFileError, match="no sequences"):
         parse_sequences("# only a comment\n")
+
+
+def test_a_pairs_line_reads_prompt_better_and_worse_or_says_what_is_wrong():
+    assert parse_pair_line(3, "-4 4 8 8 4 -4 -> -16 > -10") == OwnPair(3, (-4, 4, 8, 8, 4, -4), (-16,), (-10,))
+    assert parse_pair_line(1, "1, 2, 4 -> 8, 16 > 7") == OwnPair(1, (1, 2, 4), (8, 16), (7,))
+    for line, message in [
+        ("1 2 4 8 -> 16", "PROMPT -> BETTER > WORSE"),
+        ("1 2 4 8 16 > 31", "PROMPT -> BETTER > WORSE"),
+        ("1 2 4 -> 8 > 8", "the two answers are the same"),
+        ("1 -> 2 > 3", "at least 2 terms, this one has 1"),
+        ("1 2 x -> 3 > 4", "'x' in the prompt is not an integer"),
+        ("1 2 3 -> 4 > 4.5", "'4.5' in the worse answer is not an integer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_pair_line(1, line)
