@@ -72,9 +72,7 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> tuple[Path, st
         found = [local] if local.is_file() else sorted(local.rglob("*.pt"))  # runs:/ may name the file itself
         if not found:
             raise FileNotFoundError(f"{model} holds no checkpoint (*.pt)")
-        parts = model.removeprefix("models:/").split("/")
-        name, version = (parts[0], parts[1]) if model.startswith("models:/") and len(parts) > 1 else (model, "run")
-        return found[0], name, version
+        return found[0], *served_name(model)
     path = Path(model)
     if path.is_dir():
         stage = final_stage(path)
@@ -114,6 +112,18 @@ def trained_in(source: str, tracking_uri: str | None = None) -> tuple[Path | Non
     if origin is None or "://" in origin or origin.startswith("models:/"):
         return None, origin or "no record"
     return run_dir_holding(Path(origin)), origin
+
+
+def served_name(model: str) -> tuple[str, str]:
+    """(name, version) a `models:/` URI names, an alias (`@champion`) or stage resolved to the version it points
+    at now, so an answer says which version gave it; (the URI, "run") for a `runs:/` artifact."""
+    if not model.startswith("models:/"):
+        return model, "run"
+    import mlflow
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    resolved = get_model_name_and_version(mlflow.MlflowClient(), model)
+    return (resolved[0], str(resolved[1])) if len(resolved) == 2 else (model, "logged")
 
 
 def file_model_name(path: Path) -> tuple[str, str]:

@@ -41,6 +41,13 @@ def test_a_snapshot_and_a_stage_are_registered_with_where_they_came_from(sft_run
     again = CliRunner().invoke(app, ["register", str(sft_run)])  # its final policy: SFT's, as it has no RLHF
     assert json.loads(again.stdout.strip().splitlines()[-1])["model_uri"] == "models:/tokenmdp-tiny/2"
     assert "tokenmdp.rl_iteration" not in client.get_model_version("tokenmdp-tiny", "2").tags
+    # an alias is served as the version it points at now, so an answer says which one gave it
+    client.set_registered_model_alias("tokenmdp-tiny", "champion", "1")
+    assert resolve_model("models:/tokenmdp-tiny@champion", tracking_uri=uri)[1:] == ("tokenmdp-tiny", "1")
+    client.set_registered_model_alias("tokenmdp-tiny", "champion", "2")
+    checkpoint, name, version = resolve_model("models:/tokenmdp-tiny@champion", tracking_uri=uri)
+    assert (name, version) == ("tokenmdp-tiny", "2") and "corpus_stats" in load_checkpoint(checkpoint)[2]
+    assert resolve_model("models:/tokenmdp-tiny/latest", tracking_uri=uri)[1:] == ("tokenmdp-tiny", "2")
 
 
 def test_register_refuses_what_is_not_a_policy_in_a_line(sft_run, tmp_path, monkeypatch):
