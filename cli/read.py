@@ -313,7 +313,7 @@ def rollouts(
         out = {"reward_source": run.reward_source, "rm_agreement": asdict(agreed) if agreed else None}
         if misordered:
             out |= {"misordered": [asdict(m) for m in found[:limit]], "misordered_total": len(found),
-                    "every_group": every_group}  # fmt: skip
+                    "every_group": every_group, "by_template": dict(view.by_template(found))}  # fmt: skip
         else:
             iterations = sorted({r["iteration"] for r in rows})
             out |= {"rows": len(rows), "iterations": iterations, "iteration": shown, "rollouts": picked}
@@ -322,7 +322,7 @@ def rollouts(
     from cli.report import print_misordered, print_rollouts
 
     if misordered:
-        print_misordered(run_dir, found, every_group, limit, agreed)
+        print_misordered(run_dir, found, every_group, limit, agreed, view.by_template(found))
     else:
         print_rollouts(run_dir, rows, shown, picked, agreed)
 

@@ -228,8 +228,9 @@ def print_rollouts(
 
 
 def print_misordered(
-    run_dir: Path, found: list[Misordered], every_group: bool, limit: int, agreed: Agreement | None
-) -> None:
+    run_dir: Path, found: list[Misordered], every_group: bool, limit: int, agreed: Agreement | None,
+    templates: list[tuple[str, int]],
+) -> None:  # fmt: skip
     """`tokenmdp rollouts --misordered`: the answers the RM ranked against the grader, newest first."""
     if agreed is not None:
         console.print(_agreement_line(agreed))
@@ -245,6 +246,7 @@ def print_misordered(
     ]  # fmt: skip
     title = f"answers the RM ranked against the grader, {where}: the newest {len(shown)} of {len(found)}"
     print_rows(title, shown, list(shown[0]))
+    console.print("response pairs by the rule of their prompt: " + ", ".join(f"{t} {n}" for t, n in templates))
 
 
 def _terms(answer: list[int] | None) -> str:

@@ -140,3 +140,15 @@ def pairs_file_lines(found: list[Misordered]) -> list[str]:
         note = f"# iteration {m.iteration}: the RM {m.above_reward:+.3f} above {m.below_reward:+.3f}"
         lines.append(f"{m.prompt} -> {better} > {worse}    {note}")
     return lines
+
+
+def by_template(found: list[Misordered]) -> list[tuple[str, int]]:
+    """The misordered response pairs by the template of their prompt's rule (the gold grader's), most first:
+    which rules the RM has not learnt where the policy now answers."""
+    from world.grader import analyze
+
+    counts: dict[str, int] = {}
+    for m in found:
+        template = analyze([int(t) for t in m.prompt.split()]).template or "no rule"
+        counts[template] = counts.get(template, 0) + m.pairs
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))

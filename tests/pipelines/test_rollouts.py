@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from pipelines.rl_metrics import misordered, row_groups
-from pipelines.rollouts import RolloutsError, iteration_rows, logged_rlhf
+from pipelines.rollouts import RolloutsError, by_template, iteration_rows, logged_rlhf
 from pipelines.run_config import RunDirError
 from pipelines.tracking import RUN_ID_FILE
 
@@ -71,3 +71,9 @@ def test_a_run_without_an_rlhf_run_or_outside_the_store_is_refused_saying_why(sf
         logged_rlhf(sft_run)
     said = CliRunner().invoke(app, ["rollouts", str(sft_run)])
     assert said.exit_code == 2 and "MLFLOW_TRACKING_URI" in said.output  # a usage error, not a traceback
+
+
+def test_misordered_pairs_are_counted_by_the_rule_of_their_prompt():
+    found = misordered([*ROWS, row(3, "3 5 7 9 11", [14], 0.0, 0.9), row(3, "3 5 7 9 11", [13], 1.0, 0.1)])
+    # 1 2 4 8 16 (geometric): 31 above both 32s, 2 pairs; 3 5 7 9 11 (arithmetic): 1 pair
+    assert by_template(found) == [("geometric", 2), ("arithmetic", 1)]
