@@ -46,15 +46,18 @@ def rare_action_rate(rollouts: Rollouts, rare_ids: torch.Tensor) -> float:
 
 
 TABLE_GROUPS = 2  # prompt groups per iteration kept in the run's rollouts table
-ROLLOUTS_TABLE = "rollouts.json"  # among the RLHF run's MLflow artifacts
+ROLLOUTS_DIR = "rollouts"  # among the RLHF run's MLflow artifacts: the first groups' rollouts
+OLD_ROLLOUTS_TABLE = "rollouts.json"  # runs before 2026-12-05: one table, appended after each checkpoint
 MISORDERED_DIR = "rm_misordered"  # every pair of answers of every group the RM ranked against the grader
+ROLLOUT_COLUMNS = ["iteration", "policy_version", "prompt", "exam_answer", "response", "answer", "gold", "reward",
+                   "advantage", "kl"]  # fmt: skip
 
 
-def misordered_table(iteration: int) -> str:
-    """The artifact holding the misordered pairs of the iterations up to checkpoint `iteration` since the one
-    before: a file per checkpoint, since appending to one table re-uploads all of it each time (a cluster run
-    finds some 50 pairs an iteration)."""
-    return f"{MISORDERED_DIR}/iteration-{iteration:05d}.json"
+def checkpoint_table(folder: str, iteration: int) -> str:
+    """The artifact holding a table's rows of the iterations since the checkpoint before `iteration`'s: a file a
+    checkpoint, written before it, so a kill in between redoes and rewrites it (an appended table lost those
+    rows, and re-uploaded all of itself each time)."""
+    return f"{folder}/iteration-{iteration:05d}.json"
 
 
 def sample_rows(

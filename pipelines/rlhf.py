@@ -46,10 +46,12 @@ from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_metrics import (
     MISORDERED_COLUMNS,
-    ROLLOUTS_TABLE,
+    MISORDERED_DIR,
+    ROLLOUT_COLUMNS,
+    ROLLOUTS_DIR,
+    checkpoint_table,
     gold_rewards,
     logged_rows,
-    misordered_table,
     rare_action_ids,
     rare_action_rate,
     rm_agreement,
@@ -58,7 +60,7 @@ from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
-from pipelines.tracking import flatten, log_metrics_batch, log_rows, log_table, stage_run
+from pipelines.tracking import flatten, log_metrics_batch, log_rows, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
@@ -388,11 +390,12 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 if checkpointing:
                     log_metrics_batch(pending)
                     pending = []
-                    if actors.scorers:  # a table a checkpoint, empty if all agreed; before it: a kill in between
-                        log_rows(misses, MISORDERED_COLUMNS, misordered_table(iteration))  # redoes, rewrites it
+                    # the tables of the iterations since the last checkpoint, before this one (`checkpoint_table`)
+                    log_rows(table, ROLLOUT_COLUMNS, checkpoint_table(ROLLOUTS_DIR, iteration))
+                    if actors.scorers:  # with the RM as the reward; empty if it ranked every pair as the grader
+                        log_rows(misses, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus)  # fmt: skip
-                    log_table(table, ROLLOUTS_TABLE)  # after the checkpoint: a kill in between loses these rows
                     table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break

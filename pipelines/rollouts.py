@@ -4,10 +4,11 @@
     tokenmdp rollouts runs/demo --iteration 10
     tokenmdp rollouts runs/demo --misordered     # the pairs of answers the RM ranked against the grader
 
-Every checkpoint of an RLHF run appends to its MLflow run's `rollouts.json` the first
-`TABLE_GROUPS` prompts of each iteration (every sampled response with the reward it trained
-on, its gold reward, advantage, KL and the policy version that drew it), and, when the RM is the
-reward, a file under `rm_misordered/` with every pair of answers to one prompt, over all of the
+Every checkpoint of an RLHF run writes among its MLflow run's artifacts a table under `rollouts/`
+of the first `TABLE_GROUPS` prompts of each iteration since the checkpoint before (every sampled
+response with the reward it trained on, its gold reward, advantage, KL and the policy version that
+drew it; runs before 2026-12-05 appended them to one `rollouts.json`), and, when the RM is the
+reward, one under `rm_misordered/` with every pair of answers to one prompt, over all of those
 iterations' groups, that the RM ranked against the grader. `reward/rm_agreement` counts those pairs; this
 shows them: which wrong answer the RM put above which right one, on which prompt, when. That is
 where a policy learning the RM's errors starts.
@@ -20,7 +21,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.rl_metrics import MISORDERED_DIR, ROLLOUTS_TABLE, Misordered, misordered, rm_agreement_over
+from pipelines.rl_metrics import (
+    MISORDERED_DIR,
+    OLD_ROLLOUTS_TABLE,
+    ROLLOUTS_DIR,
+    Misordered,
+    misordered,
+    rm_agreement_over,
+)
 from pipelines.rl_metrics import rm_agreement_pooled as pooled_agreement
 from pipelines.run_config import RunDirError, load_run_config
 from pipelines.tracking import default_tracking_uri, logged_run_id, require_tracking_server
@@ -62,7 +70,8 @@ def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
 
 
 def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
-    """A table the run logged (`mlflow.log_table`), a dict per row, or the tables of a folder of them, one after
+    """A table the run logged (`tracking.log_rows`, `mlflow.log_table`), a dict per row, or the tables of a folder
+    of them, one after
     the other in the files' order; None when it logged none by that name."""
     client = run.client
     listed = {f.path: f for f in client.list_artifacts(run.run_id)}  # type: ignore[attr-defined]
@@ -81,9 +90,9 @@ def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
 
 def table_rows(run: LoggedRLHF) -> list[dict]:
     """The run's rollouts table, a dict per response."""
-    rows = read_table(run, ROLLOUTS_TABLE)
+    rows = read_table(run, ROLLOUTS_DIR) or read_table(run, OLD_ROLLOUTS_TABLE)
     if not rows:
-        raise RolloutsError(f"{run.run_dir}'s RLHF run has no {ROLLOUTS_TABLE} yet: it is written at each checkpoint")
+        raise RolloutsError(f"{run.run_dir}'s RLHF run has no rollouts yet: they are written at each checkpoint")
     return rows
 
 

@@ -185,24 +185,11 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 900])
 
 
-def log_table(rows: list[dict], artifact_file: str) -> None:
-    """Append `rows` (dicts with the same keys) to the active run's table `artifact_file` (MLflow's table view)."""
-    import warnings
-
-    import mlflow
-
-    # Each append downloads the table first; without this, tqdm (when installed) draws a bar per checkpoint.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    if not rows:
-        return
-    with warnings.catch_warnings():  # MLflow's own select_dtypes call, deprecated in pandas 3: not ours to fix
-        warnings.filterwarnings("ignore", message="For backward compatibility, 'str' dtypes")
-        mlflow.log_table({key: [row[key] for row in rows] for key in rows[0]}, artifact_file=artifact_file)
-
-
 def log_rows(rows: list[dict], columns: list[str], artifact_file: str) -> None:
-    """Write `rows` as a new table `artifact_file` of the active run, in `log_table`'s layout ({"columns", "data"}),
-    even when there are none (a table with no rows says "nothing found", where no table says "not looked")."""
+    """Write `rows` as the table `artifact_file` of the active run ({"columns", "data"}, `mlflow.log_table`'s layout),
+    replacing one of that name (a redone checkpoint rewrites its own), even when there are none (no rows says
+    "nothing found", no table "not looked"). Not `log_table`, which appends to a table of that name and re-reads
+    its digit strings as numbers."""
     import mlflow
 
     mlflow.log_dict({"columns": columns, "data": [[row[c] for c in columns] for row in rows]}, artifact_file)

@@ -66,8 +66,15 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert sorted(pairs) == sorted(agreement) == list(range(1, cfg.rl.iterations + 1))
     assert all((0 <= agreement[s] <= 1) if pairs[s] else math.isnan(agreement[s]) for s in pairs)
     # the rollouts table: each iteration's first groups as it scored them, appended at every checkpoint
-    table = json.loads(Path(client.download_artifacts(final["run_id"], "rollouts.json", str(tmp_path))).read_text())
-    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    checkpoints = [
+        i for i in range(1, cfg.rl.iterations + 1) if i % cfg.rl.checkpoint_every == 0 or i == cfg.rl.iterations
+    ]
+    files = [f.path for f in client.list_artifacts(final["run_id"], "rollouts")]
+    assert files == [f"rollouts/iteration-{i:05d}.json" for i in checkpoints]  # a table a checkpoint
+    rows = []
+    for file in files:
+        table = json.loads(Path(client.download_artifacts(final["run_id"], file, str(tmp_path))).read_text())
+        rows += [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     G = cfg.rl.group_size
     assert len(rows) == cfg.rl.iterations * rl_metrics.TABLE_GROUPS * G
     assert sorted({r["iteration"] for r in rows}) == list(range(1, cfg.rl.iterations + 1))
@@ -93,7 +100,6 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert said.exit_code == 0, said.output
     misses = json.loads(said.stdout)
     assert misses["every_group"] and misses["misordered_total"] == len(misses["misordered"])
-    checkpoints = [i for i in range(1, last + 1) if i % cfg.rl.checkpoint_every == 0 or i == last]
     assert [f.path for f in client.list_artifacts(final["run_id"], "rm_misordered")] == [
         f"rm_misordered/iteration-{i:05d}.json" for i in checkpoints
     ]  # a table per checkpoint, each of the iterations since the one before
@@ -363,9 +369,7 @@ def test_an_actor_that_cannot_start_is_an_error_with_its_reason_not_a_hang(sft_r
         start_actors(cfg, sft_run, ActionSpace(digit_order=space.digit_order), policy)
 
 
-def test_a_kill_right_after_a_checkpoint_loses_none_of_the_rms_misordered_pairs(
-    sft_run, tmp_path, ray_local, monkeypatch
-):
+def test_a_kill_right_after_a_checkpoint_loses_none_of_the_tables_rows(sft_run, tmp_path, ray_local, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config("tiny", ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"])
     reward.main(cfg, sft_run, tracking_uri=uri)
@@ -385,9 +389,15 @@ def test_a_kill_right_after_a_checkpoint_loses_none_of_the_rms_misordered_pairs(
     final = rlhf.main(cfg, sft_run, tracking_uri=uri)  # resumes after the first checkpoint
     client = mlflow.MlflowClient(tracking_uri=uri)
     every = cfg.rl.checkpoint_every
-    assert [f.path for f in client.list_artifacts(final["run_id"], "rm_misordered")] == [
-        f"rm_misordered/iteration-{i:05d}.json" for i in range(every, cfg.rl.iterations + 1, every)
-    ]
+    for folder in ("rm_misordered", "rollouts"):
+        assert [f.path for f in client.list_artifacts(final["run_id"], folder)] == [
+            f"{folder}/iteration-{i:05d}.json" for i in range(every, cfg.rl.iterations + 1, every)
+        ]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    shown = json.loads(CliRunner().invoke(app, ["rollouts", str(sft_run), "--json"]).stdout)
+    assert shown["iterations"] == list(range(1, cfg.rl.iterations + 1))  # none lost to the kill, none doubled
+    assert shown["rows"] == cfg.rl.iterations * rl_metrics.TABLE_GROUPS * cfg.rl.group_size
 
 
 @pytest.mark.parametrize("drop", [False, True])
