@@ -15,9 +15,17 @@ from typing import TypeVar
 
 import torch
 
-from world.user_data import DataFileError, read_text
+from conf.schema import Config
+from pipelines.run_config import LENGTH, checkpointed
+from world.user_data import DataFileError, parse_line, parse_lines, parse_pair_line, parse_sequence, read_text
 
 T = TypeVar("T")
+# Each data file setting: the stage that reads it, what its lines hold, and how one line is read.
+DATA_FILES = (
+    ("world", "extra_sequences", "pretrain", "sequences", parse_sequence),
+    ("sft", "extra_questions", "sft", "questions", parse_line),
+    ("reward", "extra_pairs", "reward", "pairs", parse_pair_line),
+)
 
 
 def digest_key(setting: str) -> str:
@@ -47,3 +55,15 @@ def data_to_read(
             ],
         )
     return parsed, digest
+
+
+def check_files_first(cfg: Config, run_dir: Path) -> None:
+    """Every data file a stage still to train will read, read and parsed line by line before the first stage:
+    a missing file or a bad line is refused in seconds, not when its stage starts after pretraining's minutes.
+    What needs a trained stage (the audit against pretraining, the held-out checks) stays with that stage."""
+    for section, field, stage, what, parse in DATA_FILES:
+        path = getattr(getattr(cfg, section), field)
+        length_section, length, _ = LENGTH[stage]
+        if path is None or checkpointed(run_dir, stage) >= getattr(getattr(cfg, length_section), length):
+            continue
+        parse_lines(read_text(Path(path)), path, parse, what)

@@ -25,6 +25,7 @@ from rich.table import Table
 from algos.overoptimisation import turning_point
 from conf.schema import Config
 from pipelines import pretrain, report, reward, rl_watch, rlhf, sft
+from pipelines.data_files import check_files_first
 from pipelines.fork import FORK_RECORD, fork
 from pipelines.progress import duration
 from pipelines.register import provenance, register_checkpoint
@@ -52,6 +53,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, from_run: 
     if from_run is not None:
         reused = fork(from_run, cfg, run_dir)
         console.print(f"reusing {', '.join(reused) or 'no stage'} of {from_run}; training the rest")
+    check_files_first(cfg, run_dir)
     uri = tracking_uri or default_tracking_uri()
     with stage_run(run_dir, experiment=cfg.name, run_name="pipeline", tracking_uri=uri):
         import mlflow

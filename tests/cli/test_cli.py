@@ -168,3 +168,21 @@ def test_version_names_tokenmdp_and_what_it_runs_on():
     said = runner.invoke(app, ["--version"])
     assert said.exit_code == 0
     assert said.stdout.splitlines()[:2] == [f"tokenmdp {version('tokenmdp')}", f"torch {version('torch')}"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "text", "said"),
+    [
+        ("reward.extra_pairs", "1 2 4 8 16 -> 32\n", "line 1: a pair reads PROMPT -> BETTER > WORSE"),
+        ("sft.extra_questions", "1 2 4 8 16\n1 2 x\n", "line 2: 'x' in the question is not an integer"),
+        ("world.extra_sequences", "", "no sequences"),
+        ("reward.extra_pairs", None, "cannot read it"),
+    ],
+)
+def test_a_run_refuses_a_bad_data_file_before_its_first_stage(tmp_path, setting, text, said):
+    data = tmp_path / "mine.txt"
+    if text is not None:
+        data.write_text(text)
+    result = runner.invoke(app, ["run", "tiny", "--out", str(tmp_path / "run"), "--set", f"{setting}={data}"])
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert not (tmp_path / "run" / "pretrain").exists()  # refused in seconds, not after pretraining
