@@ -20,6 +20,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.rl_metrics import (
     MISORDERED_DIR,
@@ -44,7 +45,7 @@ class LoggedRLHF:
 
     run_dir: Path
     run_id: str
-    client: object  # mlflow.MlflowClient on the store the run logged to
+    client: Any  # an mlflow.MlflowClient on the store the run logged to
     reward_source: str
 
 
@@ -71,19 +72,18 @@ def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
 
 def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
     """A table the run logged (`tracking.log_rows`, `mlflow.log_table`), a dict per row, or the tables of a folder
-    of them, one after
-    the other in the files' order; None when it logged none by that name."""
+    of them one after the other, in the files' order; None when it logged none by that name."""
     client = run.client
-    listed = {f.path: f for f in client.list_artifacts(run.run_id)}  # type: ignore[attr-defined]
+    listed = {f.path: f for f in client.list_artifacts(run.run_id)}
     if name not in listed:
         return None
     files = [name]
     if listed[name].is_dir:
-        files = sorted(f.path for f in client.list_artifacts(run.run_id, name) if f.path.endswith(".json"))  # type: ignore[attr-defined]
+        files = sorted(f.path for f in client.list_artifacts(run.run_id, name) if f.path.endswith(".json"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for file in files:
-            table = json.loads(Path(client.download_artifacts(run.run_id, file, tmp)).read_text())  # type: ignore[attr-defined]
+            table = json.loads(Path(client.download_artifacts(run.run_id, file, tmp)).read_text())
             rows += [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
     return rows
 
