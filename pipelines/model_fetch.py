@@ -20,31 +20,34 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from pipelines.tracking import is_server
 from world.disk_cache import cache_dir
 
 Download = Callable[[str, str | None], str]  # (artifact URI, destination or None) -> local path
 Key = Callable[[str, str], str]  # (artifact URI, tracking URI) -> the cached copy's folder name
 
 
-def is_remote(tracking_uri: str) -> bool:
-    """Whether the store's artifacts live behind a server (so MLflow copies them on every fetch)."""
-    return tracking_uri.startswith(("http://", "https://"))
+def registered_version(client, model_uri: str) -> tuple[str, str] | None:
+    """(name, version) a `models:/` URI names, an alias (`@champion`), stage or `latest` resolved to the version
+    it points at now; None for a logged model's id (`models:/m-...`), which names no registered version."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    resolved = get_model_name_and_version(client, model_uri)  # (name, version) or (logged model id,)
+    return (resolved[0], str(resolved[1])) if len(resolved) == 2 else None
 
 
 def version_key(model_uri: str, tracking_uri: str) -> str:
     """The immutable identity of what a `models:/` or `runs:/` URI names on this server, as a folder name."""
     import mlflow
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     if model_uri.startswith("models:/"):
-        resolved = get_model_name_and_version(client, model_uri)  # (name, version) or (logged model id,)
-        if len(resolved) == 1:
-            identity = f"logged-{resolved[0]}"
+        version = registered_version(client, model_uri)
+        if version is None:
+            identity = f"logged-{model_uri.removeprefix('models:/')}"
         else:
-            name, version = resolved
-            created = client.get_model_version(name, version).creation_timestamp
-            identity = f"{name}-v{version}-{created}"
+            created = client.get_model_version(*version).creation_timestamp
+            identity = f"{version[0]}-v{version[1]}-{created}"
     else:
         identity = f"run-{model_uri.removeprefix('runs:/')}"  # a run's artifacts do not change once logged
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", identity)[:80]
@@ -62,7 +65,7 @@ def mlflow_download(artifact_uri: str, dst_path: str | None) -> str:
 def fetch(model_uri: str, tracking_uri: str, download: Download = mlflow_download, key: Key = version_key) -> Path:
     """A local path holding `model_uri`'s artifacts: in place for a local store, else the cached copy."""
     root = cache_dir()
-    if not is_remote(tracking_uri) or root is None:
+    if not is_server(tracking_uri) or root is None:  # a local store's artifacts are read in place
         return Path(download(model_uri, None))
     target = root / "models" / key(model_uri, tracking_uri)
     if target.is_dir():

@@ -98,17 +98,16 @@ def trained_in(source: str, tracking_uri: str | None = None) -> tuple[Path | Non
     if not source.startswith(("models:/", "runs:/")):
         return run_dir_holding(Path(source)), source
     import mlflow
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
+    from pipelines.model_fetch import registered_version
     from pipelines.tracking import STAGE_DIR_TAG, default_tracking_uri
 
     client = mlflow.MlflowClient(tracking_uri=tracking_uri or default_tracking_uri())
     if source.startswith("runs:/"):
         origin = client.get_run(source.removeprefix("runs:/").split("/")[0]).data.tags.get(STAGE_DIR_TAG)
     else:
-        resolved = get_model_name_and_version(client, source)
-        tags = client.get_model_version(*resolved).tags if len(resolved) == 2 else {}
-        origin = tags.get("tokenmdp.registered_from")
+        version = registered_version(client, source)
+        origin = (client.get_model_version(*version).tags if version else {}).get("tokenmdp.registered_from")
     if origin is None or "://" in origin or origin.startswith("models:/"):
         return None, origin or "no record"
     return run_dir_holding(Path(origin)), origin
@@ -120,10 +119,10 @@ def served_name(model: str) -> tuple[str, str]:
     if not model.startswith("models:/"):
         return model, "run"
     import mlflow
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
-    resolved = get_model_name_and_version(mlflow.MlflowClient(), model)
-    return (resolved[0], str(resolved[1])) if len(resolved) == 2 else (model, "logged")
+    from pipelines.model_fetch import registered_version
+
+    return registered_version(mlflow.MlflowClient(), model) or (model, "logged")
 
 
 def file_model_name(path: Path) -> tuple[str, str]:

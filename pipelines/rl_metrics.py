@@ -103,25 +103,28 @@ def rm_agreement(proxy: torch.Tensor, gold: torch.Tensor, group: torch.Tensor) -
 AGREEMENT_KEYS = ("reward/rm_agreement", "reward/rm_pairs")
 
 
-def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
-    """The RM's agreement with the grader (`reward/rm_agreement`, weighted by its pairs) over the first and the
-    last quarter of the run's iterations (at least one each; an iteration has only some 30 pairs on the demo):
-    does the proxy RL climbs still rank the policy's answers as it did at the start?"""
+def rm_agreement_history(client, run_id: str) -> tuple[list[float], list[float]]:
+    """(`reward/rm_agreement`, `reward/rm_pairs`) of each iteration of the run, in order; the last write of a
+    step counts, as for the rewards."""
     rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
-    steps = sorted(rates.keys() & pairs.keys())  # the last write of a step counts, as for the rewards
-    quarter = max(1, len(steps) // 4)
-    first, last = steps[:quarter], steps[-quarter:]
+    steps = sorted(rates.keys() & pairs.keys())
+    return [rates[s] for s in steps], [pairs[s] for s in steps]
+
+
+def agreement_quarters(rates: list[float], pairs: list[float]) -> dict[str, float | None]:
+    """The RM's agreement with the grader (weighted by its pairs) over the first and the last quarter of the
+    run's iterations (at least one each; an iteration has only some 30 pairs on the demo): does the proxy RL
+    climbs still rank the policy's answers as it did at the start?"""
+    quarter = max(1, len(rates) // 4)
     return {
-        "rm_agreement_start": pooled([rates[s] for s in first], [pairs[s] for s in first]),
-        "rm_agreement_end": pooled([rates[s] for s in last], [pairs[s] for s in last]),
+        "rm_agreement_start": pooled(rates[:quarter], pairs[:quarter]),
+        "rm_agreement_end": pooled(rates[-quarter:], pairs[-quarter:]),
     }
 
 
-def rm_agreement_pooled(client, run_id: str) -> tuple[float | None, int]:
-    """(`reward/rm_agreement` over every iteration of the run, weighted by its pairs; the pairs)."""
-    rates, pairs = ({m.step: m.value for m in client.get_metric_history(run_id, key)} for key in AGREEMENT_KEYS)
-    steps = sorted(rates.keys() & pairs.keys())
-    return pooled([rates[s] for s in steps], [pairs[s] for s in steps]), int(sum(pairs[s] for s in steps))
+def rm_agreement_over(client, run_id: str) -> dict[str, float | None]:
+    """`agreement_quarters` of the run's MLflow history."""
+    return agreement_quarters(*rm_agreement_history(client, run_id))
 
 
 @dataclass(frozen=True)

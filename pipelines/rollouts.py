@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from algos.ranking import pooled
 from pipelines.rl_metrics import (
     MISORDERED_DIR,
     OLD_ROLLOUTS_TABLE,
     ROLLOUTS_DIR,
     Misordered,
+    agreement_quarters,
     misordered,
-    rm_agreement_over,
+    rm_agreement_history,
 )
-from pipelines.rl_metrics import rm_agreement_pooled as pooled_agreement
 from pipelines.run_config import RunDirError, load_run_config
 from pipelines.tracking import default_tracking_uri, logged_run_id, require_tracking_server
 
@@ -132,9 +133,11 @@ def agreement(run: LoggedRLHF) -> Agreement | None:
     """The RM's agreement with the grader over every group the run scored; None when gold is the reward."""
     if run.reward_source != "rm":
         return None
-    rate, pairs = pooled_agreement(run.client, run.run_id)
-    quarters = rm_agreement_over(run.client, run.run_id)
-    return Agreement(rate, pairs, quarters["rm_agreement_start"], quarters["rm_agreement_end"])
+    rates, pairs = rm_agreement_history(run.client, run.run_id)  # read once for both figures
+    quarters = agreement_quarters(rates, pairs)
+    return Agreement(
+        pooled(rates, pairs), int(sum(pairs)), quarters["rm_agreement_start"], quarters["rm_agreement_end"]
+    )
 
 
 def pairs_file_lines(found: list[Misordered]) -> list[str]:

@@ -29,11 +29,16 @@ class TrackingUnreachable(ConnectionError):
     traceback of some hundred lines."""
 
 
+def is_server(uri: str) -> bool:
+    """Whether a tracking URI is an http(s) server (its artifacts fetched over HTTP), not a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
 def require_tracking_server(uri: str, wait_s: float | None = None) -> None:
     """Return once an http(s) tracking server answers; other stores (a local SQLite file) need no server.
 
     A server still starting (`docker compose up` brings it up beside the job) gets `wait_s` seconds."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return
     wait_s = SERVER_WAIT_S if wait_s is None else wait_s
     deadline, said = time.monotonic() + wait_s, False
