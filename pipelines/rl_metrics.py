@@ -163,15 +163,15 @@ def misordered(rows: list[dict]) -> list[Misordered]:
     `reward/rm_agreement` counts against the RM, shown: which wrong answer it put above which right one."""
     found = []
     for group in row_groups(rows):
-        counts: dict[tuple[str, str], int] = {}
-        first: dict[tuple[str, str], tuple[dict, dict]] = {}
+        by_answers: dict[
+            tuple[str, str], list[tuple[dict, dict]]
+        ] = {}  # (worse, better) responses -> their rows' pairs
         for better in group:
             for worse in group:
                 if better["gold"] > worse["gold"] and better["reward"] < worse["reward"]:
-                    key = (worse["response"], better["response"])
-                    counts[key] = counts.get(key, 0) + 1
-                    first.setdefault(key, (worse, better))
-        for key, (worse, better) in first.items():
+                    by_answers.setdefault((worse["response"], better["response"]), []).append((worse, better))
+        for pairs in by_answers.values():
+            worse, better = pairs[0]
             found.append(
                 Misordered(
                     iteration=better["iteration"],
@@ -185,7 +185,7 @@ def misordered(rows: list[dict]) -> list[Misordered]:
                     below_response=better["response"],
                     below_reward=better["reward"],
                     below_gold=better["gold"],
-                    pairs=counts[key],
+                    pairs=len(pairs),
                 )
             )
     return sorted(found, key=lambda m: -m.iteration)
