@@ -33,6 +33,16 @@ class RewardScorerImpl:
         reading = state.get("reward_views") or {}
         self.views, self.min_terms = reading.get("views", 1), reading.get("min_terms", 3)
         self.per_prompt = per_prompt
+        self.version = 0  # refreshes of the RM during RL (`pipelines/rm_refresh.py`) it scores with
+
+    def load_refreshed(self, weights: dict) -> int:
+        """Score with a refreshed RM from now on: its weights and the normalisation of its scores."""
+        self.model.load_state_dict(weights["model"])
+        self.model.eval()
+        norm = weights["norm"] or {}
+        self.mean, self.std = norm.get("mean", 0.0), norm.get("std", 1.0)
+        self.version = weights["version"]
+        return self.version
 
     def raw_scores(self, sequences: list[list[int]]) -> torch.Tensor:
         """Unnormalised scores of whole `<bos>prompt?response` sequences, through the RM's views."""

@@ -143,9 +143,10 @@ def print_trace(trace: Trace) -> None:
     whose = f"{trace.stage} policy" if trace.iteration is None else f"the rlhf policy of iteration {trace.iteration}"
     if not Path(trace.policy).is_dir():  # a checkpoint file or a registered model, read against its run
         whose = f"{trace.policy}, {whose},"
+    refreshed = f" (refreshed {trace.rm_version} times during RL)" if trace.rm_version else ""
     console.print(
         f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
-        f"{whose} against the SFT reference; reward from {trace.reward_source}, "
+        f"{whose} against the SFT reference; reward from {trace.reward_source}{refreshed}, "
         f"KL {trace.kl_estimator} in the {trace.kl_in} (coef {trace.kl_coef:.4g}), advantage {trace.advantage}"
     )
     g = trace.episode

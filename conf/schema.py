@@ -224,6 +224,25 @@ class ActorsConfig(Strict):
         return self
 
 
+class RMRefreshConfig(Strict):
+    """Iterated RLHF: the labeler judges the policy's own answers during RL, and the reward model learns them."""
+
+    every: int = Field(0, ge=0)
+    """Refresh the RM every this many iterations; 0 keeps the reward stage's RM for the whole run (RLHF as usual)."""
+    steps: int = Field(50, ge=1)
+    """Bradley-Terry steps of each refresh."""
+    lr: float = Field(1e-5, gt=0)
+    """The refresh's learning rate (constant; AdamW kept across refreshes and in the checkpoint)."""
+    label_share: float = Field(1.0, gt=0, le=1)
+    """Share of each iteration's prompt groups whose answers go to the labeler, all pairs of a group: the labelling
+    budget (`rm_refresh/labels` counts the comparisons asked)."""
+    pool_share: float = Field(0.5, ge=0, le=1)
+    """Share of each refresh batch drawn from the policy's labelled pairs; the rest from the reward stage's pairs,
+    so the RM keeps what it learnt of the SFT policy's answers."""
+    pool_size: int = Field(20_000, ge=1)
+    """The newest this many labelled pairs are kept to draw from."""
+
+
 class RLConfig(Strict):
     """On-policy RLHF: advantage-weighted policy gradient with KL to the SFT reference."""
 
@@ -326,10 +345,16 @@ class RLConfig(Strict):
     """Times a run whose actor dies (killed, out of memory, its node lost) starts every actor again from the last
     checkpoint and trains on, before it stops with the error; the iterations since that checkpoint are redone,
     as a resumed run redoes them."""
+    rm_refresh: RMRefreshConfig = RMRefreshConfig()
     actors: ActorsConfig = ActorsConfig()
 
     @model_validator(mode="after")
     def _baseline_needs_groups(self) -> RLConfig:
+        if self.rm_refresh.every and self.reward_source != "rm":
+            raise ValueError(
+                f"rm_refresh.every={self.rm_refresh.every} refreshes the reward model, but reward_source="
+                f"{self.reward_source!r} rewards with the grader: set rm_refresh.every=0 or reward_source=rm"
+            )
         if self.advantage in ("rloo", "group") and self.group_size < 2:
             raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (got {self.group_size})")
         if self.minibatches > self.prompts_per_iteration * self.group_size:

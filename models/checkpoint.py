@@ -39,7 +39,8 @@ def save_checkpoint(path: Path, *, model: Model, space: ActionSpace, **state: An
 
 # What a policy carries to be judged or served without its run directory; the rest of a training checkpoint
 # (optimizer, buffer, samplers' RNG) only resumes training, and is four fifths of an RLHF checkpoint's bytes.
-POLICY_STATE = ("config", "corpus_stats", "iteration", "policy_version", "step", "last_metrics")
+# With iterated RLHF, `reward_model` is the RM the policy last trained against (what `trace` scores with).
+POLICY_STATE = ("config", "corpus_stats", "iteration", "policy_version", "step", "last_metrics", "reward_model")
 
 
 def save_policy(path: Path, *, model: GPT, space: ActionSpace, state: dict[str, Any]) -> None:

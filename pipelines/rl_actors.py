@@ -124,6 +124,16 @@ def restore_actors(actors: Actors, state: dict) -> None:
     ray.get([s.set_rng_state.remote(r) for s, r in rngs])
 
 
+def load_scorers(actors: Actors, weights: dict) -> float:
+    """A refreshed RM's weights to every RewardScorer (one copy in the object store); the seconds it took."""
+    import ray
+
+    began = time.perf_counter()
+    shared = ray.put(weights)
+    ray.get([scorer.load_refreshed.remote(shared) for scorer in actors.scorers])
+    return time.perf_counter() - began
+
+
 def split(items: list, parts: int) -> list[list]:
     size = -(-len(items) // parts)
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -11,6 +11,8 @@ One iteration of the single controller:
     update     RLlib LearnerGroup: advantage-weighted PPO surrogate (+ KL in the loss),
                `rl.epochs` passes of `rl.minibatches` optimizer steps over each batch
     sync       the new weights reach every sampler before the next sample; version += 1
+    refresh    (iterated RLHF, `rl.rm_refresh`) the labeler judges the answers, and every few
+               iterations the RM learns them and reaches every scorer (`pipelines/rm_refresh.py`)
 The gold reward is computed beside the proxy reward on every batch, and the policy is
 evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoints hold
 the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG and the
@@ -39,10 +41,21 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
+from models.rollout import Rollouts
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
-from pipelines.rl_actors import LIBRARY, Actors, Variant, call_sharded, restore_actors, sample, start_actors, wait_timed
+from pipelines.rl_actors import (
+    LIBRARY,
+    Actors,
+    Variant,
+    call_sharded,
+    load_scorers,
+    restore_actors,
+    sample,
+    start_actors,
+    wait_timed,
+)
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_metrics import (
     MISORDERED_COLUMNS,
@@ -58,6 +71,7 @@ from pipelines.rl_metrics import (
 )
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
+from pipelines.rm_refresh import RefreshedRM
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
 from pipelines.tracking import flatten, log_metrics_batch, log_rows, stage_run
@@ -99,6 +113,8 @@ class IterationResult:
     samples: list[dict]
     kl_coef: float  # the next iteration's (an adaptive controller's step)
     misordered: list[dict]  # every pair of answers the RM ranked against the grader (none when gold is the reward)
+    rollouts: Rollouts  # what the policy drew, and the questions its groups answer: for the labeler of
+    asked: list[Question]  # iterated RLHF (`pipelines/rm_refresh.py`)
 
 
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
@@ -215,7 +231,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     samples, misses = logged_rows(
         rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers)
     )
-    return IterationResult(m | t | ray.get(actors.buffer.report.remote()), version, samples, kl_coef, misses)
+    report = m | t | ray.get(actors.buffer.report.remote())
+    return IterationResult(report, version, samples, kl_coef, misses, rollouts, asked)
 
 
 def main(
@@ -258,9 +275,15 @@ def main(
                 restore_actors(actors, start.state)
             actors.sync.push(start.policy.state_dict(), start.version)
             kl_coef = start.state.get("kl_coef", rl.kl_coef) if start.resumed else rl.kl_coef  # the controller's
+            refreshed = None  # iterated RLHF: the RM as the last checkpoint left it (`pipelines/rm_refresh.py`)
+            if rl.rm_refresh.every:
+                saved = [start.state.get(key) if start.resumed else None for key in ("reward_model", "rm_refresh")]
+                refreshed = RefreshedRM(cfg, run_dir, space, *saved)
+                if refreshed.version:
+                    load_scorers(actors, refreshed.weights())
             return _train(
                 cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
-                stop_at, tracking_uri, variant,
+                stop_at, tracking_uri, variant, refreshed,
             )  # fmt: skip
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
@@ -307,23 +330,26 @@ def _first_line(err: BaseException) -> str:
 
 
 def _snapshot(run_dir: Path, policy: GPT, space: ActionSpace, iteration: int, version: int, cfg: Config,
-              corpus: CorpusStats, metrics: dict[str, float]) -> None:  # fmt: skip
-    """Keep this iteration's policy (`rl.snapshot_every`): on disk and among the run's MLflow artifacts."""
+              corpus: CorpusStats, metrics: dict[str, float], refreshed: RefreshedRM | None) -> None:  # fmt: skip
+    """Keep this iteration's policy (`rl.snapshot_every`): on disk and among the run's MLflow artifacts; with a
+    refreshed RM, the RM it trained against then (what `trace` scores a snapshot's answers with)."""
     import mlflow
 
     snapshot = snapshot_path(run_dir, iteration)
+    rm = {"reward_model": refreshed.weights()} if refreshed else {}
     save_checkpoint(
         snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
-        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics,
+        config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics, **rm,
     )  # fmt: skip
     mlflow.log_artifact(str(snapshot), artifact_path="snapshots")
 
 
 def _checkpoint(
     stage_dir: Path, actors: Actors, policy: GPT, space: ActionSpace, iteration: int, version: int, kl_coef: float,
-    cfg: Config, metrics: dict[str, float], run_id: str, corpus: CorpusStats,
+    cfg: Config, metrics: dict[str, float], run_id: str, corpus: CorpusStats, refreshed: RefreshedRM | None,
 ) -> None:  # fmt: skip
-    """Everything a resume needs: the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG."""
+    """Everything a resume needs: the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG
+    (and a refreshed RM with its optimizer and labelled pairs)."""
     import ray
 
     save_checkpoint(
@@ -334,10 +360,14 @@ def _checkpoint(
         sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
         config=cfg.model_dump(), last_metrics=metrics, run_id=run_id,
         corpus_stats=corpus.to_dict(),  # the audit's, so the policy is judged without its run dir
+        **({"reward_model": refreshed.weights(), "rm_refresh": refreshed.state()} if refreshed else {}),
     )  # fmt: skip
 
 
-def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant):
+def _train(
+    cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant,
+    refreshed: RefreshedRM | None,
+):  # fmt: skip
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
     pending: list[tuple[int, dict[str, float]]] = []
@@ -371,6 +401,13 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 table += step.samples
                 misses += step.misordered
                 iteration += 1
+                if refreshed is not None:  # iterated RLHF: the labeler judges these answers; the RM learns them
+                    metrics |= refreshed.label(step.rollouts, step.asked, iteration)
+                    if refreshed.due(iteration):  # judged on held-out pairs when the policy is (`rl.eval_every`)
+                        metrics |= refreshed.refresh(
+                            iteration, iteration % rl.eval_every == 0 or iteration == rl.iterations
+                        )
+                        metrics["time/rm_refresh"] += load_scorers(actors, refreshed.weights())
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
                 turn = watch.observe(iteration, gold, proxy)
@@ -382,7 +419,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                 pending.append((iteration, metrics))
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
-                    _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics)
+                    _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics, refreshed)
                 if turn:  # after the snapshot (it may be the one to take); a kill before the checkpoint below
                     # resumes at an earlier one, where the watch has not warned yet (`resumed_watch`)
                     warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
@@ -395,7 +432,7 @@ def _train(cfg, run_dir, actors, space, policy, questions, iteration, version, k
                     if actors.scorers:  # with the RM as the reward; empty if it ranked every pair as the grader
                         log_rows(misses, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
-                                run.info.run_id, corpus)  # fmt: skip
+                                run.info.run_id, corpus, refreshed)  # fmt: skip
                     table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break

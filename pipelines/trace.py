@@ -82,6 +82,7 @@ class Trace:
     iteration: int | None  # the RLHF snapshot traced; None: the stage's final policy
     policy: str  # as it was named: the run directory, a checkpoint file or a registered model
     reward_source: str
+    rm_version: int  # refreshes of the RM during RL (iterated RLHF) behind the one that scores here; 0: as trained
     kl_estimator: str
     kl_in: str
     kl_coef: float
@@ -207,6 +208,8 @@ def trace(
         raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
 
     scorer = RewardScorerImpl(str(rm_path), cfg.world.digit_order) if rl.reward_source == "rm" else None
+    if scorer is not None and state.get("reward_model"):  # iterated RLHF: the RM this policy last trained against
+        scorer.load_refreshed(state["reward_model"])
     if answer is None:
         traced = sample_rollouts(
             policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
@@ -239,6 +242,7 @@ def trace(
         iteration=iteration,
         policy=str(source),
         reward_source=rl.reward_source,
+        rm_version=scorer.version if scorer is not None else 0,
         kl_estimator=rl.kl_estimator,
         kl_in=rl.kl_in,
         kl_coef=rl.kl_coef,

@@ -201,15 +201,15 @@ def test_the_group_says_how_often_the_rm_ranks_it_as_the_grader_does(capsys):
     group = [episode(10, 0.0, 0.30), episode(8, 1.0, -0.34), episode(10, 0.0, 0.30), episode(8, 1.0, 0.40)]
     traced = Trace(
         prompt=[3, 4, 5, 6, 7], exam_answer=[8], rule="linear", stage="rlhf", iteration=None, reward_source="rm",
-        policy="runs/demo", kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo", traced="greedy",
-        episode=group[0],
-        steps=[], group=group,
+        rm_version=3, policy="runs/demo", kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo",
+        traced="greedy", episode=group[0], steps=[], group=group,
     )  # fmt: skip
     assert traced.rm_agreement == (2.0, 4)  # the second right answer beats both wrong ones; the first beats neither
     assert json.loads(traced.to_json())["rm_agreement"] == [2.0, 4]
     print_trace(traced)
     said = " ".join(capsys.readouterr().out.split())
     assert "the RM orders 2 of the 4 pairs of answers the grader tells apart as the grader does" in said
+    assert "reward from rm (refreshed 3 times during RL)" in said  # iterated RLHF's RM, not the reward stage's
     alike = Trace(**{**traced.__dict__, "group": [group[0], group[2]]})
     assert alike.rm_agreement == (0.0, 0)
     print_trace(alike)
