@@ -31,7 +31,7 @@ from pipelines.evaluate import answer_questions, score, verdicts
 from pipelines.policy_source import Policy, named_policy, stage_policy
 from pipelines.run_config import POLICY_STAGES, RunDirError
 from world.actions import ActionSpace
-from world.audit import CorpusStats, describe, first_unseen, move_it
+from world.audit import CorpusStats, episode_problems
 from world.exam import Question
 from world.user_data import ExamQuestion, refuse_problems
 
@@ -109,16 +109,8 @@ def exam_problems(exam: list[ExamQuestion], space: ActionSpace, stats: CorpusSta
     for item in exam:
         q = item.question
         episode = space.encode_prompt(q.prefix) + space.encode_response(q.answer)
-        unseen = first_unseen(space.decode_tokens(episode), stats)
-        if unseen is not None:
-            problems.append(
-                f"line {item.line}: needs {describe(unseen)}, which the run's pretraining never took. {move_it(unseen)}"
-            )
-        if len(episode) > max_len:
-            problems.append(
-                f"line {item.line}: the question and its answer take {len(episode)} actions; "
-                f"the policy reads at most {max_len}"
-            )
+        problems += episode_problems(f"line {item.line}: the question with its answer", space.decode_tokens(episode),
+                                     stats, max_len)  # fmt: skip
     return problems
 
 

@@ -31,7 +31,7 @@ from pipelines.preferences import Preferences, ScoredResponse
 from pipelines.run_config import trained_checkpoint
 from pipelines.tracking import flatten, stage_run
 from world.actions import ActionSpace
-from world.audit import CorpusStats, describe, first_unseen, move_it
+from world.audit import CorpusStats, episode_problems
 from world.grader import grade
 from world.preferences import PreferencePair
 from world.user_data import lines_and_problems, parse_pair_line, refuse_problems
@@ -166,13 +166,9 @@ def own_pairs(
         prompt = tuple(space.encode_prompt(item.prefix))
         shown = f"line {item.line}: {' '.join(map(str, item.prefix))}"
         episodes = [prompt + tuple(space.encode_response(answer)) for answer in (item.better, item.worse)]
-        for episode in episodes:
-            unseen = first_unseen(space.decode_tokens(list(episode)), stats)
-            if unseen is not None:
-                problems.append(f"{shown} needs {describe(unseen)}, which the run's pretraining never took. "
-                                f"{move_it(unseen)}")  # fmt: skip
-            if len(episode) > max_len:
-                problems.append(f"{shown} and an answer take {len(episode)} actions; the policy reads {max_len}")
+        for answer, episode in zip((item.better, item.worse), episodes, strict=True):
+            said = f"{shown} -> {' '.join(map(str, answer))}"
+            problems += episode_problems(said, space.decode_tokens(list(episode)), stats, max_len)
         if item.prefix in held_out:
             problems.append(f"{shown} is a question of the run's held-out exam: training on it inflates its pass rate")
         elif prompt in judged_rm:

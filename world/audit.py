@@ -92,6 +92,19 @@ def first_unseen(tokens: Sequence[str], stats: CorpusStats) -> tuple[str, ...] |
     return None
 
 
+def episode_problems(shown: str, tokens: Sequence[str], stats: CorpusStats, max_len: int) -> list[str]:
+    """What keeps one episode of your data file (a question with its answer, a prompt with one of two answers) from
+    the policy, each problem led by `shown` (its line): an action or pattern pretraining never took, or more
+    actions than the policy's context holds. Exams and preference files say it alike."""
+    problems = []
+    unseen = first_unseen(tokens, stats)
+    if unseen is not None:
+        problems.append(f"{shown} needs {describe(unseen)}, which the run's pretraining never took. {move_it(unseen)}")
+    if len(tokens) > max_len:
+        problems.append(f"{shown} takes {len(tokens)} actions; the policy reads at most {max_len}")
+    return problems
+
+
 def audit(stage: str, examples: Iterable[Sequence[str]], stats: CorpusStats) -> int:
     """Check every example (as token strings) against pretraining; returns how many passed.
 

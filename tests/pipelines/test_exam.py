@@ -94,9 +94,9 @@ def test_the_exam_is_audited_against_pretraining_and_the_context_before_any_answ
     with pytest.raises(DataFileError) as caught:
         check_exam(exam, space, no_negatives, max_len=64, source="mine.txt")
     assert caught.value.problems == [
-        "line 2: needs the action '-', which the run's pretraining never took. Move this data into pretraining "
-        "(world.extra_sequences: a file of your own sequences).",
-        "line 3: the question and its answer take 125 actions; the policy reads at most 64",  # 1 + 90 + 29 + 1 + 4
+        "line 2: the question with its answer needs the action '-', which the run's pretraining never took. Move "
+        "this data into pretraining (world.extra_sequences: a file of your own sequences).",
+        "line 3: the question with its answer takes 125 actions; the policy reads at most 64",  # 1 + 90 + 29 + 1 + 4
     ]
 
 

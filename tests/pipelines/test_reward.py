@@ -95,7 +95,8 @@ def test_your_pairs_are_checked_line_by_line_then_trained_on(sft_run, tmp_path):
         reward.main(refused, sft_run, tracking_uri=uri)
     said = str(err.value)
     assert "line 1:" in said and "held-out exam" in said and "line 2:" in said and "BETTER > WORSE" in said
-    assert "line 3:" in said and "the policy reads 64" in said
+    for answer in (40, 41):  # each episode of the pair, said alike as an exam's question (`world.audit`)
+        assert f"-> {answer} takes 112 actions; the policy reads at most 64" in said
     assert not (sft_run / "reward" / "checkpoint.pt").exists()  # nothing trained on a bad file
     # five pairs against the grader: a wrong answer preferred to the right one, a quarter of each batch
     mine.write_text("".join(f"{terms(map(str, q.prefix))} -> {q.answer[0] + 7} > {q.answer[0]}\n" for q in train))
