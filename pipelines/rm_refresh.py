@@ -38,6 +38,7 @@ from pipelines.reward import (
     pair_batch,
     training_views,
 )
+from pipelines.run_config import MissingStage, trained_checkpoint
 from world.actions import ActionSpace
 from world.exam import Question
 from world.grader import SimulatedLabeler
@@ -66,6 +67,18 @@ def label_rollouts(
     return pairs, counts
 
 
+def collected_pairs(run_dir: Path) -> Path:
+    """The reward stage's preference pairs, which a refresh replays beside the policy's own."""
+    folder = run_dir / "preferences"
+    if not (folder / "stats.json").is_file():
+        raise MissingStage(
+            f"rl.rm_refresh replays the reward stage's preference pairs, and {folder} does not hold them: "
+            f"run `tokenmdp preferences` with the same config and --out (they are collected once), or set "
+            "rl.rm_refresh.every=0"
+        )
+    return folder
+
+
 def constant_optimizer(
     rm: ScalarModel, cfg: Config
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -85,10 +98,10 @@ class RefreshedRM:
     ) -> None:
         """The reward stage's RM, or the refreshed one of a checkpoint: its `weights()` and its `state()`."""
         self.cfg, self.space = cfg, space
-        rm, _, state = load_checkpoint(run_dir / "reward" / "checkpoint.pt", space)
+        rm, _, state = load_checkpoint(trained_checkpoint(run_dir, "reward", needed_by="rl.rm_refresh"), space)
         self.rm = freeze_as_configured(rm, cfg)
         self.optimizer, self.schedule = constant_optimizer(self.rm, cfg)
-        self.prefs = preferences.load(run_dir / "preferences")
+        self.prefs = preferences.load(collected_pairs(run_dir))
         self.norm: dict[str, float] = state.get("reward_norm") or {}
         self.pool: list[PreferencePair] = []
         self.version, self.labels = 0, 0

@@ -135,3 +135,19 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
     policy, space, _ = load_checkpoint(sft_run / "rlhf" / "checkpoint.pt")
     save_policy(kept, model=policy, space=space, state=state)
     assert trace(kept, list(DOUBLING.prefix), answer=[32], group=0).episode.reward == traced.episode.reward
+
+
+def test_a_refresh_without_the_reward_stages_pairs_says_what_to_run(sft_run):
+    from models.checkpoint import save_checkpoint
+    from models.heads import ScalarModel
+    from pipelines.rm_refresh import RefreshedRM
+    from pipelines.run_config import MissingStage
+
+    cfg = load_config("tiny", ["rl.rm_refresh.every=2"])
+    with pytest.raises(MissingStage, match=r"rl\.rm_refresh needs the reward stage"):
+        RefreshedRM(cfg, sft_run, SPACE)
+    policy, space, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
+    save_checkpoint(sft_run / "reward" / "checkpoint.pt", model=ScalarModel(policy), space=space)
+    with pytest.raises(MissingStage, match="replays the reward stage's preference pairs") as caught:
+        RefreshedRM(cfg, sft_run, space)
+    assert "tokenmdp preferences" in str(caught.value) and "rl.rm_refresh.every=0" in str(caught.value)
