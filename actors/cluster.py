@@ -63,10 +63,12 @@ class Demand:
     gpus: float
 
 
-def rl_demands(actors: ActorsConfig, uses_rm: bool, uses_critic: bool) -> list[Demand]:
+def rl_demands(actors: ActorsConfig, uses_rm: bool, uses_critic: bool, refreshes_rm: bool = False) -> list[Demand]:
     """What RLHF's actors ask Ray for: the samplers, the scorer (with the RM), the reference, the critic (PPO with
-    GAE), the buffer and the learner actors (none for the local learner, which runs in the controller)."""
+    GAE), the buffer, the RM's trainer (iterated RLHF) and the learner actors (none for the local learner, which
+    runs in the controller)."""
     kinds = ["sampler", *(["reward"] if uses_rm else []), "reference", *(["critic"] if uses_critic else []), "buffer"]
+    kinds += ["reward_trainer"] if refreshes_rm else []
     demands = []
     for name in kinds:
         each: Resources = getattr(actors, name)

@@ -211,6 +211,8 @@ class ActorsConfig(Strict):
     reference: Resources = Resources(num_cpus=0.25)
     critic: Resources = Resources(num_cpus=0.25)
     buffer: Resources = Resources(num_cpus=0.0)
+    reward_trainer: Resources = Resources(num_cpus=0.25)
+    """Iterated RLHF's RM training (`rl.rm_refresh`); started only when the RM is refreshed."""
     learner: LearnerResources = LearnerResources()
     """The defaults fit a 2-CPU laptop beside the controller, which hosts the local learner."""
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
@@ -218,7 +220,7 @@ class ActorsConfig(Strict):
 
     @model_validator(mode="after")
     def _single_state_actors(self) -> ActorsConfig:
-        for name in ("critic", "buffer"):
+        for name in ("critic", "buffer", "reward_trainer"):
             if getattr(self, name).replicas != 1:
                 raise ValueError(f"actors.{name}.replicas must be 1 (it holds one state)")
         return self
@@ -241,6 +243,18 @@ class RMRefreshConfig(Strict):
     so the RM keeps what it learnt of the SFT policy's answers."""
     pool_size: int = Field(20_000, ge=1)
     """The newest this many labelled pairs are kept to draw from."""
+    lag: int = Field(0, ge=0)
+    """Iterations a refresh trains beside RL (on `actors.reward_trainer`) before its RM scores: 0 waits for it;
+    k lets the next k iterations sample and learn meanwhile, scored by the RM before it. A refresh lands at the
+    next checkpoint if that comes first, so where it lands is the config's, not the clock's."""
+
+    @model_validator(mode="after")
+    def _lands_before_the_next(self) -> RMRefreshConfig:
+        if self.every and self.lag >= self.every:
+            raise ValueError(
+                f"lag={self.lag} lands a refresh after the next one starts (every={self.every}): lag must be < every"
+            )
+        return self
 
 
 class RLConfig(Strict):

@@ -48,6 +48,7 @@ class Actors:
     buffer: Any
     learner: Any  # ray.rllib LearnerGroup
     sync: Any  # actors.weight_sync.WeightSync
+    reward_trainer: Any | None = None  # iterated RLHF's (`pipelines/rm_refresh.py`)
 
     def stop(self) -> None:
         """Release every actor and its resources now, not when the handles are collected: a next
@@ -56,7 +57,7 @@ class Actors:
 
         self.sync.close()
         self.learner.shutdown()
-        for actor in [*self.samplers, *self.scorers, *self.references, self.critic, self.buffer]:
+        for actor in [*self.samplers, *self.scorers, *self.references, self.critic, self.buffer, self.reward_trainer]:
             if actor is not None:
                 ray.kill(actor)
 
@@ -73,14 +74,17 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     from actors.reward_scorer import RewardScorer
     from actors.sampler import Sampler
     from actors.weight_sync import WeightSync
+    from pipelines.rm_refresh import RewardTrainer, trainer_inputs
 
     rl, res, order = cfg.rl, cfg.rl.actors, cfg.world.digit_order
-    require_room(rl_demands(res, rl.reward_source == "rm", rl.advantage == "gae"), "RLHF's actors", "rl.actors.*")
+    refreshes = bool(rl.rm_refresh.every)
+    demands = rl_demands(res, rl.reward_source == "rm", rl.advantage == "gae", refreshes)
+    require_room(demands, "RLHF's actors", "rl.actors.*")
     rm_path = run_dir / "reward" / "checkpoint.pt"
     # Checkpoints travel as bytes through the object store: actors on other nodes need no shared disk.
     sft = ray.put((run_dir / "sft" / "checkpoint.pt").read_bytes())
     rm = ray.put(rm_path.read_bytes()) if rm_path.is_file() else None
-    kinds = ("sampler", "reward", "reference", "critic", "buffer")
+    kinds = ("sampler", "reward", "reference", "critic", "buffer", "reward_trainer")
     opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
     samplers = [
         Sampler.options(**opts["sampler"]).remote(sft, order, rl.threads, step_seed("sampler", cfg.seed, rank))
@@ -103,13 +107,22 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
             trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
         )
     buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
+    trainer = None
+    if refreshes:  # the RM's bytes and the reward stage's pairs through the object store, as the checkpoints travel
+        rm_bytes, prefs = trainer_inputs(run_dir)
+        trainer = (
+            ray.remote(RewardTrainer)
+            .options(**opts["reward_trainer"])
+            .remote(cfg, rm_bytes, ray.put(prefs), rl.threads)
+        )
     # A constructor's error (a checkpoint of another action space, say) surfaces here, with
     # its message, instead of as a sampler that never joins the weight-sync group.
-    ray.get([a.__ray_ready__.remote() for a in (*samplers, *scorers, *references, critic, buffer) if a is not None])
+    started = (*samplers, *scorers, *references, critic, buffer, trainer)
+    ray.get([a.__ray_ready__.remote() for a in started if a is not None])
     learner = build_learner_group(rl, policy.cfg, space.size, variant.learner_class)
     learner.set_weights(policy_weights(policy))
     sync = WeightSync(samplers, rl.sync)
-    return Actors(samplers, scorers, references, critic, buffer, learner, sync)
+    return Actors(samplers, scorers, references, critic, buffer, learner, sync, trainer)
 
 
 def restore_actors(actors: Actors, state: dict) -> None:

@@ -30,6 +30,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ from pipelines.rl_metrics import (
 )
 from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
-from pipelines.rm_refresh import RefreshedRM
+from pipelines.rm_refresh import IteratedRM
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
 from pipelines.tracking import flatten, log_metrics_batch, log_rows, stage_run
@@ -275,15 +276,13 @@ def main(
                 restore_actors(actors, start.state)
             actors.sync.push(start.policy.state_dict(), start.version)
             kl_coef = start.state.get("kl_coef", rl.kl_coef) if start.resumed else rl.kl_coef  # the controller's
-            refreshed = None  # iterated RLHF: the RM as the last checkpoint left it (`pipelines/rm_refresh.py`)
+            iterated = None  # iterated RLHF: the RM as the last checkpoint left it (`pipelines/rm_refresh.py`)
             if rl.rm_refresh.every:
                 saved = [start.state.get(key) if start.resumed else None for key in ("reward_model", "rm_refresh")]
-                refreshed = RefreshedRM(cfg, run_dir, space, *saved)
-                if refreshed.version:
-                    load_scorers(actors, refreshed.weights())
+                iterated = IteratedRM(cfg, space, actors.reward_trainer, partial(load_scorers, actors), *saved)
             return _train(
                 cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
-                stop_at, tracking_uri, variant, refreshed,
+                stop_at, tracking_uri, variant, iterated,
             )  # fmt: skip
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
@@ -330,13 +329,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def _snapshot(run_dir: Path, policy: GPT, space: ActionSpace, iteration: int, version: int, cfg: Config,
-              corpus: CorpusStats, metrics: dict[str, float], refreshed: RefreshedRM | None) -> None:  # fmt: skip
+              corpus: CorpusStats, metrics: dict[str, float], iterated: IteratedRM | None) -> None:  # fmt: skip
     """Keep this iteration's policy (`rl.snapshot_every`): on disk and among the run's MLflow artifacts; with a
     refreshed RM, the RM it trained against then (what `trace` scores a snapshot's answers with)."""
     import mlflow
 
     snapshot = snapshot_path(run_dir, iteration)
-    rm = {"reward_model": refreshed.weights()} if refreshed else {}
+    rm = {"reward_model": iterated.weights()} if iterated else {}
     save_checkpoint(
         snapshot, model=policy, space=space, iteration=iteration, policy_version=version,
         config=cfg.model_dump(), corpus_stats=corpus.to_dict(), last_metrics=metrics, **rm,
@@ -346,7 +345,7 @@ def _snapshot(run_dir: Path, policy: GPT, space: ActionSpace, iteration: int, ve
 
 def _checkpoint(
     stage_dir: Path, actors: Actors, policy: GPT, space: ActionSpace, iteration: int, version: int, kl_coef: float,
-    cfg: Config, metrics: dict[str, float], run_id: str, corpus: CorpusStats, refreshed: RefreshedRM | None,
+    cfg: Config, metrics: dict[str, float], run_id: str, corpus: CorpusStats, iterated: IteratedRM | None,
 ) -> None:  # fmt: skip
     """Everything a resume needs: the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG
     (and a refreshed RM with its optimizer and labelled pairs)."""
@@ -360,13 +359,13 @@ def _checkpoint(
         sampler_rng=ray.get([s.rng_state.remote() for s in actors.samplers]), kl_coef=kl_coef,
         config=cfg.model_dump(), last_metrics=metrics, run_id=run_id,
         corpus_stats=corpus.to_dict(),  # the audit's, so the policy is judged without its run dir
-        **({"reward_model": refreshed.weights(), "rm_refresh": refreshed.state()} if refreshed else {}),
+        **({"reward_model": iterated.weights(), "rm_refresh": iterated.state()} if iterated else {}),
     )  # fmt: skip
 
 
 def _train(
     cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant,
-    refreshed: RefreshedRM | None,
+    iterated: IteratedRM | None,
 ):  # fmt: skip
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
@@ -401,25 +400,21 @@ def _train(
                 table += step.samples
                 misses += step.misordered
                 iteration += 1
-                if refreshed is not None:  # iterated RLHF: the labeler judges these answers; the RM learns them
-                    metrics |= refreshed.label(step.rollouts, step.asked, iteration)
-                    if refreshed.due(iteration):  # judged on held-out pairs when the policy is (`rl.eval_every`)
-                        metrics |= refreshed.refresh(
-                            iteration, iteration % rl.eval_every == 0 or iteration == rl.iterations
-                        )
-                        metrics["time/rm_refresh"] += load_scorers(actors, refreshed.weights())
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
                 turn = watch.observe(iteration, gold, proxy)
                 stopping = turn is not None and rl.watch_stop  # the policy learns the RM's errors: end here
+                judging = iteration % rl.eval_every == 0 or iteration == rl.iterations or stopping
+                if iterated is not None:  # iterated RLHF: the labeler judges these answers; the RM learns them
+                    metrics |= iterated.observe(step.rollouts, step.asked, iteration, judge=judging)
                 judged = None  # the policy of this iteration, if it was judged
-                if iteration % rl.eval_every == 0 or iteration == rl.iterations or stopping:
+                if judging:  # (meanwhile a refresh with a lag trains on its own actor)
                     judged = judge(policy, space, cfg, practised)
                     metrics |= judged.metrics
                 pending.append((iteration, metrics))
                 final = metrics
                 if rl.snapshot_every and iteration % rl.snapshot_every == 0:  # this iteration's policy, kept
-                    _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics, refreshed)
+                    _snapshot(run_dir, policy, space, iteration, version, cfg, corpus, metrics, iterated)
                 if turn:  # after the snapshot (it may be the one to take); a kill before the checkpoint below
                     # resumes at an earlier one, where the watch has not warned yet (`resumed_watch`)
                     warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
@@ -432,7 +427,7 @@ def _train(
                     if actors.scorers:  # with the RM as the reward; empty if it ranked every pair as the grader
                         log_rows(misses, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
-                                run.info.run_id, corpus, refreshed)  # fmt: skip
+                                run.info.run_id, corpus, iterated)  # fmt: skip
                     table, misses = [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break

@@ -67,28 +67,44 @@ def test_at_least_one_group_is_labelled():
     assert labelled_groups(64, 0.25) == 16 and labelled_groups(3, 0.01) == 1 and labelled_groups(3, 0.5) == 2
 
 
-def test_refreshing_a_reward_the_grader_gives_is_a_config_error():
+def test_refreshing_a_reward_the_grader_gives_or_landing_after_the_next_refresh_is_a_config_error():
     with pytest.raises(ConfigError, match=r"rm_refresh\.every=2 refreshes the reward model"):
         load_config("tiny", ["rl.rm_refresh.every=2", "rl.reward_source=gold"])
+    with pytest.raises(ConfigError, match="lag must be < every"):
+        load_config("tiny", ["rl.rm_refresh.every=2", "rl.rm_refresh.lag=2"])
+
+
+# lag 0: each refresh lands as it ends (at 2 and 4); a run stopped at 3, between refreshes, resumes.
+# lag 1: the refresh of 2 trains while iteration 3 samples and lands at 3; the run stops at the checkpoint of 2
+# with it in flight, which the checkpoint keeps (waited for, not landed); the refresh of 4 lands at 5.
+LAGS = {
+    0: (["rl.checkpoint_every=1"], 3, {2: 1.0, 4: 2.0}),
+    1: (["rl.rm_refresh.lag=1", "rl.iterations=5", "rl.checkpoint_every=2"], 2, {3: 1.0, 5: 2.0}),
+}
 
 
 @pytest.mark.slow
-def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sft_run, tmp_path, ray_local):
+@pytest.mark.parametrize("lag", sorted(LAGS))
+def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sft_run, tmp_path, ray_local, lag):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     refresh = ["rl.rm_refresh.every=2", "rl.rm_refresh.steps=5", "rl.rm_refresh.label_share=0.5"]
     short_rm = ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"]
-    cfg = load_config("tiny", [*short_rm, *refresh, "rl.checkpoint_every=1"])
+    settings, stop_at, landed = LAGS[lag]
+    cfg = load_config("tiny", [*short_rm, *refresh, *settings])
     reward.main(cfg, sft_run, tracking_uri=uri)
     straight_dir = tmp_path / "straight"
     for stage in ("pretrain", "sft", "preferences", "reward"):
         shutil.copytree(sft_run / stage, straight_dir / stage)
-    rlhf.main(cfg, sft_run, tracking_uri=uri, stop_at=3)  # stopped between refreshes, then resumed
+    rlhf.main(cfg, sft_run, tracking_uri=uri, stop_at=stop_at)
+    if lag:
+        _, _, stopped = load_checkpoint(sft_run / "rlhf" / "checkpoint.pt")
+        assert stopped["reward_model"] is None and stopped["rm_refresh"]["pending"]["lands"] == 3
     final = rlhf.main(cfg, sft_run, tracking_uri=uri)
     rlhf.main(cfg, straight_dir, tracking_uri=uri)
     _, _, state = load_checkpoint(sft_run / "rlhf" / "checkpoint.pt")
     _, _, straight = load_checkpoint(straight_dir / "rlhf" / "checkpoint.pt")
     refreshed, labelled = state["reward_model"], state["rm_refresh"]
-    assert refreshed["version"] == 2 and labelled["pool"]
+    assert refreshed["version"] == 2 and labelled["pool"] and labelled["pending"] is None
     assert all(torch.equal(refreshed["model"][k], straight["reward_model"]["model"][k]) for k in refreshed["model"])
     assert labelled["pool"] == straight["rm_refresh"]["pool"]  # the stopped run labelled as the straight one
     trained, _, _ = load_checkpoint(sft_run / "reward" / "checkpoint.pt")
@@ -98,7 +114,9 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
     assert labelled["labels"] == per_iteration * cfg.rl.iterations
     client = mlflow.MlflowClient(tracking_uri=uri)
     versions = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rm/version")}
-    assert versions == {2: 1.0, 4: 2.0}
+    assert versions == landed
+    waited = client.get_metric_history(final["run_id"], "time/rm_refresh")
+    assert sorted(m.step for m in waited) == sorted(landed)
     labels = [
         m.value for m in sorted(client.get_metric_history(final["run_id"], "rm_refresh/labels"), key=lambda m: m.step)
     ]
@@ -107,6 +125,8 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
     assert "rm/gold_accuracy" in metrics  # the refreshed RM judged on held-out pairs
     over = rlhf_over_iterations(final["run_id"], uri, cfg.rl.watch_window)  # as `tokenmdp run` sums the run up
     assert (over["rm_refreshes"], over["rm_refresh_labels"]) == (2, per_iteration * cfg.rl.iterations)
+    if lag:
+        return  # the rest reads the final RM alike
     # the weights reach every scorer replica: they then score as the refreshed RM does, not as the trained one
     two = load_config("tiny", [*short_rm, *refresh, "rl.actors.reward.replicas=2", "rl.actors.reward.num_cpus=0.25"])
     policy, space, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
@@ -140,14 +160,13 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
 def test_a_refresh_without_the_reward_stages_pairs_says_what_to_run(sft_run):
     from models.checkpoint import save_checkpoint
     from models.heads import ScalarModel
-    from pipelines.rm_refresh import RefreshedRM
+    from pipelines.rm_refresh import trainer_inputs
     from pipelines.run_config import MissingStage
 
-    cfg = load_config("tiny", ["rl.rm_refresh.every=2"])
     with pytest.raises(MissingStage, match=r"rl\.rm_refresh needs the reward stage"):
-        RefreshedRM(cfg, sft_run, SPACE)
+        trainer_inputs(sft_run)
     policy, space, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt")
     save_checkpoint(sft_run / "reward" / "checkpoint.pt", model=ScalarModel(policy), space=space)
     with pytest.raises(MissingStage, match="replays the reward stage's preference pairs") as caught:
-        RefreshedRM(cfg, sft_run, space)
+        trainer_inputs(sft_run)
     assert "tokenmdp preferences" in str(caught.value) and "rl.rm_refresh.every=0" in str(caught.value)
