@@ -406,6 +406,7 @@ def _train(
                 stopping = turn is not None and rl.watch_stop  # the policy learns the RM's errors: end here
                 judging = iteration % rl.eval_every == 0 or iteration == rl.iterations or stopping
                 if iterated is not None:  # iterated RLHF: the labeler judges these answers; the RM learns them
+                    metrics["reward/rm_version"] = float(iterated.version)  # the refreshes behind this one's scores
                     metrics |= iterated.observe(step.rollouts, step.asked, iteration, judge=judging)
                 judged = None  # the policy of this iteration, if it was judged
                 if judging:  # (meanwhile a refresh with a lag trains on its own actor)

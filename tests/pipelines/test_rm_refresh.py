@@ -115,6 +115,8 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
     client = mlflow.MlflowClient(tracking_uri=uri)
     versions = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rm/version")}
     assert versions == landed
+    scored_by = {m.step: m.value for m in client.get_metric_history(final["run_id"], "reward/rm_version")}
+    assert scored_by == {i: float(sum(i > at for at in landed)) for i in range(1, cfg.rl.iterations + 1)}
     waited = client.get_metric_history(final["run_id"], "time/rm_refresh")
     assert sorted(m.step for m in waited) == sorted(landed)
     labels = [
