@@ -309,6 +309,7 @@ def rollouts(
         else:
             rows = view.table_rows(run)
             shown, picked = view.iteration_rows(rows, iteration)
+            refreshes = view.scoring_rm(run, shown)
     if as_json:
         out = {"reward_source": run.reward_source, "rm_agreement": asdict(agreed) if agreed else None}
         if misordered:
@@ -316,7 +317,8 @@ def rollouts(
                     "every_group": every_group, "by_template": dict(view.by_template(found))}  # fmt: skip
         else:
             iterations = sorted({r["iteration"] for r in rows})
-            out |= {"rows": len(rows), "iterations": iterations, "iteration": shown, "rollouts": picked}
+            out |= {"rows": len(rows), "iterations": iterations, "iteration": shown, "rollouts": picked,
+                    "rm_version": refreshes}  # fmt: skip
         typer.echo(json.dumps(out))
         return
     from cli.report import print_misordered, print_rollouts
@@ -324,7 +326,7 @@ def rollouts(
     if misordered:
         print_misordered(run_dir, found, every_group, limit, agreed, view.by_template(found))
     else:
-        print_rollouts(run_dir, rows, shown, picked, agreed)
+        print_rollouts(run_dir, rows, shown, picked, agreed, refreshes)
 
 
 @app.command()

@@ -204,9 +204,10 @@ def _agreement_line(agreed: Agreement) -> str:
 
 
 def print_rollouts(
-    run_dir: Path, rows: list[dict], iteration: int, picked: list[dict], agreed: Agreement | None
-) -> None:
-    """`tokenmdp rollouts`: one iteration's kept groups as RL scored them."""
+    run_dir: Path, rows: list[dict], iteration: int, picked: list[dict], agreed: Agreement | None,
+    refreshes: int | None = None,
+) -> None:  # fmt: skip
+    """`tokenmdp rollouts`: one iteration's kept groups as RL scored them (`refreshes`: behind the RM that did)."""
     from pipelines.rl_metrics import row_groups
 
     iterations = sorted({r["iteration"] for r in rows})
@@ -223,6 +224,8 @@ def print_rollouts(
             for r in group
         ]  # fmt: skip
         title = f"iteration {iteration}, policy version {head['policy_version']}: {head['prompt']} (exam: {exam})"
+        if refreshes is not None:  # iterated RLHF: the rewards are this RM's
+            title += f"; rewards by the RM refreshed {refreshes} times"
         print_rows(title, shown, list(shown[0]))
     if agreed is not None:
         console.print(_agreement_line(agreed))

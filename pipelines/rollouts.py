@@ -108,6 +108,13 @@ def iteration_rows(rows: list[dict], iteration: int | None) -> tuple[int, list[d
     return chosen, [row for row in rows if row["iteration"] == chosen]
 
 
+def scoring_rm(run: LoggedRLHF, iteration: int) -> int | None:
+    """How many refreshes were behind the RM that scored `iteration` (`reward/rm_version`, iterated RLHF); None
+    for a run whose RM stayed as the reward stage trained it."""
+    versions = {m.step: m.value for m in run.client.get_metric_history(run.run_id, "reward/rm_version")}
+    return int(versions[iteration]) if iteration in versions else None
+
+
 def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:
     """(the pairs the RM ranked against the grader, newest first; whether they cover every group): from
     `rm_misordered/`, else (a run from before it) from the rollouts table's first groups only."""

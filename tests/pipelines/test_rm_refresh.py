@@ -6,7 +6,9 @@ import shutil
 import mlflow
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from cli.main import app
 from conf.load import ConfigError, load_config
 from models.checkpoint import load_checkpoint, save_policy
 from models.rollout import Rollouts
@@ -85,7 +87,9 @@ LAGS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lag", sorted(LAGS))
-def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sft_run, tmp_path, ray_local, lag):
+def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(
+    sft_run, tmp_path, ray_local, monkeypatch, lag
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     refresh = ["rl.rm_refresh.every=2", "rl.rm_refresh.steps=5", "rl.rm_refresh.label_share=0.5"]
     short_rm = ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"]
@@ -150,6 +154,12 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(sf
     assert not torch.allclose(before[0], after[0])
     # `trace` scores the final policy's answers with the RM it last trained against, as does a registered copy
     (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))  # as `tokenmdp rlhf` writes it
+    # `tokenmdp rollouts` says which refresh of the RM gave the rewards of the iteration shown
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    shown = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "3", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["rm_version"] == 1, shown.output
+    shown = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "2"])
+    assert "rewards by the RM refreshed 0 times" in " ".join(shown.stdout.split()), shown.output
     traced = trace(sft_run, list(DOUBLING.prefix), answer=[32], group=0)
     assert traced.rm_version == 2
     assert traced.episode.reward == pytest.approx(local.score_texts([list(DOUBLING.prefix)], [right])[0], abs=1e-5)
