@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,8 +203,8 @@ class Pending:
 class IteratedRM:
     """The controller's side of iterated RLHF: labels each iteration, starts refreshes, lands them on the scorers."""
 
-    def __init__(self, cfg: Config, space: ActionSpace, trainer: Any, land: Any, weights: dict | None = None,
-                 saved: dict | None = None) -> None:  # fmt: skip
+    def __init__(self, cfg: Config, space: ActionSpace, trainer: Any, land: Callable[[dict], float],
+                 weights: dict | None = None, saved: dict | None = None) -> None:  # fmt: skip
         """`trainer` is the RewardTrainer actor, `land(weights) -> seconds` puts an RM on every scorer; `weights` and
         `saved` are a checkpoint's `reward_model` and `rm_refresh` (the trainer and the scorers restored here)."""
         import ray
