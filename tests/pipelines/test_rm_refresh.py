@@ -14,7 +14,7 @@ from models.checkpoint import load_checkpoint, save_policy
 from models.rollout import Rollouts
 from pipelines import reward, rlhf
 from pipelines.rl_actors import load_scorers, start_actors
-from pipelines.rm_refresh import label_rollouts, labelled_groups
+from pipelines.rm_refresh import IteratedRM, label_rollouts, labelled_groups
 from pipelines.trace import trace
 from pipelines.workflow import rlhf_over_iterations
 from world.actions import ActionSpace
@@ -88,7 +88,7 @@ LAGS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("lag", sorted(LAGS))
 def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(
-    sft_run, tmp_path, ray_local, monkeypatch, lag
+    sft_run, tmp_path, ray_local, monkeypatch, capsys, lag
 ):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     refresh = ["rl.rm_refresh.every=2", "rl.rm_refresh.steps=5", "rl.rm_refresh.label_share=0.5"]
@@ -103,7 +103,22 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(
     if lag:
         _, _, stopped = load_checkpoint(sft_run / "rlhf" / "checkpoint.pt")
         assert stopped["reward_model"] is None and stopped["rm_refresh"]["pending"]["lands"] == 3
+        # and the resumed run loses its trainer in the refresh of 4: every actor starts again from the checkpoint
+        # of 2, the refresh it kept lands at 3 again, and the run still ends as the straight one
+        observe, kills = IteratedRM.observe, []
+
+        def killing_the_trainer_in_the_refresh_of_4(self, rollouts, asked, iteration, judge):
+            seen = observe(self, rollouts, asked, iteration, judge)
+            if iteration == 4 and not kills:
+                kills.append(self.trainer)
+                ray_local.kill(self.trainer)
+            return seen
+
+        monkeypatch.setattr(IteratedRM, "observe", killing_the_trainer_in_the_refresh_of_4)
     final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    if lag:
+        assert kills and "every actor starts again from iteration 2 (restart 1 of 2)" in capsys.readouterr().err
+        monkeypatch.setattr(IteratedRM, "observe", observe)
     rlhf.main(cfg, straight_dir, tracking_uri=uri)
     _, _, state = load_checkpoint(sft_run / "rlhf" / "checkpoint.pt")
     _, _, straight = load_checkpoint(straight_dir / "rlhf" / "checkpoint.pt")
@@ -121,12 +136,11 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(
     assert versions == landed
     scored_by = {m.step: m.value for m in client.get_metric_history(final["run_id"], "reward/rm_version")}
     assert scored_by == {i: float(sum(i > at for at in landed)) for i in range(1, cfg.rl.iterations + 1)}
+    # (iterations redone after the restart were logged before the checkpoint that failed: read by step)
     waited = client.get_metric_history(final["run_id"], "time/rm_refresh")
-    assert sorted(m.step for m in waited) == sorted(landed)
-    labels = [
-        m.value for m in sorted(client.get_metric_history(final["run_id"], "rm_refresh/labels"), key=lambda m: m.step)
-    ]
-    assert labels == [per_iteration * i for i in range(1, cfg.rl.iterations + 1)]
+    assert {m.step for m in waited} == set(landed)
+    labels = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rm_refresh/labels")}
+    assert labels == {i: per_iteration * i for i in range(1, cfg.rl.iterations + 1)}
     metrics = client.get_run(final["run_id"]).data.metrics
     assert "rm/gold_accuracy" in metrics  # the refreshed RM judged on held-out pairs
     over = rlhf_over_iterations(final["run_id"], uri, cfg.rl.watch_window)  # as `tokenmdp run` sums the run up
