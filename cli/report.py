@@ -143,7 +143,7 @@ def print_trace(trace: Trace) -> None:
     whose = f"{trace.stage} policy" if trace.iteration is None else f"the rlhf policy of iteration {trace.iteration}"
     if not Path(trace.policy).is_dir():  # a checkpoint file or a registered model, read against its run
         whose = f"{trace.policy}, {whose},"
-    refreshed = f" (refreshed {trace.rm_version} times during RL)" if trace.rm_version else ""
+    refreshed = f" (refreshed {_times(trace.rm_version)} during RL)" if trace.rm_version else ""
     console.print(
         f"prompt {' '.join(map(str, trace.prompt))}: exam answer {answer} ({trace.rule or 'no rule'}); "
         f"{whose} against the SFT reference; reward from {trace.reward_source}{refreshed}, "
@@ -225,7 +225,7 @@ def print_rollouts(
         ]  # fmt: skip
         title = f"iteration {iteration}, policy version {head['policy_version']}: {head['prompt']} (exam: {exam})"
         if refreshes is not None:  # iterated RLHF: the rewards are this RM's
-            title += f"; rewards by the RM refreshed {refreshes} times"
+            title += f"; rewards by the RM refreshed {_times(refreshes)}"
         print_rows(title, shown, list(shown[0]))
     if agreed is not None:
         console.print(_agreement_line(agreed))
@@ -251,6 +251,10 @@ def print_misordered(
     title = f"answers the RM ranked against the grader, {where}: the newest {len(shown)} of {len(found)}"
     print_rows(title, shown, list(shown[0]))
     console.print("response pairs by the rule of their prompt: " + ", ".join(f"{t} {n}" for t, n in templates))
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def _terms(answer: list[int] | None) -> str:

@@ -33,7 +33,7 @@ from pipelines.rl_metrics import (
     rm_agreement_history,
 )
 from pipelines.run_config import RunDirError, load_run_config
-from pipelines.tracking import default_tracking_uri, logged_run_id, require_tracking_server
+from pipelines.tracking import default_tracking_uri, logged_run_id, quiet_downloads, require_tracking_server
 
 
 class RolloutsError(RunDirError):
@@ -82,7 +82,7 @@ def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
     if listed[name].is_dir:
         files = sorted(f.path for f in client.list_artifacts(run.run_id, name) if f.path.endswith(".json"))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
         for file in files:
             table = json.loads(Path(client.download_artifacts(run.run_id, file, tmp)).read_text())
             rows += [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]

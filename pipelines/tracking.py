@@ -176,6 +176,21 @@ def _say(stage_dir: Path, why: str) -> None:
     print(f"{stage_dir}: {why}: logging into a new MLflow run tagged with it", file=sys.stderr, flush=True)
 
 
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow draws a progress bar on stderr for every artifact it downloads: a reading command's output is its
+    table, not a bar per file of a folder of tables."""
+    key, before = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
     """Many steps' metrics in one call: per-point calls cost seconds per thousand points."""
     import time

@@ -122,8 +122,8 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
         "rare_action_rate_max": over("rl/rare_action_rate", max),
         "gold_peak_iteration": steps[turn.peak] if turn else None,
         # iterated RLHF (`rl.rm_refresh`): how often the RM learnt the policy's answers, and the labels it took
-        "rm_refreshes": over("rm/version", max),
-        "rm_refresh_labels": over("rm_refresh/labels", max),
+        "rm_refreshes": over("rm/version", lambda v: int(max(v))),
+        "rm_refresh_labels": over("rm_refresh/labels", lambda v: int(max(v))),
     } | rm_agreement_over(client, run_id)
 
 

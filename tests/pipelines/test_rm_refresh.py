@@ -172,6 +172,7 @@ def test_a_refreshed_rm_reaches_the_scorers_and_a_resumed_run_goes_on_with_it(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     shown = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "3", "--json"])
     assert shown.exit_code == 0 and json.loads(shown.stdout)["rm_version"] == 1, shown.output
+    assert "Downloading artifacts" not in shown.output  # no MLflow progress bar a table file
     shown = CliRunner().invoke(app, ["rollouts", str(sft_run), "--iteration", "2"])
     assert "rewards by the RM refreshed 0 times" in " ".join(shown.stdout.split()), shown.output
     traced = trace(sft_run, list(DOUBLING.prefix), answer=[32], group=0)
