@@ -245,8 +245,8 @@ class RMRefreshConfig(Strict):
     """The newest this many labelled pairs are kept to draw from."""
     lag: int = Field(0, ge=0)
     """Iterations a refresh trains beside RL (on `actors.reward_trainer`) before its RM scores: 0 waits for it;
-    k lets the next k iterations sample and learn meanwhile, scored by the RM before it. A refresh lands at the
-    next checkpoint if that comes first, so where it lands is the config's, not the clock's."""
+    k lets the next k iterations sample and learn meanwhile, scored by the RM before it. A checkpoint with a refresh
+    still training waits for it and keeps it until it lands, so where it lands is the config's, not the clock's."""
 
     @model_validator(mode="after")
     def _lands_before_the_next(self) -> RMRefreshConfig:

@@ -12,8 +12,9 @@ as the reward stage's do.
 Three parts: the controller keeps the labelled pairs (`LabelPool`); a Ray actor with resources of its own
 (`rl.actors.reward_trainer`) trains the RM (`RewardTrainer`); `IteratedRM` starts a refresh on it and lands
 its weights on the scorers `rm_refresh.lag` iterations later (0: at once, the loop waiting for it; more:
-RL samples and learns meanwhile, scored by the RM before it), or at the next checkpoint if that comes first,
-so where a refresh lands depends on the config alone and a resumed run goes on as one never stopped.
+RL samples and learns meanwhile, scored by the RM before it). A checkpoint with a refresh still training
+waits for it and keeps it, unlanded, so where a refresh lands depends on the config alone and a resumed run
+goes on as one never stopped.
 
 The refreshed RM travels with the policy it trained (`reward_model` in RLHF's checkpoint, snapshots and
 registered policies: what `trace` scores with); its optimizer, the pool and the counts in the checkpoint
