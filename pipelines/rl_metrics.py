@@ -163,9 +163,8 @@ def misordered(rows: list[dict]) -> list[Misordered]:
     `reward/rm_agreement` counts against the RM, shown: which wrong answer it put above which right one."""
     found = []
     for group in row_groups(rows):
-        by_answers: dict[
-            tuple[str, str], list[tuple[dict, dict]]
-        ] = {}  # (worse, better) responses -> their rows' pairs
+        # (worse, better) responses -> the pairs of rows that gave them
+        by_answers: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
         for better in group:
             for worse in group:
                 if better["gold"] > worse["gold"] and better["reward"] < worse["reward"]:

@@ -194,10 +194,9 @@ class RewardTrainer:
 
 @dataclass
 class Pending:
-    """A refresh started after `iteration` on the trainer, landing on the scorers at `lands`."""
+    """A refresh on the trainer, landing on the scorers at iteration `lands`."""
 
     reply: Any  # ray.ObjectRef of (weights, metrics)
-    iteration: int
     lands: int
 
 
@@ -220,7 +219,7 @@ class IteratedRM:
             ray.get(trainer.set_state.remote(trained, saved["optimizer"]))
         if waiting:
             reply = ray.put((waiting["weights"], waiting["metrics"]))
-            self.pending = Pending(reply, waiting["iteration"], waiting["lands"])
+            self.pending = Pending(reply, waiting["lands"])
         if weights:
             land(weights)
 
@@ -236,7 +235,7 @@ class IteratedRM:
         refresh = self.cfg.rl.rm_refresh
         if iteration % refresh.every == 0 and self.pool.pairs:
             reply = self.trainer.refresh.remote(list(self.pool.pairs), iteration, judge)
-            self.pending = Pending(reply, iteration, iteration + refresh.lag)
+            self.pending = Pending(reply, iteration + refresh.lag)
             metrics |= self.land_pending(iteration)  # lag 0: now
         return metrics
 
@@ -265,7 +264,6 @@ class IteratedRM:
         waiting = None
         if self.pending is not None:
             weights, metrics = ray.get(self.pending.reply)
-            waiting = {"weights": weights, "metrics": metrics, "iteration": self.pending.iteration,
-                       "lands": self.pending.lands}  # fmt: skip
+            waiting = {"weights": weights, "metrics": metrics, "lands": self.pending.lands}
         optimizer = ray.get(self.trainer.optimizer_state.remote())
         return self.pool.state() | {"optimizer": optimizer, "pending": waiting}
