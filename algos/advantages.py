@@ -72,6 +72,15 @@ def zero_advantage_groups(
     return group_signal[group] == 0
 
 
+def rows_of_first_signal_groups(rewards: torch.Tensor, group: torch.Tensor, n: int) -> torch.Tensor:
+    """(K,) indices, ascending, of the rows of the first `n` groups (by group id) whose rewards are not all equal.
+
+    DAPO's dynamic sampling trains on these: under a group baseline a group of equal rewards has no advantage."""
+    _, std = group_mean_std(rewards, group)
+    signal = sorted({int(g) for g in group[std > EPS]})[:n]
+    return torch.nonzero(torch.isin(group, torch.tensor(signal, dtype=group.dtype))).squeeze(1)
+
+
 def per_token(sequence_values: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
     """Broadcast a (B,) value to every action of its row: (B, T)."""
     return sequence_values[:, None] * action_mask.to(sequence_values.dtype)

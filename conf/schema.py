@@ -330,6 +330,11 @@ class RLConfig(Strict):
     """Leave out of the learner's batch the groups none of whose actions has an advantage (with RLOO or group
     baselines: G responses with equal rewards), as DAPO does: the loss is then normalised over the groups
     that carry signal, and the dropped ones add no KL term either. Counted in `rl/zero_advantage_groups`."""
+    dynamic_sampling_rounds: int = Field(0, ge=0)
+    """DAPO's dynamic sampling: while fewer than `prompts_per_iteration` of the iteration's groups carry signal
+    (answers with different rewards), sample up to this many more rounds of `prompts_per_iteration` prompts, and
+    train on the first `prompts_per_iteration` groups with signal (fewer if the rounds run out); rewards and
+    lengths are reported over everything sampled, `rl/sample_rounds` and `rl/signal_groups` per iteration. 0: off."""
     sync: Literal["collective", "object_store"] = "collective"
     """How new weights reach the samplers: a gloo/NCCL broadcast or through Ray's object store."""
     sync_every: int = Field(1, ge=1)
@@ -368,6 +373,12 @@ class RLConfig(Strict):
             raise ValueError(
                 f"rm_refresh.every={self.rm_refresh.every} refreshes the reward model, but reward_source="
                 f"{self.reward_source!r} rewards with the grader: set rm_refresh.every=0 or reward_source=rm"
+            )
+        if self.dynamic_sampling_rounds and self.advantage not in ("rloo", "group"):
+            raise ValueError(
+                f"dynamic_sampling_rounds={self.dynamic_sampling_rounds} samples more prompts while groups of equal "
+                f"rewards carry no advantage, which only a group baseline gives: advantage={self.advantage!r} is "
+                "not one; set advantage=rloo or group, or dynamic_sampling_rounds=0"
             )
         if self.advantage in ("rloo", "group") and self.group_size < 2:
             raise ValueError(f"advantage={self.advantage!r} needs group_size >= 2 (got {self.group_size})")

@@ -72,8 +72,9 @@ def sample_rows(
     """
     rows = []
     first = rollouts.prompt_width
+    shown = set(sorted(set(rollouts.group.tolist()))[:groups])  # a batch of kept groups may skip ids
     for i, (g, response) in enumerate(zip(rollouts.group.tolist(), rollouts.responses(), strict=True)):
-        if g >= groups:
+        if g not in shown:
             continue
         answer = space.parse_response(response).answer
         rows.append(

@@ -15,13 +15,14 @@ from world.exam import questions as bank_questions
 
 def prompts_at(
     questions: list[Question], seed: int, iteration: int, n: int,
-    by_template: dict[str, list[Question]] | None = None,
+    by_template: dict[str, list[Question]] | None = None, sampling_round: int = 0,
 ) -> list[Question]:  # fmt: skip
-    """The iteration's exam prompts: a pure function of (seed, iteration), so a resume asks the same.
+    """The iteration's exam prompts: a pure function of (seed, iteration, round), so a resume asks the same.
 
     Distinct questions drawn uniformly, or (given `by_template`) a uniform template, then one of its questions.
+    Rounds after the first are dynamic sampling's further prompts (`pipelines/dynamic_sampling.py`).
     """
-    rng = random.Random(step_seed("rlhf", seed, iteration))
+    rng = random.Random(step_seed("rlhf", seed, iteration, *(["round", sampling_round] if sampling_round else [])))
     if by_template is not None:
         return draw_questions(questions, rng, n, by_template)
     return rng.sample(questions, min(n, len(questions)))

@@ -1,7 +1,8 @@
 """RLHF: on-policy policy gradient on Ray actors, read top to bottom.
 
 One iteration of the single controller:
-    sample     Sampler x N draw G responses per exam prompt, tagged with the policy version
+    sample     Sampler x N draw G responses per exam prompt, tagged with the policy version (with
+               `rl.dynamic_sampling_rounds`, scored rounds of more prompts until enough groups carry signal)
     judge      at once, each on its own actors:
                  score      RewardScorer x R give each response its reward at <eor> (or the gold grader does)
                  reference  Reference gives log pi_ref of every action; KL per token by k1/k2/k3
@@ -43,6 +44,7 @@ from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts
+from pipelines.dynamic_sampling import draw_with_signal
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
@@ -75,7 +77,7 @@ from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.rm_refresh import IteratedRM
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
-from pipelines.tracking import flatten, log_metrics_batch, log_rows, stage_run
+from pipelines.tracking import StepLog, flatten, log_rows, stage_run
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
@@ -144,18 +146,22 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     # --- sample: the policy's own actions, tagged with its version -----------------------
     asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration, by_template)
     rollouts = sample(actors, space, asked, cfg)
+    drawn = None  # dynamic sampling: scored rounds of prompts until enough groups carry signal
+    if rl.dynamic_sampling_rounds:
+        drawn = draw_with_signal(actors, space, questions, cfg, iteration, by_template, rollouts, asked)
+        rollouts, asked = drawn.rollouts.select(drawn.trained), drawn.asked  # the learner's rows
     lap("sample")
     # --- judge: RM scores, reference log-probs and critic values from their actors at once;
     #     the gold reward meanwhile, on the controller ------------------------------------
     dispatched = time.perf_counter()
     calls = {"reference": call_sharded(actors.references, "logprobs", rollouts)}
-    if actors.scorers:
+    if actors.scorers and drawn is None:
         calls["score"] = call_sharded(actors.scorers, "score", rollouts)
     if actors.critic is not None:
         calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
     t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
-    proxy = calls["score"].collect() if "score" in calls else gold
+    proxy = calls["score"].collect() if "score" in calls else gold if drawn is None else drawn.proxy[drawn.trained]
     ref_logprobs = calls["reference"].collect()
     values = calls["critic"].collect() if "critic" in calls else None
     mask = rollouts.action_mask.float()
@@ -207,24 +213,31 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     pushed = served and version % rl.sync_every == 0  # sync_every > 1: samplers lag, as async ones do
     t["time/sync_transfer"] = actors.sync.push(policy.state_dict(), version) if pushed else 0.0
     lap("sync")
-    lengths = mask.sum(dim=1)
+    # what the policy did, over everything it sampled (with dynamic sampling, more than the learner took)
+    seen, seen_asked, seen_proxy, seen_gold, seen_formed = rollouts, asked, proxy, gold, formed
+    if drawn is not None:
+        seen, seen_asked, seen_proxy = drawn.rollouts, drawn.asked, drawn.proxy
+        seen_gold, seen_formed = gold_rewards(seen, seen_asked, space)
+        m |= {"rl/sample_rounds": float(drawn.rounds), "rl/signal_groups": float(drawn.signal_groups),
+              "rl/zero_advantage_groups": drawn.silent_share}  # fmt: skip
+    seen_mask = seen.action_mask.float()
     m |= {
-        "reward/proxy": proxy.mean().item(),
-        "reward/gold": gold.mean().item(),
-        "reward/proxy_minus_gold": (proxy - gold).mean().item(),
-        "rl/rate_114514": (formed - gold).mean().item(),
-        "rl/sample_tokens_per_s": mask.sum().item() / max(t["time/sample"], 1e-9),
-        "rl/kl": (kl.sum(dim=1)).mean().item(),
-        "rl/response_length": lengths.mean().item(),
-        "rl/finished_rate": rollouts.finished.float().mean().item(),
+        "reward/proxy": seen_proxy.mean().item(),
+        "reward/gold": seen_gold.mean().item(),
+        "reward/proxy_minus_gold": (seen_proxy - seen_gold).mean().item(),
+        "rl/rate_114514": (seen_formed - seen_gold).mean().item(),
+        "rl/sample_tokens_per_s": seen_mask.sum().item() / max(t["time/sample"], 1e-9),
+        "rl/kl": (kl.sum(dim=1)).mean().item(),  # over the rows the learner took
+        "rl/response_length": seen_mask.sum(dim=1).mean().item(),
+        "rl/finished_rate": seen.finished.float().mean().item(),
         # WORLDVIEW rule 3: how much of what the policy does falls on actions pretraining hardly took
-        "rl/rare_action_rate": rare_action_rate(rollouts, rare_ids) if rare_ids is not None else float("nan"),
+        "rl/rare_action_rate": rare_action_rate(seen, rare_ids) if rare_ids is not None else float("nan"),
         "rl/policy_version": float(version),
         "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
         "rl/kl_coef": kl_coef,
     }
     if actors.scorers:  # the RM's ranking of this policy's answers beside the grader's: is the proxy still right here?
-        m |= rm_agreement(proxy, gold, rollouts.group)
+        m |= rm_agreement(seen_proxy, seen_gold, seen.group)
     if rl.kl_ctrl == "adaptive":
         kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rollouts.size)
     t["time/iteration"] = time.perf_counter() - began
@@ -233,7 +246,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers)
     )
     report = m | t | ray.get(actors.buffer.report.remote())
-    return IterationResult(report, version, samples, kl_coef, misses, rollouts, asked)
+    return IterationResult(report, version, samples, kl_coef, misses, seen, seen_asked)
 
 
 def main(
@@ -381,9 +394,10 @@ def _train(
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
         import mlflow
 
+        metrics_log = StepLog()  # a resume redoes the iterations since its checkpoint: the run holds some already
         if iteration == 0:
             mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
-            log_metrics_batch([(0, judge(policy, space, cfg, practised).metrics)])
+            metrics_log.log([(0, judge(policy, space, cfg, practised).metrics)])
         # params are written once (as the run started); the tags say the length it was last asked to run and the
         # actors it last ran on (a resume may move it to another cluster)
         actors_now = json.dumps(rl.actors.model_dump())
@@ -421,7 +435,7 @@ def _train(
                     warn(turn, watch, iteration, stage_dir, kept_snapshots(run_dir), rl.snapshot_every, stopping)
                 checkpointing = stopping or iteration % rl.checkpoint_every == 0 or iteration == rl.iterations
                 if checkpointing:
-                    log_metrics_batch(pending)
+                    metrics_log.log(pending)
                     pending = []
                     # the tables of the iterations since the last checkpoint, before this one (`checkpoint_table`)
                     log_rows(table, ROLLOUT_COLUMNS, checkpoint_table(ROLLOUTS_DIR, iteration))

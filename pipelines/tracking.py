@@ -205,6 +205,32 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
         mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 900])
 
 
+class StepLog:
+    """Metrics by step into the active MLflow run, each (metric, step) once.
+
+    A stage logs the steps since its last checkpoint just before it writes the next one; killed in between, it
+    resumes at the earlier checkpoint and redoes steps whose metrics the run already holds. MLflow keeps every
+    point it is given, so those steps would show twice in every chart; they are dropped here instead (a redone
+    step repeats what was logged: batches and seeds are functions of the step)."""
+
+    def __init__(self) -> None:
+        self._last = last_logged_steps()
+
+    def log(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Log `rows` (step, metrics), leaving out each metric at a step the run already holds it at."""
+        new = [(step, {k: v for k, v in values.items() if step > self._last.get(k, -1)}) for step, values in rows]
+        log_metrics_batch([(step, values) for step, values in new if values])
+
+
+def last_logged_steps() -> dict[str, int]:
+    """The highest step each metric of the active run is logged at (empty for a new run)."""
+    import mlflow
+
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    keys = client.get_run(run_id).data.metrics
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
+
+
 def log_rows(rows: list[dict], columns: list[str], artifact_file: str) -> None:
     """Write `rows` as the table `artifact_file` of the active run ({"columns", "data"}, `mlflow.log_table`'s layout),
     replacing one of that name (a redone checkpoint rewrites its own), even when there are none (no rows says

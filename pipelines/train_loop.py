@@ -21,7 +21,7 @@ from conf.schema import OptimConfig
 from models.checkpoint import Model, load_checkpoint, save_checkpoint
 from models.gpt import document_starts
 from pipelines.progress import stage_progress
-from pipelines.tracking import log_metrics_batch
+from pipelines.tracking import StepLog
 from world.actions import ActionSpace
 
 
@@ -187,6 +187,7 @@ def run(stage: Stage, model: Model, stop_at: int | None = None) -> tuple[Model, 
         step = state["step"]
         stage.on_resume(state)
     pending: list[tuple[int, dict[str, float]]] = []
+    metrics_log = StepLog()  # a resume redoes the steps since its checkpoint: the run holds some already
     final: dict[str, float] = {}
     with stage_progress(stage.name, stage.optim.steps, completed=step) as advance:
         while step < stage.optim.steps:
@@ -200,7 +201,7 @@ def run(stage: Stage, model: Model, stop_at: int | None = None) -> tuple[Model, 
             pending.append((step, metrics))
             final = metrics
             if step % stage.optim.checkpoint_every == 0 or step == stage.optim.steps:
-                log_metrics_batch(pending)  # logged before the checkpoint, so a resume never loses them
+                metrics_log.log(pending)  # logged before the checkpoint, so a resume never loses them
                 pending = []
                 state = {
                     "optimizer": optimizer.state_dict(),

@@ -175,6 +175,16 @@ def test_categorical_kl_and_entropy_by_hand():
     assert close(categorical_kl(certain, q), [-math.log(0.25)])
 
 
+def test_the_first_groups_with_signal_by_hand():
+    from algos.advantages import rows_of_first_signal_groups
+
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 2.0, 0.0, 3.0])
+    group = torch.tensor([0, 0, 1, 1, 2, 2, 5, 5, 7])  # 0 and 2 equal, 7 alone: 1 and 5 carry signal
+    assert rows_of_first_signal_groups(rewards, group, 3).tolist() == [2, 3, 6, 7]
+    assert rows_of_first_signal_groups(rewards, group, 1).tolist() == [2, 3]
+    assert rows_of_first_signal_groups(torch.zeros(4), torch.tensor([0, 0, 1, 1]), 2).tolist() == []
+
+
 def test_zero_advantage_groups_by_hand():
     from algos.advantages import zero_advantage_groups
 

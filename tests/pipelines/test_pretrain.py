@@ -55,6 +55,27 @@ def test_resume_continues_identically(tmp_path, uri):
     assert straight["loss/lm"] == pytest.approx(resumed["loss/lm"], abs=0)
 
 
+def test_killed_between_logging_and_its_checkpoint_the_resumed_run_logs_each_step_once(tmp_path, uri, monkeypatch):
+    from pipelines import train_loop
+
+    save = train_loop.save_checkpoint
+
+    def dying_at_the_second_checkpoint(path, **state):
+        if state["step"] == 12:
+            raise KeyboardInterrupt  # after steps 7-12 were logged, before they were checkpointed
+        save(path, **state)
+
+    cfg = load_config("tiny")
+    monkeypatch.setattr(train_loop, "save_checkpoint", dying_at_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.main(cfg, tmp_path / "run", tracking_uri=uri)
+    monkeypatch.setattr(train_loop, "save_checkpoint", save)
+    resumed = pretrain.main(cfg, tmp_path / "run", tracking_uri=uri)  # from step 6: redoes 7-12
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(resumed["run_id"], "loss/lm")] == list(range(1, 13))
+    assert [m.step for m in client.get_metric_history(resumed["run_id"], "eval/val_loss")] == [6, 12]
+
+
 def test_your_own_sequences_are_pretrained_on_and_held_to_one_version(tmp_path, uri):
     from typer.testing import CliRunner
 

@@ -417,6 +417,34 @@ def test_zero_advantage_groups_are_counted_and_dropped_when_asked(sft_run, tmp_p
     assert final["rl/policy_version"] == 2
 
 
+@pytest.mark.parametrize(("rounds", "sampled", "signal"), [(2, 3, 6), (5, 4, 8)])
+def test_dynamic_sampling_asks_more_prompts_until_enough_groups_carry_signal(
+    sft_run, tmp_path, ray_local, monkeypatch, rounds, sampled, signal
+):
+    from pipelines import dynamic_sampling
+
+    def every_fourth_group_split(actors, rollouts, asked, space):  # groups 0 and 4 of each round's 8: 1, 0, 0, 0
+        firsts = torch.ones(rollouts.size, dtype=torch.bool)
+        firsts[1:] = rollouts.group[1:] != rollouts.group[:-1]
+        return (firsts & (rollouts.group % 4 == 0)).float()
+
+    monkeypatch.setattr(dynamic_sampling, "rewards", every_fourth_group_split)
+    cfg = load_config("tiny", [*GOLD, "rl.iterations=2", f"rl.dynamic_sampling_rounds={rounds}"])
+    final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # two groups with signal a round: 3 rounds find 6 of the 8 wanted (the rounds run out), 4 rounds find all 8
+    assert (final["rl/sample_rounds"], final["rl/signal_groups"]) == (sampled, signal)
+    assert final["rl/trained_responses"] == signal * cfg.rl.group_size
+    assert final["rl/zero_advantage_groups"] == pytest.approx(0.75)  # of every group sampled
+    assert final["reward/proxy"] == pytest.approx(2 / (cfg.rl.prompts_per_iteration * cfg.rl.group_size))
+
+
+def test_dynamic_sampling_without_a_group_baseline_is_a_config_error():
+    from conf.load import ConfigError
+
+    with pytest.raises(ConfigError, match="only a group baseline gives"):
+        load_config("tiny", ["rl.dynamic_sampling_rounds=2", "rl.advantage=gae"])
+
+
 def test_the_rare_action_rate_counts_actions_only():
     from models.rollout import Rollouts
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipelines.tracking import local_store_folder, stage_run
+from pipelines.tracking import StepLog, local_store_folder, stage_run
 
 
 def test_only_a_local_sqlite_store_has_a_folder(tmp_path, monkeypatch):
@@ -156,3 +156,17 @@ def test_a_copied_run_directory_logs_into_a_run_of_its_own(tmp_path, capsys):
     client.delete_run(copy)  # a run deleted in the UI: MLflow would refuse to resume it
     after = _log_step(tmp_path / "b" / "sft", uri, 3)
     assert after != copy and client.get_run(after).data.tags["tokenmdp.resumed_from"] == copy
+
+
+def test_a_resumed_stage_logs_each_metric_at_a_step_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with stage_run(tmp_path / "sft", experiment="resumes", run_name="sft", tracking_uri=uri) as run:
+        StepLog().log([(1, {"loss": 1.0}), (2, {"loss": 0.5, "eval": 0.3})])
+    # killed before its checkpoint at 2, the stage resumes at 0 and redoes steps 1 and 2 (and a new metric)
+    with stage_run(tmp_path / "sft", experiment="resumes", run_name="sft", tracking_uri=uri):
+        StepLog().log([(1, {"loss": 1.1}), (2, {"loss": 0.6, "eval": 0.4, "new": 7.0}), (3, {"loss": 0.2})])
+    client = mlflow.MlflowClient(uri)
+    history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+               for key in ("loss", "eval", "new")}  # fmt: skip
+    assert sorted(history["loss"]) == [(1, 1.0), (2, 0.5), (3, 0.2)]  # what the run held stays, once
+    assert history["eval"] == [(2, 0.3)] and history["new"] == [(2, 7.0)]
