@@ -123,7 +123,7 @@ def run(
         raise typer.BadParameter(str(err), param_hint="--from") from None
 
 
-EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation")
+EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage")
 
 
 @app.command()

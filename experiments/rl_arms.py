@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
 from pathlib import Path
 
 from conf.schema import Config
-from experiments.runner import Arm, ArmResult
+from experiments.plots import Series
+from experiments.runner import Arm, ArmResult, metric_history
 from pipelines import rlhf
 from pipelines.rl_actors import LIBRARY, Variant
 
@@ -32,3 +34,16 @@ def summary_row(result: ArmResult) -> dict:
         "114514 rate": f.get("eval/rate_114514", float("nan")),
         "KL": f.get("rl/kl", float("nan")),
     }
+
+
+def wall_clock_series(results: list[ArmResult], client, metrics: tuple[str, ...]) -> tuple[Series, dict[str, float]]:
+    """Each arm's `metrics` by iteration with its cumulative RL seconds (for `curves(..., against_wall=True)`),
+    and each arm's RL seconds in all: arms that cost more time per iteration are compared at equal time too."""
+    series, seconds = {}, {}
+    for r in results:
+        rl_dir = r.run_dir / "rlhf"
+        steps, wall = metric_history(client, rl_dir, "time/iteration")
+        series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in metrics}
+        series[r.arm.name]["elapsed"] = dict(zip(steps, accumulate(wall), strict=True))
+        seconds[r.arm.name] = sum(wall)
+    return series, seconds

@@ -8,33 +8,27 @@ sampler's own log-probs. Same SFT policy, reward model, prompts and seeds in eve
 
 from __future__ import annotations
 
-from itertools import accumulate
 from pathlib import Path
 
 from experiments.plots import curves
-from experiments.rl_arms import run_rlhf_arm, summary_row
-from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from experiments.rl_arms import run_rlhf_arm, summary_row, wall_clock_series
+from experiments.runner import Arm, ArmResult, Experiment
 
 STALENESS = (0, 2, 8)
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
-    rows = []
-    series = {}
-    for r in results:
-        rl_dir = r.run_dir / "rlhf"
-        steps, wall = metric_history(client, rl_dir, "time/iteration")
-        elapsed = dict(zip(steps, accumulate(wall), strict=True))
-        series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in METRICS}
-        series[r.arm.name]["elapsed"] = elapsed
-        rows.append(summary_row(r) | {
+    series, seconds = wall_clock_series(results, client, METRICS)
+    rows = [
+        summary_row(r) | {
             "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
             "refused stale": r.final.get("buffer/refused_stale", float("nan")),
-            "RL seconds": sum(wall),
-        })  # fmt: skip
-    plot = curves(series, out / "staleness.png", METRICS, against_wall=True)
-    return rows, plot
+            "RL seconds": seconds[r.arm.name],
+        }
+        for r in results
+    ]  # fmt: skip
+    return rows, curves(series, out / "staleness.png", METRICS, against_wall=True)
 
 
 EXPERIMENT = Experiment(

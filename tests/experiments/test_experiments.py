@@ -62,6 +62,27 @@ def test_staleness_arms_lag_by_their_setting_and_strict_stays_on_policy(out, tmp
     assert all(r["refused stale"] == 0 for r in rows)
 
 
+def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path, ray_local):
+    exp, rows, client = run_experiment("zero-advantage", out, tmp_path, ["rl.reward_source=gold"])
+    check_outputs(exp, out, rows, client)
+    by_arm = {r["arm"]: r for r in rows}
+    rl = load_config("tiny", FAST).rl
+    batch = rl.prompts_per_iteration * rl.group_size
+    assert by_arm["keep"]["responses trained"] == batch and by_arm["keep"]["sampling rounds"] == 1.0
+
+    def per_iteration(arm, *keys):
+        run_id = (out / arm / "rlhf" / "mlflow_run_id").read_text().strip()
+        return zip(*([m.value for m in sorted(client.get_metric_history(run_id, k), key=lambda m: m.step)]
+                     for k in keys), strict=True)  # fmt: skip
+
+    for silent, trained in per_iteration("drop", "rl/zero_advantage_groups", "rl/trained_responses"):
+        assert trained == (batch if silent == 1 else pytest.approx(batch * (1 - silent)))  # all silent: all kept
+    for rounds, signal, trained in per_iteration("refill", "rl/sample_rounds", "rl/signal_groups",
+                                                 "rl/trained_responses"):  # fmt: skip
+        assert 1 <= rounds <= 4 and (signal == rl.prompts_per_iteration or rounds == 4)  # full, or out of rounds
+        assert trained == (signal * rl.group_size if signal else batch)
+
+
 def test_contrastive_arm_runs_its_own_learner_and_labels(out, tmp_path, ray_local):
     exp, rows, client = run_experiment("contrastive", out, tmp_path, ["rl.reward_source=gold"])
     check_outputs(exp, out, rows, client)

@@ -1,0 +1,55 @@
+"""Groups with no advantage: train on them, drop them, or sample more prompts until the batch is full of signal.
+
+Under a group baseline a prompt whose G answers earned one reward has no advantage (on the demo about two
+prompts in three: the SFT policy often writes one answer G times). The arms: `keep` trains on every group (the
+default: the silent ones add only their KL term and dilute the token mean), `drop` leaves them out
+(`rl.drop_zero_advantage_groups`), `refill` samples up to three more rounds of prompts until the batch holds
+`prompts_per_iteration` groups with signal (`rl.dynamic_sampling_rounds`, DAPO's dynamic sampling), paying for it in
+sampling time, which the plot shows against wall seconds. Same SFT policy, reward model and seeds in every arm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+from experiments.plots import curves
+from experiments.rl_arms import run_rlhf_arm, summary_row, wall_clock_series
+from experiments.runner import Arm, ArmResult, Experiment, metric_history
+
+METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, what was sampled, KL
+ARMS = (
+    Arm("keep"),
+    Arm("drop", ("rl.drop_zero_advantage_groups=true",)),
+    Arm("refill", ("rl.dynamic_sampling_rounds=3",)),
+)
+
+
+def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
+    series, seconds = wall_clock_series(results, client, METRICS)
+
+    def run_mean(r: ArmResult, key: str, absent: float = float("nan")) -> float:
+        _, values = metric_history(client, r.run_dir / "rlhf", key)
+        return mean(values) if values else absent
+
+    rows = [
+        summary_row(r) | {
+            "silent groups": run_mean(r, "rl/zero_advantage_groups"),  # of every group sampled
+            "responses trained": run_mean(r, "rl/trained_responses"),
+            "sampling rounds": run_mean(r, "rl/sample_rounds", absent=1.0),  # logged by dynamic sampling
+            "RL seconds": seconds[r.arm.name],
+        }
+        for r in results
+    ]  # fmt: skip
+    return rows, curves(series, out / "zero_advantage.png", METRICS, against_wall=True)
+
+
+EXPERIMENT = Experiment(
+    name="zero-advantage",
+    question="what do groups without advantage cost: train on them, drop them, or sample until the batch has none?",
+    changes=("rl.drop_zero_advantage_groups", "rl.dynamic_sampling_rounds"),
+    shared=("pretrain", "sft", "reward"),
+    arms=ARMS,
+    run_arm=run_rlhf_arm,
+    report=report,
+)
