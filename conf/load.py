@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from conf.presets import PRESETS_DIR, preset_names
 from conf.schema import Config
@@ -67,8 +67,21 @@ def _validated(data: dict[str, Any], overrides: Sequence[str], what: str) -> Con
         apply_override(data, override)
     try:
         return Config.model_validate(over_defaults(data, Config()))
-    except Exception as err:  # pydantic's message names the field
-        raise ConfigError(f"invalid {what}:\n{err}") from err
+    except ValidationError as err:
+        raise ConfigError(f"invalid {what}:\n{validation_lines(err)}") from err
+
+
+def validation_lines(err: ValidationError) -> str:
+    """One line per problem, `section.field: what is wrong (got value)`: pydantic's own text repeats the whole
+    section as its input and a link after every error, which buries the one line that matters."""
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        said = problem["msg"].removeprefix("Value error, ")
+        shown = problem.get("input")
+        got = "" if isinstance(shown, dict) or problem["type"] in ("value_error", "missing") else f" (got {shown!r})"
+        lines.append(f"  {where}: {said}{got}")
+    return "\n".join(lines)
 
 
 def over_defaults(data: Any, defaults: BaseModel) -> Any:

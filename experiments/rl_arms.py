@@ -25,11 +25,14 @@ def run_rlhf_arm(cfg: Config, arm: Arm, arm_dir: Path, uri: str) -> ArmResult:
 
 
 def summary_row(result: ArmResult) -> dict:
-    """The columns every RL comparison reports: held-out gold, format and 114514 rates, KL."""
+    """The columns every RL comparison reports: held-out gold (and its gain over the arm's SFT policy, question by
+    question, with the paired standard error to read arms' differences against), format and 114514 rates, KL."""
     f = result.final
     return {
         "arm": result.arm.name,
         "gold pass (held-out)": f.get("eval/gold_pass_rate", float("nan")),
+        "gain over SFT": f.get("eval/gain_over_sft", float("nan")),
+        "± paired": f.get("eval/gain_over_sft_stderr", float("nan")),
         "format rate": f.get("eval/format_rate", float("nan")),
         "114514 rate": f.get("eval/rate_114514", float("nan")),
         "KL": f.get("rl/kl", float("nan")),
@@ -44,6 +47,6 @@ def wall_clock_series(results: list[ArmResult], client, metrics: tuple[str, ...]
         rl_dir = r.run_dir / "rlhf"
         steps, wall = metric_history(client, rl_dir, "time/iteration")
         series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in metrics}
-        series[r.arm.name]["elapsed"] = dict(zip(steps, accumulate(wall), strict=True))
+        series[r.arm.name]["elapsed"] = {0: 0.0} | dict(zip(steps, accumulate(wall), strict=True))  # 0: SFT's
         seconds[r.arm.name] = sum(wall)
     return series, seconds

@@ -161,7 +161,11 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
     t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
-    proxy = calls["score"].collect() if "score" in calls else gold if drawn is None else drawn.proxy[drawn.trained]
+    proxy = gold  # the grader as the reward, unless the RM scored
+    if "score" in calls:
+        proxy = calls["score"].collect()
+    elif drawn is not None:  # scored as its rounds were drawn
+        proxy = drawn.proxy[drawn.trained]
     ref_logprobs = calls["reference"].collect()
     values = calls["critic"].collect() if "critic" in calls else None
     mask = rollouts.action_mask.float()

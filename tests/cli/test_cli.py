@@ -80,6 +80,20 @@ def test_bad_config_names_the_field(override, message):
         load_config("tiny", [override])
 
 
+def test_a_bad_config_is_one_line_a_problem_naming_the_field_and_the_value():
+    with pytest.raises(ConfigError) as caught:
+        load_config("tiny", ["rl.lr=-1", "rl.loss_agg=sum", "rl.foo=3"])
+    assert str(caught.value).splitlines() == [
+        "invalid config 'tiny':",
+        "  rl.loss_agg: Input should be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm' (got 'sum')",
+        "  rl.lr: Input should be greater than 0 (got -1)",
+        "  rl.foo: Extra inputs are not permitted (got 3)",
+    ]  # not pydantic's dump of the whole section as its input, nor a link after each error
+    with pytest.raises(ConfigError) as caught:
+        load_config("tiny", ["rl.dynamic_sampling_rounds=2", "rl.advantage=gae"])
+    assert str(caught.value).splitlines()[1].startswith("  rl: dynamic_sampling_rounds=2 samples more prompts")
+
+
 def test_stopping_at_the_watch_needs_the_watch_on():
     with pytest.raises(ConfigError, match=r"watch_stop=true stops at .* but watch_drop=null turns the watch off"):
         load_config("tiny", ["rl.watch_stop=true", "rl.watch_drop=null"])

@@ -69,6 +69,7 @@ def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path
     rl = load_config("tiny", FAST).rl
     batch = rl.prompts_per_iteration * rl.group_size
     assert by_arm["keep"]["responses trained"] == batch and by_arm["keep"]["sampling rounds"] == 1.0
+    assert all(-1 <= r["gain over SFT"] <= 1 and r["± paired"] >= 0 for r in rows)  # against the arm's SFT policy
 
     def per_iteration(arm, *keys):
         run_id = (out / arm / "rlhf" / "mlflow_run_id").read_text().strip()

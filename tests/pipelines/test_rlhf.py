@@ -429,8 +429,20 @@ def test_dynamic_sampling_asks_more_prompts_until_enough_groups_carry_signal(
         return (firsts & (rollouts.group % 4 == 0)).float()
 
     monkeypatch.setattr(dynamic_sampling, "rewards", every_fourth_group_split)
-    cfg = load_config("tiny", [*GOLD, "rl.iterations=2", f"rl.dynamic_sampling_rounds={rounds}"])
-    final = rlhf.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config(
+        "tiny", [*GOLD, "rl.iterations=2", "rl.checkpoint_every=1", f"rl.dynamic_sampling_rounds={rounds}"]
+    )
+    straight_dir = tmp_path / "straight"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(sft_run / stage, straight_dir / stage)
+    rlhf.main(cfg, sft_run, tracking_uri=uri, stop_at=1)  # stopped after the first iteration's rounds
+    final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    straight = rlhf.main(cfg, straight_dir, tracking_uri=uri)
+    a, _ = weights(sft_run / "rlhf" / "checkpoint.pt")
+    b, _ = weights(straight_dir / "rlhf" / "checkpoint.pt")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # a resume asks the same further prompts
+    assert final["reward/gold"] == straight["reward/gold"] and final["rl/kl"] == straight["rl/kl"]
     # two groups with signal a round: 3 rounds find 6 of the 8 wanted (the rounds run out), 4 rounds find all 8
     assert (final["rl/sample_rounds"], final["rl/signal_groups"]) == (sampled, signal)
     assert final["rl/trained_responses"] == signal * cfg.rl.group_size
