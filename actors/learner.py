@@ -21,7 +21,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from algos.kl import kl_per_token
-from algos.policy_loss import Denominators, aggregate, clipped_surrogate
+from algos.policy_loss import Denominators, aggregate, clipped_surrogate, sequence_level_logprobs
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
 from models.rollout import logprobs_and_entropy
@@ -70,7 +70,10 @@ class PolicyGradientLearner(TorchLearner):
         )
         world = max(int(rl["world_size"]), 1)
         old, advantages = batch["old_logprobs"], batch["advantages"]
-        pg, clipped = clipped_surrogate(logp, old, advantages, rl["clip_eps"], rl["dual_clip"], rl["clip_eps_high"])
+        ratio_logp = sequence_level_logprobs(logp, old, mask) if rl["importance_ratio"] == "sequence" else logp  # GSPO
+        pg, clipped = clipped_surrogate(
+            ratio_logp, old, advantages, rl["clip_eps"], rl["dual_clip"], rl["clip_eps_high"]
+        )  # fmt: skip
         per_token = pg
         kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
         if rl["kl_in"] == "loss":
@@ -95,6 +98,7 @@ def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
     return {
         "clip_eps": rl.clip_eps, "clip_eps_high": rl.clip_eps_high, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef,
         "kl_estimator": rl.kl_estimator, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg, "world_size": world_size,
+        "importance_ratio": rl.importance_ratio,
     }  # fmt: skip
 
 

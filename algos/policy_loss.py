@@ -74,6 +74,22 @@ def clipped_surrogate(
     return loss, (clipped > unclipped).to(loss.dtype)
 
 
+def sequence_level_logprobs(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, action_mask: torch.Tensor
+) -> torch.Tensor:
+    """Log-probs whose ratio to `old_logprobs` is GSPO's (Zheng et al. 2025): one ratio per response.
+
+    Every action's value is old + the response's mean log-ratio, so `clipped_surrogate` sees the geometric mean
+    of the response's token ratios on each of its actions and clips the response as a whole; its gradient is the
+    action's own log-prob's (GSPO-token: s_i * grad log pi_t), so with a per-response advantage and
+    `seq-mean-token-mean` the update is GSPO's. Off the actions the old log-probs are returned unchanged."""
+    mask = action_mask.to(logprobs.dtype)
+    log_ratio = (logprobs - old_logprobs) * mask
+    mean = log_ratio.sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    own = logprobs - logprobs.detach()  # zero in value, the action's own gradient
+    return old_logprobs + (mean.detach() + own) * mask
+
+
 def clipped_value_loss(
     values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float
 ) -> torch.Tensor:

@@ -305,6 +305,13 @@ class RLConfig(Strict):
     """PPO's clip of the probability ratio to [1 - clip_eps, 1 + clip_eps]."""
     clip_eps_high: float | None = Field(None, gt=0)
     """Upper clip of the ratio, 1 + clip_eps_high (DAPO's clip-higher, e.g. 0.28); None = clip_eps, symmetric."""
+    importance_ratio: Literal["token", "sequence"] = "token"
+    """PPO's ratio per action (`token`), or one per response (`sequence`: GSPO, Zheng et al. 2025), the geometric
+    mean of its actions' ratios, clipped as a whole; each action's gradient is that ratio times its own log-prob's.
+    On an on-policy first step both ratios are 1 and the update is the same; they part where `epochs` or
+    `minibatches` > 1 (or samples are stale).
+    A response's ratio sits much nearer 1 than its tokens': GSPO clips at clip_eps=3e-4, clip_eps_high=4e-4, with
+    loss_agg=seq-mean-token-mean."""
     dual_clip: float | None = Field(None, gt=1)
     """Dual-clip constant c > 1 bounding the loss of negative-advantage actions; None = off."""
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"

@@ -134,3 +134,25 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
         actors.stop()
         for handle in [*actors.samplers, *actors.references, actors.buffer]:
             ray_local.kill(handle)
+
+
+@pytest.mark.parametrize(("importance", "expected"), [("token", -1.0050), ("sequence", -1.0)])
+def test_the_learners_loss_takes_the_ratio_per_action_or_per_response_as_configured(importance, expected):
+    from types import SimpleNamespace
+
+    from actors.learner import learner_config_dict
+
+    rl = load_config("tiny", [f"rl.importance_ratio={importance}", "rl.kl_coef=0", "rl.loss_agg=token-mean"]).rl
+    logp = torch.tensor([[-0.1, 0.1]])  # ratios 0.905 and 1.105 to old log-probs of 0: their response's is 1
+    batch = {
+        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.ones(1, 2),
+        "ref_logprobs": logp.clone(), "kl_coef": torch.zeros(1), "den_actions": torch.tensor([2.0]),
+        "den_sequences": torch.tensor([1.0]), "den_max_len": torch.tensor([2.0]),
+    }  # fmt: skip
+    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda *args, **kwargs: None))
+    loss = PolicyGradientLearner.compute_loss_for_module(
+        learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
+        batch=batch, fwd_out={"action_logprobs": logp, "entropy": torch.zeros(1, 2)},
+    )  # fmt: skip
+    # token: -(0.905 + 1.105) / 2 = -cosh(0.1); sequence: -(1 + 1) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-4)

@@ -17,7 +17,13 @@ from algos.advantages import (
     whiten,
 )
 from algos.kl import adaptive_kl_coef, kl_per_token
-from algos.policy_loss import aggregate, clipped_surrogate, clipped_value_loss, denominators
+from algos.policy_loss import (
+    aggregate,
+    clipped_surrogate,
+    clipped_value_loss,
+    denominators,
+    sequence_level_logprobs,
+)
 
 
 def close(a: torch.Tensor, b: list, tol: float = 1e-5) -> bool:
@@ -120,6 +126,24 @@ def test_policy_gradient_moves_each_action_by_its_advantage():
     loss, _ = clipped_surrogate(logp, torch.zeros(2), torch.tensor([2.0, -1.0]), clip_eps=0.2)
     loss.sum().backward()
     assert close(logp.grad, [-2.0, 1.0])  # descent raises the good action, lowers the bad one
+
+
+def test_gspo_ratio_is_the_responses_geometric_mean_clipped_as_a_whole():
+    old = torch.zeros(3, 3)
+    logp = torch.tensor([[0.1, 0.3, 9.0], [-0.1, 0.1, 0.0], [-0.5, -0.3, 7.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0]])  # 9.0 and 7.0 sit off the actions
+    adv = torch.tensor([[1.0] * 3, [1.0] * 3, [-1.0] * 3])
+    seq = sequence_level_logprobs(logp, old, mask)
+    # mean log-ratios 0.2, 0 and -0.4: every action of a response carries its response's ratio
+    e2, e4 = math.exp(0.2), math.exp(-0.4)
+    assert close(torch.exp(seq - old), [[e2, e2, 1.0], [1.0, 1.0, 1.0], [e4, e4, 1.0]])
+    loss, clipped = clipped_surrogate(seq, old, adv, clip_eps=0.2)
+    # 1.221 clips at 1.2 (A > 0), 0.670 at 0.8 (A < 0); the middle response's tokens (0.905 and 1.105 each
+    # alone) are not clipped: its ratio is 1
+    assert close(loss * mask, [[-1.2, -1.2, 0.0], [-1.0, -1.0, -1.0], [0.8, 0.8, 0.0]])
+    assert (clipped * mask).tolist() == [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0]]
+    (loss * mask).sum().backward()
+    assert close(logp.grad, [[0.0, 0.0, 0.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0]])  # s_i * A on its own log-prob
 
 
 PER_TOKEN = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
