@@ -10,6 +10,7 @@ with signal. What the policy did (rewards, the RM's agreement, lengths) is repor
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ class Drawn:
     trained: torch.Tensor  # (K,) the rows the learner takes: the first groups with signal
     signal_groups: int  # how many groups those are (0: no round found one, and the learner takes the first round)
     rounds: int
+    score_seconds: float  # of the rounds' time, what scoring them took (the rest is sampling)
 
     @property
     def silent_share(self) -> float:
@@ -56,17 +58,21 @@ def draw_with_signal(
     """The iteration's first round (`first`, answering `first_asked`) scored, and more rounds while too few
     groups carry signal, up to `rl.dynamic_sampling_rounds` more."""
     rl, wanted = cfg.rl, cfg.rl.prompts_per_iteration
+    clock = time.perf_counter()
     parts, asked, scores = [first], list(first_asked), [rewards(actors, first, first_asked, space)]
+    scoring = time.perf_counter() - clock
     merged, proxy = first, scores[0]
     trained = rows_of_first_signal_groups(proxy, merged.group, wanted)
     while merged.group[trained].unique().numel() < wanted and len(parts) <= rl.dynamic_sampling_rounds:
         more = prompts_at(questions, cfg.seed, iteration, wanted, by_template, sampling_round=len(parts))
         parts.append(sample(actors, space, more, cfg))
+        clock = time.perf_counter()
         scores.append(rewards(actors, parts[-1], more, space))
+        scoring += time.perf_counter() - clock
         asked += more
         merged, proxy = concat_rollouts(parts, space.pad_id), torch.cat(scores)
         trained = rows_of_first_signal_groups(proxy, merged.group, wanted)
     signal = int(merged.group[trained].unique().numel())
     if not signal:  # no group with signal in any round: the first round, KL alone, as without rounds
         trained = torch.arange(first.size)
-    return Drawn(merged, asked, proxy, trained, signal, len(parts))
+    return Drawn(merged, asked, proxy, trained, signal, len(parts), scoring)

@@ -161,6 +161,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
     t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
+    if drawn is not None:  # its rounds were scored as they were drawn: that time is scoring's, not sampling's
+        t["time/sample"] -= drawn.score_seconds
+        t["time/score"] = drawn.score_seconds
     proxy = gold  # the grader as the reward, unless the RM scored
     if "score" in calls:
         proxy = calls["score"].collect()

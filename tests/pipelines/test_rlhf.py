@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -424,6 +425,7 @@ def test_dynamic_sampling_asks_more_prompts_until_enough_groups_carry_signal(
     from pipelines import dynamic_sampling
 
     def every_fourth_group_split(actors, rollouts, asked, space):  # groups 0 and 4 of each round's 8: 1, 0, 0, 0
+        time.sleep(0.05)  # as a scorer takes time
         firsts = torch.ones(rollouts.size, dtype=torch.bool)
         firsts[1:] = rollouts.group[1:] != rollouts.group[:-1]
         return (firsts & (rollouts.group % 4 == 0)).float()
@@ -448,6 +450,7 @@ def test_dynamic_sampling_asks_more_prompts_until_enough_groups_carry_signal(
     assert final["rl/trained_responses"] == signal * cfg.rl.group_size
     assert final["rl/zero_advantage_groups"] == pytest.approx(0.75)  # of every group sampled
     assert final["reward/proxy"] == pytest.approx(2 / (cfg.rl.prompts_per_iteration * cfg.rl.group_size))
+    assert final["time/score"] >= 0.05 * sampled and final["time/sample"] > 0  # scoring the rounds is scoring's time
 
 
 def test_dynamic_sampling_without_a_group_baseline_is_a_config_error():
