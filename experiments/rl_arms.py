@@ -26,13 +26,15 @@ def run_rlhf_arm(cfg: Config, arm: Arm, arm_dir: Path, uri: str) -> ArmResult:
 
 def summary_row(result: ArmResult) -> dict:
     """The columns every RL comparison reports: held-out gold (and its gain over the arm's SFT policy, question by
-    question, with the paired standard error to read arms' differences against), format and 114514 rates, KL."""
+    question, with the paired standard error to read arms' differences against, and the questions RL fixed and
+    broke), format and 114514 rates, KL."""
     f = result.final
     return {
         "arm": result.arm.name,
         "gold pass (held-out)": f.get("eval/gold_pass_rate", float("nan")),
         "gain over SFT": f.get("eval/gain_over_sft", float("nan")),
         "± paired": f.get("eval/gain_over_sft_stderr", float("nan")),
+        "fixed / broken": " / ".join(f"{f.get(f'eval/{k}_over_sft', float('nan')):.0f}" for k in ("fixed", "broken")),
         "format rate": f.get("eval/format_rate", float("nan")),
         "114514 rate": f.get("eval/rate_114514", float("nan")),
         "KL": f.get("rl/kl", float("nan")),

@@ -70,6 +70,10 @@ def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path
     batch = rl.prompts_per_iteration * rl.group_size
     assert by_arm["keep"]["responses trained"] == batch and by_arm["keep"]["sampling rounds"] == 1.0
     assert all(-1 <= r["gain over SFT"] <= 1 and r["± paired"] >= 0 for r in rows)  # against the arm's SFT policy
+    questions = load_config("tiny", FAST).evaluate.questions
+    for r in rows:  # the gain is the questions fixed less those broken, over the questions asked
+        fixed, broken = (int(n) for n in r["fixed / broken"].split(" / "))
+        assert r["gain over SFT"] == pytest.approx((fixed - broken) / questions)
 
     def per_iteration(arm, *keys):
         run_id = (out / arm / "rlhf" / "mlflow_run_id").read_text().strip()
