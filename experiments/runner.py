@@ -166,9 +166,12 @@ def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None
 
     for row in rows:
         table.add_row(*(fmt(row[c]) for c in columns))
-    console.print(table)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    if console.is_terminal:
+        console.print(table)
+    else:  # a log's 80 columns would cut every cell of a dozen columns to two characters: the table's own lines
+        print(f"experiment {exp.name}: {exp.question}", *lines, sep="\n")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"experiment": exp.name, "rows": rows}, indent=2))
 

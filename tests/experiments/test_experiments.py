@@ -62,9 +62,10 @@ def test_staleness_arms_lag_by_their_setting_and_strict_stays_on_policy(out, tmp
     assert all(r["refused stale"] == 0 for r in rows)
 
 
-def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path, ray_local):
+def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path, ray_local, capsys):
     exp, rows, client = run_experiment("zero-advantage", out, tmp_path, ["rl.reward_source=gold"])
     check_outputs(exp, out, rows, client)
+    assert (out / "table.md").read_text() in capsys.readouterr().out  # a log gets the table whole, no cell cut
     by_arm = {r["arm"]: r for r in rows}
     rl = load_config("tiny", FAST).rl
     batch = rl.prompts_per_iteration * rl.group_size
