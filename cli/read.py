@@ -309,7 +309,7 @@ def rollouts(
         else:
             rows = view.table_rows(run)
             shown, picked = view.iteration_rows(rows, iteration)
-            refreshes = view.scoring_rm(run, shown)
+            refreshes, drawn = view.scoring_rm(run, shown), view.drawn_rounds(run, shown)
     if as_json:
         out = {"reward_source": run.reward_source, "rm_agreement": asdict(agreed) if agreed else None}
         if misordered:
@@ -318,7 +318,8 @@ def rollouts(
         else:
             iterations = sorted({r["iteration"] for r in rows})
             out |= {"rows": len(rows), "iterations": iterations, "iteration": shown, "rollouts": picked,
-                    "rm_version": refreshes}  # fmt: skip
+                    "rm_version": refreshes, "sample_rounds": drawn[0] if drawn else None,
+                    "signal_groups": drawn[1] if drawn else None}  # fmt: skip
         typer.echo(json.dumps(out))
         return
     from cli.report import print_misordered, print_rollouts
@@ -326,7 +327,7 @@ def rollouts(
     if misordered:
         print_misordered(run_dir, found, every_group, limit, agreed, view.by_template(found))
     else:
-        print_rollouts(run_dir, rows, shown, picked, agreed, refreshes)
+        print_rollouts(run_dir, rows, shown, picked, agreed, refreshes, drawn)
 
 
 @app.command()

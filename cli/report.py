@@ -205,9 +205,10 @@ def _agreement_line(agreed: Agreement) -> str:
 
 def print_rollouts(
     run_dir: Path, rows: list[dict], iteration: int, picked: list[dict], agreed: Agreement | None,
-    refreshes: int | None = None,
+    refreshes: int | None = None, drawn: tuple[int, int] | None = None,
 ) -> None:  # fmt: skip
-    """`tokenmdp rollouts`: one iteration's kept groups as RL scored them (`refreshes`: behind the RM that did)."""
+    """`tokenmdp rollouts`: one iteration's kept groups as RL scored them (`refreshes`: behind the RM that did;
+    `drawn`: dynamic sampling's rounds and the groups with signal the learner took)."""
     from pipelines.rl_metrics import row_groups
 
     iterations = sorted({r["iteration"] for r in rows})
@@ -215,6 +216,12 @@ def print_rollouts(
         f"{run_dir}: the rollouts table holds {len(rows)} responses of iterations {iterations[0]}..{iterations[-1]} "
         f"(each iteration's first prompts; --iteration N for another, --misordered for the RM's errors)"
     )
+    if drawn is not None:
+        rounds, groups = drawn
+        console.print(
+            f"iteration {iteration} sampled {rounds} round{'s' if rounds != 1 else ''} of prompts (dynamic sampling) "
+            f"and trained on {groups} groups with signal: the first of those are shown"
+        )
     for group in row_groups(picked):
         head = group[0]
         exam = " ".join(map(str, head["exam_answer"]))

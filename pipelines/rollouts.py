@@ -108,11 +108,23 @@ def iteration_rows(rows: list[dict], iteration: int | None) -> tuple[int, list[d
     return chosen, [row for row in rows if row["iteration"] == chosen]
 
 
+def metric_at(run: LoggedRLHF, key: str, iteration: int) -> int | None:
+    """A count the run logged at `iteration` (None where it logged none: a setting off)."""
+    values = {m.step: m.value for m in run.client.get_metric_history(run.run_id, key)}
+    return int(values[iteration]) if iteration in values else None
+
+
 def scoring_rm(run: LoggedRLHF, iteration: int) -> int | None:
     """How many refreshes were behind the RM that scored `iteration` (`reward/rm_version`, iterated RLHF); None
     for a run whose RM stayed as the reward stage trained it."""
-    versions = {m.step: m.value for m in run.client.get_metric_history(run.run_id, "reward/rm_version")}
-    return int(versions[iteration]) if iteration in versions else None
+    return metric_at(run, "reward/rm_version", iteration)
+
+
+def drawn_rounds(run: LoggedRLHF, iteration: int) -> tuple[int, int] | None:
+    """(rounds of prompts sampled, groups with signal trained on) at `iteration` under dynamic sampling, else None:
+    the table then shows the first groups the learner took, not the first prompts asked."""
+    rounds, groups = (metric_at(run, key, iteration) for key in ("rl/sample_rounds", "rl/signal_groups"))
+    return None if rounds is None or groups is None else (rounds, groups)
 
 
 def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:

@@ -451,6 +451,10 @@ def test_dynamic_sampling_asks_more_prompts_until_enough_groups_carry_signal(
     assert final["rl/zero_advantage_groups"] == pytest.approx(0.75)  # of every group sampled
     assert final["reward/proxy"] == pytest.approx(2 / (cfg.rl.prompts_per_iteration * cfg.rl.group_size))
     assert final["time/score"] >= 0.05 * sampled and final["time/sample"] > 0  # scoring the rounds is scoring's time
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # `tokenmdp rollouts` says what the iteration shown drew
+    (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    shown = json.loads(CliRunner().invoke(app, ["rollouts", str(sft_run), "--json"]).stdout)
+    assert (shown["iteration"], shown["sample_rounds"], shown["signal_groups"]) == (2, sampled, signal)
 
 
 def test_dynamic_sampling_without_a_group_baseline_is_a_config_error():
