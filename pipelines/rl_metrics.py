@@ -60,6 +60,11 @@ def checkpoint_table(folder: str, iteration: int) -> str:
     return f"{folder}/iteration-{iteration:05d}.json"
 
 
+def first_groups(rollouts: Rollouts, n: int) -> set[int]:
+    """The `n` lowest group ids of the batch: its first prompts (a batch of kept groups may skip ids)."""
+    return set(sorted(set(rollouts.group.tolist()))[:n])
+
+
 def sample_rows(
     rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
     advantages: torch.Tensor, kl: torch.Tensor, iteration: int, groups: int = TABLE_GROUPS,
@@ -72,7 +77,7 @@ def sample_rows(
     """
     rows = []
     first = rollouts.prompt_width
-    shown = set(sorted(set(rollouts.group.tolist()))[:groups])  # a batch of kept groups may skip ids
+    shown = first_groups(rollouts, groups)
     for i, (g, response) in enumerate(zip(rollouts.group.tolist(), rollouts.responses(), strict=True)):
         if g not in shown:
             continue
@@ -197,8 +202,9 @@ def logged_rows(
 ) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """What an iteration adds to the run's tables: its first groups' rows for the rollouts table and, when the
     RM is the reward, every pair of answers over all its groups that the RM ranked against the grader."""
-    kept = sample_rows(rollouts, asked, space, reward, gold, advantages, kl, iteration)
     if not rm:
-        return kept, []
+        return sample_rows(rollouts, asked, space, reward, gold, advantages, kl, iteration), []
     every = sample_rows(rollouts, asked, space, reward, gold, advantages, kl, iteration, groups=len(asked))
+    first = first_groups(rollouts, TABLE_GROUPS)
+    kept = [row for row, group in zip(every, rollouts.group.tolist(), strict=True) if group in first]
     return kept, [asdict(miss) for miss in misordered(every)]
