@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import accumulate
 from pathlib import Path
 
 from conf.schema import Config
-from experiments.plots import Series
+from experiments.plots import curves
 from experiments.runner import Arm, ArmResult, metric_history
 from pipelines import rlhf
 from pipelines.rl_actors import LIBRARY, Variant
@@ -41,14 +42,17 @@ def summary_row(result: ArmResult) -> dict:
     }
 
 
-def wall_clock_series(results: list[ArmResult], client, metrics: tuple[str, ...]) -> tuple[Series, dict[str, float]]:
-    """Each arm's `metrics` by iteration with its cumulative RL seconds (for `curves(..., against_wall=True)`),
-    and each arm's RL seconds in all: arms that cost more time per iteration are compared at equal time too."""
-    series, seconds = {}, {}
+def wall_clock_report(
+    results: list[ArmResult], client, plot: Path, metrics: tuple[str, ...], columns: Callable[[ArmResult], dict]
+) -> tuple[list[dict], Path]:
+    """An RL comparison whose arms cost different time per iteration: each arm's `summary_row`, its own `columns`
+    and its RL seconds in all, and `metrics` plotted against iterations and against cumulative RL seconds, so
+    the arms are compared at equal time too."""
+    series, rows = {}, []
     for r in results:
         rl_dir = r.run_dir / "rlhf"
         steps, wall = metric_history(client, rl_dir, "time/iteration")
         series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in metrics}
         series[r.arm.name]["elapsed"] = {0: 0.0} | dict(zip(steps, accumulate(wall), strict=True))  # 0: SFT's
-        seconds[r.arm.name] = sum(wall)
-    return series, seconds
+        rows.append(summary_row(r) | columns(r) | {"RL seconds": sum(wall)})
+    return rows, curves(series, plot, metrics, against_wall=True)

@@ -157,21 +157,21 @@ def _share(base: Path, arm_dir: Path, stages: tuple[str, ...]) -> None:
 
 def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None:
     columns = list(rows[0]) if rows else []
-    table = Table(title=f"experiment {exp.name}: {exp.question}")
-    for col in columns:
-        table.add_column(col)
 
     def fmt(v: Any) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    for row in rows:
-        table.add_row(*(fmt(row[c]) for c in columns))
+    cells = [[fmt(row[c]) for c in columns] for row in rows]
+    title = f"experiment {exp.name}: {exp.question}"
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
     if console.is_terminal:
+        table = Table(*columns, title=title)
+        for row in cells:
+            table.add_row(*row)
         console.print(table)
     else:  # a log's 80 columns would cut every cell of a dozen columns to two characters: the table's own lines
-        print(f"experiment {exp.name}: {exp.question}", *lines, sep="\n")
+        print(title, *lines, sep="\n")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"experiment": exp.name, "rows": rows}, indent=2))
 

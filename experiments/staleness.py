@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.plots import curves
-from experiments.rl_arms import run_rlhf_arm, summary_row, wall_clock_series
+from experiments.rl_arms import run_rlhf_arm, wall_clock_report
 from experiments.runner import Arm, ArmResult, Experiment
 
 STALENESS = (0, 2, 8)
@@ -19,16 +18,13 @@ METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training 
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
-    series, seconds = wall_clock_series(results, client, METRICS)
-    rows = [
-        summary_row(r) | {
+    def columns(r: ArmResult) -> dict:
+        return {
             "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
             "refused stale": r.final.get("buffer/refused_stale", float("nan")),
-            "RL seconds": seconds[r.arm.name],
         }
-        for r in results
-    ]  # fmt: skip
-    return rows, curves(series, out / "staleness.png", METRICS, against_wall=True)
+
+    return wall_clock_report(results, client, out / "staleness.png", METRICS, columns)
 
 
 EXPERIMENT = Experiment(

@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from experiments.plots import curves
-from experiments.rl_arms import run_rlhf_arm, summary_row, wall_clock_series
+from experiments.rl_arms import run_rlhf_arm, wall_clock_report
 from experiments.runner import Arm, ArmResult, Experiment, metric_history
 
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, what was sampled, KL
@@ -26,22 +25,18 @@ ARMS = (
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
-    series, seconds = wall_clock_series(results, client, METRICS)
-
     def run_mean(r: ArmResult, key: str, absent: float = float("nan")) -> float:
         _, values = metric_history(client, r.run_dir / "rlhf", key)
         return mean(values) if values else absent
 
-    rows = [
-        summary_row(r) | {
+    def columns(r: ArmResult) -> dict:
+        return {
             "silent groups": run_mean(r, "rl/zero_advantage_groups"),  # of every group sampled
             "responses trained": run_mean(r, "rl/trained_responses"),
             "sampling rounds": run_mean(r, "rl/sample_rounds", absent=1.0),  # logged by dynamic sampling
-            "RL seconds": seconds[r.arm.name],
         }
-        for r in results
-    ]  # fmt: skip
-    return rows, curves(series, out / "zero_advantage.png", METRICS, against_wall=True)
+
+    return wall_clock_report(results, client, out / "zero_advantage.png", METRICS, columns)
 
 
 EXPERIMENT = Experiment(
