@@ -75,7 +75,7 @@ class PolicyGradientLearner(TorchLearner):
             ratio_logp, old, advantages, rl["clip_eps"], rl["dual_clip"], rl["clip_eps_high"]
         )  # fmt: skip
         per_token = pg
-        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
+        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"], rl["kl_clamp"])
         if rl["kl_in"] == "loss":
             per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
@@ -97,8 +97,8 @@ class PolicyGradientLearner(TorchLearner):
 def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
     return {
         "clip_eps": rl.clip_eps, "clip_eps_high": rl.clip_eps_high, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef,
-        "kl_estimator": rl.kl_estimator, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg, "world_size": world_size,
-        "importance_ratio": rl.importance_ratio,
+        "kl_estimator": rl.kl_estimator, "kl_clamp": rl.kl_clamp, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg,
+        "world_size": world_size, "importance_ratio": rl.importance_ratio,
     }  # fmt: skip
 
 

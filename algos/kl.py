@@ -17,16 +17,22 @@ import torch
 Estimator = Literal["k1", "k2", "k3"]
 
 
-def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: Estimator) -> torch.Tensor:
-    """Same shape as the inputs; the caller masks non-actions."""
+def kl_per_token(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: Estimator, clamp: float | None = None
+) -> torch.Tensor:
+    """Same shape as the inputs; the caller masks non-actions. `clamp` bounds each estimate to [-clamp, clamp]
+    (verl's k3 is clamped at 10): k3 grows as exp(-log_ratio), so one action the policy has all but stopped
+    taking, sampled anyway, can outweigh a batch; a clamped estimate passes no gradient."""
     log_ratio = logprobs - ref_logprobs
     if estimator == "k1":
-        return log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio**2
-    if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = 0.5 * log_ratio**2
+    elif estimator == "k3":
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
+    return kl if clamp is None else kl.clamp(-clamp, clamp)
 
 
 def categorical_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -53,3 +59,18 @@ def adaptive_kl_coef(coef: float, observed_kl: float, target: float, horizon: in
     """
     error = min(max(observed_kl / target - 1.0, -0.2), 0.2)
     return coef * (1.0 + error * n_steps / horizon)
+
+
+def largest_responses(per_response: torch.Tensor, n: int) -> torch.Tensor:
+    """The indices of the `n` responses whose KL estimate lies farthest from 0, farthest first (ties: the earlier
+    row): where a batch's KL comes from. By size, not sign, so k1's negative estimates rank too."""
+    order = torch.sort(per_response.abs(), descending=True, stable=True).indices
+    return order[:n]
+
+
+def top_share(per_response: torch.Tensor, n: int) -> float:
+    """The share of the batch's KL mass (the responses' |estimates| summed) that its `n` largest carry: about
+    n / B when the policy moved alike on every response, near 1 when a few carry the KL (0 for a batch at 0)."""
+    mass = per_response.abs()
+    total = mass.sum()
+    return (mass[largest_responses(per_response, n)].sum() / total).item() if total > 0 else 0.0

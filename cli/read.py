@@ -282,6 +282,10 @@ def rollouts(
     misordered: Annotated[
         bool, typer.Option("--misordered", help="The pairs of answers the RM ranked against the grader instead.")
     ] = False,
+    kl: Annotated[
+        bool,
+        typer.Option("--kl", help="The responses that carried the most KL at the iteration instead, action by action."),
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, help="With --misordered: the newest this many pairs.")] = 20,
     pairs: Annotated[
         Path | None,
@@ -289,13 +293,26 @@ def rollouts(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """What RLHF trained on, from its MLflow run: kept groups with reward, gold, advantage, KL; the RM's misorders."""
+    """What RLHF trained on, from its MLflow run: kept groups with reward, gold, advantage, KL; the RM's misorders;
+    where the KL came from."""
     from dataclasses import asdict
 
     from pipelines import rollouts as view
 
     if pairs is not None and not misordered:
         raise typer.BadParameter("--pairs writes the misordered pairs: add --misordered", param_hint="--pairs")
+    if kl and misordered:
+        raise typer.BadParameter("--kl and --misordered show different tables: ask for one", param_hint="--kl")
+    if kl:
+        with clear_refusals():
+            sources = view.kl_sources(view.logged_rlhf(run_dir), iteration)
+        if as_json:
+            typer.echo(json.dumps(asdict(sources)))
+            return
+        from cli.report import print_kl_sources
+
+        print_kl_sources(run_dir, sources)
+        return
     with clear_refusals():
         run = view.logged_rlhf(run_dir)
         agreed = view.agreement(run)

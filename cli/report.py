@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pipelines.curve import Point
     from pipelines.exam import ExamResult
     from pipelines.rl_metrics import Misordered
-    from pipelines.rollouts import Agreement
+    from pipelines.rollouts import Agreement, KLSources
     from pipelines.runs import RunLine
     from pipelines.status import RunStatus
     from pipelines.trace import Trace
@@ -214,7 +214,8 @@ def print_rollouts(
     iterations = sorted({r["iteration"] for r in rows})
     console.print(
         f"{run_dir}: the rollouts table holds {len(rows)} responses of iterations {iterations[0]}..{iterations[-1]} "
-        f"(each iteration's first prompts; --iteration N for another, --misordered for the RM's errors)"
+        "(each iteration's first prompts; --iteration N for another, --misordered for the RM's errors, --kl for "
+        "where the KL came from)"
     )
     if drawn is not None:
         rounds, groups = drawn
@@ -258,6 +259,27 @@ def print_misordered(
     title = f"answers the RM ranked against the grader, {where}: the newest {len(shown)} of {len(found)}"
     print_rows(title, shown, list(shown[0]))
     console.print("response pairs by the rule of their prompt: " + ", ".join(f"{t} {n}" for t, n in templates))
+
+
+def print_kl_sources(run_dir: Path, sources: KLSources) -> None:
+    """`tokenmdp rollouts --kl`: the iteration's largest-KL responses, each action's log-probs and estimate."""
+    head = f"{run_dir}: iteration {sources.iteration}"
+    if sources.kl is not None:
+        head += f", KL {sources.kl:.3f} a response ({sources.estimator})"
+    if sources.share is not None:
+        head += f"; its {len(sources.rows)} largest responses carry {sources.share:.0%} of it"
+    console.print(head)
+    for rank, row in enumerate(sources.rows, start=1):
+        exam = " ".join(map(str, row["exam_answer"]))
+        title = (
+            f"#{rank}: KL {row['kl']:.3f} ({row['share']:.0%}), policy version {row['policy_version']}: "
+            f"{row['prompt']} -> {row['response']} (exam: {exam}; gold {row['gold']:.0f}, reward {row['reward']:.3f})"
+        )
+        shown = [
+            {"action": name, "log pi": logp, "log pi_ref": ref, "log ratio": logp - ref, "KL": k}
+            for name, logp, ref, k in row["actions"]
+        ]
+        print_rows(title, shown, list(shown[0]))
 
 
 def _times(count: int) -> str:

@@ -299,6 +299,11 @@ class RLConfig(Strict):
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """Per-token estimate of KL(pi || pi_ref) from the action taken: k1 log-ratio, k2 half its square, k3
     ratio - 1 - log-ratio (unbiased, never negative)."""
+    kl_clamp: float | None = Field(None, gt=0)
+    """Bound each action's KL estimate to [-kl_clamp, kl_clamp] wherever it is used: the reward or the loss, and
+    `rl/kl` (verl clamps k3 at 10). k3 grows as exp(-log ratio): an action the policy has all but stopped taking,
+    sampled anyway, weighs 1,033 at a log ratio of -6.9, one action can carry an iteration's KL and its KL
+    gradient (`tokenmdp rollouts --kl` shows them), and a clamped estimate passes no gradient. None: unbounded."""
     kl_in: Literal["reward", "loss"] = "loss"
     """Put the per-token KL penalty in the reward (PPO-style) or in the loss (GRPO-style)."""
     clip_eps: float = Field(0.2, gt=0)

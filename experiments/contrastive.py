@@ -42,7 +42,7 @@ class PositiveNegativeSFTLearner(PolicyGradientLearner):
         logp, mask = fwd_out["action_logprobs"], batch["action_mask"].float()
         den = Denominators(float(batch["den_actions"][0]), float(batch["den_sequences"][0]), 1.0)
         contrastive = -batch["advantages"] * logp  # advantages carry the +-1 labels
-        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"])
+        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"], rl["kl_clamp"])
         n = mask.sum().clamp(min=1)
         self.metrics.log_dict(
             {

@@ -1,7 +1,7 @@
 """What an RLHF iteration reports of its samples, beside the loss: the gold grader's verdict on each
 response, how often the policy takes actions pretraining hardly took (WORLDVIEW rule 3), whether the
 reward model still ranks the policy's answers as the grader does (and which answers it ranks otherwise),
-and a few rollouts for the run's table.
+a few rollouts for the run's table, and the responses that carried the most KL, action by action.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from algos.kl import largest_responses, top_share
 from algos.ranking import pooled, within_group_agreement
 from models.rollout import Rollouts
 from world.actions import ActionSpace
@@ -94,6 +95,56 @@ def sample_rows(
                 "reward": float(reward[i]),
                 "advantage": float(advantages[i, first]),
                 "kl": float(kl[i].sum()),
+            }
+        )
+    return rows
+
+
+KL_SOURCES = 4  # responses per iteration kept in the run's KL table: those whose KL estimate is largest
+KL_DIR = "kl_sources"  # among the RLHF run's MLflow artifacts: each iteration's largest-KL responses
+KL_COLUMNS = ["iteration", "policy_version", "prompt", "exam_answer", "response", "answer", "gold", "reward", "kl",
+              "share", "actions"]  # fmt: skip
+
+
+def kl_concentration(kl: torch.Tensor) -> dict[str, float]:
+    """How the iteration's KL (per token, masked) is spread over its responses: the largest response's and the
+    share its `KL_SOURCES` largest carry, which tells a policy that moved everywhere from a few responses that
+    moved far (a spike in `rl/kl` is often the second)."""
+    per_response = kl.sum(dim=1)
+    return {
+        "rl/kl_max": per_response.abs().max().item(),
+        f"rl/kl_share_top{KL_SOURCES}": top_share(per_response, KL_SOURCES),
+    }
+
+
+def kl_source_rows(
+    rollouts: Rollouts, asked: list[Question], space: ActionSpace, reward: torch.Tensor, gold: torch.Tensor,
+    ref_logprobs: torch.Tensor, kl: torch.Tensor, iteration: int, n: int = KL_SOURCES,
+) -> list[dict]:  # fmt: skip
+    """The `n` responses with the largest KL, largest first, each with its actions: the action, log pi (the
+    sampler's), log pi_ref and the action's KL estimate, so a spike can be read down to the action behind it."""
+    per_response = kl.sum(dim=1)
+    total = per_response.abs().sum().item()
+    rows = []
+    for i in largest_responses(per_response, n).tolist():
+        g = int(rollouts.group[i])
+        taken = rollouts.action_mask[i].bool()
+        names = space.decode_tokens(rollouts.tokens[i, taken].tolist())
+        steps = zip(names, rollouts.logprobs[i, taken].tolist(), ref_logprobs[i, taken].tolist(),
+                    kl[i, taken].tolist(), strict=True)  # fmt: skip
+        rows.append(
+            {
+                "iteration": iteration,
+                "policy_version": rollouts.policy_version,
+                "prompt": " ".join(map(str, asked[g].prefix)),
+                "exam_answer": list(asked[g].answer),
+                "response": " ".join(names),
+                "answer": space.parse_response(rollouts.tokens[i, taken].tolist()).answer,
+                "gold": float(gold[i]),
+                "reward": float(reward[i]),
+                "kl": float(per_response[i]),
+                "share": abs(float(per_response[i])) / total if total > 0 else 0.0,
+                "actions": [[name, logp, ref, k] for name, logp, ref, k in steps],
             }
         )
     return rows

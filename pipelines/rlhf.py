@@ -61,12 +61,16 @@ from pipelines.rl_actors import (
 )
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
 from pipelines.rl_metrics import (
+    KL_COLUMNS,
+    KL_DIR,
     MISORDERED_COLUMNS,
     MISORDERED_DIR,
     ROLLOUT_COLUMNS,
     ROLLOUTS_DIR,
     checkpoint_table,
     gold_rewards,
+    kl_concentration,
+    kl_source_rows,
     logged_rows,
     rare_action_ids,
     rare_action_rate,
@@ -116,6 +120,7 @@ class IterationResult:
     samples: list[dict]
     kl_coef: float  # the next iteration's (an adaptive controller's step)
     misordered: list[dict]  # every pair of answers the RM ranked against the grader (none when gold is the reward)
+    kl_sources: list[dict]  # the responses that carried the most KL, action by action
     rollouts: Rollouts  # what the policy drew, and the questions its groups answer: for the labeler of
     asked: list[Question]  # iterated RLHF (`pipelines/rm_refresh.py`)
 
@@ -172,7 +177,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     ref_logprobs = calls["reference"].collect()
     values = calls["critic"].collect() if "critic" in calls else None
     mask = rollouts.action_mask.float()
-    kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator) * mask
+    kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator, rl.kl_clamp) * mask
     lap("judge")
     # --- advantages ---------------------------------------------------------------------
     kl_in_reward = kl_coef if rl.kl_in == "reward" else 0.0
@@ -235,6 +240,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         "rl/rate_114514": (seen_formed - seen_gold).mean().item(),
         "rl/sample_tokens_per_s": seen_mask.sum().item() / max(t["time/sample"], 1e-9),
         "rl/kl": (kl.sum(dim=1)).mean().item(),  # over the rows the learner took
+        **kl_concentration(kl),  # and whether a few of them carry it
         "rl/response_length": seen_mask.sum(dim=1).mean().item(),
         "rl/finished_rate": seen.finished.float().mean().item(),
         # WORLDVIEW rule 3: how much of what the policy does falls on actions pretraining hardly took
@@ -252,8 +258,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     samples, misses = logged_rows(
         rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers)
     )
+    kl_sources = kl_source_rows(rollouts, asked, space, proxy, gold, ref_logprobs, kl, iteration + 1)
     report = m | t | ray.get(actors.buffer.report.remote())
-    return IterationResult(report, version, samples, kl_coef, misses, seen, seen_asked)
+    return IterationResult(report, version, samples, kl_coef, misses, kl_sources, seen, seen_asked)
 
 
 def main(
@@ -392,6 +399,7 @@ def _train(
     pending: list[tuple[int, dict[str, float]]] = []
     table: list[dict] = []  # rollouts of the iterations since the last checkpoint
     misses: list[dict] = []  # and the answers the RM ranked against the grader
+    kl_table: list[dict] = []  # and the responses that carried the most KL
     by_template = group_by_template(questions) if rl.balance_templates else None
     corpus = pretraining_corpus(run_dir, space)
     rare_ids = rare_action_ids(corpus, space)
@@ -420,6 +428,7 @@ def _train(
                 metrics, version, kl_coef = step.metrics, step.version, step.kl_coef
                 table += step.samples
                 misses += step.misordered
+                kl_table += step.kl_sources
                 iteration += 1
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
@@ -446,11 +455,12 @@ def _train(
                     pending = []
                     # the tables of the iterations since the last checkpoint, before this one (`checkpoint_table`)
                     log_rows(table, ROLLOUT_COLUMNS, checkpoint_table(ROLLOUTS_DIR, iteration))
+                    log_rows(kl_table, KL_COLUMNS, checkpoint_table(KL_DIR, iteration))
                     if actors.scorers:  # with the RM as the reward; empty if it ranked every pair as the grader
                         log_rows(misses, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus, iterated)  # fmt: skip
-                    table, misses = [], []
+                    table, misses, kl_table = [], [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is

@@ -3,6 +3,7 @@
     tokenmdp rollouts runs/demo                  # the last iteration's kept groups, as it scored them
     tokenmdp rollouts runs/demo --iteration 10
     tokenmdp rollouts runs/demo --misordered     # the pairs of answers the RM ranked against the grader
+    tokenmdp rollouts runs/demo --kl --iteration 10   # the responses that carried iteration 10's KL
 
 Every checkpoint of an RLHF run writes among its MLflow run's artifacts a table under `rollouts/`
 of the first `TABLE_GROUPS` prompts of each iteration since the checkpoint before (every sampled
@@ -11,7 +12,9 @@ drew it; runs before 2026-12-05 appended them to one `rollouts.json`), and, when
 reward, one under `rm_misordered/` with every pair of answers to one prompt, over all of those
 iterations' groups, that the RM ranked against the grader. `reward/rm_agreement` counts those pairs; this
 shows them: which wrong answer the RM put above which right one, on which prompt, when. That is
-where a policy learning the RM's errors starts.
+where a policy learning the RM's errors starts. And under `kl_sources/`, each iteration's `KL_SOURCES`
+responses with the largest KL, action by action (log pi, log pi_ref, the estimate): where a spike in
+`rl/kl` comes from.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 from algos.ranking import pooled
 from pipelines.rl_metrics import (
+    KL_DIR,
+    KL_SOURCES,
     MISORDERED_DIR,
     OLD_ROLLOUTS_TABLE,
     ROLLOUTS_DIR,
@@ -48,6 +53,7 @@ class LoggedRLHF:
     run_id: str
     client: Any  # an mlflow.MlflowClient on the store the run logged to
     reward_source: str
+    kl_estimator: str
 
 
 def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
@@ -68,7 +74,7 @@ def logged_rlhf(run_dir: Path, tracking_uri: str | None = None) -> LoggedRLHF:
             f"the MLflow run {run_id} that {run_dir / 'rlhf'} logged into is not in the store at {uri}: "
             "set MLFLOW_TRACKING_URI to the store the run logged to"
         ) from None
-    return LoggedRLHF(run_dir, run_id, client, cfg.rl.reward_source)
+    return LoggedRLHF(run_dir, run_id, client, cfg.rl.reward_source, cfg.rl.kl_estimator)
 
 
 def read_table(run: LoggedRLHF, name: str) -> list[dict] | None:
@@ -108,10 +114,16 @@ def iteration_rows(rows: list[dict], iteration: int | None) -> tuple[int, list[d
     return chosen, [row for row in rows if row["iteration"] == chosen]
 
 
+def logged_value(run: LoggedRLHF, key: str, iteration: int) -> float | None:
+    """What the run logged of `key` at `iteration` (None where it logged none: a setting off, an older run)."""
+    values = {m.step: m.value for m in run.client.get_metric_history(run.run_id, key)}
+    return values.get(iteration)
+
+
 def metric_at(run: LoggedRLHF, key: str, iteration: int) -> int | None:
     """A count the run logged at `iteration` (None where it logged none: a setting off)."""
-    values = {m.step: m.value for m in run.client.get_metric_history(run.run_id, key)}
-    return int(values[iteration]) if iteration in values else None
+    value = logged_value(run, key, iteration)
+    return None if value is None else int(value)
 
 
 def scoring_rm(run: LoggedRLHF, iteration: int) -> int | None:
@@ -125,6 +137,30 @@ def drawn_rounds(run: LoggedRLHF, iteration: int) -> tuple[int, int] | None:
     the table then shows the first groups the learner took, not the first prompts asked."""
     rounds, groups = (metric_at(run, key, iteration) for key in ("rl/sample_rounds", "rl/signal_groups"))
     return None if rounds is None or groups is None else (rounds, groups)
+
+
+@dataclass(frozen=True)
+class KLSources:
+    """An iteration's largest-KL responses (`rl_metrics.kl_source_rows`), with the iteration's KL beside them."""
+
+    iteration: int
+    kl: float | None  # `rl/kl`: the mean response's KL, over the rows the learner took
+    share: float | None  # the share of the iteration's KL its `KL_SOURCES` largest responses carry
+    estimator: str
+    rows: list[dict]
+
+
+def kl_sources(run: LoggedRLHF, iteration: int | None) -> KLSources:
+    """`iteration`'s (else the last logged one's) responses with the largest KL, read back from `kl_sources/`."""
+    rows = read_table(run, KL_DIR)
+    if not rows:
+        raise RolloutsError(
+            f"{run.run_dir}'s RLHF run has no KL table: it is written at each checkpoint (runs before 2026-12-05 "
+            "have none)"
+        )
+    shown, picked = iteration_rows(rows, iteration)
+    kl, share = (logged_value(run, key, shown) for key in ("rl/kl", f"rl/kl_share_top{KL_SOURCES}"))
+    return KLSources(shown, kl, share, run.kl_estimator, picked)
 
 
 def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:

@@ -263,7 +263,7 @@ def _episodes(
     the rollouts' log-probs were recorded at."""
     rl = cfg.rl
     mask = rollouts.action_mask.float()
-    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts, temperature), rl.kl_estimator) * mask
+    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts, temperature), rl.kl_estimator, rl.kl_clamp) * mask
     answers = [space.parse_response(r).answer for r in rollouts.responses()]
     gold = torch.tensor([float(grade(prefix, a, n_terms=1) or 0) for a in answers])
     # Rewards normalised within the prompt's group as the run's RL does; one response alone has no group.

@@ -1,6 +1,7 @@
 """RLlib LearnerGroup around the GPT: weights in and out, and DDP over 2 learners equals one learner."""
 
 import logging
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -156,3 +157,34 @@ def test_the_learners_loss_takes_the_ratio_per_action_or_per_response_as_configu
     )  # fmt: skip
     # token: -(0.905 + 1.105) / 2 = -cosh(0.1); sequence: -(1 + 1) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("clamp", "loss_value", "first_gradient"),
+    [
+        ("null", 0.2 * (math.e**3 - 4 + math.e**0.5 - 1.5) / 2, 0.2 * (1 - math.e**3) / 2),
+        ("10", 0.2 * (10 + math.e**0.5 - 1.5) / 2, 0.0),
+    ],
+)
+def test_a_clamped_kl_bounds_the_loss_s_kl_term_and_its_gradient(clamp, loss_value, first_gradient):
+    from types import SimpleNamespace
+
+    from actors.learner import learner_config_dict
+
+    rl = load_config("tiny", [f"rl.kl_clamp={clamp}", "rl.loss_agg=token-mean", "rl.kl_in=loss"]).rl
+    logp = torch.zeros(1, 2, requires_grad=True)  # log ratios to the reference -3 and -0.5: k3 16.09 and 0.149
+    batch = {
+        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.zeros(1, 2),
+        "ref_logprobs": torch.tensor([[3.0, 0.5]]), "kl_coef": torch.tensor([0.2]), "den_actions": torch.tensor([2.0]),
+        "den_sequences": torch.tensor([1.0]), "den_max_len": torch.tensor([2.0]),
+    }  # fmt: skip
+    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda *args, **kwargs: None))
+    loss = PolicyGradientLearner.compute_loss_for_module(
+        learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
+        batch=batch, fwd_out={"action_logprobs": logp, "entropy": torch.zeros(1, 2)},
+    )  # fmt: skip
+    loss.backward()
+    assert loss.item() == pytest.approx(loss_value, rel=1e-5)
+    # d k3 / d log pi = 1 - exp(-log ratio): -19.1 unclamped; past the clamp, none
+    assert logp.grad[0, 0].item() == pytest.approx(first_gradient, abs=1e-6)
+    assert logp.grad[0, 1].item() == pytest.approx(0.2 * (1 - math.e**0.5) / 2, rel=1e-5)

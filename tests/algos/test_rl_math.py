@@ -16,7 +16,7 @@ from algos.advantages import (
     token_rewards,
     whiten,
 )
-from algos.kl import adaptive_kl_coef, kl_per_token
+from algos.kl import adaptive_kl_coef, kl_per_token, largest_responses, top_share
 from algos.policy_loss import (
     aggregate,
     clipped_surrogate,
@@ -66,6 +66,28 @@ def test_scores_normalised_within_their_prompt_only():
 
 
 MASK = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1]])
+
+
+def test_a_clamp_bounds_each_estimate_and_passes_no_gradient_past_it():
+    logp = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    ref = torch.tensor([3.0, 0.5, -12.0])  # log ratios -3, -0.5, 12
+    k3 = kl_per_token(logp, ref, "k3", clamp=10.0)
+    assert close(k3, [10.0, math.exp(0.5) - 1.5, 10.0])  # e^3 - 4 = 16.09 and e^-12 + 11 = 11.0 clamped
+    k3.sum().backward()
+    assert close(logp.grad, [0.0, 1 - math.exp(0.5), 0.0])
+    assert close(kl_per_token(logp, ref, "k1", clamp=10.0), [-3.0, -0.5, 10.0])  # k1 both ways: [-10, 10]
+    assert close(kl_per_token(torch.zeros(1), torch.tensor([12.0]), "k1", clamp=10.0), [-10.0])
+    assert close(kl_per_token(logp, ref, "k3"), [math.exp(3) - 4, math.exp(0.5) - 1.5, math.exp(-12) + 11])
+
+
+def test_where_a_batch_s_kl_comes_from_by_hand():
+    per_response = torch.tensor([0.5, -3.0, 0.5, 1.0, 0.0])  # k1 can be negative: ranked by size
+    assert largest_responses(per_response, 2).tolist() == [1, 3]
+    assert largest_responses(per_response, 3).tolist() == [1, 3, 0]  # a tie: the earlier row
+    assert largest_responses(per_response, 9).tolist() == [1, 3, 0, 2, 4]
+    assert top_share(per_response, 2) == pytest.approx(4.0 / 5.0)  # |-3| + 1 of 0.5 + 3 + 0.5 + 1
+    assert top_share(torch.ones(8), 2) == pytest.approx(0.25)  # moved alike everywhere: n / B
+    assert top_share(torch.zeros(4), 2) == 0.0
 
 
 def test_the_adaptive_kl_controller_by_hand():

@@ -47,6 +47,6 @@ def test_sigkill_during_rlhf_then_rerun_finishes_in_the_same_run(tmp_path):
     steps = sorted(m.step for m in client.get_metric_history(rlhf_run_id, "reward/gold"))
     assert steps == [1, 2, 3, 4]  # the metrics from before the kill are still there, none doubled
     # the tables of what RL trained on are written before each checkpoint: the kill lost none
-    for folder in ("rollouts", "rm_misordered"):
+    for folder in ("rollouts", "rm_misordered", "kl_sources"):
         written = [f.path for f in client.list_artifacts(rlhf_run_id, folder)]
         assert written == [f"{folder}/iteration-00002.json", f"{folder}/iteration-00004.json"]

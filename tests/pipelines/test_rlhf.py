@@ -137,6 +137,40 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     tuned, state = weights(sft_run / "rlhf" / "checkpoint.pt")
     assert state["policy_version"] == cfg.rl.iterations
     assert any(not torch.equal(sft[k], tuned[k]) for k in sft), "RL left the policy unchanged"
+    _the_kl_table_says_where_each_iteration_s_kl_came_from(sft_run, client, final["run_id"], cfg, checkpoints)
+
+
+def _the_kl_table_says_where_each_iteration_s_kl_came_from(run_dir, client, run_id, cfg, checkpoints):
+    """`kl_sources/`: each iteration's largest-KL responses, action by action, adding up to its `rl/kl`."""
+    n, responses = rl_metrics.KL_SOURCES, cfg.rl.prompts_per_iteration * cfg.rl.group_size
+    assert [f.path for f in client.list_artifacts(run_id, "kl_sources")] == [
+        f"kl_sources/iteration-{i:05d}.json" for i in checkpoints
+    ]
+    history = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
+               for key in ("rl/kl", "rl/kl_max", f"rl/kl_share_top{n}")}  # fmt: skip
+    for iteration in range(1, cfg.rl.iterations + 1):
+        said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl", "--json", "--iteration", str(iteration)])
+        assert said.exit_code == 0, said.output
+        shown = json.loads(said.stdout)
+        rows = shown["rows"]
+        assert shown["iteration"] == iteration and shown["estimator"] == "k3" and len(rows) == n
+        assert shown["kl"] == history["rl/kl"][iteration]
+        total = history["rl/kl"][iteration] * responses  # k3 >= 0: the mean response's KL times the responses
+        assert [r["kl"] for r in rows] == sorted((r["kl"] for r in rows), reverse=True)  # largest first
+        assert rows[0]["kl"] == pytest.approx(history["rl/kl_max"][iteration], rel=1e-6)
+        assert sum(r["share"] for r in rows) == pytest.approx(shown["share"], rel=1e-5)
+        assert shown["share"] == history[f"rl/kl_share_top{n}"][iteration]
+        for r in rows:
+            assert r["policy_version"] == iteration - 1 and r["share"] == pytest.approx(r["kl"] / total, rel=1e-4)
+            assert r["response"] == " ".join(a[0] for a in r["actions"])
+            for _, logp, ref, k in r["actions"]:  # k3 of the action's log ratio, by hand
+                assert k == pytest.approx(math.exp(ref - logp) - 1 + (logp - ref), abs=1e-5)
+            assert r["kl"] == pytest.approx(sum(a[3] for a in r["actions"]), abs=1e-5)
+    said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl"])
+    text = " ".join(said.stdout.split())
+    assert said.exit_code == 0 and f"iteration {cfg.rl.iterations}, KL" in text and "#1: KL" in text, said.output
+    said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl", "--misordered"])
+    assert said.exit_code == 2 and "different tables" in said.output
 
 
 def test_a_stopped_run_resumes_and_a_finished_one_trains_on_to_the_policy_of_one_straight_run(
@@ -390,7 +424,7 @@ def test_a_kill_right_after_a_checkpoint_loses_none_of_the_tables_rows(sft_run, 
     final = rlhf.main(cfg, sft_run, tracking_uri=uri)  # resumes after the first checkpoint
     client = mlflow.MlflowClient(tracking_uri=uri)
     every = cfg.rl.checkpoint_every
-    for folder in ("rm_misordered", "rollouts"):
+    for folder in ("rm_misordered", "rollouts", "kl_sources"):
         assert [f.path for f in client.list_artifacts(final["run_id"], folder)] == [
             f"{folder}/iteration-{i:05d}.json" for i in range(every, cfg.rl.iterations + 1, every)
         ]
