@@ -20,11 +20,11 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from algos.kl import kl_per_token
+from algos.kl import categorical_kl, entropy, kl_per_token
 from algos.policy_loss import Denominators, aggregate, clipped_surrogate, sequence_level_logprobs
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
-from models.rollout import logprobs_and_entropy
+from models.rollout import state_logprobs
 
 MODULE_ID = "default_policy"
 RLLIBS_OWN_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
@@ -51,8 +51,10 @@ class PolicyModule(TorchRLModule):
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         temperature = self.model_config.get("temperature", 1.0)  # the samplers': their log-probs are the old ones
-        logp, entropy = logprobs_and_entropy(self.gpt, batch["tokens"].long(), batch["mask"].long(), temperature)
-        return {"action_logprobs": logp, "entropy": entropy}
+        tokens = batch["tokens"].long()
+        state_logp = state_logprobs(self.gpt, tokens, batch["mask"].long(), temperature)
+        logp = state_logp.gather(-1, tokens[:, :, None]).squeeze(-1)
+        return {"action_logprobs": logp, "entropy": entropy(state_logp), "state_logprobs": state_logp}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._forward(batch)
@@ -80,17 +82,17 @@ class PolicyGradientLearner(TorchLearner):
             per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
         n = mask.sum().clamp(min=1)
-        self.metrics.log_dict(
-            {
-                "loss/policy": (aggregate(pg, mask, rl["loss_agg"], den) * world).detach(),
-                "rl/clip_fraction": ((clipped * mask).sum() / n).detach(),
-                "rl/kl_learner": ((kl * mask).sum() / n).detach(),
-                "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
-                "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
-            },
-            key=module_id,
-            window=1,
-        )
+        reported = {
+            "loss/policy": (aggregate(pg, mask, rl["loss_agg"], den) * world).detach(),
+            "rl/clip_fraction": ((clipped * mask).sum() / n).detach(),
+            "rl/kl_learner": ((kl * mask).sum() / n).detach(),
+            "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
+            "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
+        }
+        if "ref_dist" in batch:  # the exact KL of every state the responses passed, per response like `rl/kl`
+            exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])
+            reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)
+        self.metrics.log_dict(reported, key=module_id, window=1)
         return loss
 
 

@@ -6,7 +6,7 @@ import ray
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.rollout import Rollouts, action_logprobs
+from models.rollout import Rollouts, action_logprobs, state_logprobs
 from world.actions import ActionSpace
 
 
@@ -24,6 +24,14 @@ class ReferenceImpl:
         """(B, T) reference log-probs of the rollouts' actions, 0 off the actions; at `temperature` (default: RL's)."""
         at = self.temperature if temperature is None else temperature
         return action_logprobs(self.model, rollouts.tokens, rollouts.mask, at) * rollouts.action_mask
+
+    @torch.no_grad()
+    def distributions(self, rollouts: Rollouts) -> torch.Tensor:
+        """(B, T, V) reference log-probs of every action in the state before each of the rollouts' actions, 0 off
+        the actions; at RL's temperature. The action space is small, so the whole distribution travels: the
+        learner compares it with the policy's for the exact KL, which the sampled estimates only estimate."""
+        logp = state_logprobs(self.model, rollouts.tokens, rollouts.mask, self.temperature)
+        return logp * rollouts.action_mask[:, :, None]
 
 
 Reference = ray.remote(ReferenceImpl)

@@ -115,7 +115,7 @@ def packing(model: GPT, steps: int) -> dict[str, float]:
 def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> float:
     from actors.learner import build_learner_group, policy_weights
     from conf.load import load_config
-    from models.rollout import sample_rollouts
+    from models.rollout import sample_rollouts, state_logprobs
     from pipelines.rl_batch import learner_batch
 
     space = ActionSpace()
@@ -124,7 +124,9 @@ def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> fl
     prompts = [space.encode_prompt([i, 2 * i, 3 * i, 4 * i, 5 * i]) for i in range(1, batch // 4 + 1)]
     rollouts = sample_rollouts(model, space, prompts, group_size=4, max_new_tokens=8, policy_version=0)
     advantages = torch.randn(rollouts.size)[:, None] * rollouts.action_mask
-    data = learner_batch(rollouts, advantages, rollouts.logprobs, 8, rl.kl_coef)
+    with torch.no_grad():  # the reference's distributions, as RLHF's batch carries them for the exact KL
+        ref_dist = state_logprobs(model, rollouts.tokens, rollouts.mask) * rollouts.action_mask[:, :, None]
+    data = learner_batch(rollouts, advantages, rollouts.logprobs, 8, rl.kl_coef, ref_dist)
     group = build_learner_group(rl, model.cfg, space.size)
     try:
         group.set_weights(policy_weights(model))

@@ -266,9 +266,14 @@ def print_kl_sources(run_dir: Path, sources: KLSources) -> None:
     head = f"{run_dir}: iteration {sources.iteration}"
     if sources.kl is not None:
         head += f", KL {sources.kl:.3f} a response ({sources.estimator})"
+    if sources.exact is not None:
+        head += f", exactly {sources.exact:.3f} over the states passed"
     if sources.share is not None:
         head += f"; its {len(sources.rows)} largest responses carry {sources.share:.0%} of it"
     console.print(head)
+    if sources.peak is not None and sources.peak[0] != sources.iteration:
+        console.print(f"the largest KL of the run: {sources.peak[1]:.3f} at iteration {sources.peak[0]} "
+                      f"(--iteration {sources.peak[0]})")  # fmt: skip
     for rank, row in enumerate(sources.rows, start=1):
         exam = " ".join(map(str, row["exam_answer"]))
         title = (

@@ -31,7 +31,11 @@ def rlhf_curves(client, rlhf_run_id: str, out: Path) -> Path:
     if practised[0]:  # runs before the metric existed have none
         axes[0].plot(*practised, "s--", label="gold pass rate (practised prompts)")
     axes[0].set_title("reward")
-    axes[1].plot(*history(client, rlhf_run_id, "rl/kl"), color="tab:red")
+    axes[1].plot(*history(client, rlhf_run_id, "rl/kl"), color="tab:red", label="sampled estimate (rl/kl)")
+    exact = history(client, rlhf_run_id, "rl/kl_exact")
+    if exact[0]:  # runs before the metric existed have none
+        axes[1].plot(*exact, color="tab:green", label="exact over the states passed (rl/kl_exact)")
+        axes[1].legend(fontsize=8)
     axes[1].set_title("KL to the reference (per response)")
     axes[2].plot(*history(client, rlhf_run_id, "eval/rate_114514"), "o-", color="tab:purple")
     axes[2].set_title("114514 rate (well-formed, wrong)")

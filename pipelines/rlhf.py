@@ -159,7 +159,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     # --- judge: RM scores, reference log-probs and critic values from their actors at once;
     #     the gold reward meanwhile, on the controller ------------------------------------
     dispatched = time.perf_counter()
-    calls = {"reference": call_sharded(actors.references, "logprobs", rollouts)}
+    calls = {"reference": call_sharded(actors.references, "distributions", rollouts)}
     if actors.scorers and drawn is None:
         calls["score"] = call_sharded(actors.scorers, "score", rollouts)
     if actors.critic is not None:
@@ -174,7 +174,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         proxy = calls["score"].collect()
     elif drawn is not None:  # scored as its rounds were drawn
         proxy = drawn.proxy[drawn.trained]
-    ref_logprobs = calls["reference"].collect()
+    ref_dist = calls["reference"].collect()  # (B, T, V): every action's log-prob, for the learner's exact KL
+    ref_logprobs = ref_dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)  # the actions', 0 off them
     values = calls["critic"].collect() if "critic" in calls else None
     mask = rollouts.action_mask.float()
     kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator, rl.kl_clamp) * mask
@@ -192,12 +193,13 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     m["rl/zero_advantage_groups"] = silent.float().mean().item()  # rows share their group's verdict: a group share
     lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
-    trained, trained_advantages, trained_ref = rollouts, advantages, ref_logprobs
+    trained, trained_advantages, trained_ref, trained_dist = rollouts, advantages, ref_logprobs, ref_dist
     if rl.drop_zero_advantage_groups and not bool(silent.all()):  # DAPO: only groups that carry signal
         keep = torch.nonzero(~silent).squeeze(1)
-        trained, trained_advantages, trained_ref = rollouts.select(keep), advantages[keep], ref_logprobs[keep]
+        trained, trained_advantages = rollouts.select(keep), advantages[keep]
+        trained_ref, trained_dist = ref_logprobs[keep], ref_dist[keep]
     m["rl/trained_responses"] = float(trained.size)
-    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens, kl_coef)
+    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens, kl_coef, trained_dist)
     ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
     served = ray.get(actors.buffer.take.remote(version))
     lap("buffer")

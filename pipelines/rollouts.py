@@ -145,9 +145,11 @@ class KLSources:
 
     iteration: int
     kl: float | None  # `rl/kl`: the mean response's KL, over the rows the learner took
+    exact: float | None  # `rl/kl_exact`: the same from the whole distributions, no sampled estimate
     share: float | None  # the share of the iteration's KL its `KL_SOURCES` largest responses carry
     estimator: str
     rows: list[dict]
+    peak: tuple[int, float] | None  # the iteration of the table whose `rl/kl` was largest, and that KL: a spike
 
 
 def kl_sources(run: LoggedRLHF, iteration: int | None) -> KLSources:
@@ -159,8 +161,11 @@ def kl_sources(run: LoggedRLHF, iteration: int | None) -> KLSources:
             "have none)"
         )
     shown, picked = iteration_rows(rows, iteration)
-    kl, share = (logged_value(run, key, shown) for key in ("rl/kl", f"rl/kl_share_top{KL_SOURCES}"))
-    return KLSources(shown, kl, share, run.kl_estimator, picked)
+    kept = {row["iteration"] for row in rows}
+    kl = {m.step: m.value for m in run.client.get_metric_history(run.run_id, "rl/kl") if m.step in kept}
+    peak = max(kl.items(), key=lambda item: (item[1], -item[0])) if kl else None
+    share, exact = (logged_value(run, key, shown) for key in (f"rl/kl_share_top{KL_SOURCES}", "rl/kl_exact"))
+    return KLSources(shown, kl.get(shown), exact, share, run.kl_estimator, picked, peak)
 
 
 def misordered_pairs(run: LoggedRLHF) -> tuple[list[Misordered], bool]:

@@ -159,6 +159,7 @@ def _stages(cfg: Config, run_dir: Path, uri: str) -> tuple[dict, dict[str, dict]
             "rlhf": {key: rl.get(f"eval/{key}") for key in RLHF_KEYS}
             | {
                 "kl": rl.get("rl/kl"),
+                "kl_exact": rl.get("rl/kl_exact"),  # the same without the sampled estimate's noise
                 "reward_proxy": rl.get("reward/proxy"),
                 "reward_gold": rl.get("reward/gold"),
                 "max_staleness": rl.get("buffer/max_staleness"),  # measured: the oldest batch served

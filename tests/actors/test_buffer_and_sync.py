@@ -53,6 +53,26 @@ def test_sampler_logprobs_are_the_learners_teacher_forced_logprobs(tiny_sft_run)
     assert not torch.allclose(at_one, cooled.logprobs, atol=1e-2)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_the_reference_s_distributions_hold_its_action_log_probs_and_sum_to_one_on_the_actions(
+    tiny_sft_run, temperature
+):
+    from actors.reference import ReferenceImpl
+
+    path = tiny_sft_run / "sft" / "checkpoint.pt"
+    policy, _, _ = load_checkpoint(path)
+    prompts = [SPACE.encode_prompt([1, 2, 4, 8]), SPACE.encode_prompt([3, 6])]
+    rollouts = sample_rollouts(policy, SPACE, prompts, group_size=2, max_new_tokens=6, policy_version=0)
+    reference = ReferenceImpl(str(path), SPACE.digit_order, temperature=temperature)
+    dist = reference.distributions(rollouts)
+    assert dist.shape == (*rollouts.tokens.shape, SPACE.size)
+    taken = dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)
+    assert torch.allclose(taken, reference.logprobs(rollouts), atol=1e-6)  # the KL's log pi_ref, from one place
+    on_actions = rollouts.action_mask.bool()
+    assert torch.allclose(dist.exp().sum(-1)[on_actions], torch.ones(int(on_actions.sum())), atol=1e-5)
+    assert not dist[~on_actions].any()  # 0 off the actions
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["collective", "object_store"])
 def test_weight_sync_reaches_every_sampler_with_the_new_version(tiny_sft_run, ray_local, mode):

@@ -90,7 +90,10 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     torch.manual_seed(0)  # the same rollouts whichever tests ran before
     rollouts = sample_rollouts(policy, SPACE, prompts, group_size=8, max_new_tokens=8, policy_version=0)
     advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
-    batch = learner_batch(rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8, cfg.rl.kl_coef)
+    uniform = torch.full((*rollouts.tokens.shape, SPACE.size), -math.log(SPACE.size))  # a reference at 1/V
+    batch = learner_batch(
+        rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8, cfg.rl.kl_coef, uniform
+    )
     local, local_metrics = one_update(0, policy, batch, cfg)
     ddp, _ = one_update(2, policy, batch, cfg)
     moved = max((local[k] - policy.state_dict()[k]).abs().max().item() for k in local)
@@ -99,6 +102,10 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     assert gap < 1e-4 * moved, f"2 learners differ from 1 by {gap} (the step: {moved})"
     expected_kl = (kl_per_token(rollouts.logprobs, rollouts.logprobs - 0.1, "k3") * rollouts.action_mask).sum()
     assert abs(local_metrics["rl/kl_learner"] - expected_kl.item() / rollouts.action_mask.sum().item()) < 1e-4
+    # the exact KL to a uniform reference is log V less the entropy in every state: per response, as rl/kl
+    actions = rollouts.action_mask.sum().item()
+    exact = actions * (math.log(SPACE.size) - local_metrics["rl/entropy"]) / rollouts.size
+    assert local_metrics["rl/kl_exact"] == pytest.approx(exact, rel=1e-4)
 
 
 def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, ray_local):

@@ -55,6 +55,11 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     for key in ("reward/proxy", "reward/gold", "rl/kl", "time/sample", "time/sync", "time/update", "loss/policy"):
         assert key in metrics, key
     assert 0 <= metrics["rl/rare_action_rate"] <= 1  # actions under 1% of pretraining's tokens (rule 3)
+    # the exact KL of the states passed (the learner's, from the reference's whole distributions): 0 while the
+    # policy is the reference, then what the sampled k3 estimates
+    exact = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rl/kl_exact")}
+    assert sorted(exact) == list(range(1, cfg.rl.iterations + 1))
+    assert abs(exact[1]) < 1e-5 and all(exact[s] > 0 for s in exact if s > 1)
     # scorer and reference judge at once: the lap is shorter than the two one after another, and
     # the iteration's wall time holds its laps
     laps = ("sample", "judge", "advantage", "buffer", "update", "sync")
@@ -147,14 +152,14 @@ def _the_kl_table_says_where_each_iteration_s_kl_came_from(run_dir, client, run_
         f"kl_sources/iteration-{i:05d}.json" for i in checkpoints
     ]
     history = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)}
-               for key in ("rl/kl", "rl/kl_max", f"rl/kl_share_top{n}")}  # fmt: skip
+               for key in ("rl/kl", "rl/kl_exact", "rl/kl_max", f"rl/kl_share_top{n}")}  # fmt: skip
     for iteration in range(1, cfg.rl.iterations + 1):
         said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl", "--json", "--iteration", str(iteration)])
         assert said.exit_code == 0, said.output
         shown = json.loads(said.stdout)
         rows = shown["rows"]
         assert shown["iteration"] == iteration and shown["estimator"] == "k3" and len(rows) == n
-        assert shown["kl"] == history["rl/kl"][iteration]
+        assert shown["kl"] == history["rl/kl"][iteration] and shown["exact"] == history["rl/kl_exact"][iteration]
         total = history["rl/kl"][iteration] * responses  # k3 >= 0: the mean response's KL times the responses
         assert [r["kl"] for r in rows] == sorted((r["kl"] for r in rows), reverse=True)  # largest first
         assert rows[0]["kl"] == pytest.approx(history["rl/kl_max"][iteration], rel=1e-6)
@@ -166,9 +171,12 @@ def _the_kl_table_says_where_each_iteration_s_kl_came_from(run_dir, client, run_
             for _, logp, ref, k in r["actions"]:  # k3 of the action's log ratio, by hand
                 assert k == pytest.approx(math.exp(ref - logp) - 1 + (logp - ref), abs=1e-5)
             assert r["kl"] == pytest.approx(sum(a[3] for a in r["actions"]), abs=1e-5)
+    peak = max(history["rl/kl"], key=lambda i: history["rl/kl"][i])  # the run's largest KL, named with its iteration
+    assert shown["peak"] == [peak, history["rl/kl"][peak]]
     said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl"])
     text = " ".join(said.stdout.split())
     assert said.exit_code == 0 and f"iteration {cfg.rl.iterations}, KL" in text and "#1: KL" in text, said.output
+    assert (f"(--iteration {peak})" in text) == (peak != cfg.rl.iterations)
     said = CliRunner().invoke(app, ["rollouts", str(run_dir), "--kl", "--misordered"])
     assert said.exit_code == 2 and "different tables" in said.output
 

@@ -26,7 +26,7 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     assert 0 <= summary["stages"]["reward"]["gold_accuracy"] <= 1
     rl = summary["stages"]["rlhf"]
     assert all(0 <= rl[k] <= 1 for k in ("gold_pass_rate", "format_rate", "rate_114514"))
-    assert rl["max_staleness"] == 0 and rl["kl"] is not None
+    assert rl["max_staleness"] == 0 and rl["kl"] is not None and rl["kl_exact"] >= 0
     # per-iteration diagnostics over the whole run, from its MLflow history
     assert 0 <= rl["zero_advantage_groups_mean"] <= 1 and 0 < rl["sync_buffer_share_mean"] < 1
     assert 0 <= rl["rare_action_rate_max"] <= 1
