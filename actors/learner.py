@@ -20,7 +20,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from algos.kl import categorical_kl, entropy, kl_per_token
+from algos.kl import categorical_kl, entropy, kl_per_state, kl_per_token
 from algos.policy_loss import Denominators, aggregate, clipped_surrogate, sequence_level_logprobs
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
@@ -77,7 +77,7 @@ class PolicyGradientLearner(TorchLearner):
             ratio_logp, old, advantages, rl["clip_eps"], rl["dual_clip"], rl["clip_eps_high"]
         )  # fmt: skip
         per_token = pg
-        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"], rl["kl_clamp"])
+        kl = kl_term(rl, fwd_out, batch)
         if rl["kl_in"] == "loss":
             per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
@@ -94,6 +94,14 @@ class PolicyGradientLearner(TorchLearner):
             reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)
         self.metrics.log_dict(reported, key=module_id, window=1)
         return loss
+
+
+def kl_term(rl: dict, fwd_out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+    """(B, T) the KL the loss charges each action at the policy being trained, with its gradient: the run's sampled
+    estimator from the actions' log-probs, or (`full`) the exact KL of each state from both whole distributions."""
+    if rl["kl_estimator"] == "full":
+        return kl_per_state(fwd_out["state_logprobs"], batch["ref_dist"], rl["kl_clamp"])
+    return kl_per_token(fwd_out["action_logprobs"], batch["ref_logprobs"], rl["kl_estimator"], rl["kl_clamp"])
 
 
 def learner_config_dict(rl: RLConfig, world_size: int) -> dict:

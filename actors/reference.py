@@ -26,11 +26,12 @@ class ReferenceImpl:
         return action_logprobs(self.model, rollouts.tokens, rollouts.mask, at) * rollouts.action_mask
 
     @torch.no_grad()
-    def distributions(self, rollouts: Rollouts) -> torch.Tensor:
+    def distributions(self, rollouts: Rollouts, temperature: float | None = None) -> torch.Tensor:
         """(B, T, V) reference log-probs of every action in the state before each of the rollouts' actions, 0 off
-        the actions; at RL's temperature. The action space is small, so the whole distribution travels: the
-        learner compares it with the policy's for the exact KL, which the sampled estimates only estimate."""
-        logp = state_logprobs(self.model, rollouts.tokens, rollouts.mask, self.temperature)
+        the actions; at `temperature` (default: RL's). The action space is small, so the whole distribution
+        travels: the exact KL compares it with the policy's, where the sampled estimates only estimate it."""
+        at = self.temperature if temperature is None else temperature
+        logp = state_logprobs(self.model, rollouts.tokens, rollouts.mask, at)
         return logp * rollouts.action_mask[:, :, None]
 
 

@@ -5,6 +5,8 @@ estimators of KL(pi || pi_ref)):
     k1 = log_ratio                           unbiased, high variance, can be negative
     k2 = log_ratio^2 / 2                     biased, low variance, >= 0
     k3 = exp(-log_ratio) - 1 + log_ratio     unbiased, low variance, >= 0
+and, where both whole distributions of a state are at hand (the action space is small), the exact KL of
+the state (`full`, TRL's name): the expectation every estimator estimates, without the sampled action's noise.
 Pure torch.
 """
 
@@ -14,7 +16,7 @@ from typing import Literal
 
 import torch
 
-Estimator = Literal["k1", "k2", "k3"]
+Estimator = Literal["k1", "k2", "k3", "full"]
 
 
 def kl_per_token(
@@ -30,6 +32,8 @@ def kl_per_token(
         kl = 0.5 * log_ratio**2
     elif estimator == "k3":
         kl = torch.expm1(-log_ratio) + log_ratio
+    elif estimator == "full":
+        raise ValueError("the full KL reads whole distributions, not the actions' log-probs: use kl_per_state")
     else:
         raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
     return kl if clamp is None else kl.clamp(-clamp, clamp)
@@ -43,6 +47,13 @@ def categorical_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """
     p = logp.exp()
     return torch.where(p > 0, p * (logp - ref_logp), torch.zeros_like(p)).sum(-1)
+
+
+def kl_per_state(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
+    """(B, T) exact KL(pi || pi_ref) of each state from (B, T, V) log-probs (the `full` estimator), bounded to
+    [0, clamp] as the sampled estimates are; with gradients when `logp` has them."""
+    kl = categorical_kl(logp, ref_logp)
+    return kl if clamp is None else kl.clamp(max=clamp)
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:

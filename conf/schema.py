@@ -296,9 +296,10 @@ class RLConfig(Strict):
     """The KL the adaptive controller steers to, as `rl/kl` reports it: per response, summed over its tokens."""
     kl_horizon: int = Field(10_000, ge=1)
     """The adaptive controller's horizon in responses: the larger, the slower the coefficient moves."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_estimator: Literal["k1", "k2", "k3", "full"] = "k3"
     """Per-token estimate of KL(pi || pi_ref) from the action taken: k1 log-ratio, k2 half its square, k3
-    ratio - 1 - log-ratio (unbiased, never negative)."""
+    ratio - 1 - log-ratio (unbiased, never negative); or `full`, no estimate: the exact KL of each state from
+    both whole distributions (the action space is small), in the reward, the loss and `rl/kl` alike."""
     kl_clamp: float | None = Field(None, gt=0)
     """Bound each action's KL estimate to [-kl_clamp, kl_clamp] wherever it is used: the reward or the loss, and
     `rl/kl` (verl clamps k3 at 10). k3 grows as exp(-log ratio): an action the policy has all but stopped taking,
@@ -403,6 +404,12 @@ class RLConfig(Strict):
             raise ValueError(
                 "watch_stop=true stops at the over-optimisation watch's warning, but watch_drop=null turns the watch "
                 "off: set watch_drop (0.1 by default) or watch_stop=false"
+            )
+        if self.kl_estimator == "full" and self.sync_every > 1:
+            raise ValueError(
+                f"kl_estimator=full reads the policy's distributions on the controller, which holds the samplers' "
+                f"policy only when they sync after every update: sync_every={self.sync_every} makes them lag; "
+                "use sync_every=1 or a sampled estimator (k1, k2, k3)"
             )
         if self.sync_every - 1 > self.max_staleness:
             raise ValueError(

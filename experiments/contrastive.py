@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from actors.learner import PolicyGradientLearner
+from actors.learner import PolicyGradientLearner, kl_term
 from algos.advantages import per_token
 from algos.policy_loss import Denominators, aggregate
 from experiments.plots import curves
@@ -36,13 +36,11 @@ class PositiveNegativeSFTLearner(PolicyGradientLearner):
     """-log p on positive responses, +log p on negative ones (token mean), plus the same KL term."""
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
-        from algos.kl import kl_per_token
-
         rl: dict = config.learner_config_dict
         logp, mask = fwd_out["action_logprobs"], batch["action_mask"].float()
         den = Denominators(float(batch["den_actions"][0]), float(batch["den_sequences"][0]), 1.0)
         contrastive = -batch["advantages"] * logp  # advantages carry the +-1 labels
-        kl = kl_per_token(logp, batch["ref_logprobs"], rl["kl_estimator"], rl["kl_clamp"])
+        kl = kl_term(rl, fwd_out, batch)
         n = mask.sum().clamp(min=1)
         self.metrics.log_dict(
             {

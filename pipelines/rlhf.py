@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from algos import advantages as adv
-from algos.kl import adaptive_kl_coef, kl_per_token
+from algos.kl import adaptive_kl_coef
 from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
@@ -60,6 +60,7 @@ from pipelines.rl_actors import (
     wait_timed,
 )
 from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
+from pipelines.rl_kl import rollout_kl
 from pipelines.rl_metrics import (
     KL_COLUMNS,
     KL_DIR,
@@ -177,8 +178,9 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     ref_dist = calls["reference"].collect()  # (B, T, V): every action's log-prob, for the learner's exact KL
     ref_logprobs = ref_dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)  # the actions', 0 off them
     values = calls["critic"].collect() if "critic" in calls else None
-    mask = rollouts.action_mask.float()
-    kl = kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator, rl.kl_clamp) * mask
+    if rl.kl_estimator == "full" and rollouts.policy_version != version:  # the validator's sync_every=1 holds
+        raise RuntimeError(f"the full KL needs the sampling policy (version {rollouts.policy_version}), not {version}")
+    kl = rollout_kl(rollouts, ref_dist, rl, policy, rl.temperature)
     lap("judge")
     # --- advantages ---------------------------------------------------------------------
     kl_in_reward = kl_coef if rl.kl_in == "reward" else 0.0

@@ -28,13 +28,14 @@ import torch
 import algos.advantages as adv
 from actors.reference import ReferenceImpl
 from actors.reward_scorer import RewardScorerImpl
-from algos.kl import adaptive_kl_coef, categorical_kl, entropy, kl_per_token
+from algos.kl import adaptive_kl_coef, categorical_kl, entropy
 from algos.ranking import within_group_agreement
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
 from pipelines.policy_source import kept_snapshots, resolve_model, snapshot_iteration, snapshot_path, trained_in
+from pipelines.rl_kl import rollout_kl
 from pipelines.run_config import RunDirError, load_run_config, policy_checkpoint
 from world.actions import ActionSpace
 from world.grader import analyze, grade
@@ -216,7 +217,9 @@ def trace(
         )
     else:
         traced = given_rollouts(policy, space, prompt, answer)
-    episode, kl_traced = _episodes(traced, prefix, space, reference, scorer, cfg, in_group=False, temperature=1.0)
+    episode, kl_traced = _episodes(
+        traced, prefix, space, policy, reference, scorer, cfg, in_group=False, temperature=1.0
+    )  # fmt: skip
     steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
     if size > 0:
@@ -232,7 +235,7 @@ def trace(
         )
         # the group is drawn as RL draws it, and compared with the reference at its temperature
         at = rl.temperature
-        episodes, _ = _episodes(sampled, prefix, space, reference, scorer, cfg, in_group=True, temperature=at)
+        episodes, _ = _episodes(sampled, prefix, space, policy, reference, scorer, cfg, in_group=True, temperature=at)
     verdict = analyze(prefix)
     return Trace(
         prompt=prefix,
@@ -255,15 +258,14 @@ def trace(
 
 
 def _episodes(
-    rollouts: Rollouts, prefix: list[int], space: ActionSpace, reference: ReferenceImpl,
+    rollouts: Rollouts, prefix: list[int], space: ActionSpace, policy: GPT, reference: ReferenceImpl,
     scorer: RewardScorerImpl | None, cfg: Config, in_group: bool, temperature: float,
 ) -> tuple[list[Episode], torch.Tensor]:  # fmt: skip
     """Each response's reward, KL and (`in_group`: the rows are one prompt's group) advantage, as
     `pipelines.rlhf.iteration_step` computes them; and the (B, T) KL, the reference read at the `temperature`
     the rollouts' log-probs were recorded at."""
     rl = cfg.rl
-    mask = rollouts.action_mask.float()
-    kl = kl_per_token(rollouts.logprobs, reference.logprobs(rollouts, temperature), rl.kl_estimator, rl.kl_clamp) * mask
+    kl = rollout_kl(rollouts, reference.distributions(rollouts, temperature), rl, policy, temperature)
     answers = [space.parse_response(r).answer for r in rollouts.responses()]
     gold = torch.tensor([float(grade(prefix, a, n_terms=1) or 0) for a in answers])
     # Rewards normalised within the prompt's group as the run's RL does; one response alone has no group.

@@ -195,3 +195,33 @@ def test_a_clamped_kl_bounds_the_loss_s_kl_term_and_its_gradient(clamp, loss_val
     # d k3 / d log pi = 1 - exp(-log ratio): -19.1 unclamped; past the clamp, none
     assert logp.grad[0, 0].item() == pytest.approx(first_gradient, abs=1e-6)
     assert logp.grad[0, 1].item() == pytest.approx(0.2 * (1 - math.e**0.5) / 2, rel=1e-5)
+
+
+def test_the_full_kl_in_the_loss_is_each_state_s_exact_kl_with_its_gradient():
+    from types import SimpleNamespace
+
+    from actors.learner import learner_config_dict
+
+    rl = load_config("tiny", ["rl.kl_estimator=full", "rl.loss_agg=token-mean", "rl.kl_in=loss"]).rl
+    state = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75]]])).requires_grad_()  # two states over V=2
+    batch = {
+        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.zeros(1, 2),
+        "ref_logprobs": torch.zeros(1, 2), "ref_dist": torch.log(torch.tensor([[[0.25, 0.75], [0.25, 0.75]]])),
+        "kl_coef": torch.tensor([0.2]), "den_actions": torch.tensor([2.0]), "den_sequences": torch.tensor([1.0]),
+        "den_max_len": torch.tensor([2.0]),
+    }  # fmt: skip
+    logged = {}
+    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda d, **kwargs: logged.update(d)))
+    fwd_out = {"action_logprobs": torch.zeros(1, 2), "entropy": torch.zeros(1, 2), "state_logprobs": state}
+    loss = PolicyGradientLearner.compute_loss_for_module(
+        learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
+        batch=batch, fwd_out=fwd_out,
+    )  # fmt: skip
+    exact = 0.5 * math.log(2) + 0.5 * math.log(2 / 3)  # the first state's KL; the second is the reference's own
+    assert loss.item() == pytest.approx(0.2 * exact / 2, rel=1e-5)  # token mean of kl_coef x KL
+    assert logged["rl/kl_learner"].item() == pytest.approx(exact / 2, rel=1e-5)
+    assert logged["rl/kl_exact"].item() == pytest.approx(exact, rel=1e-5)  # per response: the states summed
+    loss.backward()
+    # d/d log p_a of sum_a p_a (log p_a - log q_a) is p_a (1 + log p_a - log q_a): 0.5 (1 + log 2) and 0.5 (1 + log 2/3)
+    expected = [0.5 * (1 + math.log(2)), 0.5 * (1 + math.log(2 / 3))]
+    assert state.grad[0, 0].tolist() == pytest.approx([0.2 / 2 * g for g in expected], rel=1e-5)

@@ -16,7 +16,7 @@ from algos.advantages import (
     token_rewards,
     whiten,
 )
-from algos.kl import adaptive_kl_coef, kl_per_token, largest_responses, top_share
+from algos.kl import adaptive_kl_coef, kl_per_state, kl_per_token, largest_responses, top_share
 from algos.policy_loss import (
     aggregate,
     clipped_surrogate,
@@ -78,6 +78,17 @@ def test_a_clamp_bounds_each_estimate_and_passes_no_gradient_past_it():
     assert close(kl_per_token(logp, ref, "k1", clamp=10.0), [-3.0, -0.5, 10.0])  # k1 both ways: [-10, 10]
     assert close(kl_per_token(torch.zeros(1), torch.tensor([12.0]), "k1", clamp=10.0), [-10.0])
     assert close(kl_per_token(logp, ref, "k3"), [math.exp(3) - 4, math.exp(0.5) - 1.5, math.exp(-12) + 11])
+
+
+def test_the_full_kl_of_each_state_by_hand_and_not_from_actions_alone():
+    half, quarter = math.log(0.5), math.log(0.25)
+    logp = torch.tensor([[[half, half], [quarter, math.log(0.75)]]])  # (1, 2, V=2): two states
+    ref = torch.tensor([[[quarter, math.log(0.75)], [quarter, math.log(0.75)]]])
+    exact = 0.5 * math.log(2) + 0.5 * math.log(2 / 3)  # KL((1/2, 1/2) || (1/4, 3/4)); the second state: none
+    assert close(kl_per_state(logp, ref), [[exact, 0.0]])
+    assert close(kl_per_state(logp, ref, clamp=0.1), [[0.1, 0.0]])
+    with pytest.raises(ValueError, match="kl_per_state"):
+        kl_per_token(torch.zeros(2), torch.zeros(2), "full")
 
 
 def test_where_a_batch_s_kl_comes_from_by_hand():

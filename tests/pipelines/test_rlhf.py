@@ -361,6 +361,21 @@ def test_at_another_temperature_the_learner_and_the_reference_read_the_distribut
     assert final["rl/kl"] == pytest.approx(0.0, abs=1e-4)
 
 
+def test_the_full_kl_is_charged_in_the_reward_as_the_learner_reads_it(sft_run, tmp_path, ray_local):
+    """`full`: the controller's exact KL (its policy copy, the sampling one) is the learner's before it steps."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config("tiny", [*GOLD, "rl.kl_estimator=full", "rl.kl_in=reward", "rl.iterations=3", "rl.lr=1e-3"])
+    final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    kl, exact = ({m.step: m.value for m in client.get_metric_history(final["run_id"], key)}
+                 for key in ("rl/kl", "rl/kl_exact"))  # fmt: skip
+    assert abs(kl[1]) < 1e-6 and kl[3] > 1e-4  # the reference's own policy first, then moved
+    for step in kl:
+        assert kl[step] == pytest.approx(exact[step], rel=1e-4, abs=1e-7)
+    with pytest.raises(ValueError, match="sync_every=2 makes them lag"):
+        load_config("tiny", ["rl.kl_estimator=full", "rl.sync_every=2", "rl.max_staleness=1"])
+
+
 def test_the_adaptive_kl_controller_steers_the_coefficient_the_learner_uses(sft_run, tmp_path, ray_local):
     from algos.kl import adaptive_kl_coef
 

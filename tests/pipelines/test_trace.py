@@ -180,6 +180,22 @@ def test_a_policy_file_or_registered_model_is_traced_against_the_run_it_came_fro
         trace("models:/tokenmdp-tiny/2", PREFIX)
 
 
+def test_with_the_full_kl_each_action_is_charged_its_state_s_exact_kl(traced_run):
+    cfg = load_config("tiny", ["rl.reward_source=gold", "rl.kl_estimator=full"])
+    (traced_run / "config.json").write_text(json.dumps(cfg.model_dump()))
+    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
+    t = trace(traced_run, PREFIX, stage="rlhf", group=4)
+    assert any(s.kl > 1e-4 for s in t.steps)
+    assert [s.kl_estimate for s in t.steps] == pytest.approx([s.kl for s in t.steps], abs=1e-6)  # no estimate
+    assert t.episode.kl_sum == pytest.approx(sum(s.kl for s in t.steps), abs=1e-5)
+    assert all(e.kl_sum >= 0 for e in t.group)
+
+
 def test_the_group_is_compared_with_the_reference_at_rls_temperature(traced_run):
     """At rl.temperature 0.5 the group's log-probs are recorded at 0.5: the SFT policy against itself (its own
     reference) shows no KL only if the reference is read at 0.5 too, and the greedy episode's none at 1."""
