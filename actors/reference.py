@@ -1,4 +1,4 @@
-"""Reference: the frozen SFT policy, giving log pi_ref(action | state) for the KL penalty."""
+"""Reference: the frozen SFT policy, giving pi_ref(. | state) of every state the rollouts passed, for the KL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ray
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.rollout import Rollouts, action_logprobs, state_logprobs
+from models.rollout import Rollouts, state_logprobs
 from world.actions import ActionSpace
 
 
@@ -18,12 +18,6 @@ class ReferenceImpl:
         self.temperature = temperature  # RL's sampling temperature: the KL compares like with like
         self.model, _, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=digit_order))
         self.model.eval()
-
-    @torch.no_grad()
-    def logprobs(self, rollouts: Rollouts, temperature: float | None = None) -> torch.Tensor:
-        """(B, T) reference log-probs of the rollouts' actions, 0 off the actions; at `temperature` (default: RL's)."""
-        at = self.temperature if temperature is None else temperature
-        return action_logprobs(self.model, rollouts.tokens, rollouts.mask, at) * rollouts.action_mask
 
     @torch.no_grad()
     def distributions(self, rollouts: Rollouts, temperature: float | None = None) -> torch.Tensor:

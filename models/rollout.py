@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 
-from algos.kl import entropy
 from models.gpt import GPT
 from models.sampling import generate, left_pad
 from world.actions import ActionSpace
@@ -81,18 +80,7 @@ def sample_rollouts(
 
 def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Teacher-forced (B, T) log pi(tokens[:, t] | tokens[:, :t]) in column t; column 0 is 0."""
-    return logprobs_and_entropy(model, tokens, mask, temperature)[0]
-
-
-def logprobs_and_entropy(
-    model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`action_logprobs` and the (B, T) entropy of the policy in the state before each token, from one forward.
-
-    With gradients when the caller has them on: the learner calls this inside its loss.
-    """
-    logp_all = state_logprobs(model, tokens, mask, temperature)
-    return logp_all.gather(-1, tokens[:, :, None]).squeeze(-1), entropy(logp_all)
+    return state_logprobs(model, tokens, mask, temperature).gather(-1, tokens[:, :, None]).squeeze(-1)
 
 
 def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -122,7 +122,8 @@ def kl_source_rows(
     ref_logprobs: torch.Tensor, kl: torch.Tensor, iteration: int, n: int = KL_SOURCES,
 ) -> list[dict]:  # fmt: skip
     """The `n` responses with the largest KL, largest first, each with its actions: the action, log pi (the
-    sampler's), log pi_ref and the action's KL estimate, so a spike can be read down to the action behind it."""
+    sampler's), log pi_ref and the KL charged there (the action's estimate, or under `full` its state's exact
+    KL), so a spike can be read down to the action behind it."""
     per_response = kl.sum(dim=1)
     total = per_response.abs().sum().item()
     rows = []

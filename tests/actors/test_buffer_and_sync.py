@@ -67,7 +67,9 @@ def test_the_reference_s_distributions_hold_its_action_log_probs_and_sum_to_one_
     dist = reference.distributions(rollouts)
     assert dist.shape == (*rollouts.tokens.shape, SPACE.size)
     taken = dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)
-    assert torch.allclose(taken, reference.logprobs(rollouts), atol=1e-6)  # the KL's log pi_ref, from one place
+    with torch.no_grad():
+        teacher = action_logprobs(policy, rollouts.tokens, rollouts.mask, temperature) * rollouts.action_mask
+    assert torch.allclose(taken, teacher, atol=1e-5)  # the SFT policy is the reference: its actions' log-probs
     on_actions = rollouts.action_mask.bool()
     assert torch.allclose(dist.exp().sum(-1)[on_actions], torch.ones(int(on_actions.sum())), atol=1e-5)
     assert not dist[~on_actions].any()  # 0 off the actions

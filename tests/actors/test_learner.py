@@ -144,24 +144,34 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
             ray_local.kill(handle)
 
 
-@pytest.mark.parametrize(("importance", "expected"), [("token", -1.0050), ("sequence", -1.0)])
-def test_the_learners_loss_takes_the_ratio_per_action_or_per_response_as_configured(importance, expected):
+def loss_on_one_response(overrides: list[str], fwd_out: dict, advantage: float, kl_coef: float, **columns):
+    """The library's loss on one response of two actions (old log-probs 0), configured as `tiny` with `overrides`
+    through `learner_config_dict`, on a stub learner: the loss and the metrics it logged."""
     from types import SimpleNamespace
 
     from actors.learner import learner_config_dict
 
-    rl = load_config("tiny", [f"rl.importance_ratio={importance}", "rl.kl_coef=0", "rl.loss_agg=token-mean"]).rl
-    logp = torch.tensor([[-0.1, 0.1]])  # ratios 0.905 and 1.105 to old log-probs of 0: their response's is 1
+    rl = load_config("tiny", [*overrides, "rl.loss_agg=token-mean"]).rl
     batch = {
-        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.ones(1, 2),
-        "ref_logprobs": logp.clone(), "kl_coef": torch.zeros(1), "den_actions": torch.tensor([2.0]),
-        "den_sequences": torch.tensor([1.0]), "den_max_len": torch.tensor([2.0]),
-    }  # fmt: skip
-    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda *args, **kwargs: None))
+        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.full((1, 2), advantage),
+        "kl_coef": torch.tensor([kl_coef]), "den_actions": torch.tensor([2.0]), "den_sequences": torch.tensor([1.0]),
+        "den_max_len": torch.tensor([2.0]),
+    } | columns  # fmt: skip
+    logged = {}
+    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda d, **kwargs: logged.update(d)))
     loss = PolicyGradientLearner.compute_loss_for_module(
         learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
-        batch=batch, fwd_out={"action_logprobs": logp, "entropy": torch.zeros(1, 2)},
+        batch=batch, fwd_out={"entropy": torch.zeros(1, 2)} | fwd_out,
     )  # fmt: skip
+    return loss, logged
+
+
+@pytest.mark.parametrize(("importance", "expected"), [("token", -1.0050), ("sequence", -1.0)])
+def test_the_learners_loss_takes_the_ratio_per_action_or_per_response_as_configured(importance, expected):
+    logp = torch.tensor([[-0.1, 0.1]])  # ratios 0.905 and 1.105 to old log-probs of 0: their response's is 1
+    loss, _ = loss_on_one_response(
+        [f"rl.importance_ratio={importance}"], {"action_logprobs": logp}, 1.0, 0.0, ref_logprobs=logp.clone()
+    )
     # token: -(0.905 + 1.105) / 2 = -cosh(0.1); sequence: -(1 + 1) / 2
     assert loss.item() == pytest.approx(expected, abs=1e-4)
 
@@ -174,21 +184,10 @@ def test_the_learners_loss_takes_the_ratio_per_action_or_per_response_as_configu
     ],
 )
 def test_a_clamped_kl_bounds_the_loss_s_kl_term_and_its_gradient(clamp, loss_value, first_gradient):
-    from types import SimpleNamespace
-
-    from actors.learner import learner_config_dict
-
-    rl = load_config("tiny", [f"rl.kl_clamp={clamp}", "rl.loss_agg=token-mean", "rl.kl_in=loss"]).rl
     logp = torch.zeros(1, 2, requires_grad=True)  # log ratios to the reference -3 and -0.5: k3 16.09 and 0.149
-    batch = {
-        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.zeros(1, 2),
-        "ref_logprobs": torch.tensor([[3.0, 0.5]]), "kl_coef": torch.tensor([0.2]), "den_actions": torch.tensor([2.0]),
-        "den_sequences": torch.tensor([1.0]), "den_max_len": torch.tensor([2.0]),
-    }  # fmt: skip
-    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda *args, **kwargs: None))
-    loss = PolicyGradientLearner.compute_loss_for_module(
-        learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
-        batch=batch, fwd_out={"action_logprobs": logp, "entropy": torch.zeros(1, 2)},
+    loss, _ = loss_on_one_response(
+        [f"rl.kl_clamp={clamp}", "rl.kl_in=loss"], {"action_logprobs": logp}, 0.0, 0.2,
+        ref_logprobs=torch.tensor([[3.0, 0.5]]),
     )  # fmt: skip
     loss.backward()
     assert loss.item() == pytest.approx(loss_value, rel=1e-5)
@@ -198,24 +197,10 @@ def test_a_clamped_kl_bounds_the_loss_s_kl_term_and_its_gradient(clamp, loss_val
 
 
 def test_the_full_kl_in_the_loss_is_each_state_s_exact_kl_with_its_gradient():
-    from types import SimpleNamespace
-
-    from actors.learner import learner_config_dict
-
-    rl = load_config("tiny", ["rl.kl_estimator=full", "rl.loss_agg=token-mean", "rl.kl_in=loss"]).rl
     state = torch.log(torch.tensor([[[0.5, 0.5], [0.25, 0.75]]])).requires_grad_()  # two states over V=2
-    batch = {
-        "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.zeros(1, 2),
-        "ref_logprobs": torch.zeros(1, 2), "ref_dist": torch.log(torch.tensor([[[0.25, 0.75], [0.25, 0.75]]])),
-        "kl_coef": torch.tensor([0.2]), "den_actions": torch.tensor([2.0]), "den_sequences": torch.tensor([1.0]),
-        "den_max_len": torch.tensor([2.0]),
-    }  # fmt: skip
-    logged = {}
-    learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda d, **kwargs: logged.update(d)))
-    fwd_out = {"action_logprobs": torch.zeros(1, 2), "entropy": torch.zeros(1, 2), "state_logprobs": state}
-    loss = PolicyGradientLearner.compute_loss_for_module(
-        learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
-        batch=batch, fwd_out=fwd_out,
+    loss, logged = loss_on_one_response(
+        ["rl.kl_estimator=full", "rl.kl_in=loss"], {"action_logprobs": torch.zeros(1, 2), "state_logprobs": state},
+        0.0, 0.2, ref_logprobs=torch.zeros(1, 2), ref_dist=torch.log(torch.tensor([[[0.25, 0.75], [0.25, 0.75]]])),
     )  # fmt: skip
     exact = 0.5 * math.log(2) + 0.5 * math.log(2 / 3)  # the first state's KL; the second is the reference's own
     assert loss.item() == pytest.approx(0.2 * exact / 2, rel=1e-5)  # token mean of kl_coef x KL

@@ -54,13 +54,18 @@ def test_the_group_gets_the_runs_reward_and_leave_one_out_advantages(traced_run)
     assert t.steps[-1].reward == t.episode.reward
 
 
-def test_a_moved_policy_shows_its_kl_to_the_reference(traced_run):
-    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
+def moved_policy(run_dir):
+    """The SFT policy nudged at random, saved as the run's RLHF policy: a policy that has moved off its reference."""
+    policy, space, _ = load_checkpoint(run_dir / "sft" / "checkpoint.pt")
     torch.manual_seed(0)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
+    save_checkpoint(run_dir / "rlhf" / "checkpoint.pt", model=policy, space=space)
+
+
+def test_a_moved_policy_shows_its_kl_to_the_reference(traced_run):
+    moved_policy(traced_run)
     t = trace(traced_run, PREFIX, stage="rlhf", group=0)
     assert t.group == [] and any(s.kl > 1e-4 for s in t.steps)
     for s in t.steps:  # k3 of the action taken, from the two probabilities shown
@@ -183,12 +188,7 @@ def test_a_policy_file_or_registered_model_is_traced_against_the_run_it_came_fro
 def test_with_the_full_kl_each_action_is_charged_its_state_s_exact_kl(traced_run):
     cfg = load_config("tiny", ["rl.reward_source=gold", "rl.kl_estimator=full"])
     (traced_run / "config.json").write_text(json.dumps(cfg.model_dump()))
-    policy, space, _ = load_checkpoint(traced_run / "sft" / "checkpoint.pt")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_checkpoint(traced_run / "rlhf" / "checkpoint.pt", model=policy, space=space)
+    moved_policy(traced_run)
     t = trace(traced_run, PREFIX, stage="rlhf", group=4)
     assert any(s.kl > 1e-4 for s in t.steps)
     assert [s.kl_estimate for s in t.steps] == pytest.approx([s.kl for s in t.steps], abs=1e-6)  # no estimate
