@@ -123,7 +123,9 @@ def run(
         raise typer.BadParameter(str(err), param_hint="--from") from None
 
 
-EXPERIMENT_NAMES = ("staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage")
+EXPERIMENT_NAMES = (
+    "staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage", "kl-estimator"
+)  # fmt: skip
 
 
 @app.command()

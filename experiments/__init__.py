@@ -7,7 +7,15 @@ from experiments.runner import Experiment
 
 def registry() -> dict[str, Experiment]:
     """Every experiment by name (imported lazily: they pull in Ray and RLlib)."""
-    from experiments import action_space, contrastive, overoptimisation, rm_pairs, staleness, zero_advantage
+    from experiments import (
+        action_space,
+        contrastive,
+        kl_estimator,
+        overoptimisation,
+        rm_pairs,
+        staleness,
+        zero_advantage,
+    )
 
-    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage)
+    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage, kl_estimator)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in modules}

@@ -140,3 +140,14 @@ def test_action_space_arm_is_refused_by_the_audit_and_the_experiment_bypasses_it
     pretrain.main(cfg, tmp_path / "plain", tracking_uri=uri)
     with pytest.raises(ActionSpaceAuditError, match="'\\?'"):
         sft.main(cfg, tmp_path / "plain", tracking_uri=uri)
+
+
+def test_kl_estimator_arms_charge_the_sampled_the_clamped_or_the_exact_kl(out, tmp_path, ray_local):
+    exp, rows, client = run_experiment("kl-estimator", out, tmp_path, ["rl.reward_source=gold", "rl.lr=1e-3"])
+    check_outputs(exp, out, rows, client)
+    by_arm = {r["arm"]: r for r in rows}
+    full = by_arm["full"]  # what it charges is the exact KL
+    assert full["charged / exact (median)"] == pytest.approx(1.0, rel=1e-4)
+    assert full["iterations charged > 2x exact"] == 0 and full["KL"] == pytest.approx(full["exact KL"], rel=1e-4)
+    for r in rows:
+        assert r["exact KL"] > 0 and r["largest response KL"] > 0 and 0 < r["share of the 4 largest"] <= 1
