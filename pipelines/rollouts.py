@@ -157,8 +157,8 @@ def kl_sources(run: LoggedRLHF, iteration: int | None) -> KLSources:
     rows = read_table(run, KL_DIR)
     if not rows:
         raise RolloutsError(
-            f"{run.run_dir}'s RLHF run has no KL table: it is written at each checkpoint (runs before 2026-12-05 "
-            "have none)"
+            f"{run.run_dir}'s RLHF run has no KL table: it is written at each checkpoint (runs from before it was "
+            "kept have none; `tokenmdp rollouts` without --kl shows each response's KL)"
         )
     shown, picked = iteration_rows(rows, iteration)
     kept = {row["iteration"] for row in rows}

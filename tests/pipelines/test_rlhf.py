@@ -143,6 +143,9 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     assert state["policy_version"] == cfg.rl.iterations
     assert any(not torch.equal(sft[k], tuned[k]) for k in sft), "RL left the policy unchanged"
     _the_kl_table_says_where_each_iteration_s_kl_came_from(sft_run, client, final["run_id"], cfg, checkpoints)
+    shutil.rmtree(artifacts / "kl_sources")
+    said = CliRunner().invoke(app, ["rollouts", str(sft_run), "--kl"])
+    assert said.exit_code == 2 and "no KL table" in said.output  # a run from before it: said, not a traceback
 
 
 def _the_kl_table_says_where_each_iteration_s_kl_came_from(run_dir, client, run_id, cfg, checkpoints):
