@@ -18,8 +18,8 @@ from actors.learner import PolicyGradientLearner, kl_term
 from algos.advantages import per_token
 from algos.policy_loss import Denominators, aggregate
 from experiments.plots import curves
-from experiments.rl_arms import register_variant, run_rlhf_arm, summary_row
-from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from experiments.rl_arms import register_variant, rl_experiment, summary_row
+from experiments.runner import Arm, ArmResult, metric_history
 from pipelines.rl_actors import Variant
 
 
@@ -68,12 +68,10 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     return rows, curves(series, out / "contrastive.png", ("reward/gold", "rl/entropy", "rl/kl"))
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = rl_experiment(
     name="contrastive",
     question="advantage-weighted policy gradient vs raising above-median and lowering below-median responses",
     changes=("variant",),
-    shared=("pretrain", "sft", "reward"),
     arms=(Arm("policy-gradient"), Arm("positive-negative-sft", variant=CONTRASTIVE.name)),
-    run_arm=run_rlhf_arm,
     report=report,
 )

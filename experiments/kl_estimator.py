@@ -15,8 +15,8 @@ from pathlib import Path
 from statistics import mean, median
 
 from experiments.plots import curves
-from experiments.rl_arms import run_rlhf_arm, summary_row
-from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from experiments.rl_arms import rl_experiment, summary_row
+from experiments.runner import Arm, ArmResult, metric_history
 from pipelines.rl_metrics import KL_SOURCES
 
 METRICS = ("rl/kl", "rl/kl_exact", "reward/gold")  # charged, exact, what was sampled
@@ -42,12 +42,10 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     return rows, curves(series, out / "kl_estimator.png", METRICS)
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = rl_experiment(
     name="kl-estimator",
     question="what does the sampled KL estimate cost against the exact KL the small action space allows?",
     changes=("rl.kl_clamp", "rl.kl_estimator"),
-    shared=("pretrain", "sft", "reward"),
     arms=ARMS,
-    run_arm=run_rlhf_arm,
     report=report,
 )

@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from algos.overoptimisation import moving_average, turning_point
-from experiments.rl_arms import run_rlhf_arm, summary_row
-from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from experiments.rl_arms import rl_experiment, summary_row
+from experiments.runner import Arm, ArmResult, metric_history
 from pipelines.rl_metrics import rm_agreement_over
 from pipelines.tracking import logged_run_id
 
@@ -61,12 +61,10 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     return rows, plot
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = rl_experiment(
     name="overoptimisation",
     question="where does the gold reward turn down while the RM's proxy reward still rises?",
     changes=("rl.kl_coef",),
-    shared=("pretrain", "sft", "reward"),
     arms=(Arm("kl-config"), Arm(f"kl-{WEAK_KL}", (f"rl.kl_coef={WEAK_KL}",))),
-    run_arm=run_rlhf_arm,
     report=report,
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conf.schema import Config
 from experiments.plots import curves
-from experiments.runner import Arm, ArmResult, metric_history
+from experiments.runner import Arm, ArmResult, Experiment, Report, metric_history
 from pipelines import rlhf
 from pipelines.rl_actors import LIBRARY, Variant
 
@@ -23,6 +23,17 @@ def register_variant(variant: Variant) -> Variant:
 def run_rlhf_arm(cfg: Config, arm: Arm, arm_dir: Path, uri: str) -> ArmResult:
     final = rlhf.main(cfg, arm_dir, tracking_uri=uri, variant=VARIANTS[arm.variant])
     return ArmResult(arm, cfg, arm_dir, final)
+
+
+def rl_experiment(
+    name: str, question: str, changes: tuple[str, ...], arms: tuple[Arm, ...], report: Report
+) -> Experiment:
+    """An experiment whose arms differ only in RLHF: the stages before it are trained once and shared, and each
+    arm runs RLHF with its settings (and its variant)."""
+    return Experiment(
+        name=name, question=question, changes=changes, shared=("pretrain", "sft", "reward"), arms=arms,
+        run_arm=run_rlhf_arm, report=report,
+    )  # fmt: skip
 
 
 def summary_row(result: ArmResult) -> dict:

@@ -61,6 +61,9 @@ class ArmResult:
     extra: dict[str, Any] = field(default_factory=dict)  # what the experiment measured beside the stage metrics
 
 
+Report = Callable[[list[ArmResult], Path, Any], tuple[list[dict[str, Any]], Path]]  # -> (table rows, plot)
+
+
 @dataclass(frozen=True)
 class Experiment:
     """What one experiment asks, which setting its arms change, and how to run and report them."""
@@ -71,7 +74,7 @@ class Experiment:
     shared: tuple[str, ...]  # base stages run once and copied into every arm ("pretrain", "sft", "reward")
     arms: tuple[Arm, ...]
     run_arm: Callable[[Config, Arm, Path, str], ArmResult]
-    report: Callable[[list[ArmResult], Path, Any], tuple[list[dict[str, Any]], Path]]  # -> (table rows, plot)
+    report: Report
 
 
 def arm_configs(exp: Experiment, cfg: Config) -> dict[str, Config]:

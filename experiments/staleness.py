@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.rl_arms import run_rlhf_arm, wall_clock_report
-from experiments.runner import Arm, ArmResult, Experiment
+from experiments.rl_arms import rl_experiment, wall_clock_report
+from experiments.runner import Arm, ArmResult
 
 STALENESS = (0, 2, 8)
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
@@ -27,12 +27,10 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     return wall_clock_report(results, client, out / "staleness.png", METRICS, columns)
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = rl_experiment(
     name="staleness",
     question="does training on samples from older policy versions cost gold reward or KL?",
     changes=("rl.max_staleness", "rl.sync_every"),
-    shared=("pretrain", "sft", "reward"),
     arms=tuple(Arm(f"staleness-{s}", (f"rl.max_staleness={s}", f"rl.sync_every={s + 1}")) for s in STALENESS),
-    run_arm=run_rlhf_arm,
     report=report,
 )

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from experiments.rl_arms import run_rlhf_arm, wall_clock_report
-from experiments.runner import Arm, ArmResult, Experiment, metric_history
+from experiments.rl_arms import rl_experiment, wall_clock_report
+from experiments.runner import Arm, ArmResult, metric_history
 
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, what was sampled, KL
 ARMS = (
@@ -39,12 +39,10 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
     return wall_clock_report(results, client, out / "zero_advantage.png", METRICS, columns)
 
 
-EXPERIMENT = Experiment(
+EXPERIMENT = rl_experiment(
     name="zero-advantage",
     question="what do groups without advantage cost: train on them, drop them, or sample until the batch has none?",
     changes=("rl.drop_zero_advantage_groups", "rl.dynamic_sampling_rounds"),
-    shared=("pretrain", "sft", "reward"),
     arms=ARMS,
-    run_arm=run_rlhf_arm,
     report=report,
 )
