@@ -200,3 +200,11 @@ def test_a_run_refuses_a_bad_data_file_before_its_first_stage(tmp_path, setting,
     result = runner.invoke(app, ["run", "tiny", "--out", str(tmp_path / "run"), "--set", f"{setting}={data}"])
     assert result.exit_code == 2 and said in result.output, result.output
     assert not (tmp_path / "run" / "pretrain").exists()  # refused in seconds, not after pretraining
+
+
+def test_a_table_shows_a_value_that_rounds_to_zero_without_a_sign(capsys):
+    from cli.report import print_rows
+
+    print_rows("t", [{"KL": -1e-8, "log pi": -0.0004, "ratio": -2.3456}], ["KL", "log pi", "ratio"])
+    shown = capsys.readouterr().out
+    assert "-0.000" not in shown and "0.000" in shown and "-2.346" in shown  # float rounding is not a negative KL
