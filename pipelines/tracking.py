@@ -191,8 +191,31 @@ def quiet_downloads() -> Iterator[None]:
             os.environ[key] = before
 
 
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block has run, then deliver it. A KeyboardInterrupt raised inside an
+    SQLite write leaves the store's transaction open and the database locked: ending the MLflow run then waits
+    out SQLite's timeout and fails with `database is locked`, a page of SQLAlchemy traceback instead of the line
+    that says where the run stopped. Off the main thread (where no signal handler can be set), the block runs
+    as it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)  # now, to the handler that was there before
+
+
 def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
-    """Many steps' metrics in one call: per-point calls cost seconds per thousand points."""
+    """Many steps' metrics in one call: per-point calls cost seconds per thousand points. Not cut by Ctrl-C."""
     import time
 
     import mlflow
@@ -201,8 +224,9 @@ def log_metrics_batch(rows: list[tuple[int, dict[str, float]]]) -> None:
     run = mlflow.active_run()
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now, step) for step, values in rows for key, value in values.items()]
-    for start in range(0, len(metrics), 900):
-        mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 900])
+    with ctrl_c_after():
+        for start in range(0, len(metrics), 900):
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 900])
 
 
 class StepLog:

@@ -170,3 +170,19 @@ def test_a_resumed_stage_logs_each_metric_at_a_step_once(tmp_path):
                for key in ("loss", "eval", "new")}  # fmt: skip
     assert sorted(history["loss"]) == [(1, 1.0), (2, 0.5), (3, 0.2)]  # what the run held stays, once
     assert history["eval"] == [(2, 0.3)] and history["new"] == [(2, 7.0)]
+
+
+def test_ctrl_c_inside_a_store_write_waits_for_the_write_to_end():
+    import signal
+
+    from pipelines.tracking import ctrl_c_after
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), ctrl_c_after():
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of the write
+        done.append("the rest of the write")  # still runs: the interrupt waits for the block's end
+    assert done == ["the rest of the write"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is back
+    with ctrl_c_after():  # no Ctrl-C: nothing raised
+        done.append("a quiet write")
+    assert done[-1] == "a quiet write"
