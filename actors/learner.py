@@ -24,7 +24,7 @@ from algos.kl import categorical_kl, entropy, kl_per_state, kl_per_token
 from algos.policy_loss import Denominators, aggregate, clipped_surrogate, sequence_level_logprobs
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
-from models.rollout import state_logprobs
+from models.rollout import state_logprobs, taken_logprobs
 
 MODULE_ID = "default_policy"
 RLLIBS_OWN_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
@@ -53,7 +53,7 @@ class PolicyModule(TorchRLModule):
         temperature = self.model_config.get("temperature", 1.0)  # the samplers': their log-probs are the old ones
         tokens = batch["tokens"].long()
         state_logp = state_logprobs(self.gpt, tokens, batch["mask"].long(), temperature)
-        logp = state_logp.gather(-1, tokens[:, :, None]).squeeze(-1)
+        logp = taken_logprobs(state_logp, tokens)
         return {"action_logprobs": logp, "entropy": entropy(state_logp), "state_logprobs": state_logp}
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -89,9 +89,8 @@ class PolicyGradientLearner(TorchLearner):
             "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
             "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
         }
-        if "ref_dist" in batch:  # the exact KL of every state the responses passed, per response like `rl/kl`
-            exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])
-            reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)
+        exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])  # every state passed
+        reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)  # per response, like `rl/kl`
         self.metrics.log_dict(reported, key=module_id, window=1)
         return loss
 

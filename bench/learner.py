@@ -126,7 +126,7 @@ def rl_tokens_per_s(model: GPT, batch: int, steps: int, num_learners: int) -> fl
     advantages = torch.randn(rollouts.size)[:, None] * rollouts.action_mask
     with torch.no_grad():  # the reference's distributions, as RLHF's batch carries them for the exact KL
         ref_dist = state_logprobs(model, rollouts.tokens, rollouts.mask) * rollouts.action_mask[:, :, None]
-    data = learner_batch(rollouts, advantages, rollouts.logprobs, 8, rl.kl_coef, ref_dist)
+    data = learner_batch(rollouts, advantages, rollouts.logprobs, ref_dist, 8, rl.kl_coef)
     group = build_learner_group(rl, model.cfg, space.size)
     try:
         group.set_weights(policy_weights(model))

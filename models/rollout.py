@@ -80,7 +80,12 @@ def sample_rollouts(
 
 def action_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Teacher-forced (B, T) log pi(tokens[:, t] | tokens[:, :t]) in column t; column 0 is 0."""
-    return state_logprobs(model, tokens, mask, temperature).gather(-1, tokens[:, :, None]).squeeze(-1)
+    return taken_logprobs(state_logprobs(model, tokens, mask, temperature), tokens)
+
+
+def taken_logprobs(dist: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, T) the log-prob of each token taken, read from the (B, T, V) log-probs of the state before it."""
+    return dist.gather(-1, tokens[:, :, None]).squeeze(-1)
 
 
 def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -13,11 +13,11 @@ from models.rollout import Rollouts
 
 
 def learner_batch(
-    rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, max_len: int, kl_coef: float,
-    ref_dist: torch.Tensor | None = None,
+    rollouts: Rollouts, advantages: torch.Tensor, ref_logprobs: torch.Tensor, ref_dist: torch.Tensor, max_len: int,
+    kl_coef: float,
 ):  # fmt: skip
-    """The RLlib batch: the rollout layout plus advantages, the reference's log-probs of the actions (and of every
-    action in their states, `ref_dist`, from which the learner reports the exact KL), the KL coefficient of the
+    """The RLlib batch: the rollout layout plus advantages, the reference's log-probs of the actions and of every
+    action in their states (`ref_dist`, from which the learner reports the exact KL), the KL coefficient of the
     iteration that made it and the global-batch loss denominators."""
     mask = rollouts.action_mask.float()
     columns = {
@@ -26,11 +26,10 @@ def learner_batch(
         "action_mask": mask.numpy(),
         "old_logprobs": rollouts.logprobs.float().numpy(),
         "ref_logprobs": ref_logprobs.float().numpy(),
+        "ref_dist": ref_dist.float().numpy(),
         "advantages": advantages.float().numpy(),
         "kl_coef": np.full(len(mask), kl_coef, np.float32),
     }
-    if ref_dist is not None:
-        columns["ref_dist"] = ref_dist.float().numpy()
     return _with_denominators(columns, max_len)
 
 

@@ -10,7 +10,7 @@ import torch
 from algos.kl import kl_per_state, kl_per_token
 from conf.schema import RLConfig
 from models.gpt import GPT
-from models.rollout import Rollouts, state_logprobs
+from models.rollout import Rollouts, state_logprobs, taken_logprobs
 
 
 def rollout_kl(
@@ -23,5 +23,5 @@ def rollout_kl(
         with torch.no_grad():
             logp = state_logprobs(policy, rollouts.tokens, rollouts.mask, temperature)
         return kl_per_state(logp, ref_dist, rl.kl_clamp) * mask
-    ref_logprobs = ref_dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)
+    ref_logprobs = taken_logprobs(ref_dist, rollouts.tokens)
     return kl_per_token(rollouts.logprobs, ref_logprobs, rl.kl_estimator, rl.kl_clamp) * mask

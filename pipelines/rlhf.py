@@ -43,7 +43,7 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts
+from models.rollout import Rollouts, taken_logprobs
 from pipelines.dynamic_sampling import draw_with_signal
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
@@ -176,7 +176,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     elif drawn is not None:  # scored as its rounds were drawn
         proxy = drawn.proxy[drawn.trained]
     ref_dist = calls["reference"].collect()  # (B, T, V): every action's log-prob, for the learner's exact KL
-    ref_logprobs = ref_dist.gather(-1, rollouts.tokens[:, :, None]).squeeze(-1)  # the actions', 0 off them
+    ref_logprobs = taken_logprobs(ref_dist, rollouts.tokens)  # the actions', 0 off them
     values = calls["critic"].collect() if "critic" in calls else None
     if rl.kl_estimator == "full" and rollouts.policy_version != version:  # the validator's sync_every=1 holds
         raise RuntimeError(f"the full KL needs the sampling policy (version {rollouts.policy_version}), not {version}")
@@ -201,7 +201,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         trained, trained_advantages = rollouts.select(keep), advantages[keep]
         trained_ref, trained_dist = ref_logprobs[keep], ref_dist[keep]
     m["rl/trained_responses"] = float(trained.size)
-    batch = learner_batch(trained, trained_advantages, trained_ref, rl.max_new_tokens, kl_coef, trained_dist)
+    batch = learner_batch(trained, trained_advantages, trained_ref, trained_dist, rl.max_new_tokens, kl_coef)
     ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
     served = ray.get(actors.buffer.take.remote(version))
     lap("buffer")

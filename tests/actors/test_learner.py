@@ -92,7 +92,7 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
     uniform = torch.full((*rollouts.tokens.shape, SPACE.size), -math.log(SPACE.size))  # a reference at 1/V
     batch = learner_batch(
-        rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, 8, cfg.rl.kl_coef, uniform
+        rollouts, advantages, rollouts.logprobs - 0.1 * rollouts.action_mask, uniform, 8, cfg.rl.kl_coef
     )
     local, local_metrics = one_update(0, policy, batch, cfg)
     ddp, _ = one_update(2, policy, batch, cfg)
@@ -152,16 +152,17 @@ def loss_on_one_response(overrides: list[str], fwd_out: dict, advantage: float, 
     from actors.learner import learner_config_dict
 
     rl = load_config("tiny", [*overrides, "rl.loss_agg=token-mean"]).rl
+    uniform = torch.full((1, 2, 2), math.log(0.5))  # unless a test says otherwise, both distributions: no exact KL
     batch = {
         "action_mask": torch.ones(1, 2), "old_logprobs": torch.zeros(1, 2), "advantages": torch.full((1, 2), advantage),
         "kl_coef": torch.tensor([kl_coef]), "den_actions": torch.tensor([2.0]), "den_sequences": torch.tensor([1.0]),
-        "den_max_len": torch.tensor([2.0]),
+        "den_max_len": torch.tensor([2.0]), "ref_dist": uniform,
     } | columns  # fmt: skip
     logged = {}
     learner = SimpleNamespace(metrics=SimpleNamespace(log_dict=lambda d, **kwargs: logged.update(d)))
     loss = PolicyGradientLearner.compute_loss_for_module(
         learner, module_id=MODULE_ID, config=SimpleNamespace(learner_config_dict=learner_config_dict(rl, 1)),
-        batch=batch, fwd_out={"entropy": torch.zeros(1, 2)} | fwd_out,
+        batch=batch, fwd_out={"entropy": torch.zeros(1, 2), "state_logprobs": uniform} | fwd_out,
     )  # fmt: skip
     return loss, logged
 

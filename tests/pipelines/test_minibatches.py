@@ -23,7 +23,7 @@ def rollouts(lengths: list[int]) -> Rollouts:
 
 def test_minibatches_split_the_rows_and_recount_their_denominators():
     r = rollouts([1, 2, 3, 4, 1, 2])
-    batch = learner_batch(r, torch.ones(6, 6), r.logprobs, max_len=4, kl_coef=0.05)
+    batch = learner_batch(r, torch.ones(6, 6), r.logprobs, torch.zeros(6, 6, 16), max_len=4, kl_coef=0.05)
     parts = minibatches(batch, 2, np.random.default_rng(0))
     rows = [p.policy_batches[MODULE_ID] for p in parts]
     firsts = sorted(int(t[0]) // 6 for part in rows for t in part["tokens"])
@@ -39,5 +39,5 @@ def test_minibatches_split_the_rows_and_recount_their_denominators():
 
 def test_one_minibatch_is_the_batch_itself():
     r = rollouts([1, 2])
-    batch = learner_batch(r, torch.ones(2, 6), r.logprobs, max_len=4, kl_coef=0.05)
+    batch = learner_batch(r, torch.ones(2, 6), r.logprobs, torch.zeros(2, 6, 16), max_len=4, kl_coef=0.05)
     assert minibatches(batch, 1, np.random.default_rng(0)) == [batch]
