@@ -52,3 +52,26 @@ def fixed_and_broken(before: Sequence[bool], after: Sequence[bool]) -> tuple[int
     fixed = sum(a and not b for b, a in zip(before, after, strict=True))
     broken = sum(b and not a for b, a in zip(before, after, strict=True))
     return fixed, broken
+
+
+def seed_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean of one result over RL seeds and its sample standard deviation (n - 1): the spread a single run's
+    figure carries from its seed alone (nan with one seed)."""
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def seed_difference(first: Sequence[float], other: Sequence[float]) -> tuple[float, float]:
+    """Mean of other_s - first_s over the same seeds and its standard error (sample sd / sqrt(n)).
+
+    Two arms at one seed ask the same prompts and start from the same draws, so the part of the seed's
+    noise they share cancels within each pair.
+    """
+    if len(first) != len(other):
+        raise ValueError(f"{len(first)} seeds in the first arm but {len(other)} in the other")
+    mean, sd = seed_spread([o - f for f, o in zip(first, other, strict=True)])
+    return mean, sd / math.sqrt(len(first)) if first else float("nan")

@@ -124,7 +124,8 @@ def run(
 
 
 EXPERIMENT_NAMES = (
-    "staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage", "kl-estimator"
+    "staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage", "kl-estimator",
+    "seeds",
 )  # fmt: skip
 
 
@@ -139,22 +140,34 @@ def experiment(
     base_run: Annotated[
         Path | None, typer.Option("--base-run", help="Reuse the shared stages of this finished run (e.g. runs/demo).")
     ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="RL seeds per arm (default 1; `seeds` 3): each arm's RLHF again at the next seeds, a row each, "
+            "and a table across seeds (seeds.md). For the experiments whose arms differ only in RLHF.",
+        ),
+    ] = None,
     ray_address: RayOpt = None,
 ) -> None:
     """A controlled comparison: arms that change one setting, same seeds, one MLflow parent run, a table and a plot."""
     if name not in EXPERIMENT_NAMES:
         raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)}")
     from experiments import registry
+    from experiments.runner import ExperimentRefused, seeded_arms
     from experiments.runner import run as run_experiment
     from pipelines.run_config import ConfigChanged
 
     use_ray(ray_address)
     cfg, _ = config_and_dir(config, overrides, None)
     out = out or Path("runs") / "experiments" / cfg.name / name
+    exp = registry()[name]
     try:
+        seeded_arms(exp, cfg, seeds or exp.seeds)  # refused before the directory is made
         with single_writer(out), clear_refusals():
-            run_experiment(registry()[name], cfg, out, base_run=base_run)
-    except (ConfigChanged, FileNotFoundError) as err:
+            run_experiment(exp, cfg, out, base_run=base_run, seeds=seeds)
+    except (ConfigChanged, ExperimentRefused, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
 
 

@@ -262,6 +262,11 @@ class RLConfig(Strict):
 
     iterations: int = Field(30, ge=1)
     """RL iterations (sample, score, update, sync); may grow on a trained run, which then trains on."""
+    seed: int | None = Field(None, ge=0)
+    """Seeds RLHF alone: the prompts each iteration asks, the samplers' draws, the minibatches' order (and
+    iterated RLHF's labeler and RM steps). None: the run's `seed`. Only RLHF reads it, so a run forked with
+    another (`tokenmdp run --from`) or `tokenmdp experiment --seeds` repeats RL on the same SFT policy and
+    reward model: how far a result moves with the seed alone."""
     prompts_per_iteration: int = Field(32, ge=1)
     """Distinct feedback-pool prompts per iteration, each answered group_size times."""
     group_size: int = Field(4, ge=1)
@@ -467,6 +472,11 @@ class Config(Strict):
     rl: RLConfig = RLConfig()
     serve: ServeConfig = ServeConfig()
     evaluate: EvalConfig = EvalConfig()
+
+    @property
+    def rl_seed(self) -> int:
+        """The seed RLHF draws from: `rl.seed`, or the run's."""
+        return self.seed if self.rl.seed is None else self.rl.seed
 
     @model_validator(mode="after")
     def _documents_fit_the_context(self) -> Config:

@@ -13,9 +13,10 @@ def registry() -> dict[str, Experiment]:
         kl_estimator,
         overoptimisation,
         rm_pairs,
+        seeds,
         staleness,
         zero_advantage,
     )
 
-    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage, kl_estimator)
+    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage, kl_estimator, seeds)
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in modules}

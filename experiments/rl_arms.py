@@ -26,13 +26,13 @@ def run_rlhf_arm(cfg: Config, arm: Arm, arm_dir: Path, uri: str) -> ArmResult:
 
 
 def rl_experiment(
-    name: str, question: str, changes: tuple[str, ...], arms: tuple[Arm, ...], report: Report
+    name: str, question: str, changes: tuple[str, ...], arms: tuple[Arm, ...], report: Report, seeds: int = 1
 ) -> Experiment:
     """An experiment whose arms differ only in RLHF: the stages before it are trained once and shared, and each
-    arm runs RLHF with its settings (and its variant)."""
+    arm runs RLHF with its settings (and its variant), at `seeds` RL seeds unless `--seeds` says otherwise."""
     return Experiment(
         name=name, question=question, changes=changes, shared=("pretrain", "sft", "reward"), arms=arms,
-        run_arm=run_rlhf_arm, report=report,
+        run_arm=run_rlhf_arm, report=report, seeds=seeds,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from conf.load import with_defaults, with_overrides
 from conf.schema import Config
+from experiments.across_seeds import across_seeds
 from pipelines import preferences, pretrain, reward, sft
 from pipelines.fork import copy_stage
 from pipelines.report import history
@@ -43,6 +44,10 @@ STAGE_DIRS = {
 }
 
 
+class ExperimentRefused(ValueError):
+    """An experiment asked of in a way it cannot run: said before anything starts."""
+
+
 @dataclass(frozen=True)
 class Arm:
     """One side of a comparison: config overrides, and the name of a deliberately different variant."""
@@ -50,6 +55,12 @@ class Arm:
     name: str
     overrides: tuple[str, ...] = ()
     variant: str = "library"
+    repeats: str | None = None  # the arm this one repeats at another RL seed (`--seeds`)
+
+    @property
+    def family(self) -> str:
+        """The arm's name across its seeds."""
+        return self.repeats or self.name
 
 
 @dataclass
@@ -75,29 +86,62 @@ class Experiment:
     arms: tuple[Arm, ...]
     run_arm: Callable[[Config, Arm, Path, str], ArmResult]
     report: Report
+    seeds: int = 1  # RL seeds each arm runs at unless `--seeds` says otherwise
 
 
-def arm_configs(exp: Experiment, cfg: Config) -> dict[str, Config]:
-    """Each arm's config; refuses arms that differ in a field the experiment does not name."""
-    configs = {arm.name: with_overrides(cfg, arm.overrides) for arm in exp.arms}
+def seeded_arms(exp: Experiment, cfg: Config, seeds: int) -> tuple[Arm, ...]:
+    """Every arm at `seeds` RL seeds: itself at the config's, then `<arm>-seed<s>` at the next ones; all arms'
+    first seed before any arm's second, so a stopped experiment has whole comparisons first."""
+    if seeds > 1 and "reward" not in exp.shared:
+        raise ExperimentRefused(
+            f"experiment {exp.name}: its arms train stages before RLHF ({', '.join(_own_stages(exp))}); --seeds "
+            "repeats RLHF alone on shared stages, for the experiments whose arms differ only in RLHF"
+        )
+    first = cfg.rl_seed
+    return tuple(arm if k == 0 else _at_seed(arm, first + k) for k in range(seeds) for arm in exp.arms)
+
+
+def _at_seed(arm: Arm, seed: int) -> Arm:
+    return Arm(f"{arm.name}-seed{seed}", (*arm.overrides, f"rl.seed={seed}"), arm.variant, repeats=arm.name)
+
+
+def _own_stages(exp: Experiment) -> list[str]:
+    return [s for s in ("pretrain", "sft", "preferences", "reward") if s not in exp.shared]
+
+
+def arm_configs(exp: Experiment, cfg: Config, arms: tuple[Arm, ...] | None = None) -> dict[str, Config]:
+    """Each arm's config; refuses arms that differ in a field the experiment does not name (or in the RL seed,
+    between the seeds of `seeded_arms`)."""
+    arms = arms or exp.arms
+    configs = {arm.name: with_overrides(cfg, arm.overrides) for arm in arms}
+    allowed = (*exp.changes, "rl.seed") if any(arm.repeats for arm in arms) else exp.changes
     first = next(iter(configs.values())).model_dump()
     for name, arm_cfg in configs.items():
-        stray = [f for f in config_differences(first, arm_cfg.model_dump()) if f not in exp.changes]
+        stray = [f for f in config_differences(first, arm_cfg.model_dump()) if f not in allowed]
         if stray:
             raise ValueError(f"experiment {exp.name}: arm {name} also changes {stray}; only {exp.changes} may differ")
     return configs
 
 
 def run(
-    exp: Experiment, cfg: Config, out: Path, tracking_uri: str | None = None, base_run: Path | None = None
+    exp: Experiment,
+    cfg: Config,
+    out: Path,
+    tracking_uri: str | None = None,
+    base_run: Path | None = None,
+    seeds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) every arm of `exp` on top of `cfg` into `out`; returns the table rows.
 
     `base_run`: a finished run directory (e.g. `runs/demo`) whose shared stages to reuse instead
     of training them again; its config may differ from `cfg` only in the RL and serve sections.
+    `seeds`: RL seeds per arm (default the experiment's own): each arm's RLHF again at the next seeds, a row
+    each, and a table across seeds (`seeds.md`, `across_seeds` in `results.json`) to read the arms'
+    differences against the spread one arm shows from its seed alone.
     """
     uri = tracking_uri or default_tracking_uri()
-    configs = arm_configs(exp, cfg)
+    arms = seeded_arms(exp, cfg, seeds or exp.seeds)
+    configs = arm_configs(exp, cfg, arms)
     out.mkdir(parents=True, exist_ok=True)
     guard_config(out / "config.json", {"experiment": exp.name, "base": cfg.model_dump()})
     if base_run is not None:
@@ -113,7 +157,7 @@ def run(
                 continue  # RL rewarded by the grader needs no reward model
             BASE_STAGES[stage](cfg, base, tracking_uri=uri)
         results = []
-        for arm in exp.arms:  # --- each arm's own stages -----------------------------------
+        for arm in arms:  # --- each arm's own stages, at each seed -------------------------
             arm_dir = out / arm.name
             arm_dir.mkdir(exist_ok=True)
             _share(base, arm_dir, exp.shared)
@@ -125,9 +169,11 @@ def run(
                 mlflow.log_artifact(str(arm_dir / "config.json"))
                 results.append(exp.run_arm(configs[arm.name], arm, arm_dir, uri))
         rows, plot = exp.report(results, out, mlflow.MlflowClient(tracking_uri=uri))
-        _write_table(exp, rows, out)
-        for path in (plot, out / "table.md", out / "results.json"):
-            mlflow.log_artifact(str(path))
+        spread = across_seeds(results) if len(arms) > len(exp.arms) else None
+        _write_table(exp, rows, out, spread)
+        for path in (plot, out / "table.md", out / "results.json", out / "seeds.md"):
+            if path.is_file():
+                mlflow.log_artifact(str(path))
     return rows
 
 
@@ -158,14 +204,28 @@ def _share(base: Path, arm_dir: Path, stages: tuple[str, ...]) -> None:
                 shutil.copytree(base / name, arm_dir / name)
 
 
-def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None:
+def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path, spread: list[dict[str, Any]] | None) -> None:
+    """The table (printed, `table.md`), the one across seeds when there are several (`seeds.md`), both in
+    `results.json`."""
+    (out / "table.md").write_text(_show(f"experiment {exp.name}: {exp.question}", rows))
+    results: dict[str, Any] = {"experiment": exp.name, "rows": rows}
+    seeds_table = out / "seeds.md"
+    if spread is None:
+        seeds_table.unlink(missing_ok=True)  # from an earlier run of this directory with --seeds
+    else:
+        seeds_table.write_text(_show(f"experiment {exp.name} over RL seeds", spread))
+        results["across_seeds"] = spread
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+def _show(title: str, rows: list[dict[str, Any]]) -> str:
+    """Print a table and return it as markdown."""
     columns = list(rows[0]) if rows else []
 
     def fmt(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return f"{round(v, 3) + 0.0:.3f}" if isinstance(v, float) else str(v)  # no -0.000
 
     cells = [[fmt(row[c]) for c in columns] for row in rows]
-    title = f"experiment {exp.name}: {exp.question}"
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     if console.is_terminal:
@@ -175,8 +235,7 @@ def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path) -> None
         console.print(table)
     else:  # a log's 80 columns would cut every cell of a dozen columns to two characters: the table's own lines
         print(title, *lines, sep="\n")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"experiment": exp.name, "rows": rows}, indent=2))
+    return "\n".join(lines) + "\n"
 
 
 def metric_history(client, run_dir: Path, key: str) -> tuple[list[int], list[float]]:

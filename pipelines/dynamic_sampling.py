@@ -64,7 +64,7 @@ def draw_with_signal(
     merged, proxy = first, scores[0]
     trained = rows_of_first_signal_groups(proxy, merged.group, wanted)
     while merged.group[trained].unique().numel() < wanted and len(parts) <= rl.dynamic_sampling_rounds:
-        more = prompts_at(questions, cfg.seed, iteration, wanted, by_template, sampling_round=len(parts))
+        more = prompts_at(questions, cfg.rl_seed, iteration, wanted, by_template, sampling_round=len(parts))
         parts.append(sample(actors, space, more, cfg))
         clock = time.perf_counter()
         scores.append(rewards(actors, parts[-1], more, space))

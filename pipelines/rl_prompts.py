@@ -63,6 +63,6 @@ def practised_for(cfg: Config, questions: list[Question]) -> list[Question]:
     rl = cfg.rl
     by_template = group_by_template(questions) if rl.balance_templates else None
     return practised_questions(
-        questions, cfg.seed, min(rl.eval_every, rl.iterations), rl.prompts_per_iteration, cfg.evaluate.questions,
+        questions, cfg.rl_seed, min(rl.eval_every, rl.iterations), rl.prompts_per_iteration, cfg.evaluate.questions,
         by_template,
     )  # fmt: skip

@@ -150,7 +150,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         clock = now
 
     # --- sample: the policy's own actions, tagged with its version -----------------------
-    asked = prompts_at(questions, cfg.seed, iteration, rl.prompts_per_iteration, by_template)
+    asked = prompts_at(questions, cfg.rl_seed, iteration, rl.prompts_per_iteration, by_template)
     rollouts = sample(actors, space, asked, cfg)
     drawn = None  # dynamic sampling: scored rounds of prompts until enough groups carry signal
     if rl.dynamic_sampling_rounds:
@@ -208,7 +208,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     # --- update: RLlib learners, advantage-weighted policy gradient ----------------------
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-    shuffle = np.random.default_rng(step_seed("minibatch", cfg.seed, iteration))  # a resume draws the same
+    shuffle = np.random.default_rng(step_seed("minibatch", cfg.rl_seed, iteration))  # a resume draws the same
     critic_update = None  # the critic learns on its own actor while the policy learns here
     if actors.critic is not None and returns is not None:
         critic_update = actors.critic.update.remote(rollouts, returns, values)

@@ -119,7 +119,7 @@ class LabelPool:
         """Ask the labeler about this iteration's answers (its own seed per iteration: a redone one asks alike)."""
         refresh = self.cfg.rl.rm_refresh
         labeler = SimulatedLabeler(
-            self.cfg.world.label_noise, train_loop.step_seed("rm-labeler", self.cfg.seed, iteration)
+            self.cfg.world.label_noise, train_loop.step_seed("rm-labeler", self.cfg.rl_seed, iteration)
         )
         pairs, counts = label_rollouts(rollouts, asked, self.space, labeler, refresh.label_share)
         self.pairs = (self.pairs + pairs)[-refresh.pool_size :]
@@ -164,13 +164,14 @@ class RewardTrainer:
         refresh's metrics; with `judge`, the RM judged after on the reward stage's held-out pairs
         (`rm/gold_accuracy`: on the demo 18 s, the steps 14 s)."""
         began = time.perf_counter()
-        torch.manual_seed(train_loop.step_seed("rm-refresh", self.cfg.seed, iteration))  # dropout alike after a resume
+        # dropout alike after a resume
+        torch.manual_seed(train_loop.step_seed("rm-refresh", self.cfg.rl_seed, iteration))
         refresh, batch_size = self.cfg.rl.rm_refresh, self.cfg.reward.batch_size
         from_pool = round(refresh.pool_share * batch_size)
         loss = configured_loss(self.cfg)
         losses = []
         for step in range(refresh.steps):
-            rng = random.Random(train_loop.step_seed("rm-refresh", self.cfg.seed, iteration, step))
+            rng = random.Random(train_loop.step_seed("rm-refresh", self.cfg.rl_seed, iteration, step))
             drawn = rng.choices(pool, k=from_pool) + rng.choices(self.prefs.train, k=batch_size - from_pool)
             batch = pair_batch(self.space, drawn, rng, *training_views(self.cfg))
             metrics = train_loop.train_step(

@@ -30,7 +30,7 @@ from world.exam import Question, group_by_template
 def drawn_prompts(cfg: Config, iterations: int, pool: list[Question]) -> Counter[tuple[int, ...]]:
     """How often each prefix was an RL prompt in the first `iterations` iterations."""
     by_template = group_by_template(pool) if cfg.rl.balance_templates else None
-    draws = prompt_draws(pool, cfg.seed, iterations, cfg.rl.prompts_per_iteration, by_template)
+    draws = prompt_draws(pool, cfg.rl_seed, iterations, cfg.rl.prompts_per_iteration, by_template)
     return Counter(q.prefix for q in draws)
 
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from algos.stats import clustered_stderr, fixed_and_broken, paired_difference
+from algos.stats import clustered_stderr, fixed_and_broken, paired_difference, seed_difference, seed_spread
 
 
 def test_one_sample_per_group_is_the_plain_standard_error():
@@ -45,3 +45,24 @@ def test_fixed_and_broken_count_the_questions_each_side_alone_passes():
     assert fixed_and_broken([True, False], [True, False]) == (0, 0)
     with pytest.raises(ValueError, match="1 verdicts before but 2 after"):
         fixed_and_broken([True], [True, False])
+
+
+def test_seed_spread_is_the_mean_and_the_sample_standard_deviation():
+    # 0.70, 0.74, 0.78: mean 0.74, deviations -0.04, 0, 0.04: sqrt(0.0032 / 2) = 0.04
+    mean, sd = seed_spread([0.70, 0.74, 0.78])
+    assert mean == pytest.approx(0.74) and sd == pytest.approx(0.04)
+    mean, sd = seed_spread([0.5])
+    assert mean == 0.5 and math.isnan(sd)  # one seed says nothing of the spread
+    assert all(math.isnan(v) for v in seed_spread([]))
+
+
+def test_seed_difference_pairs_the_arms_by_seed():
+    # differences 0.02, 0, 0.05: mean 0.07 / 3; deviations -1/300, -7/300, 8/300:
+    # sd = sqrt((1 + 49 + 64) / 90000 / 2) = sqrt(114 / 180000); stderr = sd / sqrt(3)
+    mean, stderr = seed_difference([0.70, 0.74, 0.78], [0.72, 0.74, 0.83])
+    assert mean == pytest.approx(0.07 / 3)
+    assert stderr == pytest.approx(math.sqrt(114 / 180000) / math.sqrt(3))
+    # a constant shift has no error, however far apart the seeds are
+    assert seed_difference([0.1, 0.5, 0.9], [0.2, 0.6, 1.0]) == (pytest.approx(0.1), pytest.approx(0.0))
+    with pytest.raises(ValueError, match="2 seeds in the first arm but 1"):
+        seed_difference([0.1, 0.2], [0.3])

@@ -129,6 +129,14 @@ def test_experiment_refuses_a_base_run_trained_under_another_config(tmp_path):
     assert result.exit_code != 0 and "sft.lr" in result.output
 
 
+@pytest.mark.parametrize("name", ["rm-pairs", "action-space"])
+def test_seeds_are_refused_for_experiments_whose_arms_train_before_rlhf(tmp_path, name):
+    out = tmp_path / "exp"
+    result = runner.invoke(app, ["experiment", name, "tiny", "--seeds", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "--seeds repeats RLHF alone" in result.output
+    assert not out.exists()  # refused before anything was made
+
+
 @pytest.mark.parametrize(
     ("command", "needed"),
     [

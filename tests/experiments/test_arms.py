@@ -6,7 +6,7 @@ import torch
 from conf.load import ConfigError, load_config
 from experiments.contrastive import median_labels
 from experiments.rm_pairs import cross_prompt_pairs
-from experiments.runner import Arm, Experiment, arm_configs
+from experiments.runner import Arm, Experiment, ExperimentRefused, arm_configs, seeded_arms
 from world.preferences import PreferencePair
 
 
@@ -47,6 +47,38 @@ def test_arms_may_differ_only_in_the_named_setting():
         arm_configs(exp, load_config("tiny"))
     ok = Experiment("x", "?", ("rl.kl_coef",), (), (Arm("a"), Arm("b", ("rl.kl_coef=0.5",))), None, None)
     assert arm_configs(ok, load_config("tiny"))["b"].rl.kl_coef == 0.5
+
+
+def test_seeded_arms_repeat_each_arm_at_the_next_rl_seeds_first_seed_first():
+    exp = Experiment("x", "?", ("rl.kl_coef",), ("pretrain", "sft", "reward"),
+                     (Arm("a"), Arm("b", ("rl.kl_coef=0.5",), variant="v")), None, None)  # fmt: skip
+    cfg = load_config("tiny", ["rl.seed=7"])
+    arms = seeded_arms(exp, cfg, 3)
+    assert [a.name for a in arms] == ["a", "b", "a-seed8", "b-seed8", "a-seed9", "b-seed9"]
+    assert arms[3] == Arm("b-seed8", ("rl.kl_coef=0.5", "rl.seed=8"), "v", repeats="b") and arms[3].family == "b"
+    configs = arm_configs(exp, cfg, arms)  # the seed may differ between replicas, and nothing else
+    assert [configs[a.name].rl_seed for a in arms] == [7, 7, 8, 8, 9, 9]
+    assert configs["b-seed9"].rl.kl_coef == 0.5 and configs["b-seed9"].seed == cfg.seed
+    assert seeded_arms(exp, cfg, 1) == exp.arms
+    with pytest.raises(ValueError, match=r"rl\.seed"):  # without replicas an arm may not change the seed
+        arm_configs(exp, cfg, (Arm("a"), Arm("c", ("rl.seed=3",))))
+    before_rl = Experiment("y", "?", (), ("pretrain",), (Arm("a"),), None, None)
+    with pytest.raises(ExperimentRefused, match=r"train stages before RLHF \(sft, preferences, reward\)"):
+        seeded_arms(before_rl, cfg, 2)
+
+
+def test_the_rl_seed_is_the_runs_unless_set_and_changing_it_retrains_rlhf_alone():
+    from pipelines.run_config import reusable_stages
+
+    assert load_config("tiny", ["seed=4"]).rl_seed == 4
+    assert load_config("tiny", ["seed=4", "rl.seed=9"]).rl_seed == 9
+    trained = load_config("tiny").model_dump()
+    assert reusable_stages(trained, load_config("tiny", ["rl.seed=1"]).model_dump()) == (
+        "pretrain", "sft", "preferences", "reward",
+    )  # fmt: skip
+    assert reusable_stages(trained, load_config("tiny", ["seed=1"]).model_dump()) == ()
+    with pytest.raises(ConfigError, match=r"rl\.seed"):
+        load_config("tiny", ["rl.seed=-1"])
 
 
 def test_lagging_samplers_need_a_buffer_that_accepts_their_samples():

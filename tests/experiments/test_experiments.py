@@ -151,3 +151,36 @@ def test_kl_estimator_arms_charge_the_sampled_the_clamped_or_the_exact_kl(out, t
     assert full["iterations charged > 2x exact"] == 0 and full["KL"] == pytest.approx(full["exact KL"], rel=1e-4)
     for r in rows:
         assert r["exact KL"] > 0 and r["largest response KL"] > 0 and 0 < r["share of the 4 largest"] <= 1
+
+
+def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_path, ray_local, capsys):
+    from pipelines.rl_metrics import ROLLOUTS_DIR
+    from pipelines.rollouts import LoggedRLHF, read_table
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = registry()["seeds"]
+    rows = run(exp, load_config("tiny", FAST), out, tracking_uri=uri, seeds=2)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert [(r["arm"], r["RL seed"]) for r in rows] == [("rlhf", 0), ("rlhf-seed1", 1)]
+    configs = {arm: json.loads((out / arm / "config.json").read_text())["config"] for arm in ("rlhf", "rlhf-seed1")}
+    assert config_differences(configs["rlhf"], configs["rlhf-seed1"]) == ["rl.seed"]
+    assert configs["rlhf"]["rl"]["seed"] is None and configs["rlhf-seed1"]["rl"]["seed"] == 1
+
+    def first_prompts(arm):  # what the iteration asked, from the run's own rollouts table
+        run_id = (out / arm / "rlhf" / "mlflow_run_id").read_text().strip()
+        table = read_table(LoggedRLHF(out / arm, run_id, client, "rm", "k3"), ROLLOUTS_DIR)
+        return sorted(r["prompt"] for r in table if r["iteration"] == min(t["iteration"] for t in table))
+
+    assert first_prompts("rlhf") != first_prompts("rlhf-seed1")  # the seed picked other prompts
+    (spread,) = json.loads((out / "results.json").read_text())["across_seeds"]
+    gold = [r["gold pass (held-out)"] for r in rows]
+    assert spread["arm"] == "rlhf" and spread["seeds"] == "0, 1"
+    assert spread["gold pass (mean)"] == pytest.approx(sum(gold) / 2)
+    assert spread["± sd over seeds"] == pytest.approx(abs(gold[0] - gold[1]) / 2**0.5)
+    assert (spread["lowest"], spread["highest"]) == (min(gold), max(gold))
+    assert spread["vs first arm"] == 0
+    assert (out / "seeds.md").read_text() in capsys.readouterr().out
+    parent = (out / "mlflow_run_id").read_text().strip()
+    assert {"seeds.md", "seeds.png", "table.md"} <= {a.path for a in client.list_artifacts(parent)}
+    arms = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.info.run_name for r in arms) == ["arm:rlhf", "arm:rlhf-seed1"]
