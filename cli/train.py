@@ -131,11 +131,14 @@ EXPERIMENT_NAMES = (
 
 @app.command()
 def experiment(
-    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPERIMENT_NAMES)}.")],
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(EXPERIMENT_NAMES)}; or sweep, arms of your own.")],
     config: ConfigArg = "demo",
     overrides: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Experiment directory (default: runs/experiments/<config>/<name>).")
+        Path | None,
+        typer.Option(
+            "--out", help="Experiment directory (default: runs/experiments/<config>/<name>, for a sweep with its arms)."
+        ),
     ] = None,
     base_run: Annotated[
         Path | None, typer.Option("--base-run", help="Reuse the shared stages of this finished run (e.g. runs/demo).")
@@ -149,25 +152,41 @@ def experiment(
             "and a table across seeds (seeds.md). For the experiments whose arms differ only in RLHF.",
         ),
     ] = None,
+    arms: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arm",
+            help='A sweep\'s arm: its name, then the RLHF settings it changes, e.g. --arm "hot rl.temperature=1.2" '
+            "(an arm with a name alone runs the config as given). Two or more.",
+        ),
+    ] = None,
     ray_address: RayOpt = None,
 ) -> None:
     """A controlled comparison: arms that change one setting, same seeds, one MLflow parent run, a table and a plot."""
-    if name not in EXPERIMENT_NAMES:
-        raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)}")
-    from experiments import registry
-    from experiments.runner import ExperimentRefused, seeded_arms
+    if name not in (*EXPERIMENT_NAMES, "sweep"):
+        raise typer.BadParameter(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENT_NAMES)} or sweep")
+    from conf.load import ConfigError
+    from experiments import registry, sweep
+    from experiments.runner import ExperimentRefused, arm_configs, seeded_arms
     from experiments.runner import run as run_experiment
     from pipelines.run_config import ConfigChanged
 
     use_ray(ray_address)
     cfg, _ = config_and_dir(config, overrides, None)
-    out = out or Path("runs") / "experiments" / cfg.name / name
-    exp = registry()[name]
     try:
-        seeded_arms(exp, cfg, seeds or exp.seeds)  # refused before the directory is made
+        if name == sweep.NAME:
+            exp = sweep.sweep(arms or [])
+        elif arms:
+            raise ExperimentRefused(f"--arm is for `tokenmdp experiment sweep`; {name}'s arms are its own")
+        else:
+            exp = registry()[name]
+        out = out or (
+            sweep.default_out(cfg, exp) if name == sweep.NAME else Path("runs") / "experiments" / cfg.name / name
+        )
+        arm_configs(exp, cfg, seeded_arms(exp, cfg, seeds or exp.seeds))  # refused before the directory is made
         with single_writer(out), clear_refusals():
             run_experiment(exp, cfg, out, base_run=base_run, seeds=seeds)
-    except (ConfigChanged, ExperimentRefused, FileNotFoundError) as err:
+    except (ConfigChanged, ConfigError, ExperimentRefused, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
 
 

@@ -119,7 +119,9 @@ def arm_configs(exp: Experiment, cfg: Config, arms: tuple[Arm, ...] | None = Non
     for name, arm_cfg in configs.items():
         stray = [f for f in config_differences(first, arm_cfg.model_dump()) if f not in allowed]
         if stray:
-            raise ValueError(f"experiment {exp.name}: arm {name} also changes {stray}; only {exp.changes} may differ")
+            raise ExperimentRefused(
+                f"experiment {exp.name}: arm {name} also changes {stray}; only {exp.changes} may differ"
+            )
     return configs
 
 

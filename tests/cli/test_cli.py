@@ -129,6 +129,22 @@ def test_experiment_refuses_a_base_run_trained_under_another_config(tmp_path):
     assert result.exit_code != 0 and "sft.lr" in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sweep", "tiny", "--arm", "base"], "two arms or more"),
+        (["sweep", "tiny", "--arm", "base", "--arm", "x rl.lr=-1"], "rl.lr"),  # the value, checked before training
+        (["sweep", "tiny", "--arm", "base", "--arm", "x rl.lr=1e-5", "--seeds", "0"], "--seeds"),
+        (["staleness", "tiny", "--arm", "x rl.lr=1e-5"], "--arm is for `tokenmdp experiment sweep`"),
+    ],
+)
+def test_a_sweep_is_refused_in_a_line_before_anything_is_made(tmp_path, args, message):
+    out = tmp_path / "exp"
+    result = runner.invoke(app, ["experiment", *args, "--out", str(out)])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", ["rm-pairs", "action-space"])
 def test_seeds_are_refused_for_experiments_whose_arms_train_before_rlhf(tmp_path, name):
     out = tmp_path / "exp"

@@ -85,3 +85,32 @@ def test_lagging_samplers_need_a_buffer_that_accepts_their_samples():
     with pytest.raises(ConfigError, match="max_staleness"):
         load_config("tiny", ["rl.sync_every=3"])
     assert load_config("tiny", ["rl.sync_every=3", "rl.max_staleness=2"]).rl.sync_every == 3
+
+
+def test_a_sweeps_arms_are_a_name_and_the_rlhf_settings_they_change():
+    from experiments.sweep import parse_arm, sweep
+
+    assert parse_arm("hot rl.temperature=1.2  rl.kl_coef=0.1") == Arm("hot", ("rl.temperature=1.2", "rl.kl_coef=0.1"))
+    assert parse_arm("base") == Arm("base")
+    exp = sweep(["base", "hot rl.temperature=1.2", "cold rl.temperature=0.8 rl.lr=1e-5"])
+    assert exp.changes == ("rl.lr", "rl.temperature") and exp.shared == ("pretrain", "sft", "reward")
+    configs = arm_configs(exp, load_config("tiny"))
+    assert configs["cold"].rl.temperature == 0.8 and configs["hot"].rl.lr == configs["base"].rl.lr
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        (["base"], "two arms or more"),
+        (["a", "a rl.lr=1e-5"], "arm names repeat: a"),
+        (["base", "rl.lr=1e-5"], "give the arm a name first"),
+        (["base", ""], "give the arm a name first"),
+        (["base", "x rl.lr"], "'rl.lr' is not FIELD=VALUE"),
+        (["base", "x sft.lr=1e-3"], r"RLHF's settings \(rl\.\*\) only.*sft\.lr is not one"),
+    ],
+)
+def test_a_sweep_refuses_arms_it_cannot_compare(arms, message):
+    from experiments.sweep import sweep
+
+    with pytest.raises(ExperimentRefused, match=message):
+        sweep(arms)

@@ -184,3 +184,15 @@ def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_pa
     assert {"seeds.md", "seeds.png", "table.md"} <= {a.path for a in client.list_artifacts(parent)}
     arms = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.info.run_name for r in arms) == ["arm:rlhf", "arm:rlhf-seed1"]
+
+
+def test_a_sweep_runs_the_arms_given_on_the_command_line(out, tmp_path, ray_local):
+    from experiments.sweep import sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = sweep(["base", "hot rl.temperature=1.5"])
+    rows = run(exp, load_config("tiny", FAST), out, tracking_uri=uri)
+    check_outputs(exp, out, rows, mlflow.MlflowClient(tracking_uri=uri))
+    assert [r["settings"] for r in rows] == ["(as configured)", "rl.temperature=1.5"]
+    hot = json.loads((out / "hot" / "config.json").read_text())["config"]["rl"]
+    assert hot["temperature"] == 1.5
