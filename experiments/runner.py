@@ -97,6 +97,8 @@ def seeded_arms(exp: Experiment, cfg: Config, seeds: int) -> tuple[Arm, ...]:
             f"experiment {exp.name}: its arms train stages before RLHF ({', '.join(_own_stages(exp))}); --seeds "
             "repeats RLHF alone on shared stages, for the experiments whose arms differ only in RLHF"
         )
+    if seeds > 1 and (seeded := [arm.name for arm in exp.arms if any(o.startswith("rl.seed=") for o in arm.overrides)]):
+        raise ExperimentRefused(f"arm {', '.join(seeded)} sets rl.seed itself, which --seeds sets for each repeat")
     first = cfg.rl_seed
     return tuple(arm if k == 0 else _at_seed(arm, first + k) for k in range(seeds) for arm in exp.arms)
 

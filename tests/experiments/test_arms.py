@@ -62,6 +62,10 @@ def test_seeded_arms_repeat_each_arm_at_the_next_rl_seeds_first_seed_first():
     assert seeded_arms(exp, cfg, 1) == exp.arms
     with pytest.raises(ValueError, match=r"rl\.seed"):  # without replicas an arm may not change the seed
         arm_configs(exp, cfg, (Arm("a"), Arm("c", ("rl.seed=3",))))
+    seeded = Experiment("z", "?", ("rl.seed",), exp.shared, (Arm("a"), Arm("s", ("rl.seed=3",))), None, None)
+    assert seeded_arms(seeded, cfg, 1) == seeded.arms  # arms of other seeds: a comparison of its own
+    with pytest.raises(ExperimentRefused, match=r"arm s sets rl\.seed itself"):
+        seeded_arms(seeded, cfg, 2)
     before_rl = Experiment("y", "?", (), ("pretrain",), (Arm("a"),), None, None)
     with pytest.raises(ExperimentRefused, match=r"train stages before RLHF \(sft, preferences, reward\)"):
         seeded_arms(before_rl, cfg, 2)
