@@ -339,12 +339,15 @@ def print_status(status: RunStatus) -> None:
                       f"peaked at iteration {seen['gold_peak_iteration']} ({seen['gold_at_peak']:.3f}, "
                       f"{seen['gold_now']:.3f} then) while the RM's rose {seen['proxy_rise']:+.3f}"
                       + ("; RLHF stopped there (rl.watch_stop)" if seen.get("stopped") else ""))  # fmt: skip
-    if status.resumes_at is None:
+    if status.resumes_at is None and status.arm:
+        console.print(f"every stage done; an experiment's arm, registered by `tokenmdp register {status.run_dir}`")
+    elif status.resumes_at is None:
         console.print(f"every stage done; registered as {status.model_uri or '(not yet: re-run to register)'}")
     elif status.writer:
         console.print(f"a command is at {status.position()}")
     else:
-        console.print(f"a re-run of `tokenmdp run` picks up at {status.position()}")
+        rerun = "its `tokenmdp experiment` command" if status.arm else "`tokenmdp run`"
+        console.print(f"a re-run of {rerun} picks up at {status.position()}")
 
 
 def print_exam(result: ExamResult) -> None:

@@ -26,7 +26,14 @@ from experiments.across_seeds import across_seeds
 from pipelines import preferences, pretrain, reward, sft
 from pipelines.fork import copy_stage
 from pipelines.report import history
-from pipelines.run_config import ConfigChanged, config_differences, guard_config, reusable_stages
+from pipelines.run_config import (
+    ConfigChanged,
+    RunDirError,
+    config_differences,
+    guard_config,
+    reusable_stages,
+    run_config_dict,
+)
 from pipelines.tracking import default_tracking_uri, logged_run_id, stage_run
 
 console = Console()
@@ -184,10 +191,10 @@ def run(
 def reuse(base_run: Path, cfg: Config, base: Path, stages: tuple[str, ...]) -> None:
     """Copy the shared stages of a finished run that trained them as `cfg` would (`pipelines.fork`):
     new MLflow runs here, tagged with the runs they came from."""
-    saved = base_run / "config.json"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{base_run} has no config.json: pass a run directory made by `tokenmdp run`")
-    source = json.loads(saved.read_text())
+    try:
+        source = run_config_dict(base_run)
+    except RunDirError as err:
+        raise FileNotFoundError(str(err)) from None
     reusable = reusable_stages(source, cfg.model_dump())
     if missing := [stage for stage in stages if stage not in reusable]:
         changed = config_differences(with_defaults(source), cfg.model_dump())

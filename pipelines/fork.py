@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from conf.schema import Config
-from pipelines.run_config import reusable_stages
+from pipelines.run_config import RunDirError, reusable_stages, run_config_dict
 from pipelines.tracking import FORKED_FROM, RUN_ID_FILE, logged_run_id
 
 FORK_RECORD = "fork.json"  # in the forked run's directory: the source and the stages copied from it
@@ -29,13 +29,14 @@ class ForkError(ValueError):
 def fork(source: Path, cfg: Config, out: Path) -> tuple[str, ...]:
     """Copy into `out` the stages of the run in `source` that `cfg` would train the same way;
     returns their names. Stages `out` already holds (a fork resumed) are left as they are."""
-    saved = source / "config.json"
-    if not saved.is_file():
-        raise ForkError(f"{source} has no config.json: pass a run directory made by `tokenmdp run`")
+    try:
+        saved = run_config_dict(source)
+    except RunDirError as err:
+        raise ForkError(str(err)) from None
     if source.resolve() == out.resolve():
         raise ForkError(f"--from and --out are the same directory ({out}): a fork needs a directory of its own")
     copied = []
-    for stage in reusable_stages(json.loads(saved.read_text()), cfg.model_dump()):
+    for stage in reusable_stages(saved, cfg.model_dump()):
         if not (source / stage).is_dir():
             break  # a stage the source never ran: it and the ones after it are trained here
         copy_stage(source / stage, out / stage)

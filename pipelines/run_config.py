@@ -80,6 +80,7 @@ LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "st
 # iterations it runs, so a longer run is the shorter one continued, to the digit (tested). The other
 # stages' learning rates decay over their `steps` (warm-up, cosine): more steps is another schedule.
 EXTENDABLE = {"rl.iterations": "rlhf"}
+ARM_CONFIG_KEYS = {"variant", "config"}  # an experiment arm's config.json: its variant and its config
 REGISTERED = "model_uri"  # the run directory's file naming the registered model of its final policy
 
 
@@ -130,14 +131,10 @@ def _unchanged_stages(changed: list[str]) -> tuple[str, ...]:
 def trained_otherwise(run_dir: Path, config: dict, through: str = STAGES[-1]) -> tuple[list[str], list[str]]:
     """The stages up to `through` in `run_dir` trained under a saved config that differs from `config` in a
     field they read, and those fields (read at or before the last such stage); ([], []) when none."""
-    path = run_dir / "config.json"
-    if not path.is_file():
+    saved = saved_config(run_dir)
+    if saved is None:
         return [], []
-    changed = [
-        f
-        for f in config_differences(with_defaults(json.loads(path.read_text())), config)
-        if not _continues(run_dir, f, config)
-    ]
+    changed = [f for f in config_differences(with_defaults(saved), config) if not _continues(run_dir, f, config)]
     same = _unchanged_stages(changed)
     stages = [s for s in STAGES[: STAGES.index(through) + 1] if (run_dir / s).is_dir() and s not in same]
     if not stages:
@@ -229,14 +226,52 @@ class RunDirError(ValueError):
     """A run directory cannot serve a reading command (trace, compare, exam) as asked."""
 
 
-def load_run_config(run_dir: Path) -> Config:
-    """The config a run directory's stages were trained under, as the pydantic model (new fields at their defaults)."""
+def saved_config(run_dir: Path) -> dict | None:
+    """The config saved in a run directory's `config.json`, None without one. A run's file is the config itself;
+    an experiment arm's wraps it beside the arm's variant (`experiments/runner.py`), and an arm is a run
+    directory like any other to the commands that read runs."""
+    saved = _saved(run_dir)
+    return saved["config"] if is_arm(run_dir) else saved
+
+
+def is_arm(run_dir: Path) -> bool:
+    """Whether the directory is an experiment's arm (its experiment's command trains and resumes it)."""
+    saved = _saved(run_dir)
+    return isinstance(saved, dict) and saved.keys() == ARM_CONFIG_KEYS
+
+
+def _saved(run_dir: Path) -> object:
     path = run_dir / "config.json"
-    if not path.is_file():
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_run_config(saved: object) -> bool:
+    """A run's config as `tokenmdp run` and the stage commands save it (every section), not an experiment's own
+    record (`is_experiment_record`)."""
+    return isinstance(saved, dict) and {"world", "rl"} <= saved.keys()
+
+
+def is_experiment_record(saved: object) -> bool:
+    """An experiment directory's own `config.json` (`experiments/runner.py`): its name and base config."""
+    return isinstance(saved, dict) and {"experiment", "base"} <= saved.keys()
+
+
+def run_config_dict(run_dir: Path) -> dict:
+    """The config a run directory's stages were trained under, as saved; a RunDirError for a directory that holds
+    none, or holds an experiment's record."""
+    saved = saved_config(run_dir)
+    if saved is None:
         raise RunDirError(
             f"{run_dir} has no config.json: pass a run directory made by `tokenmdp run` or a stage command"
         )
-    return Config.model_validate(with_defaults(json.loads(path.read_text())))
+    if is_experiment_record(saved):
+        raise RunDirError(f"{run_dir} holds an experiment, not a run: pass one of its arms' directories")
+    return saved
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The config a run directory's stages were trained under, as the pydantic model (new fields at their defaults)."""
+    return Config.model_validate(with_defaults(run_config_dict(run_dir)))
 
 
 def policy_checkpoint(run_dir: Path, stage: str) -> Path:

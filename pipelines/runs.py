@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipelines.run_config import is_run_config, saved_config
 from pipelines.status import run_status
 
 
@@ -32,14 +33,15 @@ class RunLine:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """The run directories at or below `root`: those whose config.json is a run's (an experiment's own is not)."""
+    """The run directories at or below `root`: those whose config.json is a run's or an experiment arm's (an
+    experiment's own is not)."""
     found = []
     for path in sorted(root.rglob("config.json")):
         try:
-            config = json.loads(path.read_text())
+            config = saved_config(path.parent)
         except (OSError, ValueError):
             continue
-        if isinstance(config, dict) and {"world", "rl"} <= config.keys():
+        if is_run_config(config):
             found.append(path.parent)
     return found
 
@@ -48,7 +50,7 @@ def run_line(run_dir: Path) -> RunLine:
     status = run_status(run_dir)
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    stages = summary.get("stages", {})
+    stages = summary.get("stages", {}) or (arm_stages(run_dir) if status.arm else {})
     sft, reward, rlhf = (stages.get(s, {}) for s in ("sft", "reward", "rlhf"))
     return RunLine(
         run_dir=str(run_dir), name=status.config_name, stands=status.position(), writer=status.writer,
@@ -57,6 +59,21 @@ def run_line(run_dir: Path) -> RunLine:
         model_uri=status.model_uri, forked_from=summary.get("forked_from", {}).get("run_dir"),
         overoptimised_at=(status.overoptimised or {}).get("iteration"), stopped=status.stages[-1].state == "stopped",
     )  # fmt: skip
+
+
+def arm_stages(arm_dir: Path) -> dict:
+    """An experiment arm's scores in `summary.json`'s shape, from its row of the experiment's table (an arm has no
+    summary of its own): RLHF's held-out rate and gain, and SFT's rate, which is the one less the other."""
+    results = arm_dir.parent / "results.json"
+    rows = json.loads(results.read_text()).get("rows", []) if results.is_file() else []
+    row = next((r for r in rows if r.get("arm") == arm_dir.name), None)
+    if row is None or "gold pass (held-out)" not in row:  # not reported yet, or an experiment without RL
+        return {}
+    rlhf, gain = row["gold pass (held-out)"], row.get("gain over SFT")
+    return {
+        "rlhf": {"gold_pass_rate": rlhf, "gain_over_sft": gain, "gain_over_sft_stderr": row.get("± paired")},
+        "sft": {"gold_pass_rate": None if gain is None else rlhf - gain},
+    }
 
 
 def run_lines(root: Path) -> list[RunLine]:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed
+from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed, is_arm, is_experiment_record, saved_config
 from pipelines.run_lock import writer
 
 WATCH_FILE = "overoptimised.json"  # in rlhf/: what RLHF's over-optimisation watch saw when it warned
@@ -46,6 +46,7 @@ class RunStatus:
     stages: list[StageStatus]
     model_uri: str | None
     overoptimised: dict | None  # the over-optimisation watch's record, once it warned (`pipelines.rl_watch`)
+    arm: bool = False  # an experiment's arm: `tokenmdp experiment` resumes it, and nothing registers it
 
     @property
     def next_stage(self) -> StageStatus | None:
@@ -68,6 +69,7 @@ class RunStatus:
         return {
             "run_dir": str(self.run_dir), "config": self.config_name, "writer": self.writer,
             "resumes_at": self.resumes_at, "model_uri": self.model_uri, "overoptimised": self.overoptimised,
+            "arm": self.arm,
             "stages": {s.stage: {"state": s.state, "done": s.done, "total": s.total, "unit": s.unit,
                                  "updated": s.updated, "note": s.note} for s in self.stages},
         }  # fmt: skip
@@ -78,15 +80,18 @@ class NotARun(FileNotFoundError):
 
 
 def run_status(run_dir: Path) -> RunStatus:
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise NotARun(f"{run_dir} holds no run ({config_file} is missing): pass a directory made by `tokenmdp run`")
-    config = json.loads(config_file.read_text())
+    config = saved_config(run_dir)
+    if config is None:
+        raise NotARun(
+            f"{run_dir} holds no run ({run_dir / 'config.json'} is missing): pass a directory made by `tokenmdp run`"
+        )
+    if is_experiment_record(config):
+        raise NotARun(f"{run_dir} holds an experiment, not a run: pass one of its arms' directories")
     stages = [_stage(run_dir, s, config) for s in STAGES]
     model_uri = run_dir / REGISTERED
     return RunStatus(
         run_dir, config.get("name"), writer(run_dir), stages,
-        model_uri.read_text().strip() if model_uri.is_file() else None, watch_record(run_dir),
+        model_uri.read_text().strip() if model_uri.is_file() else None, watch_record(run_dir), is_arm(run_dir),
     )  # fmt: skip
 
 

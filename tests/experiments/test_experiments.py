@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -154,8 +155,13 @@ def test_kl_estimator_arms_charge_the_sampled_the_clamped_or_the_exact_kl(out, t
 
 
 def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_path, ray_local, capsys):
+    from typer.testing import CliRunner
+
+    from cli.main import app
     from pipelines.rl_metrics import ROLLOUTS_DIR
-    from pipelines.rollouts import LoggedRLHF, read_table
+    from pipelines.rollouts import logged_rlhf, read_table
+    from pipelines.runs import run_lines
+    from pipelines.status import NotARun, run_status
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = registry()["seeds"]
@@ -166,9 +172,8 @@ def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_pa
     assert config_differences(configs["rlhf"], configs["rlhf-seed1"]) == ["rl.seed"]
     assert configs["rlhf"]["rl"]["seed"] is None and configs["rlhf-seed1"]["rl"]["seed"] == 1
 
-    def first_prompts(arm):  # what the iteration asked, from the run's own rollouts table
-        run_id = (out / arm / "rlhf" / "mlflow_run_id").read_text().strip()
-        table = read_table(LoggedRLHF(out / arm, run_id, client, "rm", "k3"), ROLLOUTS_DIR)
+    def first_prompts(arm):  # what the iteration asked, from the run's own rollouts table (`tokenmdp rollouts`)
+        table = read_table(logged_rlhf(out / arm, uri), ROLLOUTS_DIR)
         return sorted(r["prompt"] for r in table if r["iteration"] == min(t["iteration"] for t in table))
 
     assert first_prompts("rlhf") != first_prompts("rlhf-seed1")  # the seed picked other prompts
@@ -184,6 +189,20 @@ def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_pa
     assert {"seeds.md", "seeds.png", "table.md"} <= {a.path for a in client.list_artifacts(parent)}
     arms = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.info.run_name for r in arms) == ["arm:rlhf", "arm:rlhf-seed1"]
+    # an arm is a run directory to the commands that read runs; the experiment's own directory is not
+    status = run_status(out / "rlhf-seed1")
+    assert status.arm and status.resumes_at is None
+    with pytest.raises(NotARun, match="holds an experiment, not a run"):
+        run_status(out)
+    said = CliRunner().invoke(app, ["status", str(out / "rlhf-seed1")], terminal_width=300)
+    said_line = f"an experiment's arm, registered by `tokenmdp register {out / 'rlhf-seed1'}`"
+    assert said.exit_code == 0 and "".join(said_line.split()) in "".join(said.output.split())  # rich wraps it
+    lines = {Path(line.run_dir).name: line for line in run_lines(out)}
+    assert set(lines) == {"rlhf", "rlhf-seed1"}  # and not the experiment's record
+    for row in rows:  # the scores from the experiment's table: an arm has no summary.json
+        line = lines[row["arm"]]
+        assert (line.rlhf, line.gain) == (row["gold pass (held-out)"], row["gain over SFT"])
+        assert line.sft == pytest.approx(row["gold pass (held-out)"] - row["gain over SFT"])
 
 
 def test_a_sweep_runs_the_arms_given_on_the_command_line(out, tmp_path, ray_local):
