@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.run_config import LENGTH, REGISTERED, STAGES, checkpointed, is_arm, is_experiment_record, saved_config
+from pipelines.run_config import LENGTH, REGISTERED, STAGES, RunDirError, checkpointed, is_arm, run_config_dict
 from pipelines.run_lock import writer
 
 WATCH_FILE = "overoptimised.json"  # in rlhf/: what RLHF's over-optimisation watch saw when it warned
@@ -76,17 +76,14 @@ class RunStatus:
 
 
 class NotARun(FileNotFoundError):
-    """The directory holds no run (no `config.json`)."""
+    """The directory holds no run (no `config.json`, or an experiment's own)."""
 
 
 def run_status(run_dir: Path) -> RunStatus:
-    config = saved_config(run_dir)
-    if config is None:
-        raise NotARun(
-            f"{run_dir} holds no run ({run_dir / 'config.json'} is missing): pass a directory made by `tokenmdp run`"
-        )
-    if is_experiment_record(config):
-        raise NotARun(f"{run_dir} holds an experiment, not a run: pass one of its arms' directories")
+    try:
+        config = run_config_dict(run_dir)
+    except RunDirError as err:
+        raise NotARun(str(err)) from None
     stages = [_stage(run_dir, s, config) for s in STAGES]
     model_uri = run_dir / REGISTERED
     return RunStatus(
