@@ -29,6 +29,7 @@ def across_seeds(results: list[ArmResult]) -> list[dict[str, Any]]:
     for name, runs in by_arm.items():
         seeds = sorted(runs)
         gold = [runs[s].get(GOLD, float("nan")) for s in seeds]
+        gold_mean, gold_sd = seed_spread(gold)
         gain_mean, gain_sd = seed_spread([runs[s].get(GAIN, float("nan")) for s in seeds])
         shared = [s for s in seeds if s in first]
         diff, diff_se = seed_difference([first[s].get(GOLD, float("nan")) for s in shared],
@@ -36,8 +37,8 @@ def across_seeds(results: list[ArmResult]) -> list[dict[str, Any]]:
         rows.append({
             "arm": name,
             "seeds": ", ".join(map(str, seeds)),
-            "gold pass (mean)": seed_spread(gold)[0],
-            "± sd over seeds": seed_spread(gold)[1],
+            "gold pass (mean)": gold_mean,
+            "± sd over seeds": gold_sd,
             "lowest": min(gold),
             "highest": max(gold),
             "gain over SFT (mean)": gain_mean,

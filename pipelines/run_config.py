@@ -231,18 +231,21 @@ def saved_config(run_dir: Path) -> dict | None:
     an experiment arm's wraps it beside the arm's variant (`experiments/runner.py`), and an arm is a run
     directory like any other to the commands that read runs."""
     saved = _saved(run_dir)
-    return saved["config"] if is_arm(run_dir) else saved
+    return saved["config"] if _wraps_an_arm(saved) else saved
 
 
 def is_arm(run_dir: Path) -> bool:
     """Whether the directory is an experiment's arm (its experiment's command trains and resumes it)."""
-    saved = _saved(run_dir)
-    return isinstance(saved, dict) and saved.keys() == ARM_CONFIG_KEYS
+    return _wraps_an_arm(_saved(run_dir))
 
 
 def _saved(run_dir: Path) -> object:
     path = run_dir / "config.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _wraps_an_arm(saved: object) -> bool:
+    return isinstance(saved, dict) and saved.keys() == ARM_CONFIG_KEYS
 
 
 def is_run_config(saved: object) -> bool:
