@@ -232,3 +232,10 @@ def test_a_table_shows_a_value_that_rounds_to_zero_without_a_sign(capsys):
     print_rows("t", [{"KL": -1e-8, "log pi": -0.0004, "ratio": -2.3456}], ["KL", "log pi", "ratio"])
     shown = capsys.readouterr().out
     assert "-0.000" not in shown and "0.000" in shown and "-2.346" in shown  # float rounding is not a negative KL
+
+
+def test_ctrl_c_of_an_experiment_says_nothing_of_a_run_it_is_not(tmp_path):
+    from cli.common import _kept
+
+    (tmp_path / "config.json").write_text(json.dumps({"experiment": "seeds", "base": {"name": "tiny"}}))
+    assert _kept(tmp_path) == ""  # its arms are the runs; it read the record as a run's config and hit a KeyError
