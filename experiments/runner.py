@@ -29,6 +29,7 @@ from pipelines.report import history
 from pipelines.run_config import (
     ConfigChanged,
     RunDirError,
+    arm_record,
     config_differences,
     guard_config,
     reusable_stages,
@@ -172,7 +173,7 @@ def run(
             arm_dir = out / arm.name
             arm_dir.mkdir(exist_ok=True)
             _share(base, arm_dir, exp.shared)
-            resolved = {"variant": arm.variant, "config": configs[arm.name].model_dump()}
+            resolved = arm_record(arm.variant, configs[arm.name].model_dump())
             guard_config(arm_dir / "config.json", resolved)
             with stage_run(arm_dir, experiment=f"{cfg.name}-experiments", run_name=f"arm:{arm.name}",
                            tracking_uri=uri):  # fmt: skip

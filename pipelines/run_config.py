@@ -80,7 +80,6 @@ LENGTH = {"pretrain": ("pretrain", "steps", "step"), "sft": ("sft", "steps", "st
 # iterations it runs, so a longer run is the shorter one continued, to the digit (tested). The other
 # stages' learning rates decay over their `steps` (warm-up, cosine): more steps is another schedule.
 EXTENDABLE = {"rl.iterations": "rlhf"}
-ARM_CONFIG_KEYS = {"variant", "config"}  # an experiment arm's config.json: its variant and its config
 REGISTERED = "model_uri"  # the run directory's file naming the registered model of its final policy
 
 
@@ -244,8 +243,13 @@ def _saved(run_dir: Path) -> object:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def arm_record(variant: str, config: dict) -> dict:
+    """What an experiment arm's `config.json` holds: its variant beside its config (read back by `saved_config`)."""
+    return {"variant": variant, "config": config}
+
+
 def _wraps_an_arm(saved: object) -> bool:
-    return isinstance(saved, dict) and saved.keys() == ARM_CONFIG_KEYS
+    return isinstance(saved, dict) and saved.keys() == {"variant", "config"}
 
 
 def is_run_config(saved: object) -> bool:
