@@ -89,7 +89,10 @@ class PolicyGradientLearner(TorchLearner):
             "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
             "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
         }
-        exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])  # every state passed
+        if rl["kl_estimator"] == "full" and rl["kl_clamp"] is None:  # what the loss charges: not summed twice
+            exact = kl.detach()
+        else:
+            exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])  # every state passed
         reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)  # per response, like `rl/kl`
         self.metrics.log_dict(reported, key=module_id, window=1)
         return loss

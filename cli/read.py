@@ -117,7 +117,7 @@ def compare(
 ) -> None:
     """Two runs or policies side by side, judged question by question on the same held-out exam."""
     from cli.report import print_rows
-    from pipelines.compare import paired, settings_that_differ, side_by_side, summary_of
+    from pipelines.compare import paired, seed_only, settings_that_differ, side_by_side, summary_of
     from pipelines.policy_source import policy_from
 
     with clear_refusals():
@@ -130,9 +130,16 @@ def compare(
         print_rows(f"a = {a}, b = {b}", side_by_side(*summaries), ["stage", "metric", "a", "b", "b - a"])
     judged_what = f"{stage} policies" if first.run_dir and second.run_dir else "the policies"
     print_rows(f"{judged_what} on the same held-out questions (paired)", [judged], list(judged))
+    noise = seed_only(changed)
+    if noise:
+        typer.echo(
+            "a and b train differently only by their seed: read the difference as the seed's noise, not an effect "
+            "(the demo's RLHF moves by a standard deviation of 1.3 points with its seed alone, docs/EXPERIMENTS.md "
+            "section 8); `tokenmdp experiment NAME --seeds N` measures an effect over seeds"
+        )
     settings = {row["setting"]: [row["a"], row["b"]] for row in changed}
     judged_stage = stage if first.run_dir or second.run_dir else None  # a registered model is one policy
-    typer.echo(json.dumps({"stage": judged_stage, **judged, "settings": settings}))
+    typer.echo(json.dumps({"stage": judged_stage, **judged, "settings": settings, "seed_only": noise}))
 
 
 @app.command()
@@ -293,8 +300,9 @@ def rollouts(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """What RLHF trained on, from its MLflow run: kept groups with reward, gold, advantage, KL; the RM's misorders;
-    where the KL came from."""
+    """What RLHF trained on, from its MLflow run: kept groups, the RM's misorders, where the KL came from.
+
+    Each kept group's responses with their reward, gold verdict, advantage and KL."""
     from dataclasses import asdict
 
     from pipelines import rollouts as view

@@ -14,6 +14,7 @@ from rich.progress import track
 from rich.table import Table
 
 from conf.schema import WorldConfig
+from pipelines.table_cell import cell
 from world.actions import ActionSpace
 from world.corpus import load_oeis, render, sample_series, split_of
 from world.exam import Question, iter_bank
@@ -109,14 +110,12 @@ def print_settings(rows: list[Setting], title: str) -> None:
 
 
 def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
-    """A table of dict rows, numbers with three decimals (a value that rounds to zero shows as 0.000, not -0.000:
-    an exact KL of -1e-8 is float rounding, not a negative KL)."""
+    """A table of dict rows, each value as `pipelines.table_cell.cell` shows it."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right", overflow="fold")  # whole names, folded on narrow terminals
     for row in rows:
-        cells = [row.get(c) for c in columns]
-        table.add_row(*(f"{round(v, 3) + 0.0:.3f}" if isinstance(v, float) else str(v) for v in cells))  # no -0.000
+        table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)
 
 

@@ -20,7 +20,7 @@ GOLD, GAIN, KL = "eval/gold_pass_rate", "eval/gain_over_sft", "rl/kl"
 
 def across_seeds(results: list[ArmResult]) -> list[dict[str, Any]]:
     """A row per arm: its seeds, held-out gold pass rate and gain over SFT (mean, sd over seeds, range), KL,
-    and its gold pass rate less the first arm's at the same seeds (mean, standard error)."""
+    and its gold pass rate less the first arm's at the same seeds (mean, standard error; None for the first)."""
     by_arm: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
     for r in results:
         by_arm[r.arm.family][r.cfg.rl_seed] = r.final
@@ -32,8 +32,9 @@ def across_seeds(results: list[ArmResult]) -> list[dict[str, Any]]:
         gold_mean, gold_sd = seed_spread(gold)
         gain_mean, gain_sd = seed_spread([runs[s].get(GAIN, float("nan")) for s in seeds])
         shared = [s for s in seeds if s in first]
-        diff, diff_se = seed_difference([first[s].get(GOLD, float("nan")) for s in shared],
-                                        [runs[s].get(GOLD, float("nan")) for s in shared])  # fmt: skip
+        diff, diff_se = (None, None) if runs is first else seed_difference(
+            [first[s].get(GOLD, float("nan")) for s in shared], [runs[s].get(GOLD, float("nan")) for s in shared]
+        )  # fmt: skip
         rows.append({
             "arm": name,
             "seeds": ", ".join(map(str, seeds)),

@@ -35,6 +35,7 @@ from pipelines.run_config import (
     reusable_stages,
     run_config_dict,
 )
+from pipelines.table_cell import cell
 from pipelines.tracking import default_tracking_uri, logged_run_id, stage_run
 
 console = Console()
@@ -233,11 +234,7 @@ def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path, spread:
 def _show(title: str, rows: list[dict[str, Any]]) -> str:
     """Print a table and return it as markdown."""
     columns = list(rows[0]) if rows else []
-
-    def fmt(v: Any) -> str:
-        return f"{round(v, 3) + 0.0:.3f}" if isinstance(v, float) else str(v)  # no -0.000
-
-    cells = [[fmt(row[c]) for c in columns] for row in rows]
+    cells = [[cell(row[c]) for c in columns] for row in rows]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     if console.is_terminal:

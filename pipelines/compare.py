@@ -22,10 +22,11 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from pipelines.evaluate import eval_questions, held_out_passes
 from pipelines.policy_source import Policy
-from pipelines.run_config import RunDirError, config_differences
+from pipelines.run_config import RunDirError, config_differences, first_reader
 
 # What picks the held-out questions: two runs that differ here were not asked the same exam.
 EVAL_SET = ("world.seed", "world.bank_size", "world.max_difficulty", "evaluate.questions")
+SEEDS = ("seed", "rl.seed")  # the run's seed (every stage) and RLHF's alone
 
 
 class CompareError(RunDirError):
@@ -43,6 +44,13 @@ def settings_that_differ(a: Config, b: Config) -> list[dict]:
     """Each setting whose value differs between the two runs' configs (setting, a, b): what is being compared."""
     first, second = a.model_dump(), b.model_dump()
     return [{"setting": f, "a": _at(first, f), "b": _at(second, f)} for f in config_differences(first, second)]
+
+
+def seed_only(changed: list[dict]) -> bool:
+    """Whether the two runs train differently only by their seed (settings no stage reads aside): then their
+    difference is the seed's noise, however large, not a setting's effect."""
+    trained = [row["setting"] for row in changed if first_reader(row["setting"]) is not None]
+    return bool(trained) and set(trained) <= set(SEEDS)
 
 
 def _at(config: dict, dotted: str):

@@ -181,7 +181,9 @@ def require_trained_as(run_dir: Path, config: dict, through: str) -> None:
 
 def guard_run_dir(run_dir: Path, config: dict) -> None:
     """Save `config` as `run_dir`'s; refuse it if a stage already there was trained under a config that differs
-    in a field the stage reads (stages not yet run may take new settings)."""
+    in a field the stage reads (stages not yet run may take new settings). An experiment's directory or one of its
+    arms is refused: its experiment command writes it, and a run's config.json over an arm's would strand the arm."""
+    _refuse_experiment_dirs(run_dir)
     stages, changed = trained_otherwise(run_dir, config)
     if stages:
         raise ConfigChanged(
@@ -191,6 +193,23 @@ def guard_run_dir(run_dir: Path, config: dict) -> None:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def _refuse_experiment_dirs(run_dir: Path) -> None:
+    saved = _saved(run_dir)
+    if _wraps_an_arm(saved):
+        parent = _saved(run_dir.parent)
+        name = parent["experiment"] if is_experiment_record(parent) else "NAME"
+        raise ConfigChanged(
+            f"{run_dir} is an arm of the experiment in {run_dir.parent}, which trains and resumes it "
+            f"(`tokenmdp experiment {name} --out {run_dir.parent}` with the config and options it was run with); "
+            f"to train on from the arm, `tokenmdp run CONFIG --from {run_dir} --out NEW`"
+        )
+    if is_experiment_record(saved):
+        raise ConfigChanged(
+            f"{run_dir} holds the experiment {saved['experiment']}, not a run (`tokenmdp experiment "
+            f"{saved['experiment']} --out {run_dir}` resumes it); choose another directory with --out"
+        )
 
 
 def forget_registration(run_dir: Path) -> str | None:

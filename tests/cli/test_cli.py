@@ -234,6 +234,12 @@ def test_a_table_shows_a_value_that_rounds_to_zero_without_a_sign(capsys):
     assert "-0.000" not in shown and "0.000" in shown and "-2.346" in shown  # float rounding is not a negative KL
 
 
+def test_a_cell_shows_floats_to_three_decimals_and_no_value_as_a_dash():
+    from pipelines.table_cell import cell
+
+    assert [cell(v) for v in (-1e-8, -2.3456, 0.5, 12, "k3", None)] == ["0.000", "-2.346", "0.500", "12", "k3", "—"]
+
+
 def test_ctrl_c_of_an_experiment_says_nothing_of_a_run_it_is_not(tmp_path):
     from cli.common import _kept
 

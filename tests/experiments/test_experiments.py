@@ -183,7 +183,7 @@ def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_pa
     assert spread["gold pass (mean)"] == pytest.approx(sum(gold) / 2)
     assert spread["± sd over seeds"] == pytest.approx(abs(gold[0] - gold[1]) / 2**0.5)
     assert (spread["lowest"], spread["highest"]) == (min(gold), max(gold))
-    assert spread["vs first arm"] == 0
+    assert spread["vs first arm"] is None and "| — | — |" in (out / "seeds.md").read_text()  # not 0 +- 0
     assert (out / "seeds.md").read_text() in capsys.readouterr().out
     parent = (out / "mlflow_run_id").read_text().strip()
     assert {"seeds.md", "seeds.png", "table.md"} <= {a.path for a in client.list_artifacts(parent)}
@@ -203,6 +203,10 @@ def test_seeds_repeat_rlhf_at_the_next_seeds_and_tabulate_the_spread(out, tmp_pa
         line = lines[row["arm"]]
         assert (line.rlhf, line.gain) == (row["gold pass (held-out)"], row["gain over SFT"])
         assert line.sft == pytest.approx(row["gold pass (held-out)"] - row["gain over SFT"])
+    compared = CliRunner().invoke(app, ["compare", str(out / "rlhf"), str(out / "rlhf-seed1")], terminal_width=300)
+    assert compared.exit_code == 0, compared.output
+    assert json.loads(compared.stdout.strip().splitlines()[-1])["seed_only"] is True
+    assert "read the difference as the seed's noise" in compared.stdout
 
 
 def test_a_sweep_runs_the_arms_given_on_the_command_line(out, tmp_path, ray_local):

@@ -102,6 +102,7 @@ def test_run_from_a_finished_run_trains_only_what_changed_and_leaves_the_source_
     assert all(type(judged[count]) is int for count in ("questions", "fixed", "broken"))  # counts, not 64.000
     assert judged["settings"] == {"rl.lr": [load_config("tiny").rl.lr, 1e-3]}  # what the comparison is of
     assert "settings: a = " in compared.stdout and "(1 differ)" in compared.stdout
+    assert judged["seed_only"] is False and "seed's noise" not in compared.stdout
     same = CliRunner().invoke(app, ["compare", str(source), str(forked), "--stage", "sft"], terminal_width=400)
     assert json.loads(same.stdout.strip().splitlines()[-1])["fixed"] == 0  # the very SFT policy
     assert json.loads(same.stdout.strip().splitlines()[-1])["broken"] == 0
@@ -127,6 +128,18 @@ def test_side_by_side_pairs_the_figures_both_summaries_report():
         {"stage": "sft", "metric": "gold_pass_rate", "a": 0.5, "b": 0.75, "b - a": 0.25},
         {"stage": "sft", "metric": "wall seconds", "a": 10.0, "b": 4.0, "b - a": -6.0},
     ]
+
+
+def test_runs_that_differ_only_in_their_seed_are_told_apart_from_a_setting():
+    from pipelines.compare import seed_only, settings_that_differ
+
+    base = load_config("tiny")
+    differ = lambda *overrides: settings_that_differ(base, load_config("tiny", list(overrides)))  # noqa: E731
+    assert seed_only(differ("rl.seed=1"))
+    assert seed_only(differ("seed=3", "rl.seed=2", "rl.threads=1", "name=other"))  # untrained settings aside
+    assert not seed_only(differ("rl.seed=1", "rl.lr=1e-3"))
+    assert not seed_only(differ("rl.threads=1"))  # nothing trained differs: no seed to blame
+    assert not seed_only(differ())
 
 
 def test_compare_refuses_runs_asked_different_questions(tmp_path):

@@ -194,6 +194,30 @@ def test_a_stage_not_yet_run_may_take_new_settings_and_a_stage_command_is_guarde
     assert json.loads((run_dir / "config.json").read_text()) == changed  # the refused config is not saved
 
 
+def test_a_stage_command_into_an_experiment_or_its_arm_is_refused_and_writes_nothing(tmp_path):
+    from pipelines.run_config import arm_record
+
+    exp_dir, config = tmp_path / "exp", load_config("tiny").model_dump()
+    arm = exp_dir / "k3"
+    (arm / "rlhf").mkdir(parents=True)
+    record, kept = {"experiment": "kl-estimator", "base": config}, json.dumps(arm_record("k3", config))
+    (exp_dir / "config.json").write_text(json.dumps(record))
+    (arm / "config.json").write_text(kept)
+    said = _refused(["rlhf", "tiny", "--out", str(arm)])
+    assert f"is an arm of the experiment in {exp_dir}" in said
+    assert f"tokenmdp experiment kl-estimator --out {exp_dir}" in said and f"--from {arm}" in said
+    assert (arm / "config.json").read_text() == kept  # before, a run's config.json replaced the arm's record
+    said = _refused(["run", "tiny", "--out", str(exp_dir)])
+    assert "holds the experiment kl-estimator, not a run" in said
+    assert json.loads((exp_dir / "config.json").read_text()) == record
+
+
+def _refused(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args, terminal_width=400)
+    assert result.exit_code != 0
+    return " ".join(result.output.replace("│", " ").split())
+
+
 def test_a_run_directory_from_before_a_new_field_resumes_at_its_default(tmp_path):
     from pipelines.run_config import ConfigChanged, guard_config
 
