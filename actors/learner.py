@@ -39,6 +39,8 @@ class _WithoutRLlibsOwnDeprecation(logging.Filter):
 
 
 logging.getLogger("ray._common.deprecation").addFilter(_WithoutRLlibsOwnDeprecation())
+# |log pi(a|s) - the sampler's log-prob of a| over a minibatch's actions (`pipelines.rl_batch.sampler_gap`).
+LOGPROB_GAP_MAX, LOGPROB_GAP_MEAN = "rl/logprob_gap_max", "rl/logprob_gap_mean"
 # Columns of a learner batch: the rollout layout plus what the controller computed.
 COLUMNS = ("tokens", "mask", "action_mask", "old_logprobs", "ref_logprobs", "advantages")
 
@@ -89,6 +91,8 @@ class PolicyGradientLearner(TorchLearner):
             "rl/ratio_max": (torch.exp(logp - batch["old_logprobs"]) * mask).max().detach(),
             "rl/entropy": ((fwd_out["entropy"] * mask).sum() / n).detach(),
         }
+        gap = (logp.detach() - old).abs() * mask  # before its first step: the sampler's numbers against the learner's
+        reported |= {LOGPROB_GAP_MAX: gap.max(), LOGPROB_GAP_MEAN: gap.sum() / n}
         if rl["kl_estimator"] == "full" and rl["kl_clamp"] is None:  # what the loss charges: not summed twice
             exact = kl.detach()
         else:

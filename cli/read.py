@@ -275,6 +275,9 @@ def runs(
     if as_json:
         typer.echo(to_json(lines))
         return
+    if not lines:  # a table of headers alone reads as a failure to list, not as a folder without runs
+        typer.echo(f"no run directory under {root} (a run is a folder with a config.json: `tokenmdp run` makes one)")
+        return
     from cli.report import print_runs
 
     print_runs(lines, root)

@@ -3,7 +3,9 @@
 `rl.sync_every = s + 1` pushes weights to the samplers only every s + 1 updates, as
 asynchronous samplers that run ahead of the learner would; `rl.max_staleness = s` lets
 the buffer serve those samples. No correction beyond PPO's clipped ratio against the
-sampler's own log-probs. Same SFT policy, reward model, prompts and seeds in every arm.
+sampler's own log-probs. Same SFT policy, reward model, prompts and seeds in every arm. The table's largest
+log-prob gap is how far the policy the learner starts an update from is from the one that drew the samples
+(`rl/sampler_gap_max`): float rounding on-policy, the policy's drift when the samplers lag.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments.rl_arms import rl_experiment, wall_clock_report
-from experiments.runner import Arm, ArmResult
+from experiments.runner import Arm, ArmResult, metric_history
 
 STALENESS = (0, 2, 8)
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
@@ -19,9 +21,11 @@ METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
     def columns(r: ArmResult) -> dict:
+        _, gap = metric_history(client, r.run_dir / "rlhf", "rl/sampler_gap_max")
         return {
             "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
             "refused stale": r.final.get("buffer/refused_stale", float("nan")),
+            "largest log-prob gap": max(gap, default=float("nan")),  # the sampler's action against the learner's
         }
 
     return wall_clock_report(results, client, out / "staleness.png", METRICS, columns)

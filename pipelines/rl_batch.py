@@ -76,3 +76,23 @@ def learner_metrics(results: Any) -> dict[str, float]:
         if isinstance(value, (int, float, np.floating, torch.Tensor)):
             out[key if "/" in key else f"learner/{key}"] = float(value)
     return out
+
+
+def sampler_gap(first_update: dict[str, float] | None) -> dict[str, float]:
+    """How far the learner's log-probs of the sampled actions are from the sampler's, read at the iteration's first
+    minibatch, before any optimizer step: with the samplers on the learner's version (strict on-policy, the
+    default) the two compute one policy, so the gap is their float arithmetic's (a KV-cached decoding step
+    against a whole-sequence forward), and anything larger means the samples are not the learner's policy's.
+    Samplers that lag (`rl.sync_every`) add the policy's drift. Empty when nothing was trained."""
+    from actors.learner import LOGPROB_GAP_MAX, LOGPROB_GAP_MEAN
+
+    if not first_update or LOGPROB_GAP_MAX not in first_update:
+        return {}
+    return {"rl/sampler_gap_max": first_update[LOGPROB_GAP_MAX], "rl/sampler_gap_mean": first_update[LOGPROB_GAP_MEAN]}
+
+
+def without_gap(metrics: dict[str, float]) -> dict[str, float]:
+    """The learner's metrics less its log-prob gap, which after the first step measures the update, not the sampler."""
+    from actors.learner import LOGPROB_GAP_MAX, LOGPROB_GAP_MEAN
+
+    return {k: v for k, v in metrics.items() if k not in (LOGPROB_GAP_MAX, LOGPROB_GAP_MEAN)}

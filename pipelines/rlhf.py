@@ -59,7 +59,7 @@ from pipelines.rl_actors import (
     start_actors,
     wait_timed,
 )
-from pipelines.rl_batch import learner_batch, learner_metrics, minibatches
+from pipelines.rl_batch import learner_batch, learner_metrics, minibatches, sampler_gap, without_gap
 from pipelines.rl_kl import rollout_kl
 from pipelines.rl_metrics import (
     KL_COLUMNS,
@@ -212,6 +212,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     critic_update = None  # the critic learns on its own actor while the policy learns here
     if actors.critic is not None and returns is not None:
         critic_update = actors.critic.update.remote(rollouts, returns, values)
+    first_update = None  # the learner's report before its first step: what `sampler_gap` reads
     for _, fresh in served:
         for _ in range(rl.epochs):
             for part in minibatches(fresh, rl.minibatches, shuffle):
@@ -219,7 +220,10 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
                     actors.learner, batch=part,
                     timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size},
                 )  # fmt: skip
-                m |= learner_metrics(results)
+                update = learner_metrics(results)
+                first_update = first_update or update
+                m |= without_gap(update)
+    m |= sampler_gap(first_update)
     if critic_update is not None:
         m |= ray.get(critic_update)
     lap("update")

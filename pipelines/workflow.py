@@ -102,10 +102,11 @@ def plots(summary: dict, finals: dict[str, dict], run_dir: Path, uri: str) -> li
 def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float | int | None]:
     """Per-iteration RL diagnostics summed up over the whole run (from MLflow, so a resumed run counts every
     iteration): the mean share of groups with no advantage and of the iteration spent in sync and buffer, the
-    largest share of actions rare in pretraining, the iteration where the training gold reward (averaged
-    over `window`) peaked, the RM's refreshes and labels (iterated RLHF), and the RM's agreement with the grader
-    on the policy's own answers over the first and the last quarter of the run. None where the run has no such
-    history (a forked stage, a frozen RM)."""
+    largest share of actions rare in pretraining, the largest gap between the sampler's and the learner's
+    log-probs of an action before an update (float rounding when on-policy), the iteration where the training
+    gold reward (averaged over `window`) peaked, the RM's refreshes and labels (iterated RLHF), and the RM's
+    agreement with the grader on the policy's own answers over the first and the last quarter of the run. None
+    where the run has no such history (a forked stage, a frozen RM)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -120,6 +121,7 @@ def rlhf_over_iterations(run_id: str, uri: str, window: int) -> dict[str, float 
         "zero_advantage_groups_mean": over("rl/zero_advantage_groups", lambda v: sum(v) / len(v)),
         "sync_buffer_share_mean": over("time/sync_buffer_share", lambda v: sum(v) / len(v)),
         "rare_action_rate_max": over("rl/rare_action_rate", max),
+        "sampler_gap_max": over("rl/sampler_gap_max", max),
         "gold_peak_iteration": steps[turn.peak] if turn else None,
         # iterated RLHF (`rl.rm_refresh`): how often the RM learnt the policy's answers, and the labels it took
         "rm_refreshes": over("rm/version", lambda v: int(max(v))),

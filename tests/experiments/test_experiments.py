@@ -61,6 +61,8 @@ def test_staleness_arms_lag_by_their_setting_and_strict_stays_on_policy(out, tmp
     # 3 iterations with samplers synced every 3 (or 9) updates: staleness 0, 1, 2
     assert by_arm["staleness-2"]["mean staleness"] == 1 and by_arm["staleness-8"]["mean staleness"] == 1
     assert all(r["refused stale"] == 0 for r in rows)
+    # on-policy, the sampler's log-probs are the learner's to float rounding; lagging samplers drew from older weights
+    assert by_arm["staleness-0"]["largest log-prob gap"] < 1e-4 < by_arm["staleness-2"]["largest log-prob gap"]
 
 
 def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path, ray_local, capsys):

@@ -60,6 +60,10 @@ def test_rlhf_with_the_reward_model_logs_proxy_and_gold_and_stays_on_policy(sft_
     exact = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rl/kl_exact")}
     assert sorted(exact) == list(range(1, cfg.rl.iterations + 1))
     assert abs(exact[1]) < 1e-5 and all(exact[s] > 0 for s in exact if s > 1)
+    # strict on-policy, numerically: before each update the learner gives the sampled actions the sampler's log-probs
+    gap = {m.step: m.value for m in client.get_metric_history(final["run_id"], "rl/sampler_gap_max")}
+    assert sorted(gap) == list(range(1, cfg.rl.iterations + 1)) and max(gap.values()) < 1e-4
+    assert "rl/logprob_gap_max" not in metrics  # the learner's own, after steps: not logged as the sampler's
     # scorer and reference judge at once: the lap is shorter than the two one after another, and
     # the iteration's wall time holds its laps
     laps = ("sample", "judge", "advantage", "buffer", "update", "sync")

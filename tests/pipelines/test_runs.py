@@ -50,6 +50,10 @@ def test_each_run_below_the_folder_with_where_it_stands_and_its_scores(tmp_path)
     assert "+2.0 ± 1.0" in table.stdout and "50.0%" in table.stdout and "52.0%*" in table.stdout
     assert "RLHF over-optimised: the watch warned at iteration 23" in " ".join(table.stdout.split())
     assert CliRunner().invoke(app, ["runs", str(tmp_path / "nowhere")]).exit_code == 2
+    (tmp_path / "empty").mkdir()
+    empty = CliRunner().invoke(app, ["runs", str(tmp_path / "empty")])
+    assert empty.exit_code == 0 and f"no run directory under {tmp_path / 'empty'}" in empty.output
+    assert json.loads(CliRunner().invoke(app, ["runs", str(tmp_path / "empty"), "--json"]).stdout) == []
 
 
 def test_a_run_its_watch_stopped_is_done_and_says_where(tmp_path):

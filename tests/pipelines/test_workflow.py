@@ -57,10 +57,11 @@ def test_run_tiny_writes_summary_and_reruns_without_training(tmp_path, monkeypat
     # the summary's RL diagnostics sum up every iteration the RLHF run logged
     history = {
         key: [m.value for m in client.get_metric_history(rl["run_id"], key)]
-        for key in ("rl/zero_advantage_groups", "time/sync_buffer_share", "rl/rare_action_rate")
+        for key in ("rl/zero_advantage_groups", "time/sync_buffer_share", "rl/rare_action_rate", "rl/sampler_gap_max")
     }
     assert len(history["rl/zero_advantage_groups"]) == load_config("tiny").rl.iterations
-    zero, share, rare = history.values()
+    zero, share, rare, gap = history.values()
+    assert rl["sampler_gap_max"] == max(gap) < 1e-4  # on-policy: the sampler's numbers are the learner's
     assert rl["zero_advantage_groups_mean"] == pytest.approx(sum(zero) / len(zero))
     assert rl["sync_buffer_share_mean"] == pytest.approx(sum(share) / len(share))
     assert rl["rare_action_rate_max"] == max(rare)
