@@ -1,5 +1,7 @@
 """Sampler: the policy generating rollouts, tagged with the version of the weights that drew them.
 
+Its weights are the learner's in float32, or cast to bfloat16 (`rl.sampler_precision`), as rollout engines run.
+
 Weights arrive after every update either by a gloo/NCCL broadcast (`join_sync_group`
 then `receive_weights`, driven by `actors.weight_sync`) or through Ray's object store
 (`set_weights`). The version moves only when new weights are in place.
@@ -16,11 +18,14 @@ from world.actions import ActionSpace
 
 
 class SamplerImpl:
-    def __init__(self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, seed: int = 0) -> None:
+    def __init__(
+        self, checkpoint: str | bytes, digit_order: str = "msb", threads: int = 1, seed: int = 0,
+        precision: str = "float32",
+    ) -> None:  # fmt: skip
         torch.set_num_threads(threads)
         self.space = ActionSpace(digit_order=digit_order)
         self.model, _, _ = load_checkpoint(checkpoint, self.space)
-        self.model.eval()
+        self.model.eval().to(getattr(torch, precision))  # new weights are cast as they are copied in
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
 

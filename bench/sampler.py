@@ -16,12 +16,14 @@ machine uses by default (`linears`). With the optional `bench` extra (`pip insta
 with its KV cache, in the same run: `hf_tokens_per_s`. The sweep repeats the comparison
 per batch size; `group` is the RL sampler's workload: `batch` prompts with G samples
 each (ours reads each prompt once, `samples_per_prompt`; transformers with
-`num_return_sequences`).
+`num_return_sequences`). `bfloat16` is both with bfloat16 weights (`rl.sampler_precision`; our decoding step
+eager, the fused one being float32), against each other and against our float32 rate of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -55,14 +57,14 @@ def ours(model: GPT, use_cache: bool = True, kernel: str | None = None, fused_st
     return run
 
 
-def transformers_generate(pad_id: int) -> Run | None:
+def transformers_generate(pad_id: int, dtype: torch.dtype = torch.float32) -> Run | None:
     """transformers.generate on a same-size GPT-2 (random weights: speed does not depend on them)."""
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
         return None
     config = GPT2Config(vocab_size=16, n_positions=128, n_embd=128, n_layer=4, n_head=4, pad_token_id=pad_id)
-    model = GPT2LMHeadModel(config).eval()
+    model = GPT2LMHeadModel(config).eval().to(dtype)
 
     def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
         tokens, mask = left_pad(prompts, pad_id)
@@ -184,6 +186,7 @@ def main() -> None:
             {"ours": ours(model), "hf": hf}, prompts(args.batch), args.new_tokens, args.group, args.repeats
         )
         group = {"prompts": args.batch, "samples_per_prompt": args.group, **_compare(rates)}
+    bf16 = bfloat16_rates(model, space.pad_id, prompts(args.batch), args, main_rates["ours"], hf is not None)
     print(
         json.dumps(
             {
@@ -207,9 +210,26 @@ def main() -> None:
                 "sweep": sweep,
                 "group": group,
                 "where_time_goes": phases,
+                "bfloat16": bf16,
             }
         )
     )
+
+
+def bfloat16_rates(
+    model: GPT, pad_id: int, prompts: list[list[int]], args: argparse.Namespace, float32_rate: float, with_hf: bool
+) -> dict:
+    """Ours and transformers' with bfloat16 weights (`rl.sampler_precision: bfloat16`; our decoding step eager), at
+    the headline batch and on the RL workload, beside our float32 rate of the same run."""
+    ours_bf16 = ours(copy.deepcopy(model).to(torch.bfloat16))
+    runs = {"ours": ours_bf16, "hf": transformers_generate(pad_id, torch.bfloat16) if with_hf else None}
+    rates = best_rates(runs, prompts, args.new_tokens, 1, args.repeats)
+    grouped = best_rates(runs, prompts, args.new_tokens, args.group, args.repeats) if args.group > 1 else None
+    return {
+        **_compare(rates),
+        "vs_float32": round(rates["ours"] / float32_rate, 2),
+        "group": _compare(grouped) if grouped else None,
+    }
 
 
 def _compare(rates: dict[str, float]) -> dict[str, float | None]:

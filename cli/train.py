@@ -125,7 +125,7 @@ def run(
 
 EXPERIMENT_NAMES = (
     "staleness", "action-space", "rm-pairs", "contrastive", "overoptimisation", "zero-advantage", "kl-estimator",
-    "seeds",
+    "seeds", "sampler-precision",
 )  # fmt: skip
 
 

@@ -276,6 +276,16 @@ class RLConfig(Strict):
     temperature (logits / temperature), so the PPO ratio and the KL compare the distribution sampled."""
     max_new_tokens: int = Field(16, ge=2)
     """Response budget of a rollout: one not closed by `<eor>` within it is malformed (gold reward 0)."""
+    sampler_precision: Literal["float32", "bfloat16"] = "float32"
+    """The samplers' weights and KV cache: `float32`, the learner's own numbers (their log-probs of an action
+    agree to float rounding, `rl/sampler_gap_max`), or `bfloat16`, as rollout engines run (faster on a CPU with
+    AMX or AVX512-BF16, slower without), whose log-probs then differ from the learner's (up to ~0.2 on the demo):
+    pair it with `old_logprobs: learner`. Log-probs are taken in float32 from the logits either way."""
+    old_logprobs: Literal["sampler", "learner"] = "sampler"
+    """The log-probs PPO's ratio and the sampled KL start from: the sampler's own as it drew each action, or
+    `learner`, recomputed by the controller from the learner's float32 weights before the advantages (verl's
+    default): a first step's ratio is then 1 whatever precision sampled, at one forward pass over the batch.
+    Needs samplers on the learner's version (sync_every=1)."""
     balance_templates: bool = False
     """Draw each prompt's template uniformly, then one of its questions: the feedback pool is as skewed
     as the bank, and groups whose G answers are all right carry no advantage."""
@@ -415,6 +425,12 @@ class RLConfig(Strict):
                 f"kl_estimator=full reads the policy's distributions on the controller, which holds the samplers' "
                 f"policy only when they sync after every update: sync_every={self.sync_every} makes them lag; "
                 "use sync_every=1 or a sampled estimator (k1, k2, k3)"
+            )
+        if self.old_logprobs == "learner" and self.sync_every > 1:
+            raise ValueError(
+                f"old_logprobs='learner' recomputes the sampling policy's log-probs from the learner's weights, "
+                f"which are that policy only when the samplers sync after every update: sync_every={self.sync_every} "
+                "makes them lag; use sync_every=1 or old_logprobs=sampler"
             )
         if self.sync_every - 1 > self.max_staleness:
             raise ValueError(

@@ -13,10 +13,14 @@ def registry() -> dict[str, Experiment]:
         kl_estimator,
         overoptimisation,
         rm_pairs,
+        sampler_precision,
         seeds,
         staleness,
         zero_advantage,
     )
 
-    modules = (staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage, kl_estimator, seeds)
+    modules = (
+        staleness, action_space, rm_pairs, contrastive, overoptimisation, zero_advantage, kl_estimator, seeds,
+        sampler_precision,
+    )  # fmt: skip
     return {m.EXPERIMENT.name: m.EXPERIMENT for m in modules}

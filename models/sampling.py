@@ -95,7 +95,7 @@ def _sample(
         mask = mask.repeat_interleave(G, dim=0)
         # The attention bias of the whole row (0 = attend, -inf = padding or not yet written),
         # filled one column per step.
-        bias = torch.full((B, 1, 1, cache.capacity), float("-inf"))
+        bias = torch.full((B, 1, 1, cache.capacity), float("-inf"), dtype=cache.keys.dtype)
         bias[:, 0, 0, :width].masked_fill_(mask.bool(), 0.0)
         position = positions_from_mask(mask)[:, -1:]  # (B, 1) of each row's last real token
         # Positions grow by at most one per step: the context can only overflow from this step on.
@@ -105,7 +105,7 @@ def _sample(
     for t in range(max_new_tokens):
         if not use_cache:
             h = model.hidden(tokens, mask)
-        logits = h[:, -1] @ model.tok_emb.weight.T  # (B, V)
+        logits = (h[:, -1] @ model.tok_emb.weight.T).float()  # (B, V); log-probs in float32 whatever the weights
         action, logp = _choose(logits, temperature, top_k, generator)
         active = ~done
         action = torch.where(done, torch.full_like(action, pad_id), action)

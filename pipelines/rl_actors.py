@@ -87,7 +87,9 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     kinds = ("sampler", "reward", "reference", "critic", "buffer", "reward_trainer")
     opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
     samplers = [
-        Sampler.options(**opts["sampler"]).remote(sft, order, rl.threads, step_seed("sampler", cfg.rl_seed, rank))
+        Sampler.options(**opts["sampler"]).remote(
+            sft, order, rl.threads, step_seed("sampler", cfg.rl_seed, rank), rl.sampler_precision
+        )
         for rank in range(res.sampler.replicas)
     ]
     scorers = []

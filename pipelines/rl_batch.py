@@ -4,12 +4,16 @@ loss denominators, PPO's minibatches of it, and the learner's metrics.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.rollout import Rollouts
+from models.gpt import GPT
+from models.rollout import Rollouts, state_logprobs, taken_logprobs
+
+GAP_MAX, GAP_MEAN = "rl/sampler_gap_max", "rl/sampler_gap_mean"
 
 
 def learner_batch(
@@ -88,7 +92,21 @@ def sampler_gap(first_update: dict[str, float] | None) -> dict[str, float]:
 
     if not first_update or LOGPROB_GAP_MAX not in first_update:
         return {}
-    return {"rl/sampler_gap_max": first_update[LOGPROB_GAP_MAX], "rl/sampler_gap_mean": first_update[LOGPROB_GAP_MEAN]}
+    return {GAP_MAX: first_update[LOGPROB_GAP_MAX], GAP_MEAN: first_update[LOGPROB_GAP_MEAN]}
+
+
+def with_learner_logprobs(policy: GPT, rollouts: Rollouts, temperature: float) -> tuple[Rollouts, dict[str, float]]:
+    """The rollouts with the log-probs of their actions recomputed by `policy`, the learner's float32 weights at
+    the version that sampled (`rl.old_logprobs: learner`), and how far the sampler's were from them: a sampler
+    in another precision draws from nearly the policy, and PPO's ratio and the KL then start from the learner's
+    numbers rather than from its rounding."""
+    mask = rollouts.action_mask.float()
+    with torch.no_grad():
+        logp = taken_logprobs(state_logprobs(policy, rollouts.tokens, rollouts.mask, temperature), rollouts.tokens)
+    logp = logp * mask
+    gap = (logp - rollouts.logprobs).abs() * mask
+    measured = {GAP_MAX: gap.max().item(), GAP_MEAN: (gap.sum() / mask.sum().clamp(min=1)).item()}
+    return replace(rollouts, logprobs=logp), measured
 
 
 def without_gap(metrics: dict[str, float]) -> dict[str, float]:

@@ -59,7 +59,14 @@ from pipelines.rl_actors import (
     start_actors,
     wait_timed,
 )
-from pipelines.rl_batch import learner_batch, learner_metrics, minibatches, sampler_gap, without_gap
+from pipelines.rl_batch import (
+    learner_batch,
+    learner_metrics,
+    minibatches,
+    sampler_gap,
+    with_learner_logprobs,
+    without_gap,
+)
 from pipelines.rl_kl import rollout_kl
 from pipelines.rl_metrics import (
     KL_COLUMNS,
@@ -157,6 +164,10 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         drawn = draw_with_signal(actors, space, questions, cfg, iteration, by_template, rollouts, asked)
         rollouts, asked = drawn.rollouts.select(drawn.trained), drawn.asked  # the learner's rows
     lap("sample")
+    recomputed = {}  # the sampler's gap to the learner's numbers, measured where they are recomputed
+    if rl.old_logprobs == "learner":  # the controller's copy is the learner's weights at the sampling version
+        rollouts, recomputed = with_learner_logprobs(policy, rollouts, rl.temperature)
+        lap("old_logprobs")
     # --- judge: RM scores, reference log-probs and critic values from their actors at once;
     #     the gold reward meanwhile, on the controller ------------------------------------
     dispatched = time.perf_counter()
@@ -223,7 +234,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
                 update = learner_metrics(results)
                 first_update = first_update or update
                 m |= without_gap(update)
-    m |= sampler_gap(first_update)
+    m |= recomputed or sampler_gap(first_update)
     if critic_update is not None:
         m |= ray.get(critic_update)
     lap("update")

@@ -65,6 +65,18 @@ def test_staleness_arms_lag_by_their_setting_and_strict_stays_on_policy(out, tmp
     assert by_arm["staleness-0"]["largest log-prob gap"] < 1e-4 < by_arm["staleness-2"]["largest log-prob gap"]
 
 
+def test_sampler_precision_arms_show_bfloat16s_gap_and_the_recomputed_ratio(out, tmp_path, ray_local):
+    exp, rows, client = run_experiment("sampler-precision", out, tmp_path, ["rl.reward_source=gold"])
+    check_outputs(exp, out, rows, client)
+    by_arm = {r["arm"]: r for r in rows}
+    assert by_arm["float32"]["largest log-prob gap"] < 1e-4  # the learner's own numbers
+    assert (
+        by_arm["bfloat16"]["largest log-prob gap"] > 1e-3
+        and by_arm["bfloat16-recomputed"]["largest log-prob gap"] > 1e-3
+    )
+    assert all(r["sample seconds"] > 0 and 0 <= r["clipped (mean)"] <= 1 for r in rows)
+
+
 def test_zero_advantage_arms_keep_drop_or_refill_the_silent_groups(out, tmp_path, ray_local, capsys):
     exp, rows, client = run_experiment("zero-advantage", out, tmp_path, ["rl.reward_source=gold"])
     check_outputs(exp, out, rows, client)

@@ -368,6 +368,25 @@ def test_at_another_temperature_the_learner_and_the_reference_read_the_distribut
     assert final["rl/kl"] == pytest.approx(0.0, abs=1e-4)
 
 
+def test_a_bfloat16_sampler_shows_in_the_gap_and_the_learners_log_probs_bring_the_first_ratio_back_to_1(
+    sft_run, tmp_path, ray_local
+):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bf16 = [*GOLD, "rl.iterations=1", "rl.sampler_precision=bfloat16"]
+    own = rlhf.main(load_config("tiny", bf16), sft_run, tracking_uri=uri)
+    assert own["rl/sampler_gap_max"] > 1e-3  # bfloat16's rounding, seen before the update (float32: < 1e-4)
+    assert abs(own["rl/ratio_max"] - 1) > 1e-4  # and PPO's first ratio is off 1 by it
+    recomputed = tmp_path / "recomputed"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(sft_run / stage, recomputed / stage)
+    fixed = rlhf.main(load_config("tiny", [*bf16, "rl.old_logprobs=learner"]), recomputed, tracking_uri=uri)
+    assert fixed["rl/sampler_gap_max"] == pytest.approx(own["rl/sampler_gap_max"], rel=1e-3)  # the same draws
+    assert fixed["rl/ratio_max"] == pytest.approx(1.0, abs=1e-4)  # the ratio starts from the learner's numbers
+    assert fixed["time/old_logprobs"] > 0
+    with pytest.raises(ValueError, match="sync_every=2 makes them lag; use sync_every=1 or old_logprobs=sampler"):
+        load_config("tiny", ["rl.old_logprobs=learner", "rl.sync_every=2", "rl.max_staleness=1"])
+
+
 def test_the_full_kl_is_charged_in_the_reward_as_the_learner_reads_it(sft_run, tmp_path, ray_local):
     """`full`: the controller's exact KL (its policy copy, the sampling one) is the learner's before it steps."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
