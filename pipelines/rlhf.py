@@ -164,12 +164,8 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         drawn = draw_with_signal(actors, space, questions, cfg, iteration, by_template, rollouts, asked)
         rollouts, asked = drawn.rollouts.select(drawn.trained), drawn.asked  # the learner's rows
     lap("sample")
-    recomputed = {}  # the sampler's gap to the learner's numbers, measured where they are recomputed
-    if rl.old_logprobs == "learner":  # the controller's copy is the learner's weights at the sampling version
-        rollouts, recomputed = with_learner_logprobs(policy, rollouts, rl.temperature)
-        lap("old_logprobs")
     # --- judge: RM scores, reference log-probs and critic values from their actors at once;
-    #     the gold reward meanwhile, on the controller ------------------------------------
+    #     the gold reward (and, if asked, the learner's log-probs) meanwhile, on the controller
     dispatched = time.perf_counter()
     calls = {"reference": call_sharded(actors.references, "distributions", rollouts)}
     if actors.scorers and drawn is None:
@@ -177,6 +173,11 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     if actors.critic is not None:
         calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
+    recomputed = {}  # the sampler's gap to the learner's numbers, measured where they are recomputed
+    if rl.old_logprobs == "learner":  # while the actors judge; the controller's copy is the sampling version's weights
+        recomputing = time.perf_counter()
+        rollouts, recomputed = with_learner_logprobs(policy, rollouts, rl.temperature)
+        t["time/old_logprobs"] = time.perf_counter() - recomputing
     t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
     if drawn is not None:  # its rounds were scored as they were drawn: that time is scoring's, not sampling's
         t["time/sample"] -= drawn.score_seconds
