@@ -15,7 +15,7 @@ from pathlib import Path
 from statistics import mean, median
 
 from experiments.plots import curves
-from experiments.rl_arms import rl_experiment, summary_row
+from experiments.rl_arms import over_iterations, rl_experiment, summary_row
 from experiments.runner import Arm, ArmResult, metric_history
 from pipelines.rl_metrics import KL_SOURCES
 
@@ -30,14 +30,12 @@ def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Pat
         series[r.arm.name] = {key: metric_history(client, rl_dir, key) for key in METRICS}
         (_, charged), (_, exact) = series[r.arm.name]["rl/kl"], series[r.arm.name]["rl/kl_exact"]
         pairs = [(c, e) for c, e in zip(charged, exact, strict=True) if e > 0]  # iteration 1: both 0
-        _, largest = metric_history(client, rl_dir, "rl/kl_max")
-        _, share = metric_history(client, rl_dir, f"rl/kl_share_top{KL_SOURCES}")
         rows.append(summary_row(r) | {
             "exact KL": r.final.get("rl/kl_exact", float("nan")),
             "charged / exact (median)": median(c / e for c, e in pairs) if pairs else float("nan"),
             "iterations charged > 2x exact": sum(c > 2 * e for c, e in pairs),
-            "largest response KL": max(largest, default=float("nan")),
-            f"share of the {KL_SOURCES} largest": mean(share) if share else float("nan"),
+            "largest response KL": over_iterations(client, r, "rl/kl_max", max),
+            f"share of the {KL_SOURCES} largest": over_iterations(client, r, f"rl/kl_share_top{KL_SOURCES}", mean),
         })  # fmt: skip
     return rows, curves(series, out / "kl_estimator.png", METRICS)
 

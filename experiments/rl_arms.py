@@ -36,6 +36,13 @@ def rl_experiment(
     )  # fmt: skip
 
 
+def over_iterations(client, result: ArmResult, key: str, reduce: Callable, absent: float = float("nan")) -> float:
+    """One metric of an arm's RLHF over its iterations, reduced (`statistics.mean`, `max`); `absent` where the
+    arm never logged it (a variant without that metric, a setting that logs it only when on)."""
+    _, values = metric_history(client, result.run_dir / "rlhf", key)
+    return reduce(values) if values else absent
+
+
 def summary_row(result: ArmResult) -> dict:
     """The columns every RL comparison reports: held-out gold (and its gain over the arm's SFT policy, question by
     question, with the paired standard error to read arms' differences against, and the questions RL fixed and

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from experiments.rl_arms import rl_experiment, wall_clock_report
-from experiments.runner import Arm, ArmResult, metric_history
+from experiments.rl_arms import over_iterations, rl_experiment, wall_clock_report
+from experiments.runner import Arm, ArmResult
 
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
 ARMS = (
@@ -26,15 +26,11 @@ ARMS = (
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
     def columns(r: ArmResult) -> dict:
-        rl_dir = r.run_dir / "rlhf"
-        history = {key: metric_history(client, rl_dir, key)[1] for key in
-                   ("rl/sampler_gap_max", "rl/sampler_gap_mean", "rl/clip_fraction", "time/sample")}  # fmt: skip
-        gap_max, gap_mean, clipped, sample = history.values()
         return {
-            "largest log-prob gap": max(gap_max, default=float("nan")),
-            "mean log-prob gap": mean(gap_mean) if gap_mean else float("nan"),
-            "clipped (mean)": mean(clipped) if clipped else float("nan"),
-            "sample seconds": mean(sample) if sample else float("nan"),
+            "largest log-prob gap": over_iterations(client, r, "rl/sampler_gap_max", max),
+            "mean log-prob gap": over_iterations(client, r, "rl/sampler_gap_mean", mean),
+            "clipped (mean)": over_iterations(client, r, "rl/clip_fraction", mean),
+            "sample seconds": over_iterations(client, r, "time/sample", mean),
         }
 
     return wall_clock_report(results, client, out / "sampler_precision.png", METRICS, columns)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.rl_arms import rl_experiment, wall_clock_report
-from experiments.runner import Arm, ArmResult, metric_history
+from experiments.rl_arms import over_iterations, rl_experiment, wall_clock_report
+from experiments.runner import Arm, ArmResult
 
 STALENESS = (0, 2, 8)
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training batch, KL
@@ -21,11 +21,10 @@ METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, training 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
     def columns(r: ArmResult) -> dict:
-        _, gap = metric_history(client, r.run_dir / "rlhf", "rl/sampler_gap_max")
         return {
             "mean staleness": r.final.get("buffer/mean_staleness", float("nan")),
             "refused stale": r.final.get("buffer/refused_stale", float("nan")),
-            "largest log-prob gap": max(gap, default=float("nan")),  # the sampler's action against the learner's
+            "largest log-prob gap": over_iterations(client, r, "rl/sampler_gap_max", max),  # sampler vs learner
         }
 
     return wall_clock_report(results, client, out / "staleness.png", METRICS, columns)

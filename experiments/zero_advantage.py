@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from experiments.rl_arms import rl_experiment, wall_clock_report
-from experiments.runner import Arm, ArmResult, metric_history
+from experiments.rl_arms import over_iterations, rl_experiment, wall_clock_report
+from experiments.runner import Arm, ArmResult
 
 METRICS = ("eval/gold_pass_rate", "reward/gold", "rl/kl")  # held-out, what was sampled, KL
 ARMS = (
@@ -25,15 +25,11 @@ ARMS = (
 
 
 def report(results: list[ArmResult], out: Path, client) -> tuple[list[dict], Path]:
-    def run_mean(r: ArmResult, key: str, absent: float = float("nan")) -> float:
-        _, values = metric_history(client, r.run_dir / "rlhf", key)
-        return mean(values) if values else absent
-
     def columns(r: ArmResult) -> dict:
         return {
-            "silent groups": run_mean(r, "rl/zero_advantage_groups"),  # of every group sampled
-            "responses trained": run_mean(r, "rl/trained_responses"),
-            "sampling rounds": run_mean(r, "rl/sample_rounds", absent=1.0),  # logged by dynamic sampling
+            "silent groups": over_iterations(client, r, "rl/zero_advantage_groups", mean),  # of every group sampled
+            "responses trained": over_iterations(client, r, "rl/trained_responses", mean),
+            "sampling rounds": over_iterations(client, r, "rl/sample_rounds", mean, absent=1.0),  # dynamic sampling's
         }
 
     return wall_clock_report(results, client, out / "zero_advantage.png", METRICS, columns)
