@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.gpt import GPT
-from models.rollout import Rollouts, state_logprobs, taken_logprobs
+from models.rollout import Rollouts, taken_logprobs
 
 GAP_MAX, GAP_MEAN = "rl/sampler_gap_max", "rl/sampler_gap_mean"
 
@@ -95,15 +94,13 @@ def sampler_gap(first_update: dict[str, float] | None) -> dict[str, float]:
     return {GAP_MAX: first_update[LOGPROB_GAP_MAX], GAP_MEAN: first_update[LOGPROB_GAP_MEAN]}
 
 
-def with_learner_logprobs(policy: GPT, rollouts: Rollouts, temperature: float) -> tuple[Rollouts, dict[str, float]]:
-    """The rollouts with the log-probs of their actions recomputed by `policy`, the learner's float32 weights at
-    the version that sampled (`rl.old_logprobs: learner`), and how far the sampler's were from them: a sampler
-    in another precision draws from nearly the policy, and PPO's ratio and the KL then start from the learner's
-    numbers rather than from its rounding."""
+def with_learner_logprobs(rollouts: Rollouts, learner_dist: torch.Tensor) -> tuple[Rollouts, dict[str, float]]:
+    """The rollouts with the log-probs of their actions read from `learner_dist`, the (B, T, V) log-probs of the
+    learner's float32 weights at the version that sampled (`rl.old_logprobs: learner`), and how far the sampler's
+    were from them: a sampler in another precision draws from nearly the policy, and PPO's ratio and the KL then
+    start from the learner's numbers rather than from its rounding."""
     mask = rollouts.action_mask.float()
-    with torch.no_grad():
-        logp = taken_logprobs(state_logprobs(policy, rollouts.tokens, rollouts.mask, temperature), rollouts.tokens)
-    logp = logp * mask
+    logp = taken_logprobs(learner_dist, rollouts.tokens) * mask
     gap = (logp - rollouts.logprobs).abs() * mask
     measured = {GAP_MAX: gap.max().item(), GAP_MEAN: (gap.sum() / mask.sum().clamp(min=1)).item()}
     return replace(rollouts, logprobs=logp), measured

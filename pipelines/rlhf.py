@@ -43,7 +43,7 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts, taken_logprobs
+from models.rollout import Rollouts, state_logprobs, taken_logprobs
 from pipelines.dynamic_sampling import draw_with_signal
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
@@ -174,9 +174,12 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
         calls["critic"] = call_sharded([actors.critic], "values", rollouts)
     gold, formed = gold_rewards(rollouts, asked, space)
     recomputed = {}  # the sampler's gap to the learner's numbers, measured where they are recomputed
-    if rl.old_logprobs == "learner":  # while the actors judge; the controller's copy is the sampling version's weights
+    learner_dist = None  # the controller's copy is the sampling version's weights: its (B, T, V) log-probs
+    if rl.old_logprobs == "learner":  # while the actors judge
         recomputing = time.perf_counter()
-        rollouts, recomputed = with_learner_logprobs(policy, rollouts, rl.temperature)
+        with torch.no_grad():
+            learner_dist = state_logprobs(policy, rollouts.tokens, rollouts.mask, rl.temperature)
+        rollouts, recomputed = with_learner_logprobs(rollouts, learner_dist)
         t["time/old_logprobs"] = time.perf_counter() - recomputing
     t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
     if drawn is not None:  # its rounds were scored as they were drawn: that time is scoring's, not sampling's
@@ -192,7 +195,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     values = calls["critic"].collect() if "critic" in calls else None
     if rl.kl_estimator == "full" and rollouts.policy_version != version:  # the validator's sync_every=1 holds
         raise RuntimeError(f"the full KL needs the sampling policy (version {rollouts.policy_version}), not {version}")
-    kl = rollout_kl(rollouts, ref_dist, rl, policy, rl.temperature)
+    kl = rollout_kl(rollouts, ref_dist, rl, policy, rl.temperature, learner_dist)
     lap("judge")
     # --- advantages ---------------------------------------------------------------------
     kl_in_reward = kl_coef if rl.kl_in == "reward" else 0.0

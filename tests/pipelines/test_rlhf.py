@@ -390,8 +390,8 @@ def test_a_bfloat16_sampler_shows_in_the_gap_and_the_learners_log_probs_bring_th
 def test_the_full_kl_is_charged_in_the_reward_as_the_learner_reads_it(sft_run, tmp_path, ray_local):
     """`full`: the controller's exact KL (its policy copy, the sampling one) is the learner's before it steps."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("tiny", [*GOLD, "rl.kl_estimator=full", "rl.kl_in=reward", "rl.iterations=3", "rl.lr=1e-3"])
-    final = rlhf.main(cfg, sft_run, tracking_uri=uri)
+    full = [*GOLD, "rl.kl_estimator=full", "rl.kl_in=reward", "rl.iterations=3", "rl.lr=1e-3"]
+    final = rlhf.main(load_config("tiny", full), sft_run, tracking_uri=uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     kl, exact = ({m.step: m.value for m in client.get_metric_history(final["run_id"], key)}
                  for key in ("rl/kl", "rl/kl_exact"))  # fmt: skip
@@ -400,6 +400,14 @@ def test_the_full_kl_is_charged_in_the_reward_as_the_learner_reads_it(sft_run, t
         assert kl[step] == pytest.approx(exact[step], rel=1e-4, abs=1e-7)
     with pytest.raises(ValueError, match="sync_every=2 makes them lag"):
         load_config("tiny", ["rl.kl_estimator=full", "rl.sync_every=2", "rl.max_staleness=1"])
+    # the learner's log-probs recomputed (float32 samplers: the same policy): the KL reads the distributions the
+    # recompute made instead of a second forward pass of the same weights, and charges the same numbers
+    recomputed = tmp_path / "recomputed"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(sft_run / stage, recomputed / stage)
+    again = rlhf.main(load_config("tiny", [*full, "rl.old_logprobs=learner"]), recomputed, tracking_uri=uri)
+    charged = {m.step: m.value for m in client.get_metric_history(again["run_id"], "rl/kl")}
+    assert charged.keys() == kl.keys() and all(charged[s] == pytest.approx(kl[s], rel=1e-4, abs=1e-7) for s in kl)
 
 
 def test_the_adaptive_kl_controller_steers_the_coefficient_the_learner_uses(sft_run, tmp_path, ray_local):
