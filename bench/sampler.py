@@ -16,8 +16,8 @@ machine uses by default (`linears`). With the optional `bench` extra (`pip insta
 with its KV cache, in the same run: `hf_tokens_per_s`. The sweep repeats the comparison
 per batch size; `group` is the RL sampler's workload: `batch` prompts with G samples
 each (ours reads each prompt once, `samples_per_prompt`; transformers with
-`num_return_sequences`). `bfloat16` is both with bfloat16 weights (`rl.sampler_precision`; our decoding step
-eager, the fused one being float32), against each other and against our float32 rate of the same run.
+`num_return_sequences`). `bfloat16` is both with bfloat16 weights (`rl.sampler_precision`), against each other,
+against our float32 rate of the same run and against our bfloat16 sampler with its decoding step eager.
 """
 
 from __future__ import annotations
@@ -219,16 +219,20 @@ def main() -> None:
 def bfloat16_rates(
     model: GPT, pad_id: int, prompts: list[list[int]], args: argparse.Namespace, float32_rate: float, with_hf: bool
 ) -> dict:
-    """Ours and transformers' with bfloat16 weights (`rl.sampler_precision: bfloat16`; our decoding step eager), at
-    the headline batch and on the RL workload, beside our float32 rate of the same run."""
-    ours_bf16 = ours(copy.deepcopy(model).to(torch.bfloat16))
-    runs = {"ours": ours_bf16, "hf": transformers_generate(pad_id, torch.bfloat16) if with_hf else None}
+    """Ours and transformers' with bfloat16 weights (`rl.sampler_precision: bfloat16`), at the headline batch and
+    on the RL workload, beside our float32 rate of the same run and our bfloat16 step eager (`fused_speedup`)."""
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    runs = {"ours": ours(low), "eager": ours(low, fused_step=False)}
+    runs["hf"] = transformers_generate(pad_id, torch.bfloat16) if with_hf else None
     rates = best_rates(runs, prompts, args.new_tokens, 1, args.repeats)
     grouped = best_rates(runs, prompts, args.new_tokens, args.group, args.repeats) if args.group > 1 else None
+    group = {**_compare(grouped), "fused_speedup": round(grouped["ours"] / grouped["eager"], 2)} if grouped else None
     return {
         **_compare(rates),
         "vs_float32": round(rates["ours"] / float32_rate, 2),
-        "group": _compare(grouped) if grouped else None,
+        "eager_tokens_per_s": round(rates["eager"]),
+        "fused_speedup": round(rates["ours"] / rates["eager"], 2),
+        "group": group,
     }
 
 

@@ -245,9 +245,14 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def _fusable(self, x: torch.Tensor) -> bool:
-        """The fused step (models/fused_decode.py) serves inference on float32 CPU tensors, its
-        linears on the kernel the eager step would use (models/kernels.py)."""
-        return not self.training and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+        """The fused step (models/fused_decode.py) serves inference on float32 or bfloat16 (a bfloat16
+        sampler's) CPU tensors, its linears on the kernel the eager step would use (models/kernels.py)."""
+        return (
+            not self.training
+            and not torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.bfloat16)
+        )
 
     def _run(
         self, tokens: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor, cache: KVCache | None

@@ -6,7 +6,8 @@
 // oneDNN where models/kernels.py chooses it), the attention over the KV cache is a plain
 // loop per row and head, and nothing returns to Python between layers.
 // Same float32 arithmetic up to the order of summation; tests/test_fused_decode.py holds
-// it to the Python step.
+// it to the Python step. A bfloat16 policy (a bfloat16 sampler) runs the same step on bfloat16
+// tensors, its attention summing in float32.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -23,47 +24,52 @@ constexpr int64_t kTensorsPerBlock = 12;  // ln1 w b, qkv w b, proj w b, ln2 w b
 // Write the new key and value of every (row, head) at position `at` of the cache, then attend:
 // y[b, h] = softmax(q . K[0..at] / sqrt(hs) + bias[b, 0..at]) V[0..at]. Positions after `at`
 // are not yet written, and the caller's bias is -inf there: they are skipped, not masked.
-void attend(const float* qkv, float* keys, float* values, const float* bias, float* y, int64_t rows, int64_t heads,
-            int64_t capacity, int64_t head_size, int64_t at) {
+// T is float or bfloat16 (a bfloat16 policy's cache, read at half the bytes); the sums are float32.
+template <typename T>
+void attend(const T* qkv, T* keys, T* values, const T* bias, T* y, int64_t rows, int64_t heads, int64_t capacity,
+            int64_t head_size, int64_t at) {
   const int64_t width = heads * head_size;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_size));
   at::parallel_for(0, rows * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> weight(at + 1);
+    std::vector<float> weight(at + 1), q(head_size), out(head_size);
     for (int64_t rh = begin; rh < end; ++rh) {
       const int64_t row = rh / heads, head = rh % heads;
-      const float* q = qkv + row * 3 * width + head * head_size;
-      const float* k_new = q + width;
-      const float* v_new = q + 2 * width;
-      float* K = keys + rh * capacity * head_size;
-      float* V = values + rh * capacity * head_size;
+      const T* q_in = qkv + row * 3 * width + head * head_size;
+      const T* k_new = q_in + width;
+      const T* v_new = q_in + 2 * width;
+      T* K = keys + rh * capacity * head_size;
+      T* V = values + rh * capacity * head_size;
       for (int64_t d = 0; d < head_size; ++d) {
+        q[d] = static_cast<float>(q_in[d]);
         K[at * head_size + d] = k_new[d];
         V[at * head_size + d] = v_new[d];
       }
-      const float* row_bias = bias + row * capacity;
+      const T* row_bias = bias + row * capacity;
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t t = 0; t <= at; ++t) {
-        const float* k = K + t * head_size;
+        const T* k = K + t * head_size;
         float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < head_size; ++d) dot += q[d] * k[d];
-        weight[t] = dot * scale + row_bias[t];
+        for (int64_t d = 0; d < head_size; ++d) dot += q[d] * static_cast<float>(k[d]);
+        weight[t] = dot * scale + static_cast<float>(row_bias[t]);
         top = std::max(top, weight[t]);
       }
-      float* out = y + row * width + head * head_size;
       for (int64_t d = 0; d < head_size; ++d) out[d] = 0.f;
-      if (top == -std::numeric_limits<float>::infinity()) continue;  // nothing to attend to
-      float total = 0.f;
-      for (int64_t t = 0; t <= at; ++t) {
-        weight[t] = std::exp(weight[t] - top);
-        total += weight[t];
-      }
-      for (int64_t t = 0; t <= at; ++t) {
-        const float p = weight[t] / total;
-        const float* v = V + t * head_size;
+      if (top != -std::numeric_limits<float>::infinity()) {  // else nothing to attend to
+        float total = 0.f;
+        for (int64_t t = 0; t <= at; ++t) {
+          weight[t] = std::exp(weight[t] - top);
+          total += weight[t];
+        }
+        for (int64_t t = 0; t <= at; ++t) {
+          const float p = weight[t] / total;
+          const T* v = V + t * head_size;
 #pragma omp simd
-        for (int64_t d = 0; d < head_size; ++d) out[d] += p * v[d];
+          for (int64_t d = 0; d < head_size; ++d) out[d] += p * static_cast<float>(v[d]);
+        }
       }
+      T* y_out = y + row * width + head * head_size;
+      for (int64_t d = 0; d < head_size; ++d) y_out[d] = static_cast<T>(out[d]);
     }
   });
 }
@@ -97,7 +103,8 @@ torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blo
   const int64_t capacity = keys.size(3), head_size = keys.size(4), width = heads * head_size;
   TORCH_CHECK(static_cast<int64_t>(blocks.size()) == kTensorsPerBlock * layers, "expected ", kTensorsPerBlock,
               " tensors per layer");
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && keys.dtype() == torch::kFloat32, "float32 only");
+  TORCH_CHECK(x.dtype() == keys.dtype() && (x.dtype() == torch::kFloat32 || x.dtype() == torch::kBFloat16),
+              "float32 or bfloat16, the cache's dtype");
   TORCH_CHECK(keys.is_contiguous() && values.is_contiguous() && bias.is_contiguous(), "contiguous cache and bias");
   TORCH_CHECK(x.size(0) == rows && x.size(1) == width && bias.size(0) == rows && bias.size(1) == capacity,
               "shapes of x, cache and bias disagree");
@@ -106,8 +113,14 @@ torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blo
   for (int64_t layer = 0; layer < layers; ++layer) {
     const torch::Tensor* p = blocks.data() + kTensorsPerBlock * layer;
     auto qkv = linear(at::layer_norm(x, {width}, p[0], p[1]), p[2], p[3], false, onednn);
-    attend(qkv.data_ptr<float>(), keys[layer].data_ptr<float>(), values[layer].data_ptr<float>(),
-           bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at);
+    if (x.dtype() == torch::kBFloat16) {
+      attend(qkv.data_ptr<at::BFloat16>(), keys[layer].data_ptr<at::BFloat16>(),
+             values[layer].data_ptr<at::BFloat16>(), bias.data_ptr<at::BFloat16>(),
+             attended.data_ptr<at::BFloat16>(), rows, heads, capacity, head_size, at);
+    } else {
+      attend(qkv.data_ptr<float>(), keys[layer].data_ptr<float>(), values[layer].data_ptr<float>(),
+             bias.data_ptr<float>(), attended.data_ptr<float>(), rows, heads, capacity, head_size, at);
+    }
     x = x + linear(attended, p[4], p[5], false, onednn);
     auto hidden = linear(at::layer_norm(x, {width}, p[6], p[7]), p[8], p[9], true, onednn);
     x = x + linear(hidden, p[10], p[11], false, onednn);

@@ -25,3 +25,5 @@ def test_sampler_bench_prints_json_with_the_speedup():
     assert bf16["tokens_per_s"] > 0
     assert abs(bf16["vs_float32"] - bf16["tokens_per_s"] / result["tokens_per_s"]) < 0.02  # rounded figures
     assert bf16["group"]["tokens_per_s"] > 0
+    assert abs(bf16["fused_speedup"] - bf16["tokens_per_s"] / bf16["eager_tokens_per_s"]) < 0.02  # its step fused too
+    assert bf16["group"]["fused_speedup"] > 0

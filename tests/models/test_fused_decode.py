@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -29,7 +31,7 @@ def one_step(m: GPT, use_fused: bool, copies: int = 1):
     tokens, mask = left_pad(PROMPTS * copies, SPACE.pad_id)
     B, width = tokens.shape
     cache = m.new_cache(B, width + 4)
-    bias = torch.full((B, 1, 1, cache.capacity), float("-inf"))
+    bias = torch.full((B, 1, 1, cache.capacity), float("-inf"), dtype=cache.keys.dtype)  # as sampling builds it
     bias[:, 0, 0, : width + 1] = torch.cat([mask, torch.ones(B, 1, dtype=torch.long)], 1).bool().float() - 1
     bias = bias.masked_fill(bias < 0, float("-inf"))
     positions = mask.sum(1, keepdim=True)
@@ -71,11 +73,59 @@ def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, ke
     assert torch.allclose(runs[True].logprobs, runs[False].logprobs, atol=1e-5)
 
 
+class CountedSteps:
+    """The extension's decoding step, counting its calls: proof the fused step ran, not the eager one."""
+
+    def __init__(self, extension) -> None:
+        self.extension, self.calls = extension, 0
+
+    def decode_step(self, *args):
+        self.calls += 1
+        return self.extension.decode_step(*args)
+
+
+def test_a_bfloat16_policy_fuses_its_step_with_float32_sums(model, monkeypatch):
+    """A bfloat16 sampler (rl.sampler_precision) reads a cache of half the bytes; its sums stay float32, so
+    it is as near the float32 policy as the eager bfloat16 step and within bfloat16's rounding of that step."""
+    steps = CountedSteps(fused_decode.load())
+    monkeypatch.setattr(fused_decode, "active", lambda: steps if fused_decode._enabled else None)
+    low = copy.deepcopy(model).to(torch.bfloat16)
+    fused_h, fused_cache = one_step(low, True)
+    assert steps.calls == 1 and fused_h.dtype == fused_cache.keys.dtype == torch.bfloat16
+    eager_h, eager_cache = one_step(low, False)
+    assert steps.calls == 1
+    exact, _ = one_step(model, False)
+    scale = exact.abs().max().item()  # bfloat16 keeps 8 bits: a relative step of 2^-8 at the top
+    assert (fused_h.float() - eager_h.float()).abs().max() <= 4 * scale / 2**8  # three layers of rounding
+    assert (fused_h.float() - exact).abs().max() <= 8 * scale / 2**8
+    assert (eager_h.float() - exact).abs().max() > 0  # bfloat16 rounds: the tolerance above is not idle
+    written = fused_cache.length - 1  # the step's own keys and values: the first layer's from the same input
+    for fused_kv, eager_kv in ((fused_cache.keys, eager_cache.keys), (fused_cache.values, eager_cache.values)):
+        assert torch.equal(fused_kv[0, :, :, written], eager_kv[0, :, :, written])
+        assert torch.equal(fused_kv[:, :, :, :written], eager_kv[:, :, :, :written])  # the prompt's, as read
+        later = (fused_kv[1:, :, :, written].float() - eager_kv[1:, :, :, written].float()).abs().max()
+        assert later <= 4 * eager_kv[1:, :, :, written].float().abs().max() / 2**8
+    with fused(True):
+        drawn = generate(
+            low, PROMPTS, max_new_tokens=10, eor_id=SPACE.eor_id, pad_id=SPACE.pad_id,
+            generator=torch.Generator().manual_seed(1), samples_per_prompt=5,
+        )  # fmt: skip
+    with fused(False):
+        eager = generate(
+            low, PROMPTS, max_new_tokens=10, eor_id=SPACE.eor_id, pad_id=SPACE.pad_id,
+            generator=torch.Generator().manual_seed(1), samples_per_prompt=5,
+        )  # fmt: skip
+    assert steps.calls > 1
+    assert torch.equal(drawn.tokens, eager.tokens)  # the same actions; their log-probs within bfloat16's logits
+    assert torch.allclose(drawn.logprobs, eager.logprobs, atol=0.1)
+
+
 def test_the_fused_step_serves_inference_only(model):
     x = torch.zeros(2, 1, 32)
     with torch.no_grad():
         assert model._fusable(x)
         assert not model._fusable(x.double())
+        assert model._fusable(x.bfloat16())
     assert not model._fusable(x)  # autograd records: a learner's pass stays eager
     model.train()
     try:
