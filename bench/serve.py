@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument(
         "--endpoints", type=endpoint_list, default=list(ENDPOINTS), help="comma-separated: continue, completions"
     )
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="serve.precision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url
@@ -101,8 +102,10 @@ def main() -> None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            url = start(args.model or str(untrained_checkpoint(Path(tmp))), ServeConfig(port=port))
-        result = {"bench": "serve", "url": url, "requests": args.requests}
+            settings = ServeConfig(port=port, precision=args.precision)
+            url = start(args.model or str(untrained_checkpoint(Path(tmp))), settings)
+        precision = httpx.get(f"{url}/healthz").json()["precision"]  # the endpoint's own, where --url names one
+        result = {"bench": "serve", "url": url, "requests": args.requests, "precision": precision}
         for endpoint in args.endpoints:
             prefix = "" if endpoint == "continue" else f"{endpoint}_"
             for concurrency in (1, 16, 64):

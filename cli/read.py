@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -81,8 +81,15 @@ def evaluate(
     samples: Annotated[
         int, typer.Option(min=1, help="Answers per question at temperature 1: > 1 adds pass@1..n and maj@n.")
     ] = 1,
-) -> None:
+    precision: Annotated[
+        Literal["float32", "bfloat16"],
+        typer.Option(help="The weights' and KV cache's dtype while it answers: bfloat16 judges it as "
+                     "`serve.precision: bfloat16` serves it."),
+    ] = "float32",
+) -> None:  # fmt: skip
     """Judge a policy on held-out exam questions with the gold grader."""
+    import torch
+
     from conf.load import ConfigError, with_overrides
     from pipelines import evaluate as stage
     from pipelines.policy_source import final_policy
@@ -92,7 +99,7 @@ def evaluate(
         if checkpoint is None:
             cfg, run_dir = config_and_dir(config or "demo", overrides, out)
             policy = trained_checkpoint(run_dir, "sft", needed_by="evaluate without --checkpoint")
-            judged = stage.main(cfg, policy, samples)
+            judged = stage.main(cfg, policy, samples, precision)
         else:
             try:
                 chosen = final_policy(checkpoint)
@@ -105,7 +112,8 @@ def evaluate(
                     cfg = with_overrides(chosen.cfg, overrides or [])
                 except ConfigError as err:
                     raise typer.BadParameter(str(err)) from None
-            judged = stage.judged(chosen.model, chosen.space, cfg, samples, chosen.name)  # as it was read
+            model = chosen.model.to(getattr(torch, precision))
+            judged = stage.judged(model, chosen.space, cfg, samples, chosen.name) | {"precision": precision}
     typer.echo(json.dumps(judged))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -197,6 +197,10 @@ def serve(
     overrides: SetOpt = None,
     host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default: serve.port of the config.")] = None,
+    precision: Annotated[
+        Literal["float32", "bfloat16"] | None,
+        typer.Option(help="The replicas' weights and KV cache. Default: serve.precision of the config (float32)."),
+    ] = None,
     ray_address: RayOpt = None,
 ) -> None:
     """Serve a policy over HTTP with Ray Serve until interrupted (POST /v1/continue, /v1/completions)."""
@@ -204,7 +208,8 @@ def serve(
 
     use_ray(ray_address)
     cfg, _ = config_and_dir(config, overrides, None)
-    settings = cfg.serve.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    given = {"host": host, "port": port, "precision": precision}
+    settings = cfg.serve.model_copy(update={k: v for k, v in given.items() if v is not None})
     try:
         with clear_refusals():
             url = start(model, settings)
@@ -212,7 +217,7 @@ def serve(
         raise typer.BadParameter(str(err), param_hint="--model") from None
     except CannotListen as err:
         raise typer.BadParameter(str(err), param_hint="--port") from None
-    typer.echo(f"serving {model} at {url} (docs: {url}/docs); Ctrl-C stops")
+    typer.echo(f"serving {model} in {settings.precision} at {url} (docs: {url}/docs); Ctrl-C stops")
     import time
 
     try:

@@ -279,8 +279,8 @@ class RLConfig(Strict):
     sampler_precision: Literal["float32", "bfloat16"] = "float32"
     """The samplers' weights and KV cache: `float32`, the learner's own numbers (their log-probs of an action
     agree to float rounding, `rl/sampler_gap_max`), or `bfloat16`, as rollout engines run (faster on a CPU with
-    AMX or AVX512-BF16, slower without), whose log-probs then differ from the learner's (on the demo by 0.006 on
-    average and up to 0.84): pair it with `old_logprobs: learner`. Log-probs are taken in float32 from the logits
+    AMX or AVX512-BF16, slower without), whose log-probs then differ from the learner's (on the demo by 0.005 on
+    average and up to 0.51): pair it with `old_logprobs: learner`. Log-probs are taken in float32 from the logits
     either way."""
     old_logprobs: Literal["sampler", "learner"] = "sampler"
     """The log-probs PPO's ratio and the sampled KL start from: the sampler's own as it drew each action, or
@@ -463,6 +463,10 @@ class ServeConfig(Strict):
     """Most terms one request may ask for."""
     max_term_digits: int = Field(18, ge=1)
     """Longest term (in digits) a request may contain; the policy answers at most this long."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """The replicas' weights and KV cache: `float32`, the policy as trained and judged, or `bfloat16` (faster
+    batches on a CPU with AMX or AVX512-BF16, slower without), whose greedy answer may differ where two
+    actions nearly tie: `tokenmdp evaluate --precision bfloat16` judges the policy as it would be served."""
 
     @model_validator(mode="after")
     def _room_for_a_batch(self) -> ServeConfig:

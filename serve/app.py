@@ -2,7 +2,7 @@
 
     POST /v1/continue      {"sequence": [1, 2, 4, 8, 16], "max_terms": 1} -> {"terms": [32], ...}
     POST /v1/completions   OpenAI-style: {"prompt": "1,2,4,8,16,"} -> {"choices": [{"text": "32"}]}
-    GET  /healthz          liveness and which model is loaded
+    GET  /healthz          liveness, which model is loaded and at which precision (`serve.precision`)
     GET  /docs             the OpenAPI docs
 
 Bad input is a 4xx JSON error naming the problem; a failure inside the model is a 500
@@ -50,7 +50,7 @@ class PolicyServer:
 
         checkpoint, name, version = resolve_model(model, tracking_uri or None)  # in the replica: works on any node
         limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}
-        self.engine = PolicyEngine(checkpoint, **limits)
+        self.engine = PolicyEngine(checkpoint, **limits, precision=settings.get("precision", "float32"))
         self.info = ModelInfo(name=name, version=version)
         for batched in (self._continue, self._complete):
             batched.set_max_batch_size(settings["max_batch_size"])
@@ -58,7 +58,7 @@ class PolicyServer:
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "model": self.info.model_dump()}
+        return {"status": "ok", "model": self.info.model_dump(), "precision": self.engine.precision}
 
     @app.post("/v1/continue", response_model=ContinueResponse, response_model_exclude_none=True)
     async def continue_sequence(self, request: ContinueRequest) -> ContinueResponse:

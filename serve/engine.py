@@ -48,10 +48,15 @@ class Sampling:
 
 
 class PolicyEngine:
-    def __init__(self, checkpoint: Path, max_terms: int = 8, max_term_digits: int = 18, threads: int = 1) -> None:
+    def __init__(
+        self, checkpoint: Path, max_terms: int = 8, max_term_digits: int = 18, threads: int = 1,
+        precision: str = "float32",
+    ) -> None:  # fmt: skip
+        """`precision`: the weights' and KV cache's dtype (`serve.precision`); log-probs are float32 either way."""
         torch.set_num_threads(threads)
         self.model, self.space, _ = load_checkpoint(Path(checkpoint))
-        self.model.eval()
+        self.model.eval().to(getattr(torch, precision))
+        self.precision = precision
         self.max_terms, self.max_term_digits = max_terms, max_term_digits
         self.context = self.model.cfg.max_len
 

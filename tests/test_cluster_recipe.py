@@ -100,10 +100,11 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
         assert {r.info.run_name for r in runs} >= {"pipeline", "pretrain", "sft", "reward", "rlhf"}
         assert any((tmp_path / "artifacts").rglob("*.pt"))  # the server's artifact store holds the checkpoints
 
-        # docker compose up serve: joins the cluster, loads the registered model through the server
+        # docker compose up serve (here with --precision bfloat16): joins the cluster, loads the registered model
+        # through the server
         serve = started(
             [str(BIN / "tokenmdp"), "serve", "tiny", "--model", "models:/tokenmdp-tiny/1", "--host", "127.0.0.1",
-             "--port", str(serve_port)],
+             "--port", str(serve_port), "--precision", "bfloat16"],
             env | {"RAY_ADDRESS": f"127.0.0.1:{ray_port}"}, tmp_path / "serve.log", tmp_path,
         )  # fmt: skip
         processes.insert(0, serve)
@@ -112,6 +113,8 @@ def test_the_compose_recipe_runs_on_a_ray_head_and_an_mlflow_server(tmp_path):
             f"http://127.0.0.1:{serve_port}/v1/continue", json={"sequence": [1, 2, 4, 8, 16]}, timeout=240
         ).json()
         assert body["model"] == {"name": "tokenmdp-tiny", "version": "1"} and len(body["terms"]) <= 1
+        health = httpx.get(f"http://127.0.0.1:{serve_port}/healthz").json()
+        assert health["precision"] == "bfloat16"  # `--precision` reached the replicas on the cluster
         fetched = list((tmp_path / "cache" / "models").iterdir())  # serve's check and its replica: one copy
         assert [p.name.startswith("tokenmdp-tiny-v1-") for p in fetched] == [True], fetched
         assert len(list(fetched[0].rglob("*.pt"))) == 1

@@ -27,3 +27,15 @@ def test_sampler_bench_prints_json_with_the_speedup():
     assert bf16["group"]["tokens_per_s"] > 0
     assert abs(bf16["fused_speedup"] - bf16["tokens_per_s"] / bf16["eager_tokens_per_s"]) < 0.02  # its step fused too
     assert bf16["group"]["fused_speedup"] > 0
+
+
+def test_serve_bench_prints_json_with_latencies_at_each_concurrency_and_the_precision_served():
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.serve", "--requests", "4", "--endpoints", "continue", "--precision", "bfloat16"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["bench"] == "serve" and result["precision"] == "bfloat16" and result["requests"] == 4
+    for concurrency in (1, 16, 64):
+        level = result[f"concurrency_{concurrency}"]
+        assert 0 < level["p50_ms"] <= level["p99_ms"], level

@@ -186,6 +186,20 @@ def test_evaluate_refuses_questions_spelled_under_another_action_space(tiny_sft_
     assert f"'digit_order': '{other}'" in said and "the policy " in said
 
 
+def test_evaluate_judges_the_policy_at_the_precision_it_would_be_served(tiny_sft_run):
+    policy = str(tiny_sft_run / "sft" / "checkpoint.pt")
+    judged = {}
+    for precision in ("float32", "bfloat16"):
+        result = runner.invoke(app, ["evaluate", "--checkpoint", policy, "--precision", precision])
+        assert result.exit_code == 0, result.output
+        judged[precision] = json.loads(result.stdout.strip().splitlines()[-1])
+        assert judged[precision]["precision"] == precision
+    exact, low = judged["float32"]["eval/format_rate"], judged["bfloat16"]["eval/format_rate"]
+    assert exact > 0.5 and abs(low - exact) <= 0.1  # the same policy (tiny's: well-formed answers), near-ties apart
+    refused = runner.invoke(app, ["evaluate", "--checkpoint", policy, "--precision", "half"])
+    assert refused.exit_code == 2 and "bfloat16" in refused.output
+
+
 def test_serve_refuses_an_address_it_cannot_listen_on_before_starting_ray(tmp_path):
     import socket
 

@@ -29,3 +29,24 @@ def test_a_completion_batched_with_others_is_the_one_it_gets_alone(tiny_sft_run)
     assert [len(c) for c in together] == [1, 1, 1, 1, 1, 4]
     assert together[2][0].tokens == 1 and together[2][0].finish_reason == "length"
     assert together[0][0].finish_reason == "stop" and together[0][0].text.isdigit()
+
+
+def test_a_bfloat16_engine_answers_from_bfloat16_weights_with_log_probs_near_the_float32_policys(tiny_sft_run):
+    import torch
+
+    from models.rollout import action_logprobs
+
+    checkpoint = tiny_sft_run / "sft" / "checkpoint.pt"
+    low, exact = PolicyEngine(checkpoint, precision="bfloat16"), PolicyEngine(checkpoint)
+    assert low.precision == "bfloat16" and low.model.tok_emb.weight.dtype == torch.bfloat16
+    assert exact.model.tok_emb.weight.dtype == torch.float32
+    prefixes = [[1, 2, 4, 8, 16], [3, 6, 9, 12], [5, 10, 15], [2, 4, 6, 8]]
+    answers = low.continue_batch([(prefix, 1, Sampling()) for prefix in prefixes])
+    for prefix, answer in zip(prefixes, answers, strict=True):
+        assert answer.finished and len(answer.logprobs) == 1
+        prompt, response = exact.space.encode_prompt(prefix), exact.space.encode_response(answer.terms)
+        tokens = torch.tensor([prompt + response])
+        with torch.no_grad():  # the float32 policy's log-prob of the bfloat16 engine's answer, teacher-forced
+            forced = action_logprobs(exact.model, tokens, torch.ones_like(tokens))[0, len(prompt) :].sum()
+        assert answer.logprobs[0] != float(forced)  # bfloat16 rounds: the answer was not the float32 policy's
+        assert abs(answer.logprobs[0] - float(forced)) < 0.1 * len(response)  # ... but within bfloat16's rounding

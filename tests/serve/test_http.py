@@ -32,7 +32,7 @@ def server(tiny_sft_run, ray_local):
 
 def test_health_and_docs(server):
     health = server.get("/healthz").json()
-    assert health["status"] == "ok" and health["model"]["version"] == "sft"
+    assert health["status"] == "ok" and health["model"]["version"] == "sft" and health["precision"] == "float32"
     assert server.get("/docs").status_code == 200
     assert "/v1/continue" in server.get("/openapi.json").json()["paths"]
 
@@ -158,3 +158,25 @@ def test_the_endpoint_gives_the_exam_answer_where_the_trained_policy_knows_it(se
     assert known, "the tiny policy answers no exam question: nothing to check"
     body = server.post("/v1/continue", json={"sequence": list(known[0].prefix)}).json()
     assert tuple(body["terms"]) == known[0].answer and body["finished"]
+
+
+def test_a_bfloat16_deployment_answers_as_its_bfloat16_engine_does(server, tiny_sft_run):
+    """`serve.precision: bfloat16` reaches the replicas: they say so and answer what a bfloat16 engine answers,
+    log-probs included (a float32 replica's differ in their low bits). Redeployed in place, then put back."""
+    from serve.engine import PolicyEngine, Sampling
+    from serve.launch import start
+
+    port = server.base_url.port
+    request = {"sequence": [1, 2, 4, 8, 16], "max_terms": 2, "logprobs": True}
+    as_float32 = server.post("/v1/continue", json=request).json()
+    try:
+        start(str(tiny_sft_run), ServeConfig(port=port, max_terms=3, max_batch_size=8, precision="bfloat16"))
+        assert server.get("/healthz").json()["precision"] == "bfloat16"
+        body = server.post("/v1/continue", json=request).json()
+        local = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt", precision="bfloat16")
+        expected = local.continue_batch([(request["sequence"], 2, Sampling())])[0]
+        assert body["terms"] == expected.terms and body["logprobs"] == pytest.approx(expected.logprobs, abs=1e-6)
+        assert body["logprobs"] != as_float32["logprobs"]
+    finally:
+        start(str(tiny_sft_run), ServeConfig(port=port, max_terms=3, max_batch_size=8))
+    assert server.get("/healthz").json()["precision"] == "float32"
