@@ -3,7 +3,8 @@
 The model carries the policy (weights, model config, action space, the config it was trained under and
 the corpus statistics the audit reads; not the optimizer) as an artifact;
 `predict` continues sequences greedily, so `mlflow.pyfunc.load_model(uri).predict(...)`
-works anywhere this package is installed.
+works anywhere this package is installed; `load_model(uri, model_config={"precision": "bfloat16"})` answers
+from bfloat16 weights, as `serve.precision` serves them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from serve.engine import PolicyEngine
 
-        self.engine = PolicyEngine(Path(context.artifacts["checkpoint"]))
+        precision = (context.model_config or {}).get("precision", "float32")
+        self.engine = PolicyEngine(Path(context.artifacts["checkpoint"]), precision=precision)
 
     def predict(self, context, model_input: list[list[int]], params: dict | None = None) -> list[int | None]:
         """A list of sequences (lists of ints) -> a list of next terms (None where the answer was malformed).
@@ -49,6 +51,7 @@ def register_policy(checkpoint: Path, name: str) -> str:
             name="policy",
             python_model=str(Path(__file__).with_name("pyfunc_code.py")),  # code, not a pickle
             artifacts={"checkpoint": str(policy)},
+            model_config={"precision": "float32"},  # what `load_model(..., model_config=...)` may override
             registered_model_name=name,
             pip_requirements=["torch", "mlflow", "pydantic"],
         )

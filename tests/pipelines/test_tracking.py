@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
 from pipelines.tracking import StepLog, local_store_folder, stage_run
 
@@ -49,6 +50,10 @@ def test_the_registered_policy_is_code_not_a_pickle(tiny_sft_run, tmp_path, capl
     expected = [r.terms[0] if r.terms else None for r in PolicyEngine(checkpoint).continue_batch(
         [(p, 1, Sampling()) for p in prefixes])]  # fmt: skip
     assert list(mlflow.pyfunc.load_model(model_uri).predict(prefixes)) == expected
+    low = mlflow.pyfunc.load_model(model_uri, model_config={"precision": "bfloat16"})  # as serve.precision serves
+    assert low.unwrap_python_model().engine.model.tok_emb.weight.dtype == torch.bfloat16
+    assert list(low.predict(prefixes)) == [r.terms[0] if r.terms else None for r in PolicyEngine(
+        checkpoint, precision="bfloat16").continue_batch([(p, 1, Sampling()) for p in prefixes])]  # fmt: skip
     # a registry URI that names nothing is refused in the command, naming what the registry holds, before any
     # Serve replica tries it (each failed start used to print a traceback: 342 lines in all)
     from typer.testing import CliRunner
