@@ -252,3 +252,42 @@ def register(
         done = register_policy(source, stage, name)
     typer.echo(f"registered {done.source} as {done.model_uri}; serve it: tokenmdp serve --model {done.model_uri}")
     typer.echo(json.dumps({"model_uri": done.model_uri, "source": done.source, "iteration": done.iteration}))
+
+
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
+    out: Annotated[Path, typer.Option(help="A new or empty directory (or an earlier export's) for the files.")],
+    stage: Annotated[
+        str | None, typer.Option(help="A run directory's stage: sft or rlhf. Default: its final policy.")
+    ] = None,
+) -> None:
+    """Write a policy as a Hugging Face transformers GPT-2 (needs the `hf` extra), checked logit for logit."""
+    from models.hf_export import ExportMismatch, OccupiedDirectory, export
+    from pipelines.policy_source import final_policy, policy_from
+    from pipelines.run_config import POLICY_STAGES
+
+    if stage is not None and (stage not in POLICY_STAGES or not Path(source).is_dir()):
+        raise typer.BadParameter(
+            f"{stage!r} for {source}: --stage names a policy's stage ({', '.join(POLICY_STAGES)}) in a run directory",
+            param_hint="--stage",
+        )
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        typer.echo("Error: tokenmdp export writes with Hugging Face transformers: pip install -e '.[hf]'", err=True)
+        raise typer.Exit(2) from None
+    with clear_refusals():
+        chosen = policy_from(source, stage) if stage else final_policy(source)
+        try:
+            done = export(chosen.model, chosen.space, out)
+        except OccupiedDirectory as err:
+            raise typer.BadParameter(str(err), param_hint="--out") from None
+        except ExportMismatch as err:
+            typer.echo(f"Error: {err}", err=True)
+            raise typer.Exit(1) from None
+    typer.echo(
+        f"exported {source} ({chosen.name}) to {out}: load it with GPT2LMHeadModel.from_pretrained({str(out)!r}); "
+        f"largest logit difference from the policy {done['largest_logit_difference']:.2g} on the probe prompts"
+    )
+    typer.echo(json.dumps(done | {"source": source, "policy": chosen.name}))
