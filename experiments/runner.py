@@ -182,7 +182,7 @@ def run(
                 mlflow.log_artifact(str(arm_dir / "config.json"))
                 results.append(exp.run_arm(configs[arm.name], arm, arm_dir, uri))
         rows, plot = exp.report(results, out, mlflow.MlflowClient(tracking_uri=uri))
-        spread = across_seeds(results) if len(arms) > len(exp.arms) else None
+        spread = across_seeds(results, rows) if len(arms) > len(exp.arms) else None
         _write_table(exp, rows, out, spread)
         for path in (plot, out / "table.md", out / "results.json", out / "seeds.md"):
             if path.is_file():
@@ -226,7 +226,8 @@ def _write_table(exp: Experiment, rows: list[dict[str, Any]], out: Path, spread:
     if spread is None:
         seeds_table.unlink(missing_ok=True)  # from an earlier run of this directory with --seeds
     else:
-        seeds_table.write_text(_show(f"experiment {exp.name} over RL seeds", spread))
+        title = f"experiment {exp.name} over RL seeds (the columns after ± stderr: means over the seeds)"
+        seeds_table.write_text(_show(title, spread))
         results["across_seeds"] = spread
     (out / "results.json").write_text(json.dumps(results, indent=2))
 
