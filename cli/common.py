@@ -21,6 +21,18 @@ app.add_typer(world_app, name="world")
 
 
 POLICY_SOURCE = "A run directory (e.g. runs/demo), a registered model (models:/<name>/<version>) or a checkpoint."
+StageOpt = Annotated[str | None, typer.Option(help="A run directory's stage: sft or rlhf. Default: its final policy.")]
+
+
+def check_stage(source: str, stage: str | None) -> None:
+    """--stage names one of a run directory's policies; anything else is refused before any work."""
+    from pipelines.run_config import POLICY_STAGES
+
+    if stage is not None and (stage not in POLICY_STAGES or not Path(source).is_dir()):
+        raise typer.BadParameter(
+            f"{stage!r} for {source}: --stage names a policy's stage ({', '.join(POLICY_STAGES)}) in a run directory",
+            param_hint="--stage",
+        )
 
 
 def _print_version(asked: bool) -> None:

@@ -14,7 +14,9 @@ from cli.common import (
     OutOpt,
     RayOpt,
     SetOpt,
+    StageOpt,
     app,
+    check_stage,
     clear_refusals,
     config_and_dir,
     single_writer,
@@ -232,22 +234,15 @@ def serve(
 @app.command()
 def register(
     source: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
-    stage: Annotated[
-        str | None, typer.Option(help="A run directory's stage: sft or rlhf. Default: its final policy.")
-    ] = None,
+    stage: StageOpt = None,
     name: Annotated[
         str | None, typer.Option(help="The registered model. Default: tokenmdp-<its config's name>.")
     ] = None,
 ) -> None:
     """Register a policy (a snapshot, SFT's, another run's) as the next version of a model in the MLflow registry."""
     from pipelines.register import register as register_policy
-    from pipelines.run_config import POLICY_STAGES
 
-    if stage is not None and (stage not in POLICY_STAGES or not Path(source).is_dir()):
-        raise typer.BadParameter(
-            f"{stage!r} for {source}: --stage names a policy's stage ({', '.join(POLICY_STAGES)}) in a run directory",
-            param_hint="--stage",
-        )
+    check_stage(source, stage)
     with clear_refusals():
         done = register_policy(source, stage, name)
     typer.echo(f"registered {done.source} as {done.model_uri}; serve it: tokenmdp serve --model {done.model_uri}")
@@ -258,20 +253,13 @@ def register(
 def export(
     source: Annotated[str, typer.Argument(help=POLICY_SOURCE)],
     out: Annotated[Path, typer.Option(help="A new or empty directory (or an earlier export's) for the files.")],
-    stage: Annotated[
-        str | None, typer.Option(help="A run directory's stage: sft or rlhf. Default: its final policy.")
-    ] = None,
+    stage: StageOpt = None,
 ) -> None:
     """Write a policy as a Hugging Face transformers GPT-2 (needs the `hf` extra), checked logit for logit."""
     from models.hf_export import ExportMismatch, OccupiedDirectory, export
     from pipelines.policy_source import final_policy, policy_from
-    from pipelines.run_config import POLICY_STAGES
 
-    if stage is not None and (stage not in POLICY_STAGES or not Path(source).is_dir()):
-        raise typer.BadParameter(
-            f"{stage!r} for {source}: --stage names a policy's stage ({', '.join(POLICY_STAGES)}) in a run directory",
-            param_hint="--stage",
-        )
+    check_stage(source, stage)
     try:
         import transformers  # noqa: F401
     except ImportError:

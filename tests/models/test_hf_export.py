@@ -64,7 +64,12 @@ def test_export_refuses_a_directory_it_would_write_over_and_says_how_to_load_it(
     assert refused.exit_code == 2 and "holds files an export does not write" in " ".join(
         refused.output.replace("│", " ").split()
     )
+    wrong_stage = CliRunner().invoke(app, ["export", str(sft_run), "--stage", "reward", "--out", str(tmp_path / "x")])
+    assert wrong_stage.exit_code == 2 and "names a policy's stage (sft, rlhf)" in " ".join(
+        wrong_stage.output.replace("│", " ").split()
+    )
     assert {p: p.read_bytes() for p in sft_run.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
+    assert not (tmp_path / "x").exists()
     done = CliRunner().invoke(app, ["export", str(sft_run), "--stage", "sft", "--out", str(tmp_path / "hf")])
     assert done.exit_code == 0, done.output
     said = json.loads(done.stdout.strip().splitlines()[-1])
