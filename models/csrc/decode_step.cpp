@@ -21,6 +21,20 @@ namespace {
 
 constexpr int64_t kTensorsPerBlock = 12;  // ln1 w b, qkv w b, proj w b, ln2 w b, up w b, down w b
 
+// Ask for a cache row's cache lines before they are read. A (row, head) reads its keys, then its
+// values, a few KB each, then jumps to the next (row, head); at B=64 the cache of all layers is ~16 MB,
+// more than a core's share of L3 on a shared machine, and the hardware prefetcher, which starts over
+// at each jump, left the loop waiting on memory (AMD Zen 4: ~40 ns a position against 14 when the cache
+// is resident). So the values are asked for while the scores read the keys, and the next (row, head)'s
+// keys while the values are summed. No arithmetic changes.
+template <typename T>
+inline void prefetch_row(const T* row, int64_t head_size) {
+  const char* bytes = reinterpret_cast<const char*>(row);
+  for (int64_t offset = 0; offset < head_size * static_cast<int64_t>(sizeof(T)); offset += 64) {
+    __builtin_prefetch(bytes + offset);
+  }
+}
+
 // Write the new key and value of every (row, head) at position `at` of the cache, then attend:
 // y[b, h] = softmax(q . K[0..at] / sqrt(hs) + bias[b, 0..at]) V[0..at]. Positions after `at`
 // are not yet written, and the caller's bias is -inf there: they are skipped, not masked.
@@ -48,6 +62,7 @@ void attend(const T* qkv, T* keys, T* values, const T* bias, T* y, int64_t rows,
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t t = 0; t <= at; ++t) {
         const T* k = K + t * head_size;
+        prefetch_row(V + t * head_size, head_size);
         float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
         for (int64_t d = 0; d < head_size; ++d) dot += q[d] * static_cast<float>(k[d]);
@@ -61,9 +76,11 @@ void attend(const T* qkv, T* keys, T* values, const T* bias, T* y, int64_t rows,
           weight[t] = std::exp(weight[t] - top);
           total += weight[t];
         }
+        const T* next_K = rh + 1 < end ? keys + (rh + 1) * capacity * head_size : nullptr;
         for (int64_t t = 0; t <= at; ++t) {
           const float p = weight[t] / total;
           const T* v = V + t * head_size;
+          if (next_K != nullptr) prefetch_row(next_K + t * head_size, head_size);
 #pragma omp simd
           for (int64_t d = 0; d < head_size; ++d) out[d] += p * static_cast<float>(v[d]);
         }
