@@ -46,7 +46,25 @@ def _print_version(asked: bool) -> None:
             typer.echo(f"{package} {version(package)}")
         except PackageNotFoundError:
             typer.echo(f"{package} (not installed)")
+    for line in machine_lines():
+        typer.echo(line)
     raise typer.Exit()
+
+
+def machine_lines() -> list[str]:
+    """What this machine runs the policy's arithmetic on. Each CPU's float32 kernels sum in their own order, so one
+    seed gives one trajectory per CPU, and the fused step's speed depends on the CPU: a report needs both."""
+    import torch
+
+    from models import fused_decode
+    from models.kernels import cpu_vendor, current_kernel
+
+    return [
+        f"cpu {torch.backends.cpu.get_cpu_capability()} {cpu_vendor() or '(vendor unknown)'}, "
+        f"{torch.get_num_threads()} torch threads by default",
+        f"linears {current_kernel()} (TOKENMDP_LINEARS=onednn|sgemm to choose)",
+        f"fused decoding step {fused_decode.status()}",
+    ]
 
 
 @app.callback()

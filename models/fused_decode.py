@@ -100,6 +100,21 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
 
 
+def status() -> str:
+    """Whether sampling here runs the fused step, without building it: for `tokenmdp --version`."""
+    if not _enabled:
+        return "off (TOKENMDP_FUSED_DECODE=0)"
+    from torch.utils.cpp_extension import _get_build_directory
+
+    name = extension_name(SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent))
+    directory = Path(_get_build_directory(name, verbose=False))  # PyTorch makes the folder if it is not there
+    if (directory / f"{name}.so").is_file():
+        return "on, built"
+    if not any(directory.iterdir()):
+        directory.rmdir()  # asking leaves nothing behind
+    return "on, compiled at the first sampling (~25 s)"
+
+
 def active() -> ModuleType | None:
     """The extension when the fused step is on and could be built, else None."""
     return load() if _enabled else None

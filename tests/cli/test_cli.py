@@ -1,12 +1,16 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli.main import app
 from conf.load import ConfigError, load_config
+from models import fused_decode
+from models.kernels import current_kernel
 
 runner = CliRunner()
 
@@ -219,7 +223,27 @@ def test_version_names_tokenmdp_and_what_it_runs_on():
 
     said = runner.invoke(app, ["--version"])
     assert said.exit_code == 0
-    assert said.stdout.splitlines()[:2] == [f"tokenmdp {version('tokenmdp')}", f"torch {version('torch')}"]
+    lines = said.stdout.splitlines()
+    assert lines[:2] == [f"tokenmdp {version('tokenmdp')}", f"torch {version('torch')}"]
+    assert lines[-3].startswith(f"cpu {torch.backends.cpu.get_cpu_capability()} ")
+    assert lines[-2].startswith(f"linears {current_kernel()} ")
+    assert lines[-1] == f"fused decoding step {fused_decode.status()}"
+    with fused_decode.fused(False):
+        off = runner.invoke(app, ["--version"]).stdout.splitlines()[-1]
+    assert off == "fused decoding step off (TOKENMDP_FUSED_DECODE=0)"
+
+
+def test_the_fused_steps_status_says_whether_it_is_built(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # an empty extension cache: nothing built
+    with fused_decode.fused(True):
+        assert fused_decode.status() == "on, compiled at the first sampling (~25 s)"
+        name = fused_decode.extension_name(
+            fused_decode.SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent)
+        )
+        assert not (tmp_path / name).exists()  # asking built nothing
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.so").touch()
+        assert fused_decode.status() == "on, built"
 
 
 @pytest.mark.parametrize(
