@@ -11,7 +11,7 @@ run: $(STAMP)  ## the main job on the embedded default (local Ray, local MLflow)
 test: $(STAMP)  ## lint, then the whole test suite
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup  # two workers; the tests that run `ray start` share one
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

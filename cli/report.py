@@ -111,7 +111,7 @@ def print_settings(rows: list[Setting], title: str) -> None:
 
 def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
     """A table of dict rows, each value as `pipelines.table_cell.cell` shows it."""
-    table = Table(title=title)
+    table = Table(title=title, min_width=min(len(title), console.width))  # a title is folded to its table's width
     for column in columns:
         table.add_column(column, justify="right", overflow="fold")  # whole names, folded on narrow terminals
     for row in rows:

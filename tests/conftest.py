@@ -12,6 +12,9 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENMDP_CACHE_DIR", tempfile.mkdtemp(prefix="tokenmdp-test-cache-"))  # not the user's cache
+# Rich draws errors and tables to the terminal's width and folds longer lines, paths included, so a longer temporary
+# directory (pytest-xdist's popen-gwN/, macOS's /var/folders/...) split the text tests look for across lines.
+os.environ["COLUMNS"] = "400"
 
 
 @pytest.fixture(scope="session")

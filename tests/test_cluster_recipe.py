@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_start")]  # one worker: both run `ray start`
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # `ray start` leaves its address here

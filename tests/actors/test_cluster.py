@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray_start")]  # one worker: both run `ray start`
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` leaves its address for `ray.init()`
 
 
