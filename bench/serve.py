@@ -19,8 +19,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import httpx
+
+from conf.schema import Precision
 
 ENDPOINTS = ("continue", "completions")
 
@@ -91,7 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--endpoints", type=endpoint_list, default=list(ENDPOINTS), help="comma-separated: continue, completions"
     )
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32", help="serve.precision")
+    parser.add_argument("--precision", choices=get_args(Precision), default="float32", help="serve.precision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -20,6 +20,7 @@ from cli.common import (
     world_app,
 )  # fmt: skip
 from conf.presets import preset_names
+from conf.schema import Precision
 
 
 @app.command()
@@ -82,7 +83,7 @@ def evaluate(
         int, typer.Option(min=1, help="Answers per question at temperature 1: > 1 adds pass@1..n and maj@n.")
     ] = 1,
     precision: Annotated[
-        Literal["float32", "bfloat16"],
+        Precision,
         typer.Option(help="The weights' and KV cache's dtype while it answers: bfloat16 judges it as "
                      "`serve.precision: bfloat16` serves it."),
     ] = "float32",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
@@ -23,6 +23,7 @@ from cli.common import (
     use_ray,
     writing_stage,
 )  # fmt: skip
+from conf.schema import Precision
 
 
 @app.command()
@@ -200,7 +201,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default: serve.host of the config.")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default: serve.port of the config.")] = None,
     precision: Annotated[
-        Literal["float32", "bfloat16"] | None,
+        Precision | None,
         typer.Option(help="The replicas' weights and KV cache. Default: serve.precision of the config (float32)."),
     ] = None,
     ray_address: RayOpt = None,

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from world.corpus import FAMILIES
 
+Precision = Literal["float32", "bfloat16"]
+"""The dtypes a policy's weights and KV cache may take to sample or serve (log-probs are float32 either way)."""
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -276,7 +279,7 @@ class RLConfig(Strict):
     temperature (logits / temperature), so the PPO ratio and the KL compare the distribution sampled."""
     max_new_tokens: int = Field(16, ge=2)
     """Response budget of a rollout: one not closed by `<eor>` within it is malformed (gold reward 0)."""
-    sampler_precision: Literal["float32", "bfloat16"] = "float32"
+    sampler_precision: Precision = "float32"
     """The samplers' weights and KV cache: `float32`, the learner's own numbers (their log-probs of an action
     agree to float rounding, `rl/sampler_gap_max`), or `bfloat16`, as rollout engines run (faster on a CPU with
     AMX or AVX512-BF16, slower without), whose log-probs then differ from the learner's (on the demo by 0.005 on
@@ -463,7 +466,7 @@ class ServeConfig(Strict):
     """Most terms one request may ask for."""
     max_term_digits: int = Field(18, ge=1)
     """Longest term (in digits) a request may contain; the policy answers at most this long."""
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Precision = "float32"
     """The replicas' weights and KV cache: `float32`, the policy as trained and judged, or `bfloat16` (faster
     batches on a CPU with AMX or AVX512-BF16, slower without), whose greedy answer may differ where two
     actions nearly tie: `tokenmdp evaluate --precision bfloat16` judges the policy as it would be served."""

@@ -46,9 +46,7 @@ _enabled = wanted()
 def load() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built."""
     try:
-        source = SOURCE.read_text()
-        torch_dir = str(Path(torch.__file__).parent)
-        return build(extension_name(source, torch.backends.cpu.get_cpu_capability(), torch_dir), source)
+        return build(this_extension_name(), SOURCE.read_text())
     except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
         warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
         return None
@@ -85,6 +83,11 @@ def extension_name(source: str, capability: str, torch_dir: str) -> str:
     return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 
+def this_extension_name() -> str:
+    """The name of the build of this source for this CPU class and PyTorch install."""
+    return extension_name(SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent))
+
+
 def _say_if_building(directory: Path, name: str) -> None:
     """A first use compiles for ~25 s: say so, rather than leave a silent pause."""
     if not (directory / f"{name}.so").is_file():
@@ -106,7 +109,7 @@ def status() -> str:
         return "off (TOKENMDP_FUSED_DECODE=0)"
     from torch.utils.cpp_extension import _get_build_directory
 
-    name = extension_name(SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent))
+    name = this_extension_name()
     directory = Path(_get_build_directory(name, verbose=False))  # PyTorch makes the folder if it is not there
     if (directory / f"{name}.so").is_file():
         return "on, built"

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -237,9 +236,7 @@ def test_the_fused_steps_status_says_whether_it_is_built(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # an empty extension cache: nothing built
     with fused_decode.fused(True):
         assert fused_decode.status() == "on, compiled at the first sampling (~25 s)"
-        name = fused_decode.extension_name(
-            fused_decode.SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent)
-        )
+        name = fused_decode.this_extension_name()
         assert not (tmp_path / name).exists()  # asking built nothing
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{name}.so").touch()
