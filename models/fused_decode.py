@@ -5,7 +5,9 @@ from Python and runs the attention over the KV cache as 256 tiny matrix products
 layer. The C++ step keeps the linears on the kernels the eager step uses (sgemm, or oneDNN
 where `models/kernels.py` picks it), attends with a plain loop per row and head, and does
 not return to Python between layers (bench/README has the A/B). float32 and bfloat16 policies (a
-bfloat16 sampler's) take it; the attention sums in float32 either way.
+bfloat16 sampler's) take it; the attention sums in float32 either way. The same extension runs
+`generate`'s loop after the prompt (`sample`: choosing each action and the bookkeeping around the
+steps, with the operators the Python loop calls), 1.4x faster at one row, 1.05x at 64.
 It is compiled once per machine and source text with PyTorch's `cpp_extension` (a C++
 compiler and `ninja`, a dependency; ~25 s) into PyTorch's extension cache; where it cannot be built,
 sampling warns once and stays on the eager step, which remains the reference the tests

@@ -38,7 +38,7 @@ class KVCache:
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.group = group
         self.length = 0  # positions filled
-        self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.decode
+        self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.fused_weights
 
     @property
     def capacity(self) -> int:
@@ -230,10 +230,8 @@ class GPT(nn.Module):
         B, nh = x.shape[0], self.cfg.n_head
         fused = fused_decode.active() if self._fusable(x) else None
         if fused is not None:
-            if cache.fused_weights is None:  # nn.Module attribute lookups cost ~50 us a step
-                cache.fused_weights = [t for block in self.blocks for t in block.decode_tensors()]
             h = fused.decode_step(
-                x[:, 0], cache.fused_weights, cache.keys, cache.values, bias.reshape(B, -1), cache.length,
+                x[:, 0], self.fused_weights(cache), cache.keys, cache.values, bias.reshape(B, -1), cache.length,
                 self.ln_f.weight, self.ln_f.bias, onednn_applies(x[:, 0], self.blocks[0].attn.qkv.weight),
             )  # fmt: skip
             cache.length += 1
@@ -243,6 +241,13 @@ class GPT(nn.Module):
             x = block.decode(x, bias, cache, i)
         cache.length += 1
         return self.ln_f(x)
+
+    def fused_weights(self, cache: KVCache) -> list[torch.Tensor]:
+        """The blocks' parameters in the fused step's order, gathered once per cache: nn.Module attribute
+        lookups cost ~50 us a step."""
+        if cache.fused_weights is None:
+            cache.fused_weights = [t for block in self.blocks for t in block.decode_tensors()]
+        return cache.fused_weights
 
     def _fusable(self, x: torch.Tensor) -> bool:
         """The fused step (models/fused_decode.py) serves inference on float32 or bfloat16 (a bfloat16

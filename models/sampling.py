@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from models.gpt import GPT, positions_from_mask
+from models import fused_decode
+from models.gpt import GPT, KVCache, positions_from_mask
+from models.kernels import onednn_applies
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,10 @@ def generate(
 def _sample(
     model: GPT, prompts: list[list[int]], max_new_tokens: int, eor_id: int, pad_id: int, temperature: float,
     top_k: int | None, generator: torch.Generator | None, use_cache: bool, samples_per_prompt: int,
+    loop_in_cpp: bool = True,
 ) -> Generation:  # fmt: skip
+    """`generate`'s loop. With the fused step at hand (models/fused_decode.py) the loop after the prompt
+    runs in C++ (`loop_in_cpp`); the Python loop below is its reference and the rest's."""
     tokens, mask = left_pad(prompts, pad_id)
     G = samples_per_prompt
     B, width = tokens.shape[0] * G, tokens.shape[1]
@@ -100,6 +105,12 @@ def _sample(
         position = positions_from_mask(mask)[:, -1:]  # (B, 1) of each row's last real token
         # Positions grow by at most one per step: the context can only overflow from this step on.
         overflow_from = model.cfg.max_len - 1 - int(position.max())
+        extension = fused_decode.active() if model._fusable(h) else None
+        if extension is not None and loop_in_cpp:
+            return _sample_in_cpp(
+                extension, model, h[:, -1], bias, position, cache, out, logprobs, action_mask, temperature, top_k,
+                generator, eor_id, pad_id, width, overflow_from,
+            )  # fmt: skip
     else:
         tokens, mask = tokens.repeat_interleave(G, dim=0), mask.repeat_interleave(G, dim=0)
     for t in range(max_new_tokens):
@@ -126,3 +137,23 @@ def _sample(
             tokens = torch.cat([tokens, action[:, None]], dim=1)
             mask = torch.cat([mask, active.long()[:, None]], dim=1)
     return Generation(out, logprobs, action_mask, done)
+
+
+def _sample_in_cpp(
+    extension, model: GPT, h: torch.Tensor, bias: torch.Tensor, position: torch.Tensor, cache: KVCache,
+    out: torch.Tensor, logprobs: torch.Tensor, action_mask: torch.Tensor, temperature: float, top_k: int | None,
+    generator: torch.Generator | None, eor_id: int, pad_id: int, width: int, overflow_from: int,
+) -> Generation:  # fmt: skip
+    """The loop above, from the state after the prompt, as one C++ call (models/csrc/decode_step.cpp
+    `sample`): the same operators, so the same actions and log-probs, without ~25 returns to Python a step."""
+    B = out.shape[0]
+    columns, steps, done, overflowed = extension.sample(
+        h, model.tok_emb.weight, model.pos_emb.weight, model.fused_weights(cache), cache.keys, cache.values,
+        bias.view(B, -1), position, cache.length, model.ln_f.weight, model.ln_f.bias,
+        onednn_applies(h, model.blocks[0].attn.qkv.weight), out, logprobs, action_mask, temperature, top_k,
+        generator, eor_id, pad_id, width, overflow_from, model.cfg.max_len,
+    )  # fmt: skip
+    cache.length += steps
+    if overflowed:
+        raise ValueError(f"sequence longer than the model's context of {model.cfg.max_len} tokens")
+    return Generation(out[:, :columns], logprobs[:, :columns], action_mask[:, :columns], done)

@@ -7,7 +7,7 @@
 // loop per row and head, and nothing returns to Python between layers.
 // Same float32 arithmetic up to the order of summation; tests/test_fused_decode.py holds
 // it to the Python step. A bfloat16 policy (a bfloat16 sampler) runs the same step on bfloat16
-// tensors, its attention summing in float32.
+// tensors, its attention summing in float32. `sample` runs models/sampling.py's loop around the steps.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -15,6 +15,8 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -154,6 +156,67 @@ torch::Tensor decode_step(torch::Tensor x, const std::vector<torch::Tensor>& blo
   return at::layer_norm(x, {width}, ln_f_weight, ln_f_bias);
 }
 
+namespace {
+
+// models/sampling.py `_choose`, operator for operator (the same kernels, so the same actions and log-probs):
+// logits (B, V) float32 -> actions (B,), their log-probs under the distribution sampled.
+std::tuple<torch::Tensor, torch::Tensor> choose(torch::Tensor logits, double temperature, std::optional<int64_t> top_k,
+                                                std::optional<at::Generator> generator) {
+  if (temperature == 0) {
+    auto logp = at::log_softmax(logits, -1);
+    auto action = logits.argmax(-1);
+    return {action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1)};
+  }
+  logits = logits / temperature;
+  if (top_k.has_value() && *top_k < logits.size(-1)) {
+    auto kth = std::get<0>(at::topk(logits, *top_k, -1)).narrow(-1, *top_k - 1, 1);
+    logits = logits.masked_fill(logits < kth, -std::numeric_limits<double>::infinity());
+  }
+  auto logp = at::log_softmax(logits, -1);
+  auto action = at::multinomial(logp.exp(), 1, false, generator).squeeze(-1);
+  return {action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1)};
+}
+
+}  // namespace
+
+// The loop of models/sampling.py `_sample` with a KV cache, from the state after the prompt to the last
+// action: at one new token per row its ~25 small operators a step cost as much from Python as the step
+// itself at B=1. Same operators in the same order (the Python loop is its reference), so the same actions.
+// h (B, C): the state after the prompt. out, logprobs, action_mask (B, N) and bias (B, capacity) are
+// written in place; position (B, 1) is each row's last position; length the cache's filled positions.
+// Returns the columns filled (fewer than N when every row has ended), the decoding steps taken (the
+// cache's new positions), the rows that ended and whether a row outgrew `max_len` (the caller raises).
+std::tuple<int64_t, int64_t, torch::Tensor, bool> sample(
+    torch::Tensor h, torch::Tensor tok_emb, torch::Tensor pos_emb, const std::vector<torch::Tensor>& blocks,
+    torch::Tensor keys, torch::Tensor values, torch::Tensor bias, torch::Tensor position, int64_t length,
+    torch::Tensor ln_f_weight, torch::Tensor ln_f_bias, bool onednn, torch::Tensor out, torch::Tensor logprobs,
+    torch::Tensor action_mask, double temperature, std::optional<int64_t> top_k,
+    std::optional<at::Generator> generator, int64_t eor_id, int64_t pad_id, int64_t width, int64_t overflow_from,
+    int64_t max_len) {
+  const int64_t columns = out.size(1);
+  auto done = torch::zeros({out.size(0)}, out.options().dtype(torch::kBool));
+  int64_t steps = 0;
+  for (int64_t t = 0; t < columns; ++t) {
+    auto [action, logp] = choose(at::mm(h, tok_emb.t()).to(torch::kFloat32), temperature, top_k, generator);
+    auto active = done.logical_not();
+    action = at::where(done, at::full_like(action, pad_id), action);
+    out.select(1, t).copy_(action);
+    logprobs.select(1, t).copy_(at::where(done, 0.0, logp));
+    action_mask.select(1, t).copy_(active.to(torch::kLong));
+    done = done.logical_or(action == eor_id);
+    if (done.all().item<bool>()) return {t + 1, steps, done, false};
+    bias.select(1, width + t).masked_fill_(active, 0.0);
+    position = position + active.unsqueeze(1).to(torch::kLong);
+    if (t >= overflow_from && position.max().item<int64_t>() >= max_len) return {t + 1, steps, done, true};
+    if (t == columns - 1) break;  // no action follows the last one: its state is never read
+    auto x = at::embedding(tok_emb, action) + at::embedding(pos_emb, position.squeeze(1));
+    h = decode_step(x, blocks, keys, values, bias, length + steps, ln_f_weight, ln_f_bias, onednn);
+    ++steps;
+  }
+  return {columns, steps, done, false};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "One decoding step of the policy over its KV cache");
+  m.def("sample", &sample, "The sampling loop over the KV cache, from the state after the prompt");
 }

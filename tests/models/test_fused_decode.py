@@ -7,7 +7,7 @@ from models import fused_decode
 from models.fused_decode import fused, wanted
 from models.gpt import GPT, GPTConfig
 from models.kernels import onednn
-from models.sampling import generate, left_pad
+from models.sampling import _sample, generate, left_pad
 from world.actions import ActionSpace
 
 SPACE = ActionSpace()
@@ -73,8 +73,67 @@ def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, ke
     assert torch.allclose(runs[True].logprobs, runs[False].logprobs, atol=1e-5)
 
 
+def draw(m: GPT, loop_in_cpp: bool, prompts=PROMPTS, **settings):
+    """`generate`'s loop with the fused step, the loop after the prompt in C++ or in Python; and the cache's length."""
+    lengths = []
+    new_cache = m.new_cache
+
+    def recorded(*args, **kwargs):
+        cache = new_cache(*args, **kwargs)
+        lengths.append(cache)
+        return cache
+
+    m.new_cache = recorded
+    try:
+        with torch.inference_mode(), fused(True):
+            gen = _sample(
+                m, prompts, settings.pop("max_new_tokens", 10), settings.pop("eor_id", SPACE.eor_id), SPACE.pad_id,
+                settings.pop("temperature", 1.0), settings.pop("top_k", None),
+                torch.Generator().manual_seed(settings.pop("seed", 1)), True, settings.pop("group", 1),
+                loop_in_cpp=loop_in_cpp,
+            )  # fmt: skip
+    finally:
+        del m.new_cache
+    return gen, lengths[0].length
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"group": 5},
+        {"temperature": 0},
+        {"temperature": 0.7, "top_k": 3, "group": 3},
+        {"max_new_tokens": 40, "eor_id": "common"},  # every row ends before the last column
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_loop_in_cpp_draws_what_the_python_loop_draws(model, kernel, dtype, settings):
+    m = copy.deepcopy(model).to(dtype)
+    if settings.get("eor_id") == "common":  # an action every row takes stands for <eor>: rows end early
+        endless = draw(m, False, max_new_tokens=40, eor_id=-1)[0]  # the same draws up to each row's end
+        taken_by_all = set.intersection(*(set(row.tolist()) for row in endless.tokens))
+        settings = {**settings, "eor_id": min(taken_by_all)}
+    (cpp, cpp_length), (python, python_length) = (draw(m, in_cpp, **dict(settings)) for in_cpp in (True, False))
+    for field in ("tokens", "logprobs", "action_mask", "finished"):
+        assert torch.equal(getattr(cpp, field), getattr(python, field)), field
+    assert cpp_length == python_length
+    if settings.get("max_new_tokens") == 40:
+        assert cpp.tokens.shape[1] < 40 and bool(cpp.finished.all())  # the early end was taken
+    else:
+        assert cpp.tokens.shape[1] == 10
+
+
+def test_the_loop_in_cpp_stops_a_row_at_the_context_as_the_python_loop_does(model):
+    long_prompt = SPACE.encode_prompt([7] * 28)  # 57 tokens of a context of 64
+    for in_cpp in (True, False):
+        with pytest.raises(ValueError, match="context of 64"):
+            draw(model, in_cpp, [long_prompt], max_new_tokens=12, temperature=0, eor_id=-1)
+    assert draw(model, True, [long_prompt], max_new_tokens=6, eor_id=-1)[0].tokens.shape == (1, 6)
+
+
 class CountedSteps:
-    """The extension's decoding step, counting its calls: proof the fused step ran, not the eager one."""
+    """The extension, counting its decoding steps and loops: proof the fused step ran, not the eager one."""
 
     def __init__(self, extension) -> None:
         self.extension, self.calls = extension, 0
@@ -82,6 +141,10 @@ class CountedSteps:
     def decode_step(self, *args):
         self.calls += 1
         return self.extension.decode_step(*args)
+
+    def sample(self, *args):
+        self.calls += 1
+        return self.extension.sample(*args)
 
 
 def test_a_bfloat16_policy_fuses_its_step_with_float32_sums(model, monkeypatch):
