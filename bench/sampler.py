@@ -3,7 +3,8 @@
     python -m bench.sampler [--batch 64] [--new-tokens 32] [--threads 1] [--sweep 1,8,64,256] [--group 4]
 
 Prints one JSON line. `where_time_goes` splits one of our calls at the headline batch
-into the prefill, the decoding steps and the loop around them, and by operator kind.
+into the prefill and the rest (the decoding steps and the choices between them, in C++), the
+same call with that loop in Python into the prefill, the steps and the loop, and by operator kind.
 Every row is forced to run all `new_tokens` steps (no early `<eor>`), so every variant
 does the same work; each figure is the best of `--repeats` runs, ours and transformers'
 taken in turn. `eager_tokens_per_s` is ours with the decoding step eager instead of
@@ -42,15 +43,18 @@ NO_STOP = -1  # an id never sampled: rows run to the end
 Run = Callable[[list[list[int]], int, int], int]  # (prompts, new tokens, samples per prompt) -> tokens made
 
 
-def ours(model: GPT, use_cache: bool = True, kernel: str | None = None, fused_step: bool = True) -> Run:
+def ours(
+    model: GPT, use_cache: bool = True, kernel: str | None = None, fused_step: bool = True, loop_in_cpp: bool = True
+) -> Run:
     """Our sampler; `kernel` "onednn" or "sgemm" forces where its linears run (models/kernels.py),
-    `fused_step` False keeps the decoding step eager (models/fused_decode.py)."""
+    `fused_step` False keeps the decoding step eager (models/fused_decode.py), `loop_in_cpp` False
+    the loop around the fused steps in Python."""
 
     def run(prompts: list[list[int]], new_tokens: int, group: int) -> int:
         with onednn((kernel or current_kernel()) == "onednn"), fused(fused_step):
             gen = generate(
                 model, prompts, max_new_tokens=new_tokens, eor_id=NO_STOP, pad_id=0, temperature=1.0,
-                use_cache=use_cache, samples_per_prompt=group,
+                use_cache=use_cache, samples_per_prompt=group, loop_in_cpp=loop_in_cpp,
             )  # fmt: skip
         return gen.tokens.numel()
 
@@ -89,10 +93,13 @@ OP_KINDS = {
 
 
 def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
-    """One of our calls split by phase (prefill, decoding steps, the loop around them) and by operator kind.
+    """One of our calls split by phase and by operator kind.
 
-    The phases time the model's own `hidden` (reading the prompt) and `decode` (one step)
-    through wrappers on this instance; operators come from `torch.profiler`'s self CPU time.
+    The prefill (the model's own `hidden`, reading the prompt) is timed through a wrapper on this
+    instance; the rest of the call is the loop of decoding steps and choices, in C++. The same call
+    with that loop in Python (`python_loop`) splits it further: the steps (`decode`, timed the same
+    way) and the loop around them, which is what running the loop in C++ saves. Operators come from
+    `torch.profiler`'s self CPU time.
     """
     spent = {"hidden": 0.0, "decode": 0.0}
 
@@ -105,10 +112,8 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
 
         return call
 
-    run = ours(model)
-    best: dict[str, float] | None = None
-    model.hidden, model.decode = timed("hidden", model.hidden), timed("decode", model.decode)
-    try:
+    def best_split(run: Run) -> dict[str, float]:
+        best: dict[str, float] | None = None
         for _ in range(repeats):
             spent.update(hidden=0.0, decode=0.0)
             start = time.perf_counter()
@@ -116,20 +121,30 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
             total = time.perf_counter() - start
             if best is None or total < best["total"]:
                 best = {"total": total, **spent}
+        return best
+
+    model.hidden, model.decode = timed("hidden", model.hidden), timed("decode", model.decode)
+    try:
+        in_cpp, in_python = best_split(ours(model)), best_split(ours(model, loop_in_cpp=False))
     finally:
         del model.hidden, model.decode  # back to the class's methods
     with torch.profiler.profile() as prof:
-        run(prompts, new_tokens, 1)
+        ours(model)(prompts, new_tokens, 1)
     ops: dict[str, float] = {}
     for event in prof.key_averages():
         kind = OP_KINDS.get(event.key, "other")
         if kind is not None:
             ops[kind] = ops.get(kind, 0.0) + event.self_cpu_time_total / 1e3
     return {
-        "call_ms": round(best["total"] * 1e3, 1),
-        "prefill_ms": round(best["hidden"] * 1e3, 1),
-        "decode_ms_per_step": round(best["decode"] * 1e3 / max(new_tokens - 1, 1), 3),
-        "loop_ms": round((best["total"] - best["hidden"] - best["decode"]) * 1e3, 1),
+        "call_ms": round(in_cpp["total"] * 1e3, 1),
+        "prefill_ms": round(in_cpp["hidden"] * 1e3, 1),
+        "after_prompt_ms": round((in_cpp["total"] - in_cpp["hidden"]) * 1e3, 1),
+        "python_loop": {
+            "call_ms": round(in_python["total"] * 1e3, 1),
+            "prefill_ms": round(in_python["hidden"] * 1e3, 1),
+            "decode_ms_per_step": round(in_python["decode"] * 1e3 / max(new_tokens - 1, 1), 3),
+            "loop_ms": round((in_python["total"] - in_python["hidden"] - in_python["decode"]) * 1e3, 1),
+        },
         "profiled_ops_ms": {k: round(v, 1) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])},
     }
 

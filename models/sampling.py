@@ -64,6 +64,7 @@ def generate(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     samples_per_prompt: int = 1,
+    loop_in_cpp: bool = True,
 ) -> Generation:
     """Sample responses for a batch of prompts; stops a row at `<eor>`.
 
@@ -71,22 +72,23 @@ def generate(
     once and its keys and values written to each of its G rows (an RL group shares its state).
     The loop runs in inference mode (no autograd bookkeeping per operator: 5-29% faster than
     `no_grad` in an A/B, bench/README); the results are copied out of it, so a learner may
-    use them like any tensor.
+    use them like any tensor. Where the fused step runs (models/fused_decode.py), the loop after
+    the prompt runs in C++ too; `loop_in_cpp=False` keeps it in Python, its reference (the same
+    draws), for tests and benchmarks.
     """
     with torch.inference_mode():
         gen = _sample(
-            model, prompts, max_new_tokens, eor_id, pad_id, temperature, top_k, generator, use_cache, samples_per_prompt
-        )
+            model, prompts, max_new_tokens, eor_id, pad_id, temperature, top_k, generator, use_cache,
+            samples_per_prompt, loop_in_cpp,
+        )  # fmt: skip
     return Generation(gen.tokens.clone(), gen.logprobs.clone(), gen.action_mask.clone(), gen.finished.clone())
 
 
 def _sample(
     model: GPT, prompts: list[list[int]], max_new_tokens: int, eor_id: int, pad_id: int, temperature: float,
     top_k: int | None, generator: torch.Generator | None, use_cache: bool, samples_per_prompt: int,
-    loop_in_cpp: bool = True,
+    loop_in_cpp: bool,
 ) -> Generation:  # fmt: skip
-    """`generate`'s loop. With the fused step at hand (models/fused_decode.py) the loop after the prompt
-    runs in C++ (`loop_in_cpp`); the Python loop below is its reference and the rest's."""
     tokens, mask = left_pad(prompts, pad_id)
     G = samples_per_prompt
     B, width = tokens.shape[0] * G, tokens.shape[1]

@@ -7,7 +7,7 @@ from models import fused_decode
 from models.fused_decode import fused, wanted
 from models.gpt import GPT, GPTConfig
 from models.kernels import onednn
-from models.sampling import _sample, generate, left_pad
+from models.sampling import generate, left_pad
 from world.actions import ActionSpace
 
 SPACE = ActionSpace()
@@ -85,13 +85,15 @@ def draw(m: GPT, loop_in_cpp: bool, prompts=PROMPTS, **settings):
 
     m.new_cache = recorded
     try:
-        with torch.inference_mode(), fused(True):
-            gen = _sample(
-                m, prompts, settings.pop("max_new_tokens", 10), settings.pop("eor_id", SPACE.eor_id), SPACE.pad_id,
-                settings.pop("temperature", 1.0), settings.pop("top_k", None),
-                torch.Generator().manual_seed(settings.pop("seed", 1)), True, settings.pop("group", 1),
+        with fused(True):
+            gen = generate(
+                m, prompts, max_new_tokens=settings.pop("max_new_tokens", 10),
+                eor_id=settings.pop("eor_id", SPACE.eor_id), pad_id=SPACE.pad_id,
+                temperature=settings.pop("temperature", 1.0), top_k=settings.pop("top_k", None),
+                generator=torch.Generator().manual_seed(1), samples_per_prompt=settings.pop("group", 1),
                 loop_in_cpp=loop_in_cpp,
             )  # fmt: skip
+        assert not settings, f"unknown settings {settings}"
     finally:
         del m.new_cache
     return gen, lengths[0].length
