@@ -14,7 +14,9 @@ that oneDNN's per-call overhead costs more than its kernel saves); the weight gr
 stays on sgemm, where oneDNN is no faster at these shapes. Same parameters, same
 float32 arithmetic up to the order of summation, so checkpoints and the learner's
 log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
-also applies its GELU inside the first product's kernel. `with onednn(False):` (or
+also applies its GELU inside the first product's kernel. Where oneDNN is on, a bfloat16
+policy's products (a bfloat16 sampler or server) run on it at any size, GELU inside too: on a
+Zen 4 1.07x faster sampling at B=64 and 1.3x at one row than on ATen's bfloat16 addmm. `with onednn(False):` (or
 `True`) switches within a block (benchmarks and tests compare both in one run).
 """
 
@@ -61,7 +63,8 @@ _enabled = default_enabled(torch.backends.cpu.get_cpu_capability(), cpu_vendor()
 
 @contextmanager
 def onednn(enabled: bool) -> Iterator[None]:
-    """Within the block, large float32 CPU linears run on oneDNN (True, where this torch has it) or on sgemm."""
+    """Within the block, large float32 and bfloat16 CPU linears run on oneDNN (True, where this torch has it)
+    or on ATen's addmm (sgemm in float32)."""
     global _enabled
     old, _enabled = _enabled, enabled and AVAILABLE
     try:
@@ -76,14 +79,14 @@ def current_kernel() -> str:
 
 
 def onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """oneDNN pays for float32 CPU products of at least `ONEDNN_MIN_ROWS` rows."""
-    return (
-        _enabled
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
-    )
+    """oneDNN pays for float32 CPU products of at least `ONEDNN_MIN_ROWS` rows, and for bfloat16 ones
+    (a bfloat16 sampler's or server's) of any size: on a Zen 4 its bfloat16 kernel beat ATen's addmm
+    from 1 row (20 vs 23 us) to 64 (58 vs 64 us; 73 vs 85 with the GELU inside it)."""
+    if not _enabled or x.device.type != "cpu" or x.dtype != weight.dtype:
+        return False
+    if x.dtype == torch.bfloat16:
+        return True
+    return x.dtype == torch.float32 and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1]
 
 
 def _records_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:

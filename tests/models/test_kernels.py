@@ -60,6 +60,23 @@ def test_large_float32_products_take_onednn_and_small_ones_do_not(layer, on_oned
 
 
 @needs_onednn
+def test_bfloat16_products_take_onednn_at_any_size_where_it_is_on(layer, on_onednn):
+    low = layer.weight.bfloat16()
+    assert onednn_applies(torch.zeros(1, 32, dtype=torch.bfloat16), low)  # a served request's one row
+    assert not onednn_applies(torch.zeros(1, 32, dtype=torch.bfloat16), layer.weight)  # mixed: ATen decides
+    with onednn(False):
+        assert not onednn_applies(torch.zeros(64, 32, dtype=torch.bfloat16), low)
+    torch.manual_seed(0)
+    mlp, x = FeedForward(32, 128).bfloat16(), torch.randn(3, 32).bfloat16()
+    with torch.no_grad():
+        fused = mlp(x)
+        with onednn(False):
+            plain = mlp(x)
+    assert not torch.equal(fused, plain)  # another kernel: bfloat16 rounds in other places
+    assert torch.allclose(fused.float(), plain.float(), atol=4 * plain.float().abs().max().item() / 2**8)
+
+
+@needs_onednn
 def test_forward_and_gradients_equal_nn_linear(layer, on_onednn):
     x = torch.randn(4, 10, 32, requires_grad=True)
     assert onednn_applies(x, layer.weight)
