@@ -16,7 +16,7 @@ float32 arithmetic up to the order of summation, so checkpoints and the learner'
 log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
 also applies its GELU inside the first product's kernel. Where oneDNN is on, a bfloat16
 policy's products (a bfloat16 sampler or server) run on it at any size, GELU inside too: on a
-Zen 4 1.07x faster sampling at B=64 and 1.3x at one row than on ATen's bfloat16 addmm. `with onednn(False):` (or
+Zen 4 1.08x faster sampling at B=64 and 1.32x at one row than on ATen's bfloat16 addmm. `with onednn(False):` (or
 `True`) switches within a block (benchmarks and tests compare both in one run).
 """
 
