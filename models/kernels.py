@@ -1,4 +1,4 @@
-"""Linear layers that run their float32 products on oneDNN where this CPU's BLAS is slow.
+"""Linear layers that run their products on oneDNN where this CPU's BLAS is slow.
 
 PyTorch sends a float32 `nn.Linear` on the CPU to MKL's sgemm, which on an AVX-512 AMD
 CPU (Zen 4) does not use the AVX-512 units: a 1024-square product runs at ~97 GFLOP/s
@@ -16,8 +16,9 @@ float32 arithmetic up to the order of summation, so checkpoints and the learner'
 log-probs are unchanged to ~1e-6. Without autograd (sampling, scoring) `FeedForward`
 also applies its GELU inside the first product's kernel. Where oneDNN is on, a bfloat16
 policy's products (a bfloat16 sampler or server) run on it at any size, GELU inside too: on a
-Zen 4 1.08x faster sampling at B=64 and 1.32x at one row than on ATen's bfloat16 addmm. `with onednn(False):` (or
-`True`) switches within a block (benchmarks and tests compare both in one run).
+Zen 4 sampling was 1.08x faster at B=64 and 1.32x at one row than on ATen's bfloat16 addmm.
+`with onednn(False):` (or `True`) switches within a block (benchmarks and tests compare both
+in one run).
 """
 
 from __future__ import annotations
