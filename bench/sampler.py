@@ -95,13 +95,13 @@ OP_KINDS = {
 def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
     """One of our calls split by phase and by operator kind.
 
-    The prefill (the model's own `hidden`, reading the prompt) is timed through a wrapper on this
+    The prefill (the model's `prefill`, reading the prompts) is timed through a wrapper on this
     instance; the rest of the call is the loop of decoding steps and choices, in C++. The same call
     with that loop in Python (`python_loop`) splits it further: the steps (`decode`, timed the same
     way) and the loop around them, which is what running the loop in C++ saves. Operators come from
     `torch.profiler`'s self CPU time.
     """
-    spent = {"hidden": 0.0, "decode": 0.0}
+    spent = {"prefill": 0.0, "decode": 0.0}
 
     def timed(name: str, method):
         def call(*args, **kwargs):
@@ -115,7 +115,7 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
     def best_split(run: Run) -> dict[str, float]:
         best: dict[str, float] | None = None
         for _ in range(repeats):
-            spent.update(hidden=0.0, decode=0.0)
+            spent.update(prefill=0.0, decode=0.0)
             start = time.perf_counter()
             run(prompts, new_tokens, 1)
             total = time.perf_counter() - start
@@ -123,11 +123,11 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
                 best = {"total": total, **spent}
         return best
 
-    model.hidden, model.decode = timed("hidden", model.hidden), timed("decode", model.decode)
+    model.prefill, model.decode = timed("prefill", model.prefill), timed("decode", model.decode)
     try:
         in_cpp, in_python = best_split(ours(model)), best_split(ours(model, loop_in_cpp=False))
     finally:
-        del model.hidden, model.decode  # back to the class's methods
+        del model.prefill, model.decode  # back to the class's methods
     with torch.profiler.profile() as prof:
         ours(model)(prompts, new_tokens, 1)
     ops: dict[str, float] = {}
@@ -137,13 +137,13 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
             ops[kind] = ops.get(kind, 0.0) + event.self_cpu_time_total / 1e3
     return {
         "call_ms": round(in_cpp["total"] * 1e3, 1),
-        "prefill_ms": round(in_cpp["hidden"] * 1e3, 1),
-        "after_prompt_ms": round((in_cpp["total"] - in_cpp["hidden"]) * 1e3, 1),
+        "prefill_ms": round(in_cpp["prefill"] * 1e3, 1),
+        "after_prompt_ms": round((in_cpp["total"] - in_cpp["prefill"]) * 1e3, 1),
         "python_loop": {
             "call_ms": round(in_python["total"] * 1e3, 1),
-            "prefill_ms": round(in_python["hidden"] * 1e3, 1),
+            "prefill_ms": round(in_python["prefill"] * 1e3, 1),
             "decode_ms_per_step": round(in_python["decode"] * 1e3 / max(new_tokens - 1, 1), 3),
-            "loop_ms": round((in_python["total"] - in_python["hidden"] - in_python["decode"]) * 1e3, 1),
+            "loop_ms": round((in_python["total"] - in_python["prefill"] - in_python["decode"]) * 1e3, 1),
         },
         "profiled_ops_ms": {k: round(v, 1) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])},
     }

@@ -98,7 +98,7 @@ def _sample(
     done = torch.zeros(B, dtype=torch.bool)
     if use_cache:
         cache = model.new_cache(len(prompts), width + max_new_tokens, group=G)
-        h = model.hidden(tokens, mask, cache)[:, -1:].repeat_interleave(G, dim=0)
+        h = model.prefill(tokens, mask, cache)[:, None].repeat_interleave(G, dim=0)
         mask = mask.repeat_interleave(G, dim=0)
         # The attention bias of the whole row (0 = attend, -inf = padding or not yet written),
         # filled one column per step.
