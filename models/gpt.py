@@ -17,25 +17,29 @@ from torch import nn
 
 from models import fused_decode
 from models.kernels import FeedForward, Linear, onednn_applies
+from models.kv_memory import KVMemory, Take
 
 
 class KVCache:
     """Keys and values of every layer, preallocated to `capacity` positions and filled in place.
 
     Concatenating a growing cache each step cost a quarter of the sampling time; writing
-    into a buffer sized once per batch does not. The buffer starts at zero, so a decoding
+    into a buffer sized once per batch does not. The buffer holds finite values, so a decoding
     step may attend over the whole capacity (contiguous memory, the unfilled positions
     masked out by the caller's bias) instead of over a strided slice the attention kernel
     would first copy. `group` rows share one prompt: the prompt's keys are computed once
-    and written to each of its rows.
+    and written to each of its rows. `memory` lends it memory a model keeps between calls
+    (models/kv_memory.py): finite, not zero, which the bias makes alike.
     """
 
     def __init__(
-        self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device, group: int = 1
-    ) -> None:
+        self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device, group: int = 1,
+        memory: Take | None = None,
+    ) -> None:  # fmt: skip
         shape = (n_layer, batch, n_head, capacity, head_size)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        size = math.prod(shape)
+        flat = memory(2 * size, dtype, device) if memory else torch.zeros(2 * size, dtype=dtype, device=device)
+        self.keys, self.values = flat[:size].view(shape), flat[size:].view(shape)
         self.group = group
         self.length = 0  # positions filled
         self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.fused_weights
@@ -225,6 +229,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.kv_memory = KVMemory()  # lent to sampling's caches, one call at a time
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
@@ -348,10 +353,11 @@ class GPT(nn.Module):
             cache.length += tokens.shape[1]
         return self.ln_f(x)
 
-    def new_cache(self, batch: int, capacity: int, group: int = 1) -> KVCache:
-        """A cache for `batch` prompts of `group` rows each."""
+    def new_cache(self, batch: int, capacity: int, group: int = 1, memory: Take | None = None) -> KVCache:
+        """A cache for `batch` prompts of `group` rows each, on `memory` if lent (`self.kv_memory.lend()`)."""
         c, p = self.cfg, self.tok_emb.weight
-        return KVCache(c.n_layer, batch * group, c.n_head, capacity, c.d_model // c.n_head, p.dtype, p.device, group)
+        head_size = c.d_model // c.n_head
+        return KVCache(c.n_layer, batch * group, c.n_head, capacity, head_size, p.dtype, p.device, group, memory)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, documents: torch.Tensor | None = None) -> torch.Tensor:
         """tokens, mask (B, T) -> logits (B, T, V): the action distribution in every state

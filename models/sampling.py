@@ -14,6 +14,7 @@ import torch
 from models import fused_decode
 from models.gpt import GPT, KVCache, positions_from_mask
 from models.kernels import onednn_applies
+from models.kv_memory import Take
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,15 @@ def generate(
     once and its keys and values written to each of its G rows (an RL group shares its state).
     The loop runs in inference mode (no autograd bookkeeping per operator: 5-29% faster than
     `no_grad` in an A/B, bench/README); the results are copied out of it, so a learner may
-    use them like any tensor. Where the fused step runs (models/fused_decode.py), the loop after
+    use them like any tensor. The KV cache lives on memory the model keeps between calls
+    (models/kv_memory.py). Where the fused step runs (models/fused_decode.py), the loop after
     the prompt runs in C++ too; `loop_in_cpp=False` keeps it in Python, its reference (the same
     draws), for tests and benchmarks.
     """
-    with torch.inference_mode():
+    with torch.inference_mode(), model.kv_memory.lend() as memory:
         gen = _sample(
             model, prompts, max_new_tokens, eor_id, pad_id, temperature, top_k, generator, use_cache,
-            samples_per_prompt, loop_in_cpp,
+            samples_per_prompt, loop_in_cpp, memory,
         )  # fmt: skip
     return Generation(gen.tokens.clone(), gen.logprobs.clone(), gen.action_mask.clone(), gen.finished.clone())
 
@@ -87,7 +89,7 @@ def generate(
 def _sample(
     model: GPT, prompts: list[list[int]], max_new_tokens: int, eor_id: int, pad_id: int, temperature: float,
     top_k: int | None, generator: torch.Generator | None, use_cache: bool, samples_per_prompt: int,
-    loop_in_cpp: bool,
+    loop_in_cpp: bool, memory: Take | None,
 ) -> Generation:  # fmt: skip
     tokens, mask = left_pad(prompts, pad_id)
     G = samples_per_prompt
@@ -97,7 +99,7 @@ def _sample(
     action_mask = torch.zeros(B, max_new_tokens, dtype=torch.long)
     done = torch.zeros(B, dtype=torch.bool)
     if use_cache:
-        cache = model.new_cache(len(prompts), width + max_new_tokens, group=G)
+        cache = model.new_cache(len(prompts), width + max_new_tokens, group=G, memory=memory)
         h = model.prefill(tokens, mask, cache)[:, None].repeat_interleave(G, dim=0)
         mask = mask.repeat_interleave(G, dim=0)
         # The attention bias of the whole row (0 = attend, -inf = padding or not yet written),
