@@ -25,7 +25,7 @@ class SamplerImpl:
         torch.set_num_threads(threads)
         self.space = ActionSpace(digit_order=digit_order)
         self.model, _, _ = load_checkpoint(checkpoint, self.space)
-        self.model.eval().to(getattr(torch, precision))  # new weights are cast as they are copied in
+        self.model.eval().in_precision(precision)  # new weights are cast as they are copied in
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
 

@@ -89,7 +89,6 @@ def evaluate(
     ] = "float32",
 ) -> None:  # fmt: skip
     """Judge a policy on held-out exam questions with the gold grader."""
-    import torch
 
     from conf.load import ConfigError, with_overrides
     from pipelines import evaluate as stage
@@ -113,7 +112,7 @@ def evaluate(
                     cfg = with_overrides(chosen.cfg, overrides or [])
                 except ConfigError as err:
                     raise typer.BadParameter(str(err)) from None
-            model = chosen.model.to(getattr(torch, precision))
+            model = chosen.model.in_precision(precision)
             judged = stage.judged(model, chosen.space, cfg, samples, chosen.name) | {"precision": precision}
     typer.echo(json.dumps(judged))
 

@@ -62,6 +62,9 @@ class KVCache:
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
 
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # what a policy may run in
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     vocab_size: int
@@ -352,6 +355,13 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += tokens.shape[1]
         return self.ln_f(x)
+
+    def in_precision(self, precision: str) -> GPT:
+        """This policy with its weights, and so its KV caches, in `precision`: how a sampler, a server or
+        an evaluation runs it (`rl.sampler_precision`, `serve.precision`). Log-probs stay float32."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        return self.to(PRECISIONS[precision])
 
     def new_cache(self, batch: int, capacity: int, group: int = 1, memory: Take | None = None) -> KVCache:
         """A cache for `batch` prompts of `group` rows each, on `memory` if lent (`self.kv_memory.lend()`)."""

@@ -195,7 +195,7 @@ def sampled_pass_at_k(
 def main(cfg: Config, checkpoint: Path, samples: int = 1, precision: str = "float32") -> dict[str, float | str]:
     """The policy at `checkpoint` judged with its weights and KV cache in `precision` (as `serve.precision` serves)."""
     model, space, _ = load_checkpoint(checkpoint, ActionSpace(digit_order=cfg.world.digit_order))
-    return judged(model.to(getattr(torch, precision)), space, cfg, samples) | {"precision": precision}
+    return judged(model.in_precision(precision), space, cfg, samples) | {"precision": precision}
 
 
 def judged(model: GPT, space: ActionSpace, cfg: Config, samples: int = 1, name: str = "") -> dict[str, float]:

@@ -55,7 +55,7 @@ class PolicyEngine:
         """`precision`: the weights' and KV cache's dtype (`serve.precision`); log-probs are float32 either way."""
         torch.set_num_threads(threads)
         self.model, self.space, _ = load_checkpoint(Path(checkpoint))
-        self.model.eval().to(getattr(torch, precision))
+        self.model.eval().in_precision(precision)
         self.precision = precision
         self.max_terms, self.max_term_digits = max_terms, max_term_digits
         self.context = self.model.cfg.max_len

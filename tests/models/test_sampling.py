@@ -126,3 +126,11 @@ def test_samples_leave_inference_mode_as_ordinary_tensors_a_learner_can_train_on
     full = torch.cat([torch.tensor([PROMPTS[0]]), gen.tokens[:1]], dim=1)
     m(full, torch.ones_like(full)).sum().backward()  # an inference tensor here would refuse to be saved
     assert m.tok_emb.weight.grad is not None
+
+
+def test_a_policy_runs_in_float32_or_bfloat16_and_nothing_else():
+    m = model()
+    assert m.in_precision("bfloat16") is m and m.tok_emb.weight.dtype == torch.bfloat16
+    assert m.in_precision("float32").blocks[0].attn.qkv.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision 'float16': expected one of float32, bfloat16"):
+        m.in_precision("float16")
