@@ -63,6 +63,10 @@ class KVCache:
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # what a policy may run in
+# An inference pass packs its real tokens when they are at most this share of the batch (the
+# gathers cost little, but not nothing) and at least this many: below 16 rows the products'
+# kernels sum in another order (measured), so small batches keep `forward`'s sums.
+PACK_BELOW, PACK_MIN_TOKENS = 0.9, 16
 
 
 @dataclass(frozen=True)
@@ -121,14 +125,24 @@ def attention_bias(
 
 
 @dataclass(frozen=True)
-class PackedPrompts:
-    """Where the real tokens of left-padded prompts (B, T) sit, for `GPT.prefill`: it runs the
-    products on them alone, N rows, and the attention on the padded layout."""
+class PackedTokens:
+    """Where the real tokens of a padded batch (B, T) sit: an inference pass runs the products on
+    them alone, N rows, and the attention on the padded layout (`GPT.prefill`, `GPT.hidden`)."""
 
     where: torch.Tensor  # (N,) each real token's flat index in the padded (B * T)
-    ends: torch.Tensor  # (B,) each row's last token's index among the N
+    ends: torch.Tensor  # (B,) each row's last real token's index among the N
     attn_bias: torch.Tensor  # (B, 1, T, T), from `attention_bias`
     scratch: torch.Tensor  # (B * T, 3C) a layer's queries, keys and values; zeros at the padding, kept so
+
+    @staticmethod
+    def of(mask: torch.Tensor, d_model: int, dtype: torch.dtype) -> PackedTokens:
+        real = mask.bool()
+        return PackedTokens(
+            where=real.reshape(-1).nonzero().squeeze(1),  # row by row: each row's last real token ends its run
+            ends=real.sum(1).cumsum(0) - 1,
+            attn_bias=attention_bias(mask, mask.shape[1], dtype),
+            scratch=torch.zeros(real.numel(), 3 * d_model, dtype=dtype, device=mask.device),
+        )
 
 
 class SelfAttention(nn.Module):
@@ -151,23 +165,27 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop)  # (B, nh, T, hs)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
-    def prefill(self, x: torch.Tensor, prompts: PackedPrompts, cache: KVCache, layer: int, last_only: bool = False):
-        """`forward` over prompts whose real tokens come packed, x (N, C). Their keys and values go to the
-        cache; returns the output at every token (N, C), or (`last_only`) at each row's last token (B, C).
+    def packed(
+        self, x: torch.Tensor, packed: PackedTokens, cache: KVCache | None, layer: int, last_only: bool = False
+    ) -> torch.Tensor:
+        """`forward` over a batch whose real tokens come packed, x (N, C). Their keys and values go to the
+        cache if any; returns the output at every token (N, C), or (`last_only`, left-padded prompts) at
+        each row's last token (B, C).
 
         The product sees real tokens only; the attention sees them where `forward` would (the
         padding zeros, masked out), and every query even when one is read: the kernel sums a query
         alone in another order. So each output is `forward`'s to the bit.
         """
-        B, _, T, _ = prompts.attn_bias.shape
+        B, _, T, _ = packed.attn_bias.shape
         C = x.shape[1]
-        prompts.scratch[prompts.where] = self.qkv(x)
-        q, k, v = prompts.scratch.view(B, T, 3, self.n_head, C // self.n_head).transpose(1, 3).unbind(2)
-        k, v = cache.append(layer, k, v)  # (B, nh, T, hs) each
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=prompts.attn_bias)  # (B, nh, T, hs)
+        packed.scratch[packed.where] = self.qkv(x)
+        q, k, v = packed.scratch.view(B, T, 3, self.n_head, C // self.n_head).transpose(1, 3).unbind(2)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, nh, T, hs) each
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=packed.attn_bias)  # (B, nh, T, hs)
         if last_only:
             return self.proj(y[:, :, -1].reshape(B, C))
-        return self.proj(y.transpose(1, 2).reshape(B * T, C)[prompts.where])
+        return self.proj(y.transpose(1, 2).reshape(B * T, C)[packed.where])
 
     def decode(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
         """One new token per row, x (B, 1, C), attending over the whole cache plus `bias` (B * nh, 1, capacity).
@@ -202,10 +220,12 @@ class Block(nn.Module):
         x = x + self.attn(self.ln1(x), attn_bias, cache, layer)
         return x + self.mlp(self.ln2(x))
 
-    def prefill(self, x: torch.Tensor, prompts: PackedPrompts, cache: KVCache, layer: int, last_only: bool = False):
-        """`forward` on packed real tokens (SelfAttention.prefill); `last_only`, at each row's last token alone."""
-        attended = self.attn.prefill(self.ln1(x), prompts, cache, layer, last_only)
-        x = (x[prompts.ends] if last_only else x) + attended
+    def packed(
+        self, x: torch.Tensor, packed: PackedTokens, cache: KVCache | None, layer: int, last_only: bool = False
+    ) -> torch.Tensor:
+        """`forward` on packed real tokens (SelfAttention.packed); `last_only`, at each row's last token alone."""
+        attended = self.attn.packed(self.ln1(x), packed, cache, layer, last_only)
+        x = (x[packed.ends] if last_only else x) + attended
         return x + self.mlp(self.ln2(x))
 
     def decode(self, x: torch.Tensor, bias: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
@@ -260,7 +280,20 @@ class GPT(nn.Module):
         With `documents` (B, T), the document number of each token in a packed row (0 =
         padding), a token attends only within its document and counts its position from
         the document's start: each document gets the states it would get alone.
+
+        An inference pass (no autograd, eval mode) over a batch with much padding (RL's rollouts:
+        left-padded prompts, right-padded responses, ~65% real) runs its products on the real
+        tokens alone (`PackedTokens`): the same states to the bit from 16 real tokens on, zeros
+        at the padding. Training keeps the padded products: its weight gradients sum over the rows.
         """
+        if self._packs(mask, cache, positions, documents):
+            packed = PackedTokens.of(mask, self.cfg.d_model, self.tok_emb.weight.dtype)
+            states = self._run_packed(tokens, mask, packed, None, last_only=False)
+            return (
+                states.new_zeros(mask.numel(), states.shape[1])
+                .index_copy_(0, packed.where, states)
+                .view(*mask.shape, -1)
+            )
         T = tokens.shape[1]
         past_len = cache.length if cache is not None else 0
         if documents is not None and cache is not None:
@@ -270,6 +303,21 @@ class GPT(nn.Module):
                 positions_from_mask(mask)[:, past_len:] if documents is None else positions_in_documents(documents)
             )
         return self._run(tokens, positions, attention_bias(mask, T, self.tok_emb.weight.dtype, documents), cache)
+
+    def _packs(
+        self, mask: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None, documents: torch.Tensor | None
+    ) -> bool:
+        """Whether `hidden` runs packed: inference, no cache or given positions, and enough padding to pay."""
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or cache is not None
+            or positions is not None
+            or documents is not None
+        ):
+            return False
+        real = int(mask.sum())
+        return real >= PACK_MIN_TOKENS and real <= PACK_BELOW * mask.numel()
 
     def prefill(self, tokens: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Read left-padded prompts (B, T) into an empty `cache`; returns each row's last hidden state (B, C).
@@ -282,22 +330,22 @@ class GPT(nn.Module):
         """
         if cache.length:
             raise ValueError("prefill reads a prompt into an empty cache")
-        T = tokens.shape[1]
+        packed = PackedTokens.of(mask, self.cfg.d_model, self.tok_emb.weight.dtype)
+        x = self._run_packed(tokens, mask, packed, cache, last_only=True)
+        cache.length += tokens.shape[1]
+        return x
+
+    def _run_packed(
+        self, tokens: torch.Tensor, mask: torch.Tensor, packed: PackedTokens, cache: KVCache | None, last_only: bool
+    ) -> torch.Tensor:
+        """The blocks over the real tokens alone: (N, C) states after ln_f, or (`last_only`) (B, C)."""
         real = mask.bool()
         positions = positions_from_mask(mask)
         if int(positions.max()) >= self.cfg.max_len:
             raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
-        dtype = self.tok_emb.weight.dtype
-        packed = PackedPrompts(
-            where=real.reshape(-1).nonzero().squeeze(1),  # row by row: each row's last real token ends its run
-            ends=real.sum(1).cumsum(0) - 1,
-            attn_bias=attention_bias(mask, T, dtype),
-            scratch=torch.zeros(real.numel(), 3 * self.cfg.d_model, dtype=dtype, device=tokens.device),
-        )
         x = self.tok_emb(tokens[real]) + self.pos_emb(positions[real])  # (N, C)
         for i, block in enumerate(self.blocks):
-            x = block.prefill(x, packed, cache, i, last_only=i == len(self.blocks) - 1)
-        cache.length += T
+            x = block.packed(x, packed, cache, i, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
 
     def decode(

@@ -83,3 +83,39 @@ def test_the_attention_bias_of_new_tokens_after_a_past():
     """Two new tokens after two cached ones, the first cached one padding."""
     bias = attention_bias(torch.tensor([[0, 1, 1, 1]]), 2, torch.float32)
     assert torch.equal(bias[0, 0], torch.tensor([[INF, 0.0, 0.0, INF], [INF, 0.0, 0.0, 0.0]]))
+
+
+def rollout_like(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompts, then responses of unequal lengths right-padded: RL's rollouts' layout."""
+    tokens, mask = left_pad(prompts(n), SPACE.pad_id)
+    lengths = torch.arange(n) % 5 + 1
+    response = torch.randint(3, SPACE.size, (n, 5)) * (torch.arange(5) < lengths[:, None])
+    return torch.cat([tokens, response], 1), torch.cat([mask, (torch.arange(5) < lengths[:, None]).long()], 1)
+
+
+@pytest.mark.parametrize("kernel", ["sgemm", "onednn"])
+def test_an_inference_pass_over_a_padded_batch_packs_with_the_padded_pass_states_to_the_bit(model, kernel):
+    tokens, mask = rollout_like(20)
+    assert mask.float().mean() < 0.9  # padding enough to pack
+    with onednn(kernel == "onednn"):
+        with torch.no_grad():
+            packed = model.hidden(tokens, mask)
+        with torch.enable_grad():  # training's pass: padded products
+            padded = model.hidden(tokens, mask).detach()
+    real = mask.bool()
+    assert torch.equal(packed[real], padded[real])
+    assert torch.all(packed[~real] == 0) and torch.any(padded[~real] != 0)  # the packed pass ran: zeros at padding
+
+
+def test_small_or_dense_batches_and_training_keep_the_padded_pass(model):
+    for tokens, mask in (rollout_like(1), (torch.randint(3, SPACE.size, (20, 8)), torch.ones(20, 8, dtype=torch.long))):
+        mask[0, 0] = 0  # one pad, whose state shows which pass ran
+        with torch.no_grad():
+            assert torch.any(model.hidden(tokens, mask)[0, 0] != 0)
+    tokens, mask = rollout_like(20)
+    model.train()
+    try:
+        with torch.no_grad():
+            assert torch.any(model.hidden(tokens, mask)[~mask.bool()] != 0)
+    finally:
+        model.eval()
