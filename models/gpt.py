@@ -17,50 +17,7 @@ from torch import nn
 
 from models import fused_decode
 from models.kernels import FeedForward, Linear, onednn_applies
-from models.kv_memory import KVMemory, Take
-
-
-class KVCache:
-    """Keys and values of every layer, preallocated to `capacity` positions and filled in place.
-
-    Concatenating a growing cache each step cost a quarter of the sampling time; writing
-    into a buffer sized once per batch does not. The buffer holds finite values, so a decoding
-    step may attend over the whole capacity (contiguous memory, the unfilled positions
-    masked out by the caller's bias) instead of over a strided slice the attention kernel
-    would first copy. `group` rows share one prompt: the prompt's keys are computed once
-    and written to each of its rows. `memory` lends it memory a model keeps between calls
-    (models/kv_memory.py): finite, not zero, which the bias makes alike.
-    """
-
-    def __init__(
-        self, n_layer: int, batch: int, n_head: int, capacity: int, head_size: int, dtype, device, group: int = 1,
-        memory: Take | None = None,
-    ) -> None:  # fmt: skip
-        shape = (n_layer, batch, n_head, capacity, head_size)
-        size = math.prod(shape)
-        flat = memory(2 * size, dtype, device) if memory else torch.zeros(2 * size, dtype=dtype, device=device)
-        self.keys, self.values = flat[:size].view(shape), flat[size:].view(shape)
-        self.group = group
-        self.length = 0  # positions filled
-        self.fused_weights: list[torch.Tensor] | None = None  # gathered once per cache by GPT.fused_weights
-
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[3]
-
-    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, nh, T, hs) keys/values for `layer` (B = rows / group while the prompt is read);
-        returns all of them so far, B rows."""
-        end = self.length + k.shape[2]
-        if end > self.capacity:
-            raise ValueError(f"KV cache of {self.capacity} positions is full")
-        rows = k.shape[0]
-        for store, new in ((self.keys, k), (self.values, v)):
-            store[layer].view(rows, -1, *store.shape[2:])[:, :, :, self.length : end] = new[:, None]
-        if self.length == 0:  # the prompt itself: no past to attend to
-            return k, v
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
-
+from models.kv_cache import KVCache, KVMemory, Take
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # what a policy may run in
 # An inference pass packs its real tokens when they are at most this share of the batch (the

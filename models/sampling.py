@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from models import fused_decode
-from models.gpt import GPT, KVCache, positions_from_mask
+from models.gpt import GPT, positions_from_mask
 from models.kernels import onednn_applies
-from models.kv_memory import Take
+from models.kv_cache import KVCache, Take
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def generate(
     The loop runs in inference mode (no autograd bookkeeping per operator: 5-29% faster than
     `no_grad` in an A/B, bench/README); the results are copied out of it, so a learner may
     use them like any tensor. The KV cache lives on memory the model keeps between calls
-    (models/kv_memory.py). Where the fused step runs (models/fused_decode.py), the loop after
+    (models/kv_cache.py). Where the fused step runs (models/fused_decode.py), the loop after
     the prompt runs in C++ too; `loop_in_cpp=False` keeps it in Python, its reference (the same
     draws), for tests and benchmarks.
     """

@@ -7,7 +7,7 @@ import torch
 
 from models.fused_decode import fused
 from models.gpt import GPT, GPTConfig
-from models.kv_memory import KVMemory
+from models.kv_cache import KVMemory
 from models.sampling import generate
 from world.actions import ActionSpace
 
