@@ -298,12 +298,15 @@ class GPT(nn.Module):
         """The blocks over the real tokens alone: (N, C) states after ln_f, or (`last_only`) (B, C)."""
         real = mask.bool()
         positions = positions_from_mask(mask)
-        if int(positions.max()) >= self.cfg.max_len:
-            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
+        self._check_context(positions)
         x = self.tok_emb(tokens[real]) + self.pos_emb(positions[real])  # (N, C)
         for i, block in enumerate(self.blocks):
             x = block.packed(x, packed, cache, i, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
+
+    def _check_context(self, positions: torch.Tensor) -> None:
+        if int(positions.max()) >= self.cfg.max_len:
+            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
 
     def decode(
         self, actions: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor, cache: KVCache
@@ -352,8 +355,7 @@ class GPT(nn.Module):
     def _run(
         self, tokens: torch.Tensor, positions: torch.Tensor, attn_bias: torch.Tensor, cache: KVCache | None
     ) -> torch.Tensor:
-        if int(positions.max()) >= self.cfg.max_len:
-            raise ValueError(f"sequence longer than the model's context of {self.cfg.max_len} tokens")
+        self._check_context(positions)
         x = self.tok_emb(tokens) + self.pos_emb(positions)
         for i, block in enumerate(self.blocks):
             x = block(x, attn_bias, cache, i)
