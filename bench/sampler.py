@@ -4,7 +4,9 @@
 
 Prints one JSON line. `where_time_goes` splits one of our calls at the headline batch
 into the prefill and the rest (the decoding steps and the choices between them, in C++), the
-same call with that loop in Python into the prefill, the steps and the loop, and by operator kind.
+same call with that loop in Python into the prefill, the steps and the loop, and by operator kind;
+beside them the floor the call's matrix products alone set on this machine (`products_floor_ms`,
+bench/products.py) and the time a call may take to be 3x transformers (`call_ms_for_3x`).
 Every row is forced to run all `new_tokens` steps (no early `<eor>`), so every variant
 does the same work; each figure is the best of `--repeats` runs, ours and transformers'
 taken in turn. `eager_tokens_per_s` is ours with the decoding step eager instead of
@@ -31,6 +33,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.products import call_products, floor_ms
 from models.fused_decode import fused
 from models.fused_decode import load as load_fused_step
 from models.gpt import GPT, GPTConfig
@@ -93,13 +96,14 @@ OP_KINDS = {
 
 
 def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repeats: int) -> dict:
-    """One of our calls split by phase and by operator kind.
+    """One of our calls split by phase and by operator kind, beside the floor its products set.
 
     The prefill (the model's `prefill`, reading the prompts) is timed through a wrapper on this
     instance; the rest of the call is the loop of decoding steps and choices, in C++. The same call
     with that loop in Python (`python_loop`) splits it further: the steps (`decode`, timed the same
     way) and the loop around them, which is what running the loop in C++ saves. Operators come from
-    `torch.profiler`'s self CPU time.
+    `torch.profiler`'s self CPU time. `products_floor_ms` is the call's matrix products timed alone at
+    their shapes (bench/products.py): work any sampler of this model does, so no sampler beats it here.
     """
     spent = {"prefill": 0.0, "decode": 0.0}
 
@@ -146,6 +150,9 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
             "loop_ms": round((in_python["total"] - in_python["prefill"] - in_python["decode"]) * 1e3, 1),
         },
         "profiled_ops_ms": {k: round(v, 1) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])},
+        "products_floor_ms": round(
+            floor_ms(call_products(model.cfg, sum(map(len, prompts)), len(prompts), 1, new_tokens)), 1
+        ),
     }
 
 
@@ -195,6 +202,8 @@ def main() -> None:
         rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
         sweep.append({"batch": batch, **_compare(rates)})
     phases = where_time_goes(model, prompts(args.batch), args.new_tokens, args.repeats)
+    if hf is not None:  # the time a call may take to make its tokens at 3x transformers' rate of this run
+        phases["call_ms_for_3x"] = round(1e3 * args.batch * args.new_tokens / (3 * main_rates["hf"]), 1)
     group = None
     if args.group > 1:
         rates = best_rates(

@@ -24,6 +24,7 @@ def test_sampler_bench_prints_json_with_the_speedup():
     parts = python["prefill_ms"] + 3 * python["decode_ms_per_step"] + python["loop_ms"]
     assert abs(parts - python["call_ms"]) < 0.5
     assert where["profiled_ops_ms"]["linears"] > 0
+    assert 0 < where["products_floor_ms"] < where["call_ms"]  # the products alone: a floor under the call
     bf16 = result["bfloat16"]  # the samplers' other precision, beside ours in float32 in the same run
     assert bf16["tokens_per_s"] > 0
     assert abs(bf16["vs_float32"] - bf16["tokens_per_s"] / result["tokens_per_s"]) < 0.02  # rounded figures
