@@ -32,7 +32,12 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
-FLAGS = ["-O3", "-fopenmp-simd"]
+# OpenMP, as PyTorch itself is built: ATen's `parallel_for`, which splits the attention loop's rows
+# and heads across torch's threads, is an inline `#pragma omp parallel` that a build without it runs
+# on one thread whatever `torch.set_num_threads` says (the step at 2 threads: attention no faster than
+# at 1, bench/README). The extension then takes the libgomp PyTorch has already loaded.
+FLAGS = ["-O3", "-fopenmp"]
+LINK_FLAGS = ["-fopenmp"]
 
 
 def wanted(environ: dict[str, str] | None = None) -> bool:
@@ -74,14 +79,16 @@ def build(name: str, source: str) -> ModuleType:
         path = directory / f"{name}.cpp"
         if not path.is_file() or path.read_text() != source:
             path.write_text(source)
-        return compile_and_load(name=name, sources=[str(path)], extra_cflags=FLAGS, build_directory=str(directory))
+        return compile_and_load(
+            name=name, sources=[str(path)], extra_cflags=FLAGS, extra_ldflags=LINK_FLAGS, build_directory=str(directory)
+        )
 
 
 def extension_name(source: str, capability: str, torch_dir: str) -> str:
     """One build per source text, flags, CPU class and PyTorch install: the extension cache outlives a
     session's machine and is shared by every checkout, and two virtual environments compiling into one
     build directory (its build file names each one's headers) rebuilt it in turn, ~25 s at each switch."""
-    digest = hashlib.sha256("\n".join([source, *FLAGS, torch_dir]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join([source, *FLAGS, *LINK_FLAGS, torch_dir]).encode()).hexdigest()[:12]
     return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 

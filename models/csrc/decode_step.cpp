@@ -8,11 +8,14 @@
 // Same float32 arithmetic up to the order of summation; tests/test_fused_decode.py holds
 // it to the Python step. A bfloat16 policy (a bfloat16 sampler) runs the same step on bfloat16
 // tensors, its attention summing in float32. `sample` runs models/sampling.py's loop around the steps.
+// Built with OpenMP (models/fused_decode.py), so the attention loop's rows and heads are split across
+// torch's threads; each (row, head) is summed by one thread alone, so the threads change no bit.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -218,7 +221,21 @@ std::tuple<int64_t, int64_t, torch::Tensor, bool> sample(
   return {columns, steps, done, false};
 }
 
+// How many of torch's threads an ATen parallel_for over `items` runs on, as the attention loop's does:
+// a build without OpenMP runs it on one thread whatever torch.set_num_threads says (a test's check).
+int64_t parallel_threads(int64_t items) {
+  std::atomic<int64_t> most{0};
+  at::parallel_for(0, items, 1, [&](int64_t, int64_t) {
+    const int64_t seen = at::get_thread_num() + 1;
+    int64_t known = most.load();
+    while (seen > known && !most.compare_exchange_weak(known, seen)) {
+    }
+  });
+  return most.load();
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_step", &decode_step, "One decoding step of the policy over its KV cache");
   m.def("sample", &sample, "The sampling loop over the KV cache, from the state after the prompt");
+  m.def("parallel_threads", &parallel_threads, "Threads an ATen parallel_for of the extension runs on");
 }

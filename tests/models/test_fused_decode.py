@@ -59,6 +59,24 @@ def test_the_fused_step_computes_what_the_eager_step_computes(model, kernel):
     assert torch.allclose(fused_cache.values, eager_cache.values, atol=1e-5)
 
 
+@pytest.fixture
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_the_attention_loop_splits_its_rows_across_torchs_threads_and_changes_no_bit(model, two_threads):
+    # Built without OpenMP, ATen's parallel_for ran the loop on one thread at any thread count.
+    assert fused_decode.load().parallel_threads(256) == 2
+    at_two, _ = one_step(model, True, 8)
+    torch.set_num_threads(1)
+    assert fused_decode.load().parallel_threads(256) == 1
+    at_one, _ = one_step(model, True, 8)
+    assert torch.equal(at_two, at_one)  # each (row, head) is summed by one thread alone
+
+
 @pytest.mark.parametrize("group", [1, 5])
 def test_fused_sampling_draws_the_same_actions_with_the_same_log_probs(model, kernel, group):
     runs = {}
