@@ -1,6 +1,6 @@
 """Where the time of one RLHF iteration goes, per phase, with 1 and 2 samplers.
 
-    python -m bench.rl_iteration [--iterations 6] [--prompts 64] [--group 4]
+    python -m bench.rl_iteration [--iterations 6] [--prompts 64] [--group 4] [--set rl.threads=2 ...]
 
 Untrained demo-shape policy and reward model (timing does not depend on what they
 learned); real actors, real RLlib learner, real weight sync. The first iteration is a
@@ -8,6 +8,8 @@ warm-up and is left out. Prints one JSON line: mean seconds per phase for each s
 count, and the share of sync + buffer in an iteration. The scorer, the reference (and the
 critic) judge a batch at once: `judge` is that lap's wall time, `score` and `reference`
 each actor's time to its last reply (they share the cores, so each is longer than alone).
+`--set` changes a setting of the demo preset for every variant, as `tokenmdp run --set` does
+(`rl.threads`, an actor kind's `rl.actors.<kind>.threads`): the JSON names them.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def measure(samplers: int, args, run_dir: Path, sync: str) -> dict:
 
     overrides = [
         f"rl.actors.sampler.replicas={samplers}", f"rl.prompts_per_iteration={args.prompts}",
-        f"rl.group_size={args.group}", f"rl.sync={sync}", "world.bank_size=2000",
+        f"rl.group_size={args.group}", f"rl.sync={sync}", "world.bank_size=2000", *args.set,
     ]  # fmt: skip
     cfg = load_config("demo", overrides)
     space = ActionSpace(digit_order=cfg.world.digit_order)
@@ -80,8 +82,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--group", type=int, default=4)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a demo setting to change")
     args = parser.parse_args()
-    result = {"bench": "rl_iteration", "prompts": args.prompts, "group": args.group}
+    result = {"bench": "rl_iteration", "prompts": args.prompts, "group": args.group, "settings": args.set}
     with tempfile.TemporaryDirectory() as tmp:
         for samplers, sync in ((1, "collective"), (2, "collective"), (1, "object_store")):
             result[f"samplers_{samplers}_{sync}"] = measure(samplers, args, Path(tmp) / f"{samplers}{sync}", sync)

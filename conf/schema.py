@@ -193,6 +193,9 @@ class Resources(Strict):
     """A fraction shares one GPU between actors."""
     replicas: int = Field(1, ge=1)
     """How many actors of this kind; the work of an iteration is split between them."""
+    threads: int | None = Field(None, ge=1)
+    """torch threads of each actor of this kind; unset, `rl.threads`. The sampler works alone in its phase of an
+    iteration, while the scorer and the reference judge a batch at once and share the cores."""
 
 
 class LearnerResources(Strict):
@@ -391,13 +394,18 @@ class RLConfig(Strict):
     the run's final one (checkpointed and registered), and the warning names the kept snapshot nearest the gold
     peak. A stopped run stays stopped when run again; set false on it to train on to `iterations`."""
     threads: int = Field(1, ge=1)
-    """torch threads of each actor and of the controller."""
+    """torch threads of the controller (and the local learner in it) and of each actor kind that sets none of its
+    own (`actors.<kind>.threads`)."""
     actor_restarts: int = Field(2, ge=0)
     """Times a run whose actor dies (killed, out of memory, its node lost) starts every actor again from the last
     checkpoint and trains on, before it stops with the error; the iterations since that checkpoint are redone,
     as a resumed run redoes them."""
     rm_refresh: RMRefreshConfig = RMRefreshConfig()
     actors: ActorsConfig = ActorsConfig()
+
+    def threads_of(self, kind: str) -> int:
+        """torch threads of each actor of `kind` ("sampler", "reward", ...): its own setting, else `threads`."""
+        return getattr(self.actors, kind).threads or self.threads
 
     @model_validator(mode="after")
     def _baseline_needs_groups(self) -> RLConfig:

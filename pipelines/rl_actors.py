@@ -88,25 +88,25 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
     opts = {name: actor_options(getattr(res, name), res.placement_strategy) for name in kinds}
     samplers = [
         Sampler.options(**opts["sampler"]).remote(
-            sft, order, rl.threads, step_seed("sampler", cfg.rl_seed, rank), rl.sampler_precision
+            sft, order, rl.threads_of("sampler"), step_seed("sampler", cfg.rl_seed, rank), rl.sampler_precision
         )
         for rank in range(res.sampler.replicas)
     ]
     scorers = []
     if rl.reward_source == "rm":
         scorers = [
-            RewardScorer.options(**opts["reward"]).remote(rm, order, rl.threads, rl.normalize_reward)
+            RewardScorer.options(**opts["reward"]).remote(rm, order, rl.threads_of("reward"), rl.normalize_reward)
             for _ in range(res.reward.replicas)
         ]
     references = [
-        Reference.options(**opts["reference"]).remote(sft, order, rl.threads, rl.temperature)
+        Reference.options(**opts["reference"]).remote(sft, order, rl.threads_of("reference"), rl.temperature)
         for _ in range(res.reference.replicas)
     ]
     critic = None
     if rl.advantage == "gae":
         trunk = rm if rm is not None else sft
         critic = Critic.options(**opts["critic"]).remote(
-            trunk, order, rl.threads, rl.critic_lr, rl.value_clip, rl.grad_clip
+            trunk, order, rl.threads_of("critic"), rl.critic_lr, rl.value_clip, rl.grad_clip
         )
     buffer = OnPolicyBuffer.options(**opts["buffer"]).remote(rl.max_staleness)
     trainer = None
@@ -115,7 +115,7 @@ def start_actors(cfg: Config, run_dir: Path, space: ActionSpace, policy: GPT, va
         trainer = (
             ray.remote(RewardTrainer)
             .options(**opts["reward_trainer"])
-            .remote(cfg, rm_bytes, ray.put(prefs), rl.threads)
+            .remote(cfg, rm_bytes, ray.put(prefs), rl.threads_of("reward_trainer"))
         )
     # A constructor's error (a checkpoint of another action space, say) surfaces here, with
     # its message, instead of as a sampler that never joins the weight-sync group.

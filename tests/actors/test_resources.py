@@ -64,3 +64,30 @@ def test_commands_refuse_what_ray_would_wait_for_forever(sft_run, tiny_sft_run, 
                                     "8765"], terminal_width=400)  # fmt: skip
     assert said.exit_code == 2 and "Serve's replicas can never all start" in flat(said.output), said.output
     assert "(8 x serve of 0.5 CPUs and 0 GPUs)" in flat(said.output)
+
+
+def test_an_actor_kind_takes_its_own_threads_or_rls():
+    rl = load_config("tiny", ["rl.threads=3", "rl.actors.sampler.threads=2"]).rl
+    assert [rl.threads_of(kind) for kind in ("sampler", "reward", "reference", "critic")] == [2, 3, 3, 3]
+    cluster = load_config("cluster").rl  # the judges get the threads of the CPUs they reserve, not the samplers' 4
+    assert [cluster.threads_of(kind) for kind in ("sampler", "reward", "reference")] == [4, 2, 2]
+
+
+@pytest.mark.slow
+def test_each_actor_runs_on_the_threads_its_kind_asks_for(sft_run, ray_local):
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from pipelines.rl_actors import start_actors
+    from world.actions import ActionSpace
+
+    cfg = load_config("tiny", ["rl.reward_source=gold", "rl.advantage=gae", "rl.actors.sampler.threads=2"])
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    policy, _, _ = load_checkpoint(sft_run / "sft" / "checkpoint.pt", space)
+    actors = start_actors(cfg, sft_run, space, policy)
+    try:
+        threads = [actors.samplers[0], actors.references[0], actors.critic]
+        seen = ray_local.get([a.__ray_call__.remote(lambda _self: torch.get_num_threads()) for a in threads])
+    finally:
+        actors.stop()
+    assert seen == [2, 1, 1]  # the sampler's own; the reference and the critic rl.threads (1 in tiny)
