@@ -463,6 +463,8 @@ class ServeConfig(Strict):
     """Copies of the policy answering requests; Ray's router spreads requests between them."""
     num_cpus: float = Field(0.5, ge=0)
     """CPUs Ray reserves for each replica."""
+    threads: int | None = Field(None, ge=1)
+    """torch threads of each replica; unset, the whole CPUs it reserves (`num_cpus`), at least one."""
     max_batch_size: int = Field(16, ge=1)
     """Most requests a replica answers in one batched pass (`serve.batch`)."""
     batch_wait_timeout_s: float = Field(0.002, ge=0)
@@ -478,6 +480,11 @@ class ServeConfig(Strict):
     """The replicas' weights and KV cache: `float32`, the policy as trained and judged, or `bfloat16` (faster
     batches on a CPU with AMX or AVX512-BF16, slower without), whose greedy answer may differ where two
     actions nearly tie: `tokenmdp evaluate --precision bfloat16` judges the policy as it would be served."""
+
+    @property
+    def replica_threads(self) -> int:
+        """The torch threads a replica runs on: `threads`, else the whole CPUs it reserves, at least one."""
+        return self.threads or max(1, int(self.num_cpus))
 
     @model_validator(mode="after")
     def _room_for_a_batch(self) -> ServeConfig:

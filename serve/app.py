@@ -13,10 +13,12 @@ import logging
 import time
 import uuid
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from conf.schema import ServeConfig
 from serve.engine import BadRequest, Completion, Continuation, PolicyEngine, Sampling
 from serve.schemas import (
     CompletionChoice,
@@ -50,7 +52,10 @@ class PolicyServer:
 
         checkpoint, name, version = resolve_model(model, tracking_uri or None)  # in the replica: works on any node
         limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}
-        self.engine = PolicyEngine(checkpoint, **limits, precision=settings.get("precision", "float32"))
+        threads = ServeConfig(**settings).replica_threads
+        self.engine = PolicyEngine(
+            checkpoint, **limits, threads=threads, precision=settings.get("precision", "float32")
+        )
         self.info = ModelInfo(name=name, version=version)
         for batched in (self._continue, self._complete):
             batched.set_max_batch_size(settings["max_batch_size"])
@@ -58,7 +63,10 @@ class PolicyServer:
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok", "model": self.info.model_dump(), "precision": self.engine.precision}
+        return {
+            "status": "ok", "model": self.info.model_dump(), "precision": self.engine.precision,
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
 
     @app.post("/v1/continue", response_model=ContinueResponse, response_model_exclude_none=True)
     async def continue_sequence(self, request: ContinueRequest) -> ContinueResponse:

@@ -50,3 +50,11 @@ def test_a_bfloat16_engine_answers_from_bfloat16_weights_with_log_probs_near_the
             forced = action_logprobs(exact.model, tokens, torch.ones_like(tokens))[0, len(prompt) :].sum()
         assert answer.logprobs[0] != float(forced)  # bfloat16 rounds: the answer was not the float32 policy's
         assert abs(answer.logprobs[0] - float(forced)) < 0.1 * len(response)  # ... but within bfloat16's rounding
+
+
+def test_a_replica_runs_on_its_own_threads_or_the_whole_cpus_it_reserves():
+    from conf.schema import ServeConfig
+
+    assert ServeConfig().replica_threads == 1  # half a CPU: one thread
+    assert ServeConfig(num_cpus=2.5).replica_threads == 2
+    assert ServeConfig(num_cpus=2, threads=1).replica_threads == 1

@@ -33,6 +33,7 @@ def server(tiny_sft_run, ray_local):
 def test_health_and_docs(server):
     health = server.get("/healthz").json()
     assert health["status"] == "ok" and health["model"]["version"] == "sft" and health["precision"] == "float32"
+    assert health["threads"] == 1  # the whole CPUs of the half a CPU a replica reserves by default, at least one
     assert server.get("/docs").status_code == 200
     assert "/v1/continue" in server.get("/openapi.json").json()["paths"]
 
@@ -161,8 +162,9 @@ def test_the_endpoint_gives_the_exam_answer_where_the_trained_policy_knows_it(se
 
 
 def test_a_bfloat16_deployment_answers_as_its_bfloat16_engine_does(server, tiny_sft_run):
-    """`serve.precision: bfloat16` reaches the replicas: they say so and answer what a bfloat16 engine answers,
-    log-probs included (a float32 replica's differ in their low bits). Redeployed in place, then put back."""
+    """`serve.precision: bfloat16` (and `serve.threads`) reach the replicas: they say so and answer what a bfloat16
+    engine answers, log-probs included (a float32 replica's differ in their low bits). Redeployed in place, then
+    put back."""
     from serve.engine import PolicyEngine, Sampling
     from serve.launch import start
 
@@ -170,8 +172,10 @@ def test_a_bfloat16_deployment_answers_as_its_bfloat16_engine_does(server, tiny_
     request = {"sequence": [1, 2, 4, 8, 16], "max_terms": 2, "logprobs": True}
     as_float32 = server.post("/v1/continue", json=request).json()
     try:
-        start(str(tiny_sft_run), ServeConfig(port=port, max_terms=3, max_batch_size=8, precision="bfloat16"))
-        assert server.get("/healthz").json()["precision"] == "bfloat16"
+        bf16 = ServeConfig(port=port, max_terms=3, max_batch_size=8, precision="bfloat16", threads=2)
+        start(str(tiny_sft_run), bf16)
+        health = server.get("/healthz").json()
+        assert health["precision"] == "bfloat16" and health["threads"] == 2  # `serve.threads` reaches the replica
         body = server.post("/v1/continue", json=request).json()
         local = PolicyEngine(tiny_sft_run / "sft" / "checkpoint.pt", precision="bfloat16")
         expected = local.continue_batch([(request["sequence"], 2, Sampling())])[0]
