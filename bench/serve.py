@@ -6,7 +6,8 @@ Without `--url` it starts the Serve app itself (an untrained demo-shape policy u
 `--model` is given). Requests are greedy one-term continuations of varied sequences, on
 `/v1/continue` and then on the OpenAI-style `/v1/completions` (`--endpoints` picks). Prints one
 JSON line: p50/p99 latency (ms) and requests/s per concurrency (`concurrency_N` for
-`/v1/continue`, `completions_concurrency_N` for `/v1/completions`).
+`/v1/continue`, `completions_concurrency_N` for `/v1/completions`), and the precision and torch
+threads the replica says it runs on (`--precision`, `--threads`: `serve.precision`, `serve.threads`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main() -> None:
         "--endpoints", type=endpoint_list, default=list(ENDPOINTS), help="comma-separated: continue, completions"
     )
     parser.add_argument("--precision", choices=get_args(Precision), default="float32", help="serve.precision")
+    parser.add_argument("--threads", type=int, default=None, help="serve.threads (unset: the CPUs a replica reserves)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.url
@@ -105,10 +107,13 @@ def main() -> None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            settings = ServeConfig(port=port, precision=args.precision)
+            settings = ServeConfig(port=port, precision=args.precision, threads=args.threads)
             url = start(args.model or str(untrained_checkpoint(Path(tmp))), settings)
-        precision = httpx.get(f"{url}/healthz").json()["precision"]  # the endpoint's own, where --url names one
-        result = {"bench": "serve", "url": url, "requests": args.requests, "precision": precision}
+        health = httpx.get(f"{url}/healthz").json()  # the endpoint's own, where --url names one
+        result = {
+            "bench": "serve", "url": url, "requests": args.requests, "precision": health["precision"],
+            "threads": health.get("threads"),  # an endpoint of an older version does not say
+        }  # fmt: skip
         for endpoint in args.endpoints:
             prefix = "" if endpoint == "continue" else f"{endpoint}_"
             for concurrency in (1, 16, 64):

@@ -35,11 +35,13 @@ def test_sampler_bench_prints_json_with_the_speedup():
 
 def test_serve_bench_prints_json_with_latencies_at_each_concurrency_and_the_precision_served():
     out = subprocess.run(
-        [sys.executable, "-m", "bench.serve", "--requests", "4", "--endpoints", "continue", "--precision", "bfloat16"],
+        [sys.executable, "-m", "bench.serve", "--requests", "4", "--endpoints", "continue", "--precision", "bfloat16",
+         "--threads", "2"],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
     ).stdout  # fmt: skip
     result = json.loads(out.strip().splitlines()[-1])
     assert result["bench"] == "serve" and result["precision"] == "bfloat16" and result["requests"] == 4
+    assert result["threads"] == 2
     for concurrency in (1, 16, 64):
         level = result[f"concurrency_{concurrency}"]
         assert 0 < level["p50_ms"] <= level["p99_ms"], level
