@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from models.gpt import GPTConfig
-from models.kernels import _onednn, onednn_applies
+from models.kernels import onednn_applies, onednn_linear
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ def seconds(product: Product, loops: int = 10, calls: int = 10) -> float:
     """The product's time on the kernel the policy's linears call (`models.kernels`: oneDNN or sgemm, as
     this machine's sampler runs them), times its count: the best of `loops` runs of `calls` calls each,
     straight to the kernel, so Python's per-call cost weighs little (the fused step calls it from C++)."""
-    x, weight, bias = torch.randn(product.rows, product.inputs), torch.randn(product.outputs, product.inputs), None
-    multiply = (lambda: _onednn(x, weight, bias)) if onednn_applies(x, weight) else (lambda: torch.mm(x, weight.t()))
+    x, weight = torch.randn(product.rows, product.inputs), torch.randn(product.outputs, product.inputs)
+    on_onednn = onednn_applies(x, weight)
+    multiply = (lambda: onednn_linear(x, weight, None)) if on_onednn else (lambda: torch.mm(x, weight.t()))
     with torch.inference_mode():
         multiply()
         best = float("inf")

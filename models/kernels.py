@@ -94,7 +94,7 @@ def _records_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
-def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor:
     """x (..., in) @ weight (out, in).T + bias on oneDNN, then (`gelu`) the exact GELU in the same kernel."""
     post_op, algorithm = ("gelu", "none") if gelu else ("none", "")
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, post_op, [], algorithm)
@@ -105,14 +105,14 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return _onednn(x, weight, bias)
+        return onednn_linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn(grad_out, weight.t().contiguous(), None)
+            grad_x = onednn_linear(grad_out, weight.t().contiguous(), None)
         rows = grad_out.reshape(-1, grad_out.shape[-1])
         if ctx.needs_input_grad[1]:
             grad_w = rows.t() @ x.reshape(-1, x.shape[-1])
@@ -128,7 +128,7 @@ class Linear(nn.Linear):
         if onednn_applies(x, self.weight):
             if _records_graph(x, self.weight):
                 return _OneDNNLinear.apply(x, self.weight, self.bias)
-            return _onednn(x, self.weight, self.bias)  # sampling and scoring: no graph to record
+            return onednn_linear(x, self.weight, self.bias)  # sampling and scoring: no graph to record
         return F.linear(x, self.weight, self.bias)
 
 
@@ -141,5 +141,5 @@ class FeedForward(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, gelu, down = self
         if onednn_applies(x, up.weight) and not _records_graph(x, up.weight):
-            return down(_onednn(x, up.weight, up.bias, gelu=True))
+            return down(onednn_linear(x, up.weight, up.bias, gelu=True))
         return down(gelu(up(x)))
