@@ -25,6 +25,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -32,12 +33,22 @@ from types import ModuleType
 import torch
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
+
+
+@dataclass(frozen=True)
+class Flags:
+    compile: tuple[str, ...]
+    link: tuple[str, ...]
+
+
 # OpenMP, as PyTorch itself is built: ATen's `parallel_for`, which splits the attention loop's rows
 # and heads across torch's threads, is an inline `#pragma omp parallel` that a build without it runs
 # on one thread whatever `torch.set_num_threads` says (the step at 2 threads: attention no faster than
-# at 1, bench/README). The extension then takes the libgomp PyTorch has already loaded.
-FLAGS = ["-O3", "-fopenmp"]
-LINK_FLAGS = ["-fopenmp"]
+# at 1, bench/README). The extension then takes the libgomp PyTorch has already loaded. A compiler
+# without OpenMP (Apple's clang) builds the second way: the same step, its loop on one thread.
+THREADED = Flags(("-O3", "-fopenmp"), ("-fopenmp",))
+ONE_THREAD = Flags(("-O3", "-fopenmp-simd"), ())
+BUILDS = (THREADED, ONE_THREAD)
 
 
 def wanted(environ: dict[str, str] | None = None) -> bool:
@@ -52,14 +63,22 @@ _enabled = wanted()
 @cache
 def load() -> ModuleType | None:
     """The compiled extension, or None (with one warning saying why) where it cannot be built."""
-    try:
-        return build(this_extension_name(), SOURCE.read_text())
-    except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
-        warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {error}", stacklevel=2)
-        return None
+    failures: list[Exception] = []
+    for flags in BUILDS:
+        try:
+            module = build(this_extension_name(flags), SOURCE.read_text(), flags)
+        except Exception as error:  # no compiler, no ninja, a failed build: the eager step still works
+            failures.append(error)
+            continue
+        if failures:
+            warnings.warn(f"fused decoding step built without OpenMP, its attention on one thread: {failures[0]}",
+                          stacklevel=2)  # fmt: skip
+        return module
+    warnings.warn(f"fused decoding step unavailable, sampling on the eager step: {failures[0]}", stacklevel=2)
+    return None
 
 
-def build(name: str, source: str) -> ModuleType:
+def build(name: str, source: str, flags: Flags = THREADED) -> ModuleType:
     """Compile `source` as the extension `name` in PyTorch's extension cache, or load it if built.
 
     PyTorch guards a build with a lock file it deletes when done; a build killed midway (a
@@ -80,21 +99,23 @@ def build(name: str, source: str) -> ModuleType:
         if not path.is_file() or path.read_text() != source:
             path.write_text(source)
         return compile_and_load(
-            name=name, sources=[str(path)], extra_cflags=FLAGS, extra_ldflags=LINK_FLAGS, build_directory=str(directory)
-        )
+            name=name, sources=[str(path)], extra_cflags=list(flags.compile), extra_ldflags=list(flags.link),
+            build_directory=str(directory),
+        )  # fmt: skip
 
 
-def extension_name(source: str, capability: str, torch_dir: str) -> str:
+def extension_name(source: str, capability: str, torch_dir: str, flags: Flags = THREADED) -> str:
     """One build per source text, flags, CPU class and PyTorch install: the extension cache outlives a
     session's machine and is shared by every checkout, and two virtual environments compiling into one
     build directory (its build file names each one's headers) rebuilt it in turn, ~25 s at each switch."""
-    digest = hashlib.sha256("\n".join([source, *FLAGS, *LINK_FLAGS, torch_dir]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join([source, *flags.compile, *flags.link, torch_dir]).encode()).hexdigest()[:12]
     return f"tokenmdp_decode_step_{capability.lower()}_{digest}"
 
 
-def this_extension_name() -> str:
-    """The name of the build of this source for this CPU class and PyTorch install."""
-    return extension_name(SOURCE.read_text(), torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent))
+def this_extension_name(flags: Flags = THREADED) -> str:
+    """The name of the build of this source with `flags` for this CPU class and PyTorch install."""
+    capability, torch_dir = torch.backends.cpu.get_cpu_capability(), str(Path(torch.__file__).parent)
+    return extension_name(SOURCE.read_text(), capability, torch_dir, flags)
 
 
 def _say_if_building(directory: Path, name: str) -> None:
@@ -118,12 +139,16 @@ def status() -> str:
         return "off (TOKENMDP_FUSED_DECODE=0)"
     from torch.utils.cpp_extension import _get_build_directory
 
-    name = this_extension_name()
-    directory = Path(_get_build_directory(name, verbose=False))  # PyTorch makes the folder if it is not there
-    if (directory / f"{name}.so").is_file():
-        return "on, built"
-    if not any(directory.iterdir()):
-        directory.rmdir()  # asking leaves nothing behind
+    for flags, built in (
+        (THREADED, "on, built"),
+        (ONE_THREAD, "on, built without OpenMP (its attention on one thread)"),
+    ):
+        name = this_extension_name(flags)
+        directory = Path(_get_build_directory(name, verbose=False))  # PyTorch makes the folder if it is not there
+        if (directory / f"{name}.so").is_file():
+            return built
+        if not any(directory.iterdir()):
+            directory.rmdir()  # asking leaves nothing behind
     return "on, compiled at the first sampling (~25 s)"
 
 

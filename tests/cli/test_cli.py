@@ -238,6 +238,10 @@ def test_the_fused_steps_status_says_whether_it_is_built(monkeypatch, tmp_path):
         assert fused_decode.status() == "on, compiled at the first sampling (~25 s)"
         name = fused_decode.this_extension_name()
         assert not (tmp_path / name).exists()  # asking built nothing
+        one_thread = fused_decode.this_extension_name(fused_decode.ONE_THREAD)
+        (tmp_path / one_thread).mkdir()
+        (tmp_path / one_thread / f"{one_thread}.so").touch()  # the build a compiler without OpenMP makes
+        assert fused_decode.status() == "on, built without OpenMP (its attention on one thread)"
         (tmp_path / name).mkdir()
         (tmp_path / name / f"{name}.so").touch()
         assert fused_decode.status() == "on, built"

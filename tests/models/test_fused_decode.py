@@ -260,3 +260,17 @@ def test_a_build_killed_midway_does_not_block_the_next(tmp_path, monkeypatch):
     (tmp_path / name / "lock").touch()  # what PyTorch's build lock leaves when its builder dies
     assert fused_decode.build(name, TINY_EXTENSION).answer() == 42  # PyTorch alone would wait on it forever
     assert not (tmp_path / name / "lock").exists()
+
+
+@pytest.mark.timeout(240)
+def test_a_compiler_without_openmp_still_builds_the_step_with_its_loop_on_one_thread(tmp_path, monkeypatch):
+    source = tmp_path / "tiny.cpp"
+    source.write_text(TINY_EXTENSION)
+    monkeypatch.setattr(fused_decode, "SOURCE", source)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "build"))
+    no_openmp = fused_decode.Flags(
+        ("-O3", "-fno-such-flag-as-openmp"), ()
+    )  # what a compiler refuses, as Apple's -fopenmp
+    monkeypatch.setattr(fused_decode, "BUILDS", (no_openmp, fused_decode.ONE_THREAD))
+    with pytest.warns(UserWarning, match="built without OpenMP, its attention on one thread"):
+        assert fused_decode.load.__wrapped__().answer() == 42
