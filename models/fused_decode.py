@@ -37,6 +37,8 @@ SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
 
 @dataclass(frozen=True)
 class Flags:
+    """One way to build the extension: its compiler and linker flags (part of the build's name)."""
+
     compile: tuple[str, ...]
     link: tuple[str, ...]
 
