@@ -37,10 +37,12 @@ SOURCE = Path(__file__).parent / "csrc" / "decode_step.cpp"
 
 @dataclass(frozen=True)
 class Flags:
-    """One way to build the extension: its compiler and linker flags (part of the build's name)."""
+    """One way to build the extension: its compiler and linker flags (part of the build's name), and what
+    `status` says of a build made so."""
 
     compile: tuple[str, ...]
     link: tuple[str, ...]
+    built: str = "built"
 
 
 # OpenMP, as PyTorch itself is built: ATen's `parallel_for`, which splits the attention loop's rows
@@ -49,7 +51,7 @@ class Flags:
 # at 1, bench/README). The extension then takes the libgomp PyTorch has already loaded. A compiler
 # without OpenMP (Apple's clang) builds the second way: the same step, its loop on one thread.
 THREADED = Flags(("-O3", "-fopenmp"), ("-fopenmp",))
-ONE_THREAD = Flags(("-O3", "-fopenmp-simd"), ())
+ONE_THREAD = Flags(("-O3", "-fopenmp-simd"), (), "built without OpenMP (its attention on one thread)")
 BUILDS = (THREADED, ONE_THREAD)
 
 
@@ -141,14 +143,11 @@ def status() -> str:
         return "off (TOKENMDP_FUSED_DECODE=0)"
     from torch.utils.cpp_extension import _get_build_directory
 
-    for flags, built in (
-        (THREADED, "on, built"),
-        (ONE_THREAD, "on, built without OpenMP (its attention on one thread)"),
-    ):
+    for flags in BUILDS:
         name = this_extension_name(flags)
         directory = Path(_get_build_directory(name, verbose=False))  # PyTorch makes the folder if it is not there
         if (directory / f"{name}.so").is_file():
-            return built
+            return f"on, {flags.built}"
         if not any(directory.iterdir()):
             directory.rmdir()  # asking leaves nothing behind
     return "on, compiled at the first sampling (~25 s)"

@@ -51,15 +51,15 @@ class PolicyServer:
         from pipelines.policy_source import resolve_model
 
         checkpoint, name, version = resolve_model(model, tracking_uri or None)  # in the replica: works on any node
-        limits = {"max_terms": settings["max_terms"], "max_term_digits": settings["max_term_digits"]}
-        threads = ServeConfig(**settings).replica_threads
+        config = ServeConfig(**settings)  # the launcher's `serve:` section, read back in the replica
         self.engine = PolicyEngine(
-            checkpoint, **limits, threads=threads, precision=settings.get("precision", "float32")
-        )
+            checkpoint, max_terms=config.max_terms, max_term_digits=config.max_term_digits,
+            threads=config.replica_threads, precision=config.precision,
+        )  # fmt: skip
         self.info = ModelInfo(name=name, version=version)
         for batched in (self._continue, self._complete):
-            batched.set_max_batch_size(settings["max_batch_size"])
-            batched.set_batch_wait_timeout_s(settings["batch_wait_timeout_s"])
+            batched.set_max_batch_size(config.max_batch_size)
+            batched.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
 
     @app.get("/healthz")
     async def healthz(self) -> dict:
