@@ -8,10 +8,11 @@ same call with that loop in Python into the prefill, the steps and the loop, and
 beside them the floor the call's matrix products alone set on this machine (`products_floor_ms`,
 bench/products.py) and the time a call may take to be 3x transformers (`call_ms_for_3x`).
 Every row is forced to run all `new_tokens` steps (no early `<eor>`), so every variant
-does the same work; each figure is the best of `--repeats` runs, ours and transformers'
-taken in turn. `eager_tokens_per_s` is ours with the decoding step eager instead of
-fused (models/fused_decode.py), in the same
-run; `onednn_tokens_per_s` and `sgemm_tokens_per_s` are ours with the linears
+does the same work; each figure is the best of `--repeats` rounds, ours and transformers'
+taken in turn within a round, and each `..._paired` is the ratio taken within each round (its
+median and quartiles: bench/paired.py), which says how far a comparison holds on a noisy machine.
+`eager_tokens_per_s` is ours with the decoding step eager instead of fused (models/fused_decode.py),
+in the same run; `onednn_tokens_per_s` and `sgemm_tokens_per_s` are ours with the linears
 on each kernel (models/kernels.py), in the same run; `tokens_per_s` is the one this
 machine uses by default (`linears`). With the optional `bench` extra (`pip install -e
 '.[bench]'`), Hugging Face `transformers` `generate` runs on a GPT-2 of the same shape
@@ -33,6 +34,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.paired import Rates
 from bench.products import call_products, floor_ms
 from models.fused_decode import fused
 from models.fused_decode import load as load_fused_step
@@ -156,9 +158,12 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
     }
 
 
-def best_rates(runs: dict[str, Run | None], prompts: list[list[int]], new_tokens: int, group: int, repeats: int):
-    """New tokens/s of each run, best of `repeats`, the runs taken in turn so drift hits them alike."""
-    best: dict[str, float] = {}
+def best_rates(
+    runs: dict[str, Run | None], prompts: list[list[int]], new_tokens: int, group: int, repeats: int
+) -> Rates:
+    """New tokens/s of each run in each of `repeats` rounds, the runs taken in turn so drift hits them alike
+    (bench/paired.py: the best round is the headline, the ratio within rounds says how far a comparison holds)."""
+    rounds: dict[str, list[float]] = {name: [] for name, run in runs.items() if run is not None}
     for run in runs.values():
         if run is not None:
             run(prompts[:2], 2, group)  # warm-up
@@ -168,8 +173,8 @@ def best_rates(runs: dict[str, Run | None], prompts: list[list[int]], new_tokens
                 continue
             start = time.perf_counter()
             made = run(prompts, new_tokens, group)
-            best[name] = max(best.get(name, 0.0), made / (time.perf_counter() - start))
-    return best
+            rounds[name].append(made / (time.perf_counter() - start))
+    return Rates(rounds)
 
 
 def main() -> None:
@@ -195,8 +200,7 @@ def main() -> None:
         "onednn": ours(model, kernel="onednn"), "sgemm": ours(model, kernel="sgemm"),
         "eager": ours(model, fused_step=False), "uncached": ours(model, use_cache=False), "hf": hf,
     }  # fmt: skip
-    main_rates = best_rates(variants, prompts(args.batch), args.new_tokens, 1, args.repeats)
-    main_rates["ours"] = main_rates[default]
+    main_rates = best_rates(variants, prompts(args.batch), args.new_tokens, 1, args.repeats).renamed(default, "ours")
     sweep = []
     for batch in [int(b) for b in args.sweep.split(",") if b]:
         rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
@@ -224,6 +228,7 @@ def main() -> None:
                 "onednn_tokens_per_s": round(main_rates["onednn"]),
                 "sgemm_tokens_per_s": round(main_rates["sgemm"]),
                 "onednn_speedup": round(main_rates["onednn"] / main_rates["sgemm"], 2),
+                "onednn_speedup_paired": main_rates.paired("onednn", "sgemm"),
                 "fused_step": load_fused_step() is not None,
                 "eager_tokens_per_s": round(main_rates["eager"]),
                 "fused_speedup": round(main_rates["ours"] / main_rates["eager"], 2),
@@ -231,6 +236,7 @@ def main() -> None:
                 "kv_speedup": round(main_rates["ours"] / main_rates["uncached"], 2),
                 "hf_tokens_per_s": round(main_rates["hf"]) if hf else None,
                 "vs_hf": round(main_rates["ours"] / main_rates["hf"], 2) if hf else None,
+                "vs_hf_paired": main_rates.paired("ours", "hf"),
                 "sweep": sweep,
                 "group": group,
                 "where_time_goes": phases,
@@ -260,12 +266,13 @@ def bfloat16_rates(
     }
 
 
-def _compare(rates: dict[str, float]) -> dict[str, float | None]:
+def _compare(rates: Rates) -> dict[str, float | dict | None]:
     hf = rates.get("hf")
     return {
         "tokens_per_s": round(rates["ours"]),
         "hf_tokens_per_s": round(hf) if hf else None,
         "vs_hf": round(rates["ours"] / hf, 2) if hf else None,
+        "vs_hf_paired": rates.paired("ours", "hf"),
     }
 
 

@@ -16,6 +16,8 @@ def test_sampler_bench_prints_json_with_the_speedup():
     result = json.loads(out.strip().splitlines()[-1])
     assert result["bench"] == "sampler" and result["tokens_per_s"] > 0 and result["kv_speedup"] > 0
     assert result["tokens_per_s"] == result[f"{result['linears']}_tokens_per_s"]  # the machine's default kernel
+    for paired in (result["vs_hf_paired"], result["onednn_speedup_paired"], result["group"]["vs_hf_paired"]):
+        assert paired["rounds"] == 3 and 0 < paired["q1"] <= paired["median"] <= paired["q3"]  # --repeats 3
     where = result["where_time_goes"]  # one call = prefill + the loop of steps and choices after it, in C++
     assert where["prefill_ms"] > 0 and where["after_prompt_ms"] > 0
     assert abs(where["prefill_ms"] + where["after_prompt_ms"] - where["call_ms"]) < 0.15  # rounded to 0.1 ms
