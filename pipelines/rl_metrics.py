@@ -6,13 +6,14 @@ a few rollouts for the run's table, and the responses that carried the most KL, 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
 from algos.kl import largest_responses, top_share
 from algos.ranking import pooled, within_group_agreement
 from models.rollout import Rollouts
+from pipelines.tracking import log_rows
 from world.actions import ActionSpace
 from world.audit import CorpusStats
 from world.exam import Question
@@ -260,3 +261,27 @@ def logged_rows(
     first = first_groups(rollouts, TABLE_GROUPS)
     kept = [row for row, group in zip(every, rollouts.group.tolist(), strict=True) if group in first]
     return kept, [asdict(miss) for miss in misordered(every)]
+
+
+@dataclass
+class RowsSinceCheckpoint:
+    """The tables' rows of the iterations since the last checkpoint, written with the next one: each checkpoint
+    its own table (`checkpoint_table`), so a resume that redoes iterations rewrites theirs, never appends twice."""
+
+    rollouts: list[dict] = field(default_factory=list)
+    misordered: list[dict] = field(default_factory=list)  # pairs the RM ranked against the grader
+    kl_sources: list[dict] = field(default_factory=list)  # the responses that carried the most KL
+
+    def add(self, rollouts: list[dict], misordered: list[dict], kl_sources: list[dict]) -> None:
+        self.rollouts += rollouts
+        self.misordered += misordered
+        self.kl_sources += kl_sources
+
+    def log(self, iteration: int, rm: bool) -> None:
+        """Write the tables of the checkpoint at `iteration` to the active MLflow run (the misordered pairs' only
+        with the RM as the reward: empty, it says the RM ranked every pair as the grader), and start anew."""
+        log_rows(self.rollouts, ROLLOUT_COLUMNS, checkpoint_table(ROLLOUTS_DIR, iteration))
+        log_rows(self.kl_sources, KL_COLUMNS, checkpoint_table(KL_DIR, iteration))
+        if rm:
+            log_rows(self.misordered, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
+        self.rollouts, self.misordered, self.kl_sources = [], [], []

@@ -17,7 +17,8 @@ One iteration of the single controller:
 The gold reward is computed beside the proxy reward on every batch, and the policy is
 evaluated on held-out exam questions every `rl.eval_every` iterations. Checkpoints hold
 the policy, the learner's optimizer, the critic, the buffer, the samplers' RNG and the
-version; a killed run resumes from the last one in the same MLflow run. The actors as the
+version; a killed run resumes from the last one in the same MLflow run. Each phase of an
+iteration is a function of `pipelines/rl_phases.py`; the actors as the
 controller calls them are in `pipelines/rl_actors.py`, the prompts each iteration asks in
 `pipelines/rl_prompts.py`, the learner's batch in `pipelines/rl_batch.py`, what an iteration reports of its
 samples (the gold reward, the RM's agreement with it on the policy's own answers) in `pipelines/rl_metrics.py`.
@@ -29,12 +30,10 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from algos import advantages as adv
@@ -43,8 +42,7 @@ from algos.stats import fixed_and_broken, paired_difference
 from conf.schema import Config
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.gpt import GPT
-from models.rollout import Rollouts, state_logprobs, taken_logprobs
-from pipelines.dynamic_sampling import draw_with_signal
+from models.rollout import Rollouts
 from pipelines.evaluate import Judgement, eval_questions, held_out_passes, judge, pass_rate
 from pipelines.policy_source import kept_snapshots, snapshot_path
 from pipelines.progress import stage_progress
@@ -52,45 +50,27 @@ from pipelines.rl_actors import (
     LIBRARY,
     Actors,
     Variant,
-    call_sharded,
     load_scorers,
     restore_actors,
-    sample,
     start_actors,
-    wait_timed,
 )
-from pipelines.rl_batch import (
-    learner_batch,
-    learner_metrics,
-    minibatches,
-    sampler_gap,
-    with_learner_logprobs,
-    without_gap,
+from pipelines.rl_metrics import RowsSinceCheckpoint, kl_source_rows, logged_rows, rare_action_ids
+from pipelines.rl_phases import (
+    Laps,
+    advantages_of,
+    judge_phase,
+    sample_phase,
+    sync_phase,
+    through_buffer,
+    update_phase,
+    what_the_policy_did,
 )
-from pipelines.rl_kl import rollout_kl
-from pipelines.rl_metrics import (
-    KL_COLUMNS,
-    KL_DIR,
-    MISORDERED_COLUMNS,
-    MISORDERED_DIR,
-    ROLLOUT_COLUMNS,
-    ROLLOUTS_DIR,
-    checkpoint_table,
-    gold_rewards,
-    kl_concentration,
-    kl_source_rows,
-    logged_rows,
-    rare_action_ids,
-    rare_action_rate,
-    rm_agreement,
-)
-from pipelines.rl_prompts import feedback_pool, practised_for, prompts_at
+from pipelines.rl_prompts import feedback_pool, practised_for
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.rm_refresh import IteratedRM
 from pipelines.run_config import forget_registration, trained_checkpoint
 from pipelines.status import stopped_by_the_watch
-from pipelines.tracking import StepLog, flatten, log_rows, stage_run
-from pipelines.train_loop import step_seed
+from pipelines.tracking import StepLog, flatten, stage_run
 from world.actions import ActionSpace
 from world.audit import CorpusStats
 from world.exam import Question, group_by_template
@@ -137,152 +117,50 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
                    iteration: int, version: int, variant: Variant = LIBRARY,
                    by_template: dict[str, list[Question]] | None = None,
                    rare_ids: torch.Tensor | None = None, kl_coef: float | None = None) -> IterationResult:  # fmt: skip
-    """sample -> score -> reference/critic -> advantages -> buffer -> update -> sync: metrics, new version, samples.
+    """sample -> judge -> advantages -> buffer -> update -> sync: metrics, new version, samples.
 
-    `by_template` (the pool grouped once per stage) draws the prompts' templates evenly;
-    `rare_ids`, the actions pretraining hardly took, are counted in `rl/rare_action_rate`.
+    Each phase is a function of `pipelines/rl_phases.py`. `by_template` (the pool grouped once per stage)
+    draws the prompts' templates evenly; `rare_ids`, the actions pretraining hardly took, are counted in
+    `rl/rare_action_rate`.
     """
     import ray
 
-    from actors.learner import gpt_state_dict, learner_update
-
-    rl, t, m = cfg.rl, {}, {}
+    rl, laps = cfg.rl, Laps()
     kl_coef = rl.kl_coef if kl_coef is None else kl_coef
-    clock = began = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        t[f"time/{name}"] = now - clock
-        clock = now
-
     # --- sample: the policy's own actions, tagged with its version -----------------------
-    asked = prompts_at(questions, cfg.rl_seed, iteration, rl.prompts_per_iteration, by_template)
-    rollouts = sample(actors, space, asked, cfg)
-    drawn = None  # dynamic sampling: scored rounds of prompts until enough groups carry signal
-    if rl.dynamic_sampling_rounds:
-        drawn = draw_with_signal(actors, space, questions, cfg, iteration, by_template, rollouts, asked)
-        rollouts, asked = drawn.rollouts.select(drawn.trained), drawn.asked  # the learner's rows
-    lap("sample")
-    # --- judge: RM scores, reference log-probs and critic values from their actors at once;
-    #     the gold reward (and, if asked, the learner's log-probs) meanwhile, on the controller
-    dispatched = time.perf_counter()
-    calls = {"reference": call_sharded(actors.references, "distributions", rollouts)}
-    if actors.scorers and drawn is None:
-        calls["score"] = call_sharded(actors.scorers, "score", rollouts)
-    if actors.critic is not None:
-        calls["critic"] = call_sharded([actors.critic], "values", rollouts)
-    gold, formed = gold_rewards(rollouts, asked, space)
-    recomputed = {}  # the sampler's gap to the learner's numbers, measured where they are recomputed
-    learner_dist = None  # the controller's copy is the sampling version's weights: its (B, T, V) log-probs
-    if rl.old_logprobs == "learner":  # while the actors judge
-        recomputing = time.perf_counter()
-        with torch.no_grad():
-            learner_dist = state_logprobs(policy, rollouts.tokens, rollouts.mask, rl.temperature)
-        rollouts, recomputed = with_learner_logprobs(rollouts, learner_dist)
-        t["time/old_logprobs"] = time.perf_counter() - recomputing
-    t |= {"time/score": 0.0, "time/critic": 0.0} | {f"time/{k}": v for k, v in wait_timed(calls, dispatched).items()}
-    if drawn is not None:  # its rounds were scored as they were drawn: that time is scoring's, not sampling's
-        t["time/sample"] -= drawn.score_seconds
-        t["time/score"] = drawn.score_seconds
-    proxy = gold  # the grader as the reward, unless the RM scored
-    if "score" in calls:
-        proxy = calls["score"].collect()
-    elif drawn is not None:  # scored as its rounds were drawn
-        proxy = drawn.proxy[drawn.trained]
-    ref_dist = calls["reference"].collect()  # (B, T, V): every action's log-prob, for the learner's exact KL
-    ref_logprobs = taken_logprobs(ref_dist, rollouts.tokens)  # the actions', 0 off them
-    values = calls["critic"].collect() if "critic" in calls else None
-    if rl.kl_estimator == "full" and rollouts.policy_version != version:  # the validator's sync_every=1 holds
-        raise RuntimeError(f"the full KL needs the sampling policy (version {rollouts.policy_version}), not {version}")
-    kl = rollout_kl(rollouts, ref_dist, rl, policy, rl.temperature, learner_dist)
-    lap("judge")
+    sampled = sample_phase(cfg, actors, space, questions, iteration, by_template)
+    laps.lap("sample")
+    # --- judge: the RM, the reference and the critic at once; the gold grader meanwhile ---
+    judged = judge_phase(cfg, actors, space, policy, sampled, version, laps)
+    rows = judged.rollouts
+    laps.lap("judge")
     # --- advantages ---------------------------------------------------------------------
-    kl_in_reward = kl_coef if rl.kl_in == "reward" else 0.0
-    if variant.advantages is None:
-        advantages, returns = adv.estimate(
-            rl.advantage, proxy, rollouts.group, rollouts.action_mask, kl=kl, kl_coef=kl_in_reward, values=values,
-            gamma=rl.gamma, lam=rl.lam, group_std=rl.group_std,
-        )  # fmt: skip
-    else:  # an experiment's arm: its own weights, no critic targets
-        advantages, returns = variant.advantages(proxy, rollouts.group, rollouts.action_mask), None
-    silent = adv.zero_advantage_groups(advantages, rollouts.action_mask, rollouts.group)
-    m["rl/zero_advantage_groups"] = silent.float().mean().item()  # rows share their group's verdict: a group share
-    lap("advantage")
+    advantages, returns = advantages_of(rl, variant, judged, kl_coef)
+    silent = adv.zero_advantage_groups(advantages, rows.action_mask, rows.group)
+    m = {"rl/zero_advantage_groups": silent.float().mean().item()}  # rows share their group's verdict: a group share
+    laps.lap("advantage")
     # --- the buffer: only batches fresh enough for this policy version reach the learner ---
-    trained, trained_advantages, trained_ref, trained_dist = rollouts, advantages, ref_logprobs, ref_dist
-    if rl.drop_zero_advantage_groups and not bool(silent.all()):  # DAPO: only groups that carry signal
-        keep = torch.nonzero(~silent).squeeze(1)
-        trained, trained_advantages = rollouts.select(keep), advantages[keep]
-        trained_ref, trained_dist = ref_logprobs[keep], ref_dist[keep]
-    m["rl/trained_responses"] = float(trained.size)
-    batch = learner_batch(trained, trained_advantages, trained_ref, trained_dist, rl.max_new_tokens, kl_coef)
-    ray.get(actors.buffer.put.remote(rollouts.policy_version, batch))
-    served = ray.get(actors.buffer.take.remote(version))
-    lap("buffer")
+    served, trained = through_buffer(rl, actors, judged, advantages, silent, kl_coef, version)
+    m["rl/trained_responses"] = float(trained)
+    laps.lap("buffer")
     # --- update: RLlib learners, advantage-weighted policy gradient ----------------------
-    from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
-
-    shuffle = np.random.default_rng(step_seed("minibatch", cfg.rl_seed, iteration))  # a resume draws the same
-    critic_update = None  # the critic learns on its own actor while the policy learns here
-    if actors.critic is not None and returns is not None:
-        critic_update = actors.critic.update.remote(rollouts, returns, values)
-    first_update = None  # the learner's report before its first step: what `sampler_gap` reads
-    for _, fresh in served:
-        for _ in range(rl.epochs):
-            for part in minibatches(fresh, rl.minibatches, shuffle):
-                results = learner_update(
-                    actors.learner, batch=part,
-                    timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size},
-                )  # fmt: skip
-                update = learner_metrics(results)
-                first_update = first_update or update
-                m |= without_gap(update)
-    m |= recomputed or sampler_gap(first_update)
-    if critic_update is not None:
-        m |= ray.get(critic_update)
-    lap("update")
+    m |= update_phase(cfg, actors, judged, returns, served, iteration)
+    laps.lap("update")
     # --- sync: the new weights reach every sampler before the next rollout ---------------
-    policy.load_state_dict(gpt_state_dict(actors.learner.get_weights()))
-    version += 1 if served else 0
-    pushed = served and version % rl.sync_every == 0  # sync_every > 1: samplers lag, as async ones do
-    t["time/sync_transfer"] = actors.sync.push(policy.state_dict(), version) if pushed else 0.0
-    lap("sync")
-    # what the policy did, over everything it sampled (with dynamic sampling, more than the learner took)
-    seen, seen_asked, seen_proxy, seen_gold, seen_formed = rollouts, asked, proxy, gold, formed
-    if drawn is not None:
-        seen, seen_asked, seen_proxy = drawn.rollouts, drawn.asked, drawn.proxy
-        seen_gold, seen_formed = gold_rewards(seen, seen_asked, space)
-        m |= {"rl/sample_rounds": float(drawn.rounds), "rl/signal_groups": float(drawn.signal_groups),
-              "rl/zero_advantage_groups": drawn.silent_share}  # fmt: skip
-    seen_mask = seen.action_mask.float()
-    m |= {
-        "reward/proxy": seen_proxy.mean().item(),
-        "reward/gold": seen_gold.mean().item(),
-        "reward/proxy_minus_gold": (seen_proxy - seen_gold).mean().item(),
-        "rl/rate_114514": (seen_formed - seen_gold).mean().item(),
-        "rl/sample_tokens_per_s": seen_mask.sum().item() / max(t["time/sample"], 1e-9),
-        "rl/kl": (kl.sum(dim=1)).mean().item(),  # over the rows the learner took
-        **kl_concentration(kl),  # and whether a few of them carry it
-        "rl/response_length": seen_mask.sum(dim=1).mean().item(),
-        "rl/finished_rate": seen.finished.float().mean().item(),
-        # WORLDVIEW rule 3: how much of what the policy does falls on actions pretraining hardly took
-        "rl/rare_action_rate": rare_action_rate(seen, rare_ids) if rare_ids is not None else float("nan"),
-        "rl/policy_version": float(version),
-        "rl/sample_staleness": float(version - 1 - rollouts.policy_version) if served else float("nan"),
-        "rl/kl_coef": kl_coef,
-    }
-    if actors.scorers:  # the RM's ranking of this policy's answers beside the grader's: is the proxy still right here?
-        m |= rm_agreement(seen_proxy, seen_gold, seen.group)
-    if rl.kl_ctrl == "adaptive":
-        kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rollouts.size)
-    t["time/iteration"] = time.perf_counter() - began
-    t["time/sync_buffer_share"] = (t["time/sync"] + t["time/buffer"]) / max(t["time/iteration"], 1e-9)
-    samples, misses = logged_rows(
-        rollouts, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers)
+    version = sync_phase(rl, actors, policy, version, served, laps)
+    laps.lap("sync")
+    # --- report: what the policy did, the KL coefficient's next value, the logged rows ----
+    did, seen, seen_asked = what_the_policy_did(
+        actors, space, sampled, judged, version, served, kl_coef, rare_ids, laps.times["time/sample"]
     )
-    kl_sources = kl_source_rows(rollouts, asked, space, proxy, gold, ref_logprobs, kl, iteration + 1)
-    report = m | t | ray.get(actors.buffer.report.remote())
+    m |= did
+    if rl.kl_ctrl == "adaptive":
+        kl_coef = adaptive_kl_coef(kl_coef, m["rl/kl"], rl.kl_target, rl.kl_horizon, rows.size)
+    laps.finish()
+    asked, proxy, gold, kl = sampled.asked, judged.proxy, judged.gold, judged.kl
+    samples, misses = logged_rows(rows, asked, space, proxy, gold, advantages, kl, iteration + 1, bool(actors.scorers))
+    kl_sources = kl_source_rows(rows, asked, space, proxy, gold, judged.ref_logprobs, kl, iteration + 1)
+    report = m | laps.times | ray.get(actors.buffer.report.remote())
     return IterationResult(report, version, samples, kl_coef, misses, kl_sources, seen, seen_asked)
 
 
@@ -413,16 +291,30 @@ def _checkpoint(
     )  # fmt: skip
 
 
+def _tag_run(cfg: Config, policy: GPT, space: ActionSpace, practised: list[Question], iteration: int,
+             variant: Variant, metrics_log: StepLog) -> None:  # fmt: skip
+    """A new run's params and its SFT policy judged at iteration 0; at every start, the tags: the length it was
+    last asked to run and the actors it last ran on (a resume may lengthen it, or move it to another cluster)."""
+    import mlflow
+
+    if iteration == 0:
+        mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
+        metrics_log.log([(0, judge(policy, space, cfg, practised).metrics)])
+    actors_now = json.dumps(cfg.rl.actors.model_dump())
+    mlflow.set_tags({"tokenmdp.rl_iterations": cfg.rl.iterations, "tokenmdp.rl_actors": actors_now})
+
+
 def _train(
-    cfg, run_dir, actors, space, policy, questions, iteration, version, kl_coef, stop_at, tracking_uri, variant,
+    cfg: Config, run_dir: Path, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
+    iteration: int, version: int, kl_coef: float, stop_at: int | None, tracking_uri: str | None, variant: Variant,
     iterated: IteratedRM | None,
-):  # fmt: skip
+) -> dict[str, float]:  # fmt: skip
+    """The iterations from `iteration` on, each logged, judged every `rl.eval_every` and checkpointed every
+    `rl.checkpoint_every`, under the over-optimisation watch; returns the final metrics with the gain over SFT."""
     rl = cfg.rl
     stage_dir = run_dir / "rlhf"
-    pending: list[tuple[int, dict[str, float]]] = []
-    table: list[dict] = []  # rollouts of the iterations since the last checkpoint
-    misses: list[dict] = []  # and the answers the RM ranked against the grader
-    kl_table: list[dict] = []  # and the responses that carried the most KL
+    pending: list[tuple[int, dict[str, float]]] = []  # the metrics of the iterations since the last checkpoint
+    rows = RowsSinceCheckpoint()  # and their tables' rows
     by_template = group_by_template(questions) if rl.balance_templates else None
     corpus = pretraining_corpus(run_dir, space)
     rare_ids = rare_action_ids(corpus, space)
@@ -433,13 +325,7 @@ def _train(
         import mlflow
 
         metrics_log = StepLog()  # a resume redoes the iterations since its checkpoint: the run holds some already
-        if iteration == 0:
-            mlflow.log_params(flatten(cfg.model_dump(include={"rl"})) | {"rl.variant": variant.name})
-            metrics_log.log([(0, judge(policy, space, cfg, practised).metrics)])
-        # params are written once (as the run started); the tags say the length it was last asked to run and the
-        # actors it last ran on (a resume may move it to another cluster)
-        actors_now = json.dumps(rl.actors.model_dump())
-        mlflow.set_tags({"tokenmdp.rl_iterations": rl.iterations, "tokenmdp.rl_actors": actors_now})
+        _tag_run(cfg, policy, space, practised, iteration, variant, metrics_log)
         watch = resumed_watch(rl, mlflow.MlflowClient(), run.info.run_id, iteration, stage_dir)
         if not rl.watch_stop:
             forget_stop(stage_dir)
@@ -449,9 +335,7 @@ def _train(
                     cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids, kl_coef
                 )
                 metrics, version, kl_coef = step.metrics, step.version, step.kl_coef
-                table += step.samples
-                misses += step.misordered
-                kl_table += step.kl_sources
+                rows.add(step.samples, step.misordered, step.kl_sources)
                 iteration += 1
                 proxy, gold, kl = metrics["reward/proxy"], metrics["reward/gold"], metrics["rl/kl"]
                 advance(f"rlhf proxy {proxy:.2f} gold {gold:.2f} kl {kl:.3f}")  # the RM's view beside the truth
@@ -476,14 +360,9 @@ def _train(
                 if checkpointing:
                     metrics_log.log(pending)
                     pending = []
-                    # the tables of the iterations since the last checkpoint, before this one (`checkpoint_table`)
-                    log_rows(table, ROLLOUT_COLUMNS, checkpoint_table(ROLLOUTS_DIR, iteration))
-                    log_rows(kl_table, KL_COLUMNS, checkpoint_table(KL_DIR, iteration))
-                    if actors.scorers:  # with the RM as the reward; empty if it ranked every pair as the grader
-                        log_rows(misses, MISORDERED_COLUMNS, checkpoint_table(MISORDERED_DIR, iteration))
+                    rows.log(iteration, rm=bool(actors.scorers))  # the tables, before the checkpoint
                     _checkpoint(stage_dir, actors, policy, space, iteration, version, kl_coef, cfg, metrics,
                                 run.info.run_id, corpus, iterated)  # fmt: skip
-                    table, misses, kl_table = [], [], []
                 if stopping or (checkpointing and stop_at is not None and iteration >= stop_at):
                     break
         if judged is None:  # stopped between evaluations, or nothing left to do: judge the policy as it is
