@@ -30,7 +30,7 @@ from actors.reference import ReferenceImpl
 from actors.reward_scorer import RewardScorerImpl
 from algos.kl import adaptive_kl_coef, categorical_kl, entropy
 from algos.ranking import within_group_agreement
-from conf.schema import Config
+from conf.schema import Config, RLConfig
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT
 from models.rollout import Rollouts, action_logprobs, sample_rollouts, state_logprobs
@@ -175,6 +175,51 @@ def _named_policy(source: str, stage: str, iteration: int | None) -> tuple[Path,
     return run_dir, checkpoint
 
 
+@dataclass(frozen=True)
+class _Traced:
+    """The policy a trace reads and the run it came from."""
+
+    run_dir: Path
+    cfg: Config  # the run's, its KL coefficient where the traced policy's RL had brought it
+    space: ActionSpace
+    policy: GPT
+    state: dict  # the policy's checkpoint
+    stage: str
+    iteration: int | None
+
+
+def _traced(source: Path | str, stage: str, iteration: int | None) -> _Traced:
+    """`stage`'s policy (at `iteration`: the RLHF policy kept then) of the run directory `source`, or the checkpoint
+    file or registered model `source` names, with the run it came from."""
+    named = not Path(source).is_dir()
+    if named:
+        run_dir, checkpoint = _named_policy(str(source), stage, iteration)
+    else:
+        run_dir = Path(source)
+        checkpoint = _traced_checkpoint(run_dir, stage, iteration)
+    cfg = load_run_config(run_dir)
+    space = ActionSpace(digit_order=cfg.world.digit_order)
+    policy, _, state = load_checkpoint(checkpoint, space)
+    policy.eval()
+    if named:  # RLHF's policies carry their version and iteration (a snapshot's, or the final one's)
+        stage, iteration = ("rlhf", state.get("iteration")) if "policy_version" in state else ("sft", None)
+    cfg = _with_kl_coef_reached(cfg, run_dir, checkpoint, state, iteration)
+    return _Traced(run_dir, cfg, space, policy, state, stage, iteration)
+
+
+def _group_size(rl: RLConfig, prefix: list[int], answer: list[int] | None, space: ActionSpace, max_len: int,
+                group: int | None) -> int:  # fmt: skip
+    """The group to sample (the run's G unless asked), after checking the prompt and answer fit the context and
+    the advantage has a baseline in a group of that size."""
+    response_len = rl.max_new_tokens if answer is None else len(space.encode_response(answer))
+    if len(space.encode_prompt(prefix)) + response_len > max_len:
+        raise TraceError(f"{len(prefix)} terms and the answer do not fit the policy's context of {max_len}")
+    size = rl.group_size if group is None else group
+    if size == 1 and rl.advantage in ("rloo", "group"):
+        raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
+    return size
+
+
 def trace(
     source: Path | str, prefix: list[int], stage: str = "rlhf", group: int | None = None, seed: int = 0,
     answer: list[int] | None = None, iteration: int | None = None,
@@ -182,35 +227,17 @@ def trace(
     """`stage`'s greedy response to `prefix` (or `answer`, teacher-forced), step by step, and a scored group of
     `group` samples; `iteration`: the RLHF policy the run kept then, in place of its final one. `source` is a run
     directory, or a checkpoint file or registered model whose run is on this machine."""
-    named = not Path(source).is_dir()
-    if named:
-        run_dir, traced_checkpoint = _named_policy(str(source), stage, iteration)
-    else:
-        run_dir = Path(source)
-        traced_checkpoint = _traced_checkpoint(run_dir, stage, iteration)
-    cfg = load_run_config(run_dir)
-    space = ActionSpace(digit_order=cfg.world.digit_order)
-    policy, _, state = load_checkpoint(traced_checkpoint, space)
-    policy.eval()
-    if named:  # RLHF's policies carry their version and iteration (a snapshot's, or the final one's)
-        stage, iteration = ("rlhf", state.get("iteration")) if "policy_version" in state else ("sft", None)
-    cfg = _with_kl_coef_reached(cfg, run_dir, traced_checkpoint, state, iteration)
-    rl = cfg.rl
-    reference = ReferenceImpl(str(policy_checkpoint(run_dir, "sft")), cfg.world.digit_order)
-    rm_path = run_dir / "reward" / "checkpoint.pt"
+    t = _traced(source, stage, iteration)
+    cfg, space, policy, rl = t.cfg, t.space, t.policy, t.cfg.rl
+    reference = ReferenceImpl(str(policy_checkpoint(t.run_dir, "sft")), cfg.world.digit_order)
+    rm_path = t.run_dir / "reward" / "checkpoint.pt"
     if rl.reward_source == "rm" and not rm_path.is_file():
         raise TraceError(f"the run rewards with its reward model, and {rm_path} is missing: train it first")
     prompt = space.encode_prompt(prefix)
-    response_len = rl.max_new_tokens if answer is None else len(space.encode_response(answer))
-    if len(prompt) + response_len > policy.cfg.max_len:
-        raise TraceError(f"{len(prefix)} terms and the answer do not fit the policy's context of {policy.cfg.max_len}")
-    size = rl.group_size if group is None else group
-    if size == 1 and rl.advantage in ("rloo", "group"):
-        raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
-
+    size = _group_size(rl, prefix, answer, space, policy.cfg.max_len, group)
     scorer = RewardScorerImpl(str(rm_path), cfg.world.digit_order) if rl.reward_source == "rm" else None
-    if scorer is not None and state.get("reward_model"):  # iterated RLHF: the RM this policy last trained against
-        scorer.load_refreshed(state["reward_model"])
+    if scorer is not None and t.state.get("reward_model"):  # iterated RLHF: the RM this policy last trained against
+        scorer.load_refreshed(t.state["reward_model"])
     if answer is None:
         traced = sample_rollouts(
             policy, space, [prompt], group_size=1, max_new_tokens=rl.max_new_tokens, policy_version=0, temperature=0.0
@@ -222,39 +249,21 @@ def trace(
     )  # fmt: skip
     steps = _steps(policy, reference.model, traced, space, kl_traced, episode[0], cfg)
     episodes: list[Episode] = []
-    if size > 0:
+    if size > 0:  # the group is drawn as RL draws it, and compared with the reference at its temperature
         sampled = sample_rollouts(
-            policy,
-            space,
-            [prompt],
-            group_size=size,
-            max_new_tokens=rl.max_new_tokens,
-            policy_version=0,
-            temperature=rl.temperature,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        # the group is drawn as RL draws it, and compared with the reference at its temperature
+            policy, space, [prompt], group_size=size, max_new_tokens=rl.max_new_tokens, policy_version=0,
+            temperature=rl.temperature, generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
         at = rl.temperature
         episodes, _ = _episodes(sampled, prefix, space, policy, reference, scorer, cfg, in_group=True, temperature=at)
     verdict = analyze(prefix)
     return Trace(
-        prompt=prefix,
-        exam_answer=list(verdict.answer[:1]) if verdict.answer else None,
-        rule=verdict.rule,
-        stage=stage,
-        iteration=iteration,
-        policy=str(source),
-        reward_source=rl.reward_source,
-        rm_version=scorer.version if scorer is not None else 0,
-        kl_estimator=rl.kl_estimator,
-        kl_in=rl.kl_in,
-        kl_coef=rl.kl_coef,
-        advantage=rl.advantage,
-        traced="greedy" if answer is None else "given",
-        episode=episode[0],
-        steps=steps,
-        group=episodes,
-    )
+        prompt=prefix, exam_answer=list(verdict.answer[:1]) if verdict.answer else None, rule=verdict.rule,
+        stage=t.stage, iteration=t.iteration, policy=str(source), reward_source=rl.reward_source,
+        rm_version=scorer.version if scorer is not None else 0, kl_estimator=rl.kl_estimator, kl_in=rl.kl_in,
+        kl_coef=rl.kl_coef, advantage=rl.advantage, traced="greedy" if answer is None else "given",
+        episode=episode[0], steps=steps, group=episodes,
+    )  # fmt: skip
 
 
 def _episodes(
