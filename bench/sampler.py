@@ -158,7 +158,7 @@ def where_time_goes(model: GPT, prompts: list[list[int]], new_tokens: int, repea
     }
 
 
-def best_rates(
+def rates_by_round(
     runs: dict[str, Run | None], prompts: list[list[int]], new_tokens: int, group: int, repeats: int
 ) -> Rates:
     """New tokens/s of each run in each of `repeats` rounds, the runs taken in turn so drift hits them alike
@@ -200,17 +200,18 @@ def main() -> None:
         "onednn": ours(model, kernel="onednn"), "sgemm": ours(model, kernel="sgemm"),
         "eager": ours(model, fused_step=False), "uncached": ours(model, use_cache=False), "hf": hf,
     }  # fmt: skip
-    main_rates = best_rates(variants, prompts(args.batch), args.new_tokens, 1, args.repeats).renamed(default, "ours")
+    main_rates = rates_by_round(variants, prompts(args.batch), args.new_tokens, 1, args.repeats)
+    main_rates = main_rates.renamed(default, "ours")
     sweep = []
     for batch in [int(b) for b in args.sweep.split(",") if b]:
-        rates = best_rates({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
+        rates = rates_by_round({"ours": ours(model), "hf": hf}, prompts(batch), args.new_tokens, 1, args.repeats)
         sweep.append({"batch": batch, **_compare(rates)})
     phases = where_time_goes(model, prompts(args.batch), args.new_tokens, args.repeats)
     if hf is not None:  # the time a call may take to make its tokens at 3x transformers' rate of this run
         phases["call_ms_for_3x"] = round(1e3 * args.batch * args.new_tokens / (3 * main_rates["hf"]), 1)
     group = None
     if args.group > 1:
-        rates = best_rates(
+        rates = rates_by_round(
             {"ours": ours(model), "hf": hf}, prompts(args.batch), args.new_tokens, args.group, args.repeats
         )
         group = {"prompts": args.batch, "samples_per_prompt": args.group, **_compare(rates)}
@@ -254,8 +255,8 @@ def bfloat16_rates(
     low = copy.deepcopy(model).to(torch.bfloat16)
     runs = {"ours": ours(low), "eager": ours(low, fused_step=False)}
     runs["hf"] = transformers_generate(pad_id, torch.bfloat16) if with_hf else None
-    rates = best_rates(runs, prompts, args.new_tokens, 1, args.repeats)
-    grouped = best_rates(runs, prompts, args.new_tokens, args.group, args.repeats) if args.group > 1 else None
+    rates = rates_by_round(runs, prompts, args.new_tokens, 1, args.repeats)
+    grouped = rates_by_round(runs, prompts, args.new_tokens, args.group, args.repeats) if args.group > 1 else None
     group = {**_compare(grouped), "fused_speedup": round(grouped["ours"] / grouped["eager"], 2)} if grouped else None
     return {
         **_compare(rates),
