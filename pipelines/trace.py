@@ -207,13 +207,13 @@ def _traced(source: Path | str, stage: str, iteration: int | None) -> _Traced:
     return _Traced(run_dir, cfg, space, policy, state, stage, iteration)
 
 
-def _group_size(rl: RLConfig, prefix: list[int], answer: list[int] | None, space: ActionSpace, max_len: int,
-                group: int | None) -> int:  # fmt: skip
-    """The group to sample (the run's G unless asked), after checking the prompt and answer fit the context and
-    the advantage has a baseline in a group of that size."""
+def _group_size(rl: RLConfig, prompt: list[int], terms: int, answer: list[int] | None, space: ActionSpace,
+                max_len: int, group: int | None) -> int:  # fmt: skip
+    """The group to sample (the run's G unless asked), after checking the prompt (of `terms` terms) and answer fit
+    the context and the advantage has a baseline in a group of that size."""
     response_len = rl.max_new_tokens if answer is None else len(space.encode_response(answer))
-    if len(space.encode_prompt(prefix)) + response_len > max_len:
-        raise TraceError(f"{len(prefix)} terms and the answer do not fit the policy's context of {max_len}")
+    if len(prompt) + response_len > max_len:
+        raise TraceError(f"{terms} terms and the answer do not fit the policy's context of {max_len}")
     size = rl.group_size if group is None else group
     if size == 1 and rl.advantage in ("rloo", "group"):
         raise TraceError(f"a group of 1 has no baseline for {rl.advantage}: ask for --group 2 or more (or 0: none)")
@@ -234,7 +234,7 @@ def trace(
     if rl.reward_source == "rm" and not rm_path.is_file():
         raise TraceError(f"the run rewards with its reward model, and {rm_path} is missing: train it first")
     prompt = space.encode_prompt(prefix)
-    size = _group_size(rl, prefix, answer, space, policy.cfg.max_len, group)
+    size = _group_size(rl, prompt, len(prefix), answer, space, policy.cfg.max_len, group)
     scorer = RewardScorerImpl(str(rm_path), cfg.world.digit_order) if rl.reward_source == "rm" else None
     if scorer is not None and t.state.get("reward_model"):  # iterated RLHF: the RM this policy last trained against
         scorer.load_refreshed(t.state["reward_model"])
