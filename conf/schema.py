@@ -217,6 +217,7 @@ class ActorsConfig(Strict):
     reference: Resources = Resources(num_cpus=0.25)
     critic: Resources = Resources(num_cpus=0.25)
     buffer: Resources = Resources(num_cpus=0.0)
+    """The on-policy buffer: num_cpus only (it holds rollouts in memory and runs no torch); one replica."""
     reward_trainer: Resources = Resources(num_cpus=0.25)
     """Iterated RLHF's RM training (`rl.rm_refresh`); started only when the RM is refreshed."""
     learner: LearnerResources = LearnerResources()
@@ -229,6 +230,16 @@ class ActorsConfig(Strict):
         for name in ("critic", "buffer", "reward_trainer"):
             if getattr(self, name).replicas != 1:
                 raise ValueError(f"actors.{name}.replicas must be 1 (it holds one state)")
+        return self
+
+    @model_validator(mode="after")
+    def _buffer_runs_no_torch(self) -> ActorsConfig:
+        # Accepting these would reserve a GPU, or promise threads, that the buffer never uses.
+        if self.buffer.num_gpus or self.buffer.threads is not None:
+            raise ValueError(
+                "actors.buffer takes num_cpus only: it holds rollouts in memory and runs no torch, "
+                "so num_gpus and threads would do nothing there"
+            )
         return self
 
 

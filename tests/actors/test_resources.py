@@ -73,6 +73,13 @@ def test_an_actor_kind_takes_its_own_threads_or_rls():
     assert [cluster.threads_of(kind) for kind in ("sampler", "reward", "reference")] == [4, 2, 2]
 
 
+@pytest.mark.parametrize("setting", ["rl.actors.buffer.num_gpus=0.5", "rl.actors.buffer.threads=2"])
+def test_the_buffer_refuses_resources_it_would_never_use(setting):
+    with pytest.raises(ValueError, match=r"actors\.buffer takes num_cpus only"):
+        load_config("tiny", [setting])
+    assert load_config("tiny", ["rl.actors.buffer.num_cpus=1"]).rl.actors.buffer.num_cpus == 1
+
+
 @pytest.mark.slow
 def test_each_actor_runs_on_the_threads_its_kind_asks_for(sft_run, ray_local):
     import torch
