@@ -177,7 +177,7 @@ def rates_by_round(
     return Rates(rounds)
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -185,7 +185,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sweep", default="1,8,64,256", help="batch sizes, comma-separated ('' = none)")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt of the RL workload (1 = skip)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _headline(rates: Rates, with_hf: bool) -> dict:
+    """The B=64 call's figures: ours (the CPU's kernel) against each kernel, the eager step, no cache, transformers."""
+    return {
+        "tokens_per_s": round(rates["ours"]),
+        "onednn_tokens_per_s": round(rates["onednn"]),
+        "sgemm_tokens_per_s": round(rates["sgemm"]),
+        "onednn_speedup": round(rates["onednn"] / rates["sgemm"], 2),
+        "onednn_speedup_paired": rates.paired("onednn", "sgemm"),
+        "fused_step": load_fused_step() is not None,
+        "eager_tokens_per_s": round(rates["eager"]),
+        "fused_speedup": round(rates["ours"] / rates["eager"], 2),
+        "uncached_tokens_per_s": round(rates["uncached"]),
+        "kv_speedup": round(rates["ours"] / rates["uncached"], 2),
+        "hf_tokens_per_s": round(rates["hf"]) if with_hf else None,
+        "vs_hf": round(rates["ours"] / rates["hf"], 2) if with_hf else None,
+        "vs_hf_paired": rates.paired("ours", "hf"),
+    }
+
+
+def main() -> None:
+    args = _arguments()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     space = ActionSpace()
@@ -225,19 +248,7 @@ def main() -> None:
                 "new_tokens": args.new_tokens,
                 "threads": args.threads,
                 "linears": default,
-                "tokens_per_s": round(main_rates["ours"]),
-                "onednn_tokens_per_s": round(main_rates["onednn"]),
-                "sgemm_tokens_per_s": round(main_rates["sgemm"]),
-                "onednn_speedup": round(main_rates["onednn"] / main_rates["sgemm"], 2),
-                "onednn_speedup_paired": main_rates.paired("onednn", "sgemm"),
-                "fused_step": load_fused_step() is not None,
-                "eager_tokens_per_s": round(main_rates["eager"]),
-                "fused_speedup": round(main_rates["ours"] / main_rates["eager"], 2),
-                "uncached_tokens_per_s": round(main_rates["uncached"]),
-                "kv_speedup": round(main_rates["ours"] / main_rates["uncached"], 2),
-                "hf_tokens_per_s": round(main_rates["hf"]) if hf else None,
-                "vs_hf": round(main_rates["ours"] / main_rates["hf"], 2) if hf else None,
-                "vs_hf_paired": main_rates.paired("ours", "hf"),
+                **_headline(main_rates, hf is not None),
                 "sweep": sweep,
                 "group": group,
                 "where_time_goes": phases,

@@ -184,34 +184,16 @@ def main(
         print(f"rlhf: stopped at iteration {start.iteration} of {rl.iterations} by the over-optimisation watch "
               "(rl.watch_stop); set rl.watch_stop=false to train on", file=sys.stderr, flush=True)  # fmt: skip
     if stopped or (start.resumed and start.iteration >= rl.iterations):  # finished: report, starting no actor
-        practised = practised_for(cfg, questions)
-        judged = judge(start.policy, space, cfg, practised)
-        return (
-            start.state["last_metrics"]
-            | judged.metrics
-            | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
-            | {"run_id": start.state["run_id"]}
-        )
+        return _finished(cfg, run_dir, space, start, questions)
     if start.resumed and (registered := forget_registration(run_dir)):
         said = f"rlhf: training on from iteration {start.iteration} to {rl.iterations}; {registered} stays the policy"
         print(f"{said} of its previous end, the new final policy is registered when the run ends", file=sys.stderr)
     init_ray()
     restarts = 0
     while True:
-        actors = start_actors(cfg, run_dir, space, start.policy, variant)
+        actors = start_actors(cfg, run_dir, space, start.policy, variant)  # a constructor's error ends the run here
         try:
-            if start.resumed:
-                restore_actors(actors, start.state)
-            actors.sync.push(start.policy.state_dict(), start.version)
-            kl_coef = start.state.get("kl_coef", rl.kl_coef) if start.resumed else rl.kl_coef  # the controller's
-            iterated = None  # iterated RLHF: the RM as the last checkpoint left it (`pipelines/rm_refresh.py`)
-            if rl.rm_refresh.every:
-                saved = [start.state.get(key) if start.resumed else None for key in ("reward_model", "rm_refresh")]
-                iterated = IteratedRM(cfg, space, actors.reward_trainer, partial(load_scorers, actors), *saved)
-            return _train(
-                cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
-                stop_at, tracking_uri, variant, iterated,
-            )  # fmt: skip
+            return _train_with_actors(cfg, run_dir, actors, space, start, questions, stop_at, tracking_uri, variant)
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
         finally:
@@ -228,6 +210,41 @@ def main(
         restarts += 1
         print(f"{died}; every actor starts again from {where} (restart {restarts} of {rl.actor_restarts})",
               file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _finished(
+    cfg: Config, run_dir: Path, space: ActionSpace, start: StartPoint, questions: list[Question]
+) -> dict[str, float]:
+    """A finished (or watch-stopped) run's metrics, its policy judged again, starting no actor."""
+    practised = practised_for(cfg, questions)
+    judged = judge(start.policy, space, cfg, practised)
+    return (
+        start.state["last_metrics"]
+        | judged.metrics
+        | sft_baseline(space, cfg, run_dir, practised, judged.held_out)
+        | {"run_id": start.state["run_id"]}
+    )
+
+
+def _train_with_actors(
+    cfg: Config, run_dir: Path, actors: Actors, space: ActionSpace, start: StartPoint, questions: list[Question],
+    stop_at: int | None, tracking_uri: str | None, variant: Variant,
+) -> dict[str, float]:  # fmt: skip
+    """Freshly started actors brought to `start` (restored from its checkpoint when resumed), then trained on; an
+    actor's death propagates for `main` to start them all again."""
+    rl = cfg.rl
+    if start.resumed:
+        restore_actors(actors, start.state)
+    actors.sync.push(start.policy.state_dict(), start.version)
+    kl_coef = start.state.get("kl_coef", rl.kl_coef) if start.resumed else rl.kl_coef  # the controller's
+    iterated = None  # iterated RLHF: the RM as the last checkpoint left it (`pipelines/rm_refresh.py`)
+    if rl.rm_refresh.every:
+        saved = [start.state.get(key) if start.resumed else None for key in ("reward_model", "rm_refresh")]
+        iterated = IteratedRM(cfg, space, actors.reward_trainer, partial(load_scorers, actors), *saved)
+    return _train(
+        cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
+        stop_at, tracking_uri, variant, iterated,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
