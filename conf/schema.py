@@ -198,6 +198,24 @@ class Resources(Strict):
     iteration, while the scorer and the reference judge a batch at once and share the cores."""
 
 
+class BufferResources(Resources):
+    """The on-policy buffer's: it holds rollouts in memory and runs no torch."""
+
+    num_gpus: float = Field(0.0, ge=0)
+    """Always 0: the buffer runs no torch (a GPU reserved for it would sit idle)."""
+    threads: int | None = Field(None, ge=1)
+    """Always unset: the buffer runs no torch."""
+
+    @model_validator(mode="after")
+    def _runs_no_torch(self) -> BufferResources:
+        if self.num_gpus or self.threads is not None:
+            raise ValueError(
+                "actors.buffer takes num_cpus only: it holds rollouts in memory and runs no torch, "
+                "so num_gpus and threads would do nothing there"
+            )
+        return self
+
+
 class LearnerResources(Strict):
     """RLlib LearnerGroup: 0 learners = one local learner; >= 2 = DDP across learner actors."""
 
@@ -216,7 +234,7 @@ class ActorsConfig(Strict):
     reward: Resources = Resources(num_cpus=0.25)
     reference: Resources = Resources(num_cpus=0.25)
     critic: Resources = Resources(num_cpus=0.25)
-    buffer: Resources = Resources(num_cpus=0.0)
+    buffer: BufferResources = BufferResources(num_cpus=0.0)
     """The on-policy buffer: num_cpus only (it holds rollouts in memory and runs no torch); one replica."""
     reward_trainer: Resources = Resources(num_cpus=0.25)
     """Iterated RLHF's RM training (`rl.rm_refresh`); started only when the RM is refreshed."""
@@ -230,16 +248,6 @@ class ActorsConfig(Strict):
         for name in ("critic", "buffer", "reward_trainer"):
             if getattr(self, name).replicas != 1:
                 raise ValueError(f"actors.{name}.replicas must be 1 (it holds one state)")
-        return self
-
-    @model_validator(mode="after")
-    def _buffer_runs_no_torch(self) -> ActorsConfig:
-        # Accepting these would reserve a GPU, or promise threads, that the buffer never uses.
-        if self.buffer.num_gpus or self.buffer.threads is not None:
-            raise ValueError(
-                "actors.buffer takes num_cpus only: it holds rollouts in memory and runs no torch, "
-                "so num_gpus and threads would do nothing there"
-            )
         return self
 
 
