@@ -6,6 +6,8 @@ the RL policy on: a sample of feedback-pool questions RL drew, questions of the 
 templates it never drew (matched one for one), and the held-out eval questions. A policy
 that learnt rules gains on all three; one that learnt its prompts' answers gains only on
 the first (on the 2026-12-02 demo, gold reward, 150 iterations: +11.2 / -1.6 / +2.4 points).
+The held-out questions are split once more: those whose series RL drew at another length (the
+same first terms, a prompt shorter or longer) and those whose series it never drew.
 
     python scripts/rl_generalisation.py runs/demo [--limit 500]
 """
@@ -40,6 +42,23 @@ def matched_unseen(seen: list[Question], unseen: list[Question], rng: random.Ran
     return [rng.choice(by_template[q.template]) for q in seen if by_template.get(q.template)]
 
 
+def sequence(q: Question) -> tuple[int, ...]:
+    """The whole series a question shows part of: its prefix and its answer."""
+    return (*q.prefix, *q.answer)
+
+
+def related(q: Question, drawn: list[Question], min_shared: int) -> bool:
+    """Whether a drawn prompt shows the same series as `q`, at another length: their series agree on their
+    common first terms, at least `min_shared` of them (a template's series that share that many are one)."""
+    mine = sequence(q)
+    for p in drawn:
+        theirs = sequence(p)
+        common = min(len(mine), len(theirs))
+        if p.template == q.template and common >= min_shared and mine[:common] == theirs[:common]:
+            return True
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir", type=Path, help="a run directory with sft/ and rlhf/ checkpoints")
@@ -60,6 +79,10 @@ def main() -> None:
         "never drawn, same templates": matched_unseen(seen, [q for q in pool if q.prefix not in drawn], rng),
         "held-out eval": eval_questions(cfg)[: args.limit],
     }
+    drawn_questions = [q for q in pool if q.prefix in drawn]
+    held_out = sets["held-out eval"]
+    sets["held-out, its series drawn at another length"] = [q for q in held_out if related(q, drawn_questions, 5)]
+    sets["held-out, its series never drawn"] = [q for q in held_out if not related(q, drawn_questions, 5)]
     result: dict = {"iterations": state["iteration"], "distinct_prompts": len(drawn),
                     "mean_draws": sum(drawn.values()) / max(len(drawn), 1)}  # fmt: skip
     for name, questions in sets.items():
