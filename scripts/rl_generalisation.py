@@ -72,14 +72,13 @@ def main() -> None:
     pool = feedback_pool(cfg)
     drawn = drawn_prompts(cfg, state["iteration"], pool)
     rng = random.Random(0)
-    seen = [q for q in pool if q.prefix in drawn]
-    seen = rng.sample(seen, min(args.limit, len(seen)))
+    drawn_questions = [q for q in pool if q.prefix in drawn]
+    seen = rng.sample(drawn_questions, min(args.limit, len(drawn_questions)))
     sets = {
         "drawn by RL": seen,
         "never drawn, same templates": matched_unseen(seen, [q for q in pool if q.prefix not in drawn], rng),
         "held-out eval": eval_questions(cfg)[: args.limit],
     }
-    drawn_questions = [q for q in pool if q.prefix in drawn]
     held_out = sets["held-out eval"]
     sets["held-out, its series drawn at another length"] = [q for q in held_out if related(q, drawn_questions, 5)]
     sets["held-out, its series never drawn"] = [q for q in held_out if not related(q, drawn_questions, 5)]

@@ -21,6 +21,7 @@ import torch
 from algos.lm import sft_loss
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
+from pipelines import train_loop
 from pipelines.evaluate import eval_questions, pass_rate
 from pipelines.rl_prompts import feedback_pool
 from pipelines.sft import batch_at
@@ -56,16 +57,17 @@ def main() -> None:
     rows = [judged(0)]
     print(rows[-1], flush=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    def loss(m, b):  # the SFT stage's loss
+        return sft_loss(
+            m(b.tokens, b.mask, b.documents), b.tokens, b.target_mask(), b.action_mask, cfg.sft.state_loss_weight
+        )
+
     start = time.perf_counter()
     for step in range(args.steps):
         batch = batch_at(space, data, args.seed, step, args.batch, by_template, cfg.model.max_len)
-        model.train()
-        logits = model(batch.tokens, batch.mask, batch.documents)
-        loss, _ = sft_loss(logits, batch.tokens, batch.target_mask(), batch.action_mask, cfg.sft.state_loss_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.sft.grad_clip)
-        optimizer.step()
+        train_loop.train_step(model, optimizer, constant, batch, cfg.sft.grad_clip, loss)
         if (step + 1) % max(args.steps // 3, 1) == 0:
             rows.append(judged(step + 1))
             print(rows[-1], flush=True)
