@@ -57,6 +57,16 @@ def batch_at(
     return train_loop.lay_out([e[0] for e in examples], space.pad_id, pack_width, [e[1] for e in examples])
 
 
+def batch_loss(state_weight: float) -> train_loop.LossFn:
+    """SFT's loss of a batch, packed or not: the actions' loss plus `state_weight` times the shown series'."""
+
+    def loss(model, batch: train_loop.Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = model(batch.tokens, batch.mask, batch.documents)
+        return sft_loss(logits, batch.tokens, batch.target_mask(), batch.action_mask, state_weight)
+
+    return loss
+
+
 def train_questions(cfg: Config) -> list[Question]:
     w = cfg.world
     return bank_questions(w.seed, w.bank_size, "sft", w.max_difficulty, w.feedback_share)
@@ -110,9 +120,7 @@ def main(cfg: Config, run_dir: Path, tracking_uri: str | None = None, stop_at: i
             space, questions, cfg.world.seed, step, cfg.sft.batch_size, by_template, width, mine, cfg.sft.extra_share
         ),
         evaluate=lambda m: evaluate_policy(m, space, cfg),
-        loss=lambda m, b: sft_loss(
-            m(b.tokens, b.mask, b.documents), b.tokens, b.target_mask(), b.action_mask, cfg.sft.state_loss_weight
-        ),
+        loss=batch_loss(cfg.sft.state_loss_weight),
         extra_state=lambda model: {
             "corpus_stats": stats.to_dict(),
             "config": cfg.model_dump(),

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
-from algos.lm import sft_loss
 from conf.schema import Config
 from models.checkpoint import load_checkpoint
 from pipelines import train_loop
 from pipelines.evaluate import eval_questions, pass_rate
 from pipelines.rl_prompts import feedback_pool
-from pipelines.sft import batch_at
+from pipelines.sft import batch_at, batch_loss
 from world.exam import group_by_template, questions
 
 
@@ -58,11 +57,7 @@ def main() -> None:
     print(rows[-1], flush=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-
-    def loss(m, b):  # the SFT stage's loss
-        return sft_loss(
-            m(b.tokens, b.mask, b.documents), b.tokens, b.target_mask(), b.action_mask, cfg.sft.state_loss_weight
-        )
+    loss = batch_loss(cfg.sft.state_loss_weight)  # the SFT stage's
 
     start = time.perf_counter()
     for step in range(args.steps):

@@ -15,13 +15,12 @@ import time
 
 import torch
 
-from algos.lm import sft_loss
 from conf.load import load_config
 from models.checkpoint import load_checkpoint
 from models.gpt import GPT, GPTConfig
 from pipelines import train_loop
 from pipelines.evaluate import answer_questions, score
-from pipelines.sft import batch_at, group_by_template
+from pipelines.sft import batch_at, batch_loss, group_by_template
 from world.actions import ActionSpace
 from world.exam import questions
 
@@ -50,9 +49,7 @@ def main() -> None:
     held_out = questions(w.seed, w.bank_size, "eval", w.max_difficulty)[:500]
     optim = cfg.sft.model_copy(update={"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size})
     optimizer, schedule = train_loop.make_optimizer(model, optim)
-
-    def loss(m, b):
-        return sft_loss(m(b.tokens, b.mask), b.tokens, b.mask, b.action_mask, args.state_loss_weight)
+    loss = batch_loss(args.state_loss_weight)
 
     by_template = group_by_template(train) if args.balanced else None
     start = time.perf_counter()
