@@ -24,7 +24,7 @@ from algos.kl import categorical_kl, entropy, kl_per_state, kl_per_token
 from algos.policy_loss import Denominators, aggregate, clipped_surrogate, sequence_level_logprobs
 from conf.schema import RLConfig
 from models.gpt import GPT, GPTConfig
-from models.rollout import state_logprobs, taken_logprobs
+from models.rollout import logprobs_of_logits, taken_logprobs
 
 MODULE_ID = "default_policy"
 RLLIBS_OWN_DEPRECATION = "RLModule(config=[RLModuleConfig object])"
@@ -43,6 +43,8 @@ logging.getLogger("ray._common.deprecation").addFilter(_WithoutRLlibsOwnDeprecat
 LOGPROB_GAP_MAX, LOGPROB_GAP_MEAN = "rl/logprob_gap_max", "rl/logprob_gap_mean"
 # Columns of a learner batch: the rollout layout plus what the controller computed.
 COLUMNS = ("tokens", "mask", "action_mask", "old_logprobs", "ref_logprobs", "advantages")
+# PPO-ptx's rows (`pipelines/rl_ptx.py`): SFT's questions, each token's weight in SFT's loss; 0 on the rollouts.
+PTX_WEIGHT = "ptx_weight"
 
 
 class PolicyModule(TorchRLModule):
@@ -54,9 +56,13 @@ class PolicyModule(TorchRLModule):
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         temperature = self.model_config.get("temperature", 1.0)  # the samplers': their log-probs are the old ones
         tokens = batch["tokens"].long()
-        state_logp = state_logprobs(self.gpt, tokens, batch["mask"].long(), temperature)
+        logits = self.gpt(tokens, batch["mask"].long())
+        state_logp = logprobs_of_logits(logits, temperature)
         logp = taken_logprobs(state_logp, tokens)
-        return {"action_logprobs": logp, "entropy": entropy(state_logp), "state_logprobs": state_logp}
+        out = {"action_logprobs": logp, "entropy": entropy(state_logp), "state_logprobs": state_logp}
+        if PTX_WEIGHT in batch:  # SFT's loss is the policy's own, at temperature 1
+            out["ptx_logprobs"] = logp if temperature == 1.0 else taken_logprobs(logprobs_of_logits(logits), tokens)
+        return out
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return self._forward(batch)
@@ -84,6 +90,11 @@ class PolicyGradientLearner(TorchLearner):
             per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
         n = mask.sum().clamp(min=1)
+        responses, ptx = len(mask), None
+        if PTX_WEIGHT in batch:  # PPO-ptx: SFT's loss on SFT's questions, its weights counted over the whole batch
+            ptx = -(fwd_out["ptx_logprobs"] * batch[PTX_WEIGHT]).sum() * world
+            loss = loss + rl["ptx_coef"] * ptx
+            responses -= int(batch[PTX_WEIGHT].any(dim=1).sum())
         reported = {
             "loss/policy": (aggregate(pg, mask, rl["loss_agg"], den) * world).detach(),
             "rl/clip_fraction": ((clipped * mask).sum() / n).detach(),
@@ -97,7 +108,9 @@ class PolicyGradientLearner(TorchLearner):
             exact = kl.detach()
         else:
             exact = categorical_kl(fwd_out["state_logprobs"].detach(), batch["ref_dist"])  # every state passed
-        reported["rl/kl_exact"] = (exact * mask).sum() / max(len(mask), 1)  # per response, like `rl/kl`
+        reported["rl/kl_exact"] = (exact * mask).sum() / max(responses, 1)  # per response, like `rl/kl`
+        if ptx is not None:
+            reported["loss/ptx"] = ptx.detach()
         self.metrics.log_dict(reported, key=module_id, window=1)
         return loss
 
@@ -114,7 +127,7 @@ def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
     return {
         "clip_eps": rl.clip_eps, "clip_eps_high": rl.clip_eps_high, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef,
         "kl_estimator": rl.kl_estimator, "kl_clamp": rl.kl_clamp, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg,
-        "world_size": world_size, "importance_ratio": rl.importance_ratio,
+        "world_size": world_size, "importance_ratio": rl.importance_ratio, "ptx_coef": rl.ptx_coef,
     }  # fmt: skip
 
 

@@ -54,3 +54,21 @@ def sft_loss(
     state_loss, _ = masked_next_token_loss(logits, tokens, state_mask)
     metrics["loss/state"] = state_loss.detach()
     return loss + state_weight * state_loss, metrics
+
+
+def sft_token_weights(mask: torch.Tensor, action_mask: torch.Tensor, state_weight: float) -> torch.Tensor:
+    """(B, T) weights w such that -sum(w * log pi(token_t | tokens_<t)) is `sft_loss` of the batch.
+
+    PPO-ptx (InstructGPT) adds SFT's loss on SFT's own data to each RL step. The RL batch carries per-action
+    log-probs, not logits, and its rows are split across learners, so the two token means are written as one
+    weighted sum whose denominators count the whole batch: each learner's share then sums to the global loss.
+    Column 0 is never a target, as in `masked_next_token_loss`.
+    """
+    actions = action_mask.float().clone()
+    actions[:, 0] = 0
+    weights = actions / actions.sum().clamp(min=1)
+    if state_weight == 0:
+        return weights
+    states = mask.float() * (1 - action_mask.float())
+    states[:, 0] = 0
+    return weights + state_weight * states / states.sum().clamp(min=1)

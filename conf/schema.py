@@ -373,6 +373,13 @@ class RLConfig(Strict):
     """The policy's learning rate: constant, so a longer run is the shorter one continued."""
     grad_clip: float = Field(1.0, gt=0)
     """Clip the policy's (and the critic's) global gradient norm to this."""
+    ptx_coef: float = Field(0.0, ge=0)
+    """PPO-ptx (InstructGPT, Ouyang et al. 2022): each optimizer step's loss adds this times SFT's own loss
+    (`sft.state_loss_weight` and all) on `ptx_batch` of SFT's questions with their answers, drawn afresh each
+    step, so the policy keeps fitting the data SFT fitted while RL moves it. A supervised term on fixed data,
+    not on the policy's samples: nothing of it is a positive or negative answer of RL's. 0: off."""
+    ptx_batch: int = Field(64, ge=1)
+    """SFT questions per optimizer step when `ptx_coef` > 0 (RLlib splits them across learners with the rest)."""
     critic_lr: float = Field(1e-4, gt=0)
     """The critic's learning rate (PPO with GAE)."""
     value_clip: float = Field(0.2, gt=0)

@@ -92,7 +92,12 @@ def state_logprobs(model: GPT, tokens: torch.Tensor, mask: torch.Tensor, tempera
     """(B, T, V): log pi(. | tokens[:, :t]) over every action in column t; column 0 (no state before it) is 0,
     so its action's log-prob and its entropy come out 0. At a `temperature` other than 1, the distribution
     the sampler draws from at that temperature (logits / temperature), as its recorded log-probs are."""
-    logits = model(tokens, mask)[:, :-1]
+    return logprobs_of_logits(model(tokens, mask), temperature)
+
+
+def logprobs_of_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """`state_logprobs` from the model's (B, T, V) logits: one forward pass read at two temperatures."""
+    logits = logits[:, :-1]
     logp = torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
     return torch.cat([torch.zeros_like(logp[:, :1]), logp], dim=1)
 

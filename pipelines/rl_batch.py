@@ -70,11 +70,21 @@ def minibatches(batch: Any, parts: int, rng: np.random.Generator) -> list:
 
 
 def learner_metrics(results: Any) -> dict[str, float]:
+    """The learners' metrics as one: with several (DDP), each reports its own rows, a loss as its share times the
+    world size, so the mean over learners is the whole batch's (the largest for a `_max`)."""
     from actors.learner import MODULE_ID
 
-    result = results[0] if isinstance(results, list) else results
+    per_learner = [_numbers(r.get(MODULE_ID, {})) for r in (results if isinstance(results, list) else [results])]
     out = {}
-    for key, value in result.get(MODULE_ID, {}).items():
+    for key in per_learner[0]:
+        values = [m[key] for m in per_learner if key in m]
+        out[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
+    return out
+
+
+def _numbers(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
         value = value.peek() if hasattr(value, "peek") else value
         if isinstance(value, (int, float, np.floating, torch.Tensor)):
             out[key if "/" in key else f"learner/{key}"] = float(value)

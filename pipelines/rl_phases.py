@@ -31,6 +31,7 @@ from pipelines.rl_batch import (
 from pipelines.rl_kl import rollout_kl
 from pipelines.rl_metrics import gold_rewards, kl_concentration, rare_action_rate, rm_agreement
 from pipelines.rl_prompts import prompts_at
+from pipelines.rl_ptx import PtxData, with_ptx
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.exam import Question
@@ -169,10 +170,12 @@ def through_buffer(
 
 
 def update_phase(
-    cfg: Config, actors: Actors, judged: Judged, returns: torch.Tensor | None, served: list, iteration: int
-) -> dict[str, float]:
+    cfg: Config, actors: Actors, judged: Judged, returns: torch.Tensor | None, served: list, iteration: int,
+    ptx: PtxData | None = None,
+) -> dict[str, float]:  # fmt: skip
     """RLlib's learners take `rl.epochs` passes of `rl.minibatches` steps over each served batch (the minibatches
-    drawn from the iteration's seed, so a resume draws the same), while the critic learns on its own actor.
+    drawn from the iteration's seed, so a resume draws the same), each step with SFT's rows of `ptx` (PPO-ptx)
+    when given, while the critic learns on its own actor.
     Returns the learner's metrics, the sampler's gap to it, and the critic's."""
     import ray
     from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
@@ -186,9 +189,13 @@ def update_phase(
         critic_update = actors.critic.update.remote(rollouts, returns, judged.values)
     metrics: dict[str, float] = {}
     first_update = None  # the learner's report before its first step: what `sampler_gap` reads
+    steps = 0
     for _, fresh in served:
         for _ in range(rl.epochs):
             for part in minibatches(fresh, rl.minibatches, shuffle):
+                if ptx is not None:
+                    part = with_ptx(part, ptx.columns(iteration, steps), ptx.space.pad_id)
+                steps += 1
                 results = learner_update(
                     actors.learner, batch=part,
                     timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: (iteration + 1) * rollouts.size},

@@ -66,6 +66,7 @@ from pipelines.rl_phases import (
     what_the_policy_did,
 )
 from pipelines.rl_prompts import feedback_pool, practised_for
+from pipelines.rl_ptx import PtxData, ptx_data
 from pipelines.rl_watch import forget_stop, resumed_watch, warn
 from pipelines.rm_refresh import IteratedRM
 from pipelines.run_config import forget_registration, trained_checkpoint
@@ -116,12 +117,13 @@ class IterationResult:
 def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
                    iteration: int, version: int, variant: Variant = LIBRARY,
                    by_template: dict[str, list[Question]] | None = None,
-                   rare_ids: torch.Tensor | None = None, kl_coef: float | None = None) -> IterationResult:  # fmt: skip
+                   rare_ids: torch.Tensor | None = None, kl_coef: float | None = None,
+                   ptx: PtxData | None = None) -> IterationResult:  # fmt: skip
     """sample -> judge -> advantages -> buffer -> update -> sync: metrics, new version, samples.
 
     Each phase is a function of `pipelines/rl_phases.py`. `by_template` (the pool grouped once per stage)
     draws the prompts' templates evenly; `rare_ids`, the actions pretraining hardly took, are counted in
-    `rl/rare_action_rate`.
+    `rl/rare_action_rate`; `ptx`, SFT's questions, join every optimizer step (PPO-ptx, `rl.ptx_coef`).
     """
     import ray
 
@@ -144,7 +146,7 @@ def iteration_step(cfg: Config, actors: Actors, space: ActionSpace, policy: GPT,
     m["rl/trained_responses"] = float(trained)
     laps.lap("buffer")
     # --- update: RLlib learners, advantage-weighted policy gradient ----------------------
-    m |= update_phase(cfg, actors, judged, returns, served, iteration)
+    m |= update_phase(cfg, actors, judged, returns, served, iteration, ptx)
     laps.lap("update")
     # --- sync: the new weights reach every sampler before the next rollout ---------------
     version = sync_phase(rl, actors, policy, version, served, laps)
@@ -336,6 +338,7 @@ def _train(
     corpus = pretraining_corpus(run_dir, space)
     rare_ids = rare_action_ids(corpus, space)
     practised = practised_for(cfg, questions)
+    ptx = ptx_data(cfg, space)
     final: dict[str, float] = {}
     judged: Judgement | None = None
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:
@@ -349,8 +352,9 @@ def _train(
         with stage_progress("rlhf", rl.iterations, completed=iteration) as advance:
             while iteration < rl.iterations:
                 step = iteration_step(
-                    cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids, kl_coef
-                )
+                    cfg, actors, space, policy, questions, iteration, version, variant, by_template, rare_ids, kl_coef,
+                    ptx,
+                )  # fmt: skip
                 metrics, version, kl_coef = step.metrics, step.version, step.kl_coef
                 rows.add(step.samples, step.misordered, step.kl_sources)
                 iteration += 1

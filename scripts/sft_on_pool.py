@@ -2,9 +2,10 @@
 
 RLHF practises on the feedback pool and barely moves the held-out rate (docs/EXPERIMENTS.md §12).
 This trains the run's SFT policy on further with the SFT loss on the same pool's questions and their
-answers (`--data pool`), or on the whole train split (`--data train`: the pool and SFT's own
-questions), with a fresh AdamW at a constant learning rate, and judges it greedily on the held-out
-eval questions and on 500 of the pool's, every third of the way. No MLflow, no checkpoint.
+answers (`--data pool`), on the whole train split (`--data train`: the pool and SFT's own
+questions), or on SFT's own questions alone (`--data sft`: the control, more of the same SFT), with
+a fresh AdamW at a constant learning rate, and judges it greedily on the held-out eval questions and
+on 500 of the pool's, every third of the way. No MLflow, no checkpoint.
 
     python scripts/sft_on_pool.py runs/demo --lr 2e-4 --steps 900 --batch 128 --data pool
 """
@@ -23,7 +24,7 @@ from models.checkpoint import load_checkpoint
 from pipelines import train_loop
 from pipelines.evaluate import eval_questions, pass_rate
 from pipelines.rl_prompts import feedback_pool
-from pipelines.sft import batch_at, batch_loss
+from pipelines.sft import batch_at, batch_loss, train_questions
 from world.exam import group_by_template, questions
 
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--data", choices=("pool", "train"), default="pool")
+    parser.add_argument("--data", choices=("pool", "train", "sft"), default="pool")
     parser.add_argument("--seed", type=int, default=12345, help="the batches' seed (not SFT's, so new batches)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -42,7 +43,11 @@ def main() -> None:
     cfg = Config.model_validate(state["config"])
     pool = feedback_pool(cfg)
     world = cfg.world
-    data = pool if args.data == "pool" else questions(world.seed, world.bank_size, "train", world.max_difficulty)
+    data = {
+        "pool": lambda: pool,
+        "train": lambda: questions(world.seed, world.bank_size, "train", world.max_difficulty),
+        "sft": lambda: train_questions(cfg),
+    }[args.data]()
     by_template = group_by_template(data)
     held_out = eval_questions(cfg)
 

@@ -108,26 +108,60 @@ def test_two_ddp_learners_take_the_same_step_as_one(tiny_sft_run, ray_local):
     assert local_metrics["rl/kl_exact"] == pytest.approx(exact, rel=1e-4)
 
 
+def test_two_ddp_learners_take_the_same_step_as_one_with_ppo_ptx_rows_and_report_sft_s_loss(tiny_sft_run, ray_local):
+    """SFT's rows split unevenly across two learners (16 rollouts + 5): their weights count the whole batch."""
+    from algos.lm import sft_loss
+    from pipelines.rl_ptx import ptx_data, with_ptx
+    from pipelines.sft import batch_at
+    from pipelines.train_loop import step_seed
+
+    cfg = load_config("tiny", ["rl.lr=1e-1", "rl.grad_clip=1e6", "rl.ptx_coef=1", "rl.ptx_batch=5"])
+    policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
+    prompts = [SPACE.encode_prompt([1, 2, 3, 4]), SPACE.encode_prompt([2, 4, 8, 16])]
+    torch.manual_seed(0)
+    rollouts = sample_rollouts(policy, SPACE, prompts, group_size=8, max_new_tokens=8, policy_version=0)
+    advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
+    uniform = torch.full((*rollouts.tokens.shape, SPACE.size), -math.log(SPACE.size))
+    batch = learner_batch(rollouts, advantages, rollouts.logprobs, uniform, 8, 0.0)
+    ptx = ptx_data(cfg, SPACE)
+    batch = with_ptx(batch, ptx.columns(0, 0), SPACE.pad_id)
+    local, local_metrics = one_update(0, policy, batch, cfg)
+    ddp, ddp_metrics = one_update(2, policy, batch, cfg)
+    moved = max((local[k] - policy.state_dict()[k]).abs().max().item() for k in local)
+    gap = max((local[k] - ddp[k]).abs().max().item() for k in local)
+    assert moved > 1e-3 and gap < 1e-4 * moved, f"2 learners differ from 1 by {gap} (the step: {moved})"
+    sft = batch_at(SPACE, ptx.questions, step_seed("ptx", ptx.seed, 0), 0, 5, ptx.by_template)
+    with torch.no_grad():
+        expected, _ = sft_loss(
+            policy(sft.tokens, sft.mask), sft.tokens, sft.mask, sft.action_mask, cfg.sft.state_loss_weight
+        )
+    assert local_metrics["loss/ptx"] == pytest.approx(expected.item(), rel=1e-4)
+    assert ddp_metrics["loss/ptx"] == pytest.approx(expected.item(), rel=1e-4)
+
+
 def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, ray_local):
     from pipelines import rlhf
     from pipelines.rl_actors import start_actors
+    from pipelines.rl_ptx import ptx_data
     from world.exam import questions as bank_questions
 
     cfg = load_config(
         "tiny",
         ["rl.reward_source=gold", "rl.actors.sampler.replicas=2", "rl.actors.sampler.num_cpus=0.25",
          "rl.actors.reference.num_cpus=0.1", "rl.actors.learner.num_learners=2",
-         "rl.actors.learner.num_cpus_per_learner=0.25", "rl.lr=1e-3"],
+         "rl.actors.learner.num_cpus_per_learner=0.25", "rl.lr=1e-3", "rl.ptx_coef=0.5", "rl.ptx_batch=8"],
     )  # fmt: skip
     policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
     prompts = bank_questions(0, 1000, "feedback", 1, cfg.world.feedback_share)
+    ptx = ptx_data(cfg, SPACE)  # PPO-ptx's SFT rows as well, which DDP splits unevenly: the last rows of a batch
     actors = start_actors(cfg, tiny_sft_run, SPACE, policy)
     try:
         version = 0
         for iteration in range(2):
-            step = rlhf.iteration_step(cfg, actors, SPACE, policy, prompts, iteration, version)
+            step = rlhf.iteration_step(cfg, actors, SPACE, policy, prompts, iteration, version, ptx=ptx)
             version = step.version
             assert step.metrics["rl/sample_staleness"] == 0
+            assert 0 < step.metrics["loss/ptx"] < 10
         results = actors.learner.foreach_learner(
             lambda learner, **_: float(sum(p.detach().double().sum() for p in learner.module[MODULE_ID].parameters()))
         )
@@ -211,3 +245,28 @@ def test_the_full_kl_in_the_loss_is_each_state_s_exact_kl_with_its_gradient():
     # d/d log p_a of sum_a p_a (log p_a - log q_a) is p_a (1 + log p_a - log q_a): 0.5 (1 + log 2) and 0.5 (1 + log 2/3)
     expected = [0.5 * (1 + math.log(2)), 0.5 * (1 + math.log(2 / 3))]
     assert state.grad[0, 0].tolist() == pytest.approx([0.2 / 2 * g for g in expected], rel=1e-5)
+
+
+def test_ppo_ptx_adds_sft_s_loss_of_its_rows_and_leaves_the_rollouts_counts_alone():
+    """Row 0 a rollout, row 1 an SFT question (PPO-ptx): the loss is the policy term over the rollout's actions
+    plus ptx_coef times SFT's loss of row 1, and the exact KL is per rollout, not per row."""
+    half = math.log(0.5)
+    uniform = torch.full((2, 2, 2), half)
+    policy = uniform.clone()
+    policy[0, 1] = torch.log(torch.tensor([0.9, 0.1]))  # the rollout's second state: KL 0.9 ln 1.8 + 0.1 ln 0.2
+    loss, logged = loss_on_one_response(
+        ["rl.ptx_coef=0.5"],
+        {"action_logprobs": torch.tensor([[-0.1, 0.1], [0.0, -3.0]]), "entropy": torch.zeros(2, 2),
+         "state_logprobs": policy, "ptx_logprobs": torch.tensor([[-5.0, -5.0], [0.0, -2.0]])},
+        1.0, 0.0,
+        action_mask=torch.tensor([[1.0, 1.0], [0.0, 0.0]]), old_logprobs=torch.zeros(2, 2),
+        advantages=torch.tensor([[1.0, 1.0], [0.0, 0.0]]), ref_logprobs=torch.zeros(2, 2), ref_dist=uniform,
+        ptx_weight=torch.tensor([[0.0, 0.0], [0.0, 1.0]]),
+    )  # fmt: skip
+    # the rollout: -(e^-0.1 + e^0.1) / 2 = -1.0050; SFT's row: -(1 * -2.0) = 2.0, weighted 0.5
+    assert loss.item() == pytest.approx(-1.0050 + 0.5 * 2.0, abs=1e-4)
+    assert logged["loss/ptx"].item() == pytest.approx(2.0)
+    assert logged["rl/kl_exact"].item() == pytest.approx(0.9 * math.log(1.8) + 0.1 * math.log(0.2), rel=1e-5)
+    logp = torch.tensor([[-0.1, 0.1]])
+    _, without = loss_on_one_response([], {"action_logprobs": logp}, 1.0, 0.0, ref_logprobs=logp.clone())
+    assert "loss/ptx" not in without

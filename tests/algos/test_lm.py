@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from algos.lm import masked_next_token_loss, sft_loss
+from algos.lm import masked_next_token_loss, sft_loss, sft_token_weights
 
 
 def test_loss_counts_only_actions():
@@ -43,3 +44,27 @@ def test_sft_loss_adds_the_weighted_state_loss():
     assert math.isclose(metrics["loss/state"].item(), math.log(2), rel_tol=1e-6)
     plain, plain_metrics = sft_loss(logits, tokens, mask, actions, state_weight=0.0)
     assert math.isclose(plain.item(), -math.log(0.75), rel_tol=1e-6) and "loss/state" not in plain_metrics
+
+
+def test_sft_token_weights_by_hand():
+    # two rows: <bos> s s a a | <bos> s a pad; 3 actions, 3 state targets (column 0 never a target)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    actions = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 0, 0]])
+    weights = sft_token_weights(mask, actions, state_weight=2.0)
+    expected = torch.tensor([[0, 2 / 3, 2 / 3, 1 / 3, 1 / 3], [0, 2 / 3, 1 / 3, 0, 0]])
+    assert torch.allclose(weights, expected)
+    assert torch.allclose(sft_token_weights(mask, actions, 0.0), expected.clamp(max=1 / 3) * actions)
+
+
+def test_sft_token_weights_give_sft_loss_from_the_taken_log_probs():
+    """PPO-ptx's term is SFT's own loss: the same number from log-probs as `sft_loss` from logits."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, 5)
+    tokens = torch.randint(0, 5, (3, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    actions = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0]])
+    expected, _ = sft_loss(logits, tokens, mask, actions, 2.0)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    taken = torch.cat([torch.zeros(3, 1), logp], dim=1)  # column t: log pi(token t | tokens before it)
+    got = -(taken * sft_token_weights(mask, actions, 2.0)).sum()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
