@@ -4,6 +4,7 @@ loss denominators, PPO's minibatches of it, and the learner's metrics.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -76,18 +77,24 @@ def learner_metrics(results: Any) -> dict[str, float]:
 
     per_learner = [_numbers(r.get(MODULE_ID, {})) for r in (results if isinstance(results, list) else [results])]
     out = {}
-    for key in per_learner[0]:
+    for key in dict.fromkeys(k for m in per_learner for k in m):
         values = [m[key] for m in per_learner if key in m]
         out[key] = max(values) if key.endswith("_max") else sum(values) / len(values)
     return out
 
 
 def _numbers(metrics: dict) -> dict[str, float]:
+    """One learner's numbers, RLlib's own as `learner/...`. RLlib logs some once (the trainable parameters, at
+    the first update) and reads NaN for them after; those are left out, where NaN in the loss's own stays."""
     out = {}
     for key, value in metrics.items():
         value = value.peek() if hasattr(value, "peek") else value
-        if isinstance(value, (int, float, np.floating, torch.Tensor)):
-            out[key if "/" in key else f"learner/{key}"] = float(value)
+        if not isinstance(value, (int, float, np.floating, torch.Tensor)):
+            continue
+        if "/" in key:
+            out[key] = float(value)
+        elif not math.isnan(float(value)):
+            out[f"learner/{key}"] = float(value)
     return out
 
 
