@@ -12,6 +12,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from actors.learner import (
     MODULE_ID,
+    PTX_WEIGHT,
     RLLIBS_OWN_DEPRECATION,
     PolicyGradientLearner,
     PolicyModule,
@@ -270,3 +271,24 @@ def test_ppo_ptx_adds_sft_s_loss_of_its_rows_and_leaves_the_rollouts_counts_alon
     logp = torch.tensor([[-0.1, 0.1]])
     _, without = loss_on_one_response([], {"action_logprobs": logp}, 1.0, 0.0, ref_logprobs=logp.clone())
     assert "loss/ptx" not in without
+
+
+def test_the_module_reads_sft_s_rows_at_temperature_1_whatever_the_samplers_temperature():
+    """PPO-ptx's loss is the policy's own likelihood, not the tempered one PPO's ratio compares."""
+    module = RLModuleSpec(
+        module_class=PolicyModule, observation_space=gym.spaces.Box(0, 15, shape=(8,), dtype=np.int64),
+        action_space=gym.spaces.Discrete(16),
+        model_config={"gpt_config": GPTConfig(16, 1, 1, 8, 8).to_dict(), "temperature": 0.5},
+    ).build()  # fmt: skip
+    tokens = torch.tensor([[1, 5, 6, 7, 2, 0, 0, 0]])
+    mask = (tokens != 0).long()
+    batch = {"tokens": tokens, "mask": mask, PTX_WEIGHT: torch.ones(1, 8)}
+    with torch.no_grad():
+        out = module._forward(batch)
+        logits = module.gpt(tokens, mask)[:, :-1]
+    untempered = torch.log_softmax(logits, -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    tempered = torch.log_softmax(logits / 0.5, -1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(out["ptx_logprobs"][:, 1:], untempered)
+    assert torch.allclose(out["action_logprobs"][:, 1:], tempered)
+    assert not torch.allclose(untempered, tempered)
+    assert "ptx_logprobs" not in module._forward({"tokens": tokens, "mask": mask})
