@@ -3,10 +3,11 @@
 `PolicyModule` (a TorchRLModule) wraps the GPT and computes the teacher-forced log-prob
 of every action in the batch; `PolicyGradientLearner` (a TorchLearner) turns them into
 the advantage-weighted PPO loss of `algos.policy_loss`, plus the KL to the reference when
-it lives in the loss. With `num_learners >= 2` RLlib wraps the module in DDP (gloo on CPU,
-NCCL on GPU) and shards each batch; the loss denominators travel in the batch, counted
-over the global batch, and the learner rescales by the world size so that DDP's gradient
-averaging leaves exactly the global loss's gradient.
+it lives in the loss, an entropy bonus and SFT's loss on SFT's rows (PPO-ptx) when
+configured. With `num_learners >= 2` RLlib wraps the module in DDP (gloo on CPU, NCCL on
+GPU) and shards each batch; the loss denominators travel in the batch, counted over the
+global batch, and the learner rescales by the world size so that DDP's gradient averaging
+leaves exactly the global loss's gradient.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class PolicyGradientLearner(TorchLearner):
         kl = kl_term(rl, fwd_out, batch)
         if rl["kl_in"] == "loss":
             per_token = pg + float(batch["kl_coef"][0]) * kl  # the batch's: an adaptive controller moves it
+        if rl["entropy_coef"]:  # the bonus: spread kept where the policy would settle
+            per_token = per_token - rl["entropy_coef"] * fwd_out["entropy"]
         loss = aggregate(per_token, mask, rl["loss_agg"], den) * world
         n = mask.sum().clamp(min=1)
         responses, ptx = len(mask), None
@@ -128,6 +131,7 @@ def learner_config_dict(rl: RLConfig, world_size: int) -> dict:
         "clip_eps": rl.clip_eps, "clip_eps_high": rl.clip_eps_high, "dual_clip": rl.dual_clip, "kl_coef": rl.kl_coef,
         "kl_estimator": rl.kl_estimator, "kl_clamp": rl.kl_clamp, "kl_in": rl.kl_in, "loss_agg": rl.loss_agg,
         "world_size": world_size, "importance_ratio": rl.importance_ratio, "ptx_coef": rl.ptx_coef,
+        "entropy_coef": rl.entropy_coef,
     }  # fmt: skip
 
 

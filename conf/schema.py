@@ -373,6 +373,10 @@ class RLConfig(Strict):
     """The policy's learning rate: constant, so a longer run is the shorter one continued."""
     grad_clip: float = Field(1.0, gt=0)
     """Clip the policy's (and the critic's) global gradient norm to this."""
+    entropy_coef: float = Field(0.0, ge=0)
+    """An entropy bonus (PPO's, verl's `entropy_coeff`): each action's loss less this times the entropy of the
+    policy in its state (at `temperature`, over every action), aggregated as the policy term is, so a higher
+    value keeps sampling spread where the policy would settle on one answer. 0: off."""
     ptx_coef: float = Field(0.0, ge=0)
     """PPO-ptx (InstructGPT, Ouyang et al. 2022): each optimizer step's loss adds this times SFT's own loss
     (`sft.state_loss_weight` and all) on `ptx_batch` of SFT's questions with their answers, drawn afresh each

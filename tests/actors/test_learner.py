@@ -292,3 +292,17 @@ def test_the_module_reads_sft_s_rows_at_temperature_1_whatever_the_samplers_temp
     assert torch.allclose(out["action_logprobs"][:, 1:], tempered)
     assert not torch.allclose(untempered, tempered)
     assert "ptx_logprobs" not in module._forward({"tokens": tokens, "mask": mask})
+
+
+def test_the_entropy_bonus_takes_its_coefficient_times_each_action_s_entropy_off_the_loss():
+    logp = torch.tensor([[-0.1, 0.1]])
+    spread = torch.tensor([[0.5, 1.5]], requires_grad=True)  # each state's entropy
+    loss, _ = loss_on_one_response(
+        ["rl.entropy_coef=0.1"], {"action_logprobs": logp, "entropy": spread}, 1.0, 0.0, ref_logprobs=logp.clone()
+    )
+    loss.backward()
+    # the policy term -cosh(0.1) = -1.0050, less 0.1 times the token mean of the entropies (1.0)
+    assert loss.item() == pytest.approx(-1.0050 - 0.1, abs=1e-4)
+    assert torch.allclose(spread.grad, torch.tensor([[-0.05, -0.05]]))
+    off, _ = loss_on_one_response([], {"action_logprobs": logp, "entropy": spread}, 1.0, 0.0, ref_logprobs=logp.clone())
+    assert off.item() == pytest.approx(-1.0050, abs=1e-4)
