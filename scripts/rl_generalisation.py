@@ -80,8 +80,9 @@ def main() -> None:
         "held-out eval": eval_questions(cfg)[: args.limit],
     }
     held_out = sets["held-out eval"]
-    sets["held-out, its series drawn at another length"] = [q for q in held_out if related(q, drawn_questions, 5)]
-    sets["held-out, its series never drawn"] = [q for q in held_out if not related(q, drawn_questions, 5)]
+    near = [related(q, drawn_questions, 5) for q in held_out]  # each question against every drawn one: once
+    sets["held-out, its series drawn at another length"] = [q for q, n in zip(held_out, near, strict=True) if n]
+    sets["held-out, its series never drawn"] = [q for q, n in zip(held_out, near, strict=True) if not n]
     result: dict = {"iterations": state["iteration"], "distinct_prompts": len(drawn),
                     "mean_draws": sum(drawn.values()) / max(len(drawn), 1)}  # fmt: skip
     for name, questions in sets.items():
