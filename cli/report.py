@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from collections.abc import Collection
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import track
 from rich.table import Table
 
@@ -109,13 +112,22 @@ def print_settings(rows: list[Setting], title: str) -> None:
     console.print(table)
 
 
-def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
-    """A table of dict rows, each value as `pipelines.table_cell.cell` shows it."""
-    table = Table(title=title, min_width=min(len(title), console.width))  # a title is folded to its table's width
+def print_rows(
+    title: str, rows: list[dict], columns: list[str], *, fold: Collection[str] | None = None, caption: str | None = None
+) -> None:
+    """A table of dict rows, each value as `pipelines.table_cell.cell` shows it. On a narrow terminal the columns
+    lose their rules first, then every column folds, or only those in `fold` (at least 5 characters wide): the
+    others keep their numbers whole on one line."""
+    table = Table(title=title, min_width=min(len(title), console.width), caption=caption)  # the title folds to fit
     for column in columns:
-        table.add_column(column, justify="right", overflow="fold")  # whole names, folded on narrow terminals
+        folds = fold is None or column in fold
+        table.add_column(column, justify="right", overflow="fold", no_wrap=not folds, min_width=5 if fold else None)
     for row in rows:
         table.add_row(*(cell(row.get(c)) for c in columns))
+    wide = console.options.update_width(10_000)
+    # too wide for the terminal: the 3 characters between columns (a rule and its padding) go to 1
+    if columns and Measurement.get(console, wide, table).maximum > console.width:
+        table.box, table.show_edge, table.padding = box.SIMPLE_HEAD, False, (0, 0)
     console.print(table)
 
 
@@ -156,11 +168,11 @@ def print_trace(trace: Trace) -> None:
             "action": s.action,
             "pi": s.prob,
             "pi_ref": s.ref_prob,
-            "KL(pi||ref)": s.kl,
+            "KL": s.kl,
             f"{trace.kl_estimator}": s.kl_estimate,
             "entropy": s.entropy,
             "reward": s.reward,
-            "else": ", ".join(f"{a} {p:.2g}" for a, p in s.alternatives),
+            "else": "\n".join(f"{a} {p:.2g}" for a, p in s.alternatives),  # one a line: an 80-column table
         }
         for s in trace.steps
     ]
@@ -168,7 +180,8 @@ def print_trace(trace: Trace) -> None:
         f"{trace.traced} response {g.response!r} = {_terms(g.answer)}: gold {g.gold:.0f}, reward {g.reward:.3f}, "
         f"KL {g.kl_sum:.3f}"
     )
-    print_rows(title, steps, list(steps[0]) if steps else [])
+    caption = f"KL: the exact KL(pi||pi_ref) of the state; {trace.kl_estimator}: its estimate from the action taken"
+    print_rows(title, steps, list(steps[0]) if steps else [], fold={"state"}, caption=caption)  # fits 80 columns
     if trace.group:
         rows = [
             {

@@ -2,7 +2,8 @@
 
 InstructGPT mixes a supervised loss into PPO so that RL does not undo what came before it. Here the data is
 SFT's own: its split of the train questions, which passed the action-space audit when SFT read them, never
-the feedback pool RL practises on nor the held-out exam. The rows ride in the RL minibatch with no action of
+the feedback pool RL practises on nor the held-out exam, and your own questions at SFT's share where SFT
+mixed them in (`sft.extra_questions`, held to the version SFT read). The rows ride in the RL minibatch with no action of
 RL's (action mask, advantages and log-probs 0) and a weight per token (`algos.lm.sft_token_weights`), so the
 learners' one forward pass serves both losses and RLlib splits them across learners like any rows. Each
 step's draw is a pure function of (RL seed, iteration, step): a resumed run draws the same.
@@ -10,16 +11,22 @@ step's draw is a pure function of (RL seed, iteration, step): a resumed run draw
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from algos.lm import sft_token_weights
 from conf.schema import Config
-from pipelines.sft import batch_at, train_questions
+from pipelines.data_files import digest_key
+from pipelines.sft import batch_at, own_questions, train_questions
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
+from world.audit import CorpusStats
 from world.exam import Question, group_by_template
+from world.user_data import DataFileError, read_text
 
 
 @dataclass(frozen=True)
@@ -32,22 +39,54 @@ class PtxData:
     rows: int
     state_weight: float
     seed: int
+    extra: tuple[Question, ...] = ()  # your own SFT questions (`sft.extra_questions`)
+    extra_share: float = 0.0  # and their share of each draw, as in SFT's batches
 
     def columns(self, iteration: int, step: int) -> dict[str, np.ndarray]:
         """One step's SFT rows, right-padded: tokens, mask and each token's weight in SFT's loss."""
         seed = step_seed("ptx", self.seed, iteration)
-        batch = batch_at(self.space, self.questions, seed, step, self.rows, self.by_template)
+        batch = batch_at(
+            self.space, self.questions, seed, step, self.rows, self.by_template, extra=self.extra,
+            extra_share=self.extra_share,
+        )  # fmt: skip
         weight = sft_token_weights(batch.mask, batch.action_mask, self.state_weight)
         return {"tokens": batch.tokens.numpy(), "mask": batch.mask.numpy(), "ptx_weight": weight.numpy()}
 
 
-def ptx_data(cfg: Config, space: ActionSpace) -> PtxData | None:
-    """The run's PPO-ptx data, drawn as SFT drew it (templates evenly when SFT did); None when `rl.ptx_coef` is 0."""
+def ptx_data(cfg: Config, space: ActionSpace, run_dir: Path) -> PtxData | None:
+    """The run's PPO-ptx data, drawn as SFT drew it (templates evenly when SFT did, your own questions at SFT's
+    share); None when `rl.ptx_coef` is 0."""
     if cfg.rl.ptx_coef == 0:
         return None
     questions = train_questions(cfg)
     by_template = group_by_template(questions) if cfg.sft.balance_templates else None
-    return PtxData(space, questions, by_template, cfg.rl.ptx_batch, cfg.sft.state_loss_weight, cfg.rl_seed)
+    extra = tuple(sft_own_questions(cfg, space, run_dir))
+    return PtxData(
+        space, questions, by_template, cfg.rl.ptx_batch, cfg.sft.state_loss_weight, cfg.rl_seed, extra,
+        cfg.sft.extra_share,
+    )  # fmt: skip
+
+
+def sft_own_questions(cfg: Config, space: ActionSpace, run_dir: Path) -> list[Question]:
+    """The questions of your own that SFT mixed into its batches (`sft.extra_questions`), read again and checked
+    as SFT checked them. SFT's checkpoint keeps the sha256 of the text it read: PPO-ptx anchors on that
+    version, not on an edited file, and refuses a setting that names another file or none."""
+    saved = torch.load(run_dir / "sft" / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+    read_by_sft, path = saved.get(digest_key("sft.extra_questions")), cfg.sft.extra_questions
+    if path is None and read_by_sft is None:
+        return []
+    text = "" if path is None else read_text(Path(path))
+    if path is None or hashlib.sha256(text.encode()).hexdigest() != read_by_sft:
+        said = "none" if read_by_sft is None else f"a file of sha256 {read_by_sft[:12]}…"
+        raise DataFileError(
+            str(path or "sft.extra_questions"),
+            [
+                f"PPO-ptx (rl.ptx_coef) trains on the questions SFT read, and SFT read {said}: set "
+                "sft.extra_questions to the file as SFT read it, or set rl.ptx_coef=0"
+            ],
+        )
+    stats = CorpusStats.from_dict(saved["corpus_stats"])
+    return own_questions(cfg, space, stats, cfg.model.max_len, text, path)
 
 
 def with_ptx(part, ptx: dict[str, np.ndarray], pad_id: int):

@@ -190,12 +190,15 @@ def main(
     if start.resumed and (registered := forget_registration(run_dir)):
         said = f"rlhf: training on from iteration {start.iteration} to {rl.iterations}; {registered} stays the policy"
         print(f"{said} of its previous end, the new final policy is registered when the run ends", file=sys.stderr)
+    ptx = ptx_data(cfg, space, run_dir)  # your own SFT file, if any, is checked before any actor starts
     init_ray()
     restarts = 0
     while True:
         actors = start_actors(cfg, run_dir, space, start.policy, variant)  # a constructor's error ends the run here
         try:
-            return _train_with_actors(cfg, run_dir, actors, space, start, questions, stop_at, tracking_uri, variant)
+            return _train_with_actors(
+                cfg, run_dir, actors, space, start, questions, ptx, stop_at, tracking_uri, variant
+            )  # fmt: skip
         except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:  # killed, OOM, node lost
             lost = err
         finally:
@@ -230,7 +233,7 @@ def _finished(
 
 def _train_with_actors(
     cfg: Config, run_dir: Path, actors: Actors, space: ActionSpace, start: StartPoint, questions: list[Question],
-    stop_at: int | None, tracking_uri: str | None, variant: Variant,
+    ptx: PtxData | None, stop_at: int | None, tracking_uri: str | None, variant: Variant,
 ) -> dict[str, float]:  # fmt: skip
     """Freshly started actors brought to `start` (restored from its checkpoint when resumed), then trained on; an
     actor's death propagates for `main` to start them all again."""
@@ -244,7 +247,7 @@ def _train_with_actors(
         saved = [start.state.get(key) if start.resumed else None for key in ("reward_model", "rm_refresh")]
         iterated = IteratedRM(cfg, space, actors.reward_trainer, partial(load_scorers, actors), *saved)
     return _train(
-        cfg, run_dir, actors, space, start.policy, questions, start.iteration, start.version, kl_coef,
+        cfg, run_dir, actors, space, start.policy, questions, ptx, start.iteration, start.version, kl_coef,
         stop_at, tracking_uri, variant, iterated,
     )  # fmt: skip
 
@@ -325,8 +328,8 @@ def _tag_run(cfg: Config, policy: GPT, space: ActionSpace, practised: list[Quest
 
 def _train(
     cfg: Config, run_dir: Path, actors: Actors, space: ActionSpace, policy: GPT, questions: list[Question],
-    iteration: int, version: int, kl_coef: float, stop_at: int | None, tracking_uri: str | None, variant: Variant,
-    iterated: IteratedRM | None,
+    ptx: PtxData | None, iteration: int, version: int, kl_coef: float, stop_at: int | None, tracking_uri: str | None,
+    variant: Variant, iterated: IteratedRM | None,
 ) -> dict[str, float]:  # fmt: skip
     """The iterations from `iteration` on, each logged, judged every `rl.eval_every` and checkpointed every
     `rl.checkpoint_every`, under the over-optimisation watch; returns the final metrics with the gain over SFT."""
@@ -338,7 +341,6 @@ def _train(
     corpus = pretraining_corpus(run_dir, space)
     rare_ids = rare_action_ids(corpus, space)
     practised = practised_for(cfg, questions)
-    ptx = ptx_data(cfg, space)
     final: dict[str, float] = {}
     judged: Judgement | None = None
     with stage_run(stage_dir, experiment=cfg.name, run_name="rlhf", tracking_uri=tracking_uri) as run:

@@ -124,7 +124,7 @@ def test_two_ddp_learners_take_the_same_step_as_one_with_ppo_ptx_rows_and_report
     advantages = torch.linspace(-1, 1, rollouts.size)[:, None] * rollouts.action_mask
     uniform = torch.full((*rollouts.tokens.shape, SPACE.size), -math.log(SPACE.size))
     batch = learner_batch(rollouts, advantages, rollouts.logprobs, uniform, 8, 0.0)
-    ptx = ptx_data(cfg, SPACE)
+    ptx = ptx_data(cfg, SPACE, tiny_sft_run)
     batch = with_ptx(batch, ptx.columns(0, 0), SPACE.pad_id)
     local, local_metrics = one_update(0, policy, batch, cfg)
     ddp, ddp_metrics = one_update(2, policy, batch, cfg)
@@ -154,7 +154,7 @@ def test_tiny_rl_with_two_samplers_and_two_learners_stays_in_sync(tiny_sft_run, 
     )  # fmt: skip
     policy, _, _ = load_checkpoint(tiny_sft_run / "sft" / "checkpoint.pt")
     prompts = bank_questions(0, 1000, "feedback", 1, cfg.world.feedback_share)
-    ptx = ptx_data(cfg, SPACE)  # PPO-ptx's SFT rows as well, which DDP splits unevenly: the last rows of a batch
+    ptx = ptx_data(cfg, SPACE, tiny_sft_run)  # PPO-ptx's SFT rows too, which DDP splits unevenly: a batch's last rows
     actors = start_actors(cfg, tiny_sft_run, SPACE, policy)
     try:
         version = 0

@@ -1,10 +1,14 @@
 """PPO-ptx's rows: SFT's questions after the rollouts, padded to one width, the policy loss's counts untouched."""
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
 
 from actors.learner import MODULE_ID, PTX_WEIGHT
 from conf.load import load_config
+from pipelines import rlhf, sft
 from pipelines.evaluate import eval_questions
 from pipelines.rl_batch import learner_batch
 from pipelines.rl_prompts import feedback_pool
@@ -12,6 +16,7 @@ from pipelines.rl_ptx import ptx_data, with_ptx
 from pipelines.sft import train_questions
 from tests.pipelines.test_minibatches import rollouts
 from world.actions import ActionSpace
+from world.user_data import DataFileError
 
 SPACE = ActionSpace()
 
@@ -40,10 +45,10 @@ def test_with_ptx_appends_sft_s_rows_padded_and_leaves_the_rollouts_and_their_co
     assert after["den_actions"][0] == 6 and after["den_sequences"][0] == 3
 
 
-def test_ptx_rows_are_sft_s_questions_only_drawn_again_alike_on_a_resume():
+def test_ptx_rows_are_sft_s_questions_only_drawn_again_alike_on_a_resume(tiny_sft_run):
     cfg = load_config("tiny", ["rl.ptx_coef=1", "rl.ptx_batch=16"])
-    assert ptx_data(load_config("tiny"), SPACE) is None  # off by default
-    ptx = ptx_data(cfg, SPACE)
+    assert ptx_data(load_config("tiny"), SPACE, tiny_sft_run) is None  # off by default
+    ptx = ptx_data(cfg, SPACE, tiny_sft_run)
     first, again, next_step = ptx.columns(3, 0), ptx.columns(3, 0), ptx.columns(3, 1)
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert not np.array_equal(first["tokens"], next_step["tokens"])
@@ -59,3 +64,32 @@ def test_ptx_rows_are_sft_s_questions_only_drawn_again_alike_on_a_resume():
     asked = {prompt_of(row) for row in first["tokens"]}
     assert asked <= prompts(train_questions(cfg))
     assert not asked & (prompts(feedback_pool(cfg)) | prompts(eval_questions(cfg)))
+
+
+def test_ptx_rows_hold_your_own_sft_questions_at_sft_s_share_and_only_the_version_sft_read(
+    tiny_sft_run, sft_run, tmp_path
+):
+    mine = tmp_path / "mine.txt"
+    mine.write_text("2 5 11 17 29 -> 37   # A007491\n")
+    own = [f"sft.extra_questions={mine}", "sft.extra_share=0.25", "sft.steps=2", "sft.eval_every=2"]
+    cfg = load_config("tiny", [*own, "rl.ptx_coef=1", "rl.ptx_batch=16"])
+    (sft_run / "sft" / "checkpoint.pt").unlink()  # SFT again, reading the file (two steps do)
+    sft.main(cfg, sft_run, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ptx = ptx_data(cfg, SPACE, sft_run)
+    yours = tuple(SPACE.encode_prompt((2, 5, 11, 17, 29)))
+    for step in range(3):
+        rows = ptx.columns(0, step)["tokens"]
+        assert sum(tuple(row[: len(yours)]) == yours for row in rows) == 4  # a quarter of 16, as SFT drew
+    with pytest.raises(DataFileError, match=r"set sft\.extra_questions to the file as SFT read it"):
+        ptx_data(load_config("tiny", ["rl.ptx_coef=1"]), SPACE, sft_run)  # the setting dropped
+    mine.write_text("2 5 11 17 29 -> 38\n")  # edited since SFT read it
+    with pytest.raises(DataFileError, match="SFT read a file of sha256"):
+        ptx_data(cfg, SPACE, sft_run)
+    with pytest.raises(DataFileError, match="SFT read none"):
+        ptx_data(cfg, SPACE, tiny_sft_run)  # a file named that SFT never read
+    rl_dir = tmp_path / "rl"
+    for stage in ("pretrain", "sft"):
+        shutil.copytree(tiny_sft_run / stage, rl_dir / stage)
+    with pytest.raises(DataFileError, match="SFT read none"):  # RLHF refuses it before it starts any actor
+        rlhf.main(load_config("tiny", [*own, "rl.ptx_coef=1", "rl.reward_source=gold"]), rl_dir)
+    assert not (rl_dir / "rlhf").exists()

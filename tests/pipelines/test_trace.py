@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -231,3 +232,28 @@ def test_the_group_says_how_often_the_rm_ranks_it_as_the_grader_does(capsys):
     print_trace(alike)
     assert "tells no two of the group's answers apart" in " ".join(capsys.readouterr().out.split())
     assert Trace(**{**traced.__dict__, "reward_source": "gold"}).rm_agreement is None  # nothing to agree with
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_the_steps_fit_an_80_column_terminal_with_every_number_whole(width, monkeypatch):
+    from rich.console import Console
+
+    from cli import report
+    from pipelines.trace import Episode, Step, Trace
+
+    out = Console(width=width, record=True, file=io.StringIO())
+    monkeypatch.setattr(report, "console", out)
+    alternatives = [("6", 9.8e-07), ("<pad>", 7.6e-08), ("2", 3.1e-08)]  # the demo's last step of 1 2 4 8 16
+    steps = [Step(", 6 1 ? 2 3", "<eor>", 0.99912, 1.0, 1.5e-4, 2.5e-4, 0.0051, alternatives, 0.606)] * 3
+    greedy = Episode(response="2 3 <eor>", answer=[32], gold=1.0, reward=0.606, kl_sum=0.0, advantage=None)
+    traced = Trace(
+        prompt=[1, 2, 4, 8, 16], exam_answer=[32], rule="x2", stage="rlhf", iteration=None, reward_source="rm",
+        rm_version=0, policy="runs/demo", kl_estimator="k3", kl_in="loss", kl_coef=0.2, advantage="rloo",
+        traced="greedy", episode=greedy, steps=steps, group=[],
+    )  # fmt: skip
+    report.print_trace(traced)
+    lines = out.export_text().splitlines()
+    assert max(map(len, lines)) <= width
+    for whole in ("0.999", "9.8e-07", "<pad> 7.6e-08", "0.606", "entropy", "pi_ref"):
+        assert whole in "\n".join(lines), whole  # on one line, not folded
+    assert ("│" in "\n".join(lines)) == (width == 200)  # the rules go only where the table would not fit
