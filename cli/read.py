@@ -345,3 +345,27 @@ def curve(
     from cli.report import print_curve
 
     print_curve(points, run_dir)
+
+
+@app.command("best-of")
+def best_of(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with an SFT policy and a reward model.")],
+    n: Annotated[
+        int, typer.Option(min=1, max=256, help="Answers drawn per held-out question; best-of-k for k = 1, 2, 4, .., n.")
+    ] = 16,
+    stage: Annotated[str, typer.Option(help="Whose answers: sft (where RL starts) or rlhf.")] = "sft",
+    seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+) -> None:
+    """Best-of-k with the run's RM on the held-out exam: what a perfect optimiser of the RM reaches, at what KL,
+    beside the grader's own pick and the run's RLHF policy."""
+    from pipelines.best_of import best_of as run_best_of
+
+    with clear_refusals():
+        curve = run_best_of(run_dir, n, stage, seed)
+    if as_json:
+        typer.echo(curve.to_json())
+        return
+    from cli.report import print_best_of
+
+    print_best_of(curve, run_dir)

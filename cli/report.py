@@ -26,6 +26,7 @@ from world.user_data import read_sequences
 
 if TYPE_CHECKING:
     from conf.describe import Setting
+    from pipelines.best_of import BestOf
     from pipelines.curve import Point
     from pipelines.exam import ExamResult
     from pipelines.rl_metrics import Misordered
@@ -404,4 +405,30 @@ def print_exam(result: ExamResult) -> None:
         console.print(
             f"line {q.line}: graded by your key {_terms(q.answer)}; the gold grader says "
             f"{_terms(q.grader_answer)} ({q.rule})"
+        )
+
+
+def print_best_of(curve: BestOf, run_dir: Path) -> None:
+    """`tokenmdp best-of`: the RM's pick and the grader's among k draws, by the KL best-of-k may cost."""
+    rows = [
+        {
+            "k": p.k,
+            "KL at most": p.kl_bound,
+            "the RM's pick": f"{p.rm_pick:.1%} ± {p.rm_pick_stderr:.1%}",
+            "the grader's pick (pass@k)": f"{p.gold_pick:.1%}",
+        }
+        for p in curve.points
+    ]
+    print_rows(f"{run_dir}: the best of k answers, picked by the RM or by the grader", rows, list(rows[0]))
+    console.print(
+        f"drawn from the {curve.stage} policy, {curve.draws} answers to each of {curve.questions} held-out questions "
+        f"at temperature {curve.temperature:g}; its greedy answer is right on {curve.greedy:.1%}"
+    )
+    if (rl := curve.rlhf) is not None:
+        kl, which = (rl["kl_exact"], "exact") if "kl_exact" in rl else (rl["kl"], "estimated")
+        within = [p for p in curve.points if p.kl_bound <= kl][-1]
+        console.print(
+            f"its RLHF policy (iteration {rl['iteration']:.0f}): greedy {rl['greedy']:.1%}, one draw "
+            f"{rl['drawn']:.1%}, at a KL of {kl:.3f} from SFT ({which}, on its last iteration's samples); "
+            f"best-of-{within.k}, within that KL, draws the right answer {within.rm_pick:.1%} of the time"
         )
