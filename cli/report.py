@@ -416,6 +416,7 @@ def print_best_of(curve: BestOf, run_dir: Path) -> None:
             "KL at most": p.kl_bound,
             "the RM's pick": f"{p.rm_pick:.1%} ± {p.rm_pick_stderr:.1%}",
             "the grader's pick (pass@k)": f"{p.gold_pick:.1%}",
+            "the RM's score of its pick": p.rm_score,
         }
         for p in curve.points
     ]
@@ -425,10 +426,11 @@ def print_best_of(curve: BestOf, run_dir: Path) -> None:
         f"at temperature {curve.temperature:g}; its greedy answer is right on {curve.greedy:.1%}"
     )
     if (rl := curve.rlhf) is not None:
-        kl, which = (rl["kl_exact"], "exact") if "kl_exact" in rl else (rl["kl"], "estimated")
-        within = [p for p in curve.points if p.kl_bound <= kl][-1]
+        beyond = next((p for p in curve.points if p.kl_bound >= rl["kl"]), curve.points[-1])  # the KL RL spent
         console.print(
-            f"its RLHF policy (iteration {rl['iteration']:.0f}): greedy {rl['greedy']:.1%}, one draw "
-            f"{rl['drawn']:.1%}, at a KL of {kl:.3f} from SFT ({which}, on its last iteration's samples); "
-            f"best-of-{within.k}, within that KL, draws the right answer {within.rm_pick:.1%} of the time"
+            f"its RLHF policy (iteration {rl['iteration']:.0f}): greedy {rl['greedy']:.1%}; one draw right on "
+            f"{rl['drawn']:.1%}, the RM's score {rl['rm_score']:.3f}, at an exact KL of {rl['kl']:.3f} from SFT on "
+            f"these questions ({rl['kl_trained']:.3f} on its last iteration's prompts, by its estimator). "
+            f"Best-of-{beyond.k}, at most {beyond.kl_bound:.3f} from SFT: right on {beyond.rm_pick:.1%}, the RM's "
+            f"score {beyond.rm_score:.3f}"
         )

@@ -24,8 +24,9 @@ import torch
 
 from actors.reward_scorer import RewardScorerImpl
 from algos.best_of import best_of_k, best_of_k_kl_bound
+from algos.kl import kl_per_state
 from models.gpt import GPT
-from models.sampling import generate
+from models.rollout import Rollouts, sample_rollouts, state_logprobs
 from pipelines.evaluate import eval_questions, held_out_passes, pass_at_k
 from pipelines.policy_source import stage_policy
 from pipelines.run_config import RunDirError, checkpointed
@@ -44,6 +45,7 @@ class Point:
     rm_pick: float  # the gold pass rate of the RM's favourite of k draws, expected over the draws
     rm_pick_stderr: float  # across questions
     gold_pick: float  # pass@k: the grader's favourite, the ceiling of any reranker
+    rm_score: float  # the RM's score of its favourite, expected over the draws: the proxy reward it optimises
 
 
 @dataclass(frozen=True)
@@ -56,31 +58,54 @@ class BestOf:
     temperature: float
     points: list[Point]
     greedy: float  # the drawn policy's greedy gold pass rate
-    rlhf: dict[str, float] | None  # the run's RLHF policy: greedy and drawn as above, and the KL it ended at
+    rlhf: dict[str, float] | None  # beside the SFT policy's curve, the run's RLHF policy: drawn as above, its KL
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
+
+
+def draws(
+    policy: GPT, space: ActionSpace, questions: list[Question], n: int, max_new_tokens: int, temperature: float,
+    seed: int,
+) -> list[Rollouts]:  # fmt: skip
+    """n responses to each question in batches of `ROWS_PER_CALL` rows, each question's prompt read once for its n."""
+    per_call = max(1, ROWS_PER_CALL // n)
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for start in range(0, len(questions), per_call):
+        prompts = [space.encode_prompt(q.prefix) for q in questions[start : start + per_call]]
+        batch = sample_rollouts(
+            policy, space, prompts, group_size=n, max_new_tokens=max_new_tokens, policy_version=0,
+            temperature=temperature, generator=generator,
+        )  # fmt: skip
+        batches.append(batch)
+    return batches
+
+
+def answers_of(batches: list[Rollouts], n: int) -> list[list[list[int]]]:
+    """Each question's n responses (their action ids, `<eor>` included), from the batches `draws` made."""
+    rows = [response for batch in batches for response in batch.responses()]
+    return [rows[i : i + n] for i in range(0, len(rows), n)]
 
 
 def drawn_answers(
     policy: GPT, space: ActionSpace, questions: list[Question], n: int, max_new_tokens: int, temperature: float,
     seed: int,
 ) -> list[list[list[int]]]:  # fmt: skip
-    """n responses (their action ids, `<eor>` included) to each question, the prompt read once for its n."""
-    per_call = max(1, ROWS_PER_CALL // n)
-    generator = torch.Generator().manual_seed(seed)
-    policy.eval()
-    responses: list[list[list[int]]] = []
-    for start in range(0, len(questions), per_call):
-        chunk = questions[start : start + per_call]
-        gen = generate(
-            policy, [space.encode_prompt(q.prefix) for q in chunk], max_new_tokens=max_new_tokens,
-            eor_id=space.eor_id, pad_id=space.pad_id, temperature=temperature, generator=generator,
-            samples_per_prompt=n,
-        )  # fmt: skip
-        rows = [row[mask.bool()].tolist() for row, mask in zip(gen.tokens, gen.action_mask, strict=True)]
-        responses += [rows[i * n : (i + 1) * n] for i in range(len(chunk))]
-    return responses
+    """n responses to each question."""
+    return answers_of(draws(policy, space, questions, n, max_new_tokens, temperature, seed), n)
+
+
+def mean_kl(policy: GPT, reference: GPT, batches: list[Rollouts], temperature: float) -> float:
+    """The exact KL(pi || pi_ref) summed over each response's actions, averaged over the responses."""
+    total, responses = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            logp = state_logprobs(policy, b.tokens, b.mask, temperature)
+            ref_logp = state_logprobs(reference, b.tokens, b.mask, temperature)
+            total += (kl_per_state(logp, ref_logp) * b.action_mask).sum().item()
+            responses += b.size
+    return total / responses
 
 
 def curve(scores: list[list[float]], verdicts: list[list[bool]], n: int) -> list[Point]:
@@ -90,7 +115,8 @@ def curve(scores: list[list[float]], verdicts: list[list[bool]], n: int) -> list
         picked = [best_of_k(s, v, k) for s, v in zip(scores, verdicts, strict=True)]
         stderr = statistics.stdev(picked) / len(picked) ** 0.5 if len(picked) > 1 else float("nan")
         gold = sum(pass_at_k(n, sum(v), k) for v in verdicts) / len(verdicts)
-        points.append(Point(k, best_of_k_kl_bound(k), sum(picked) / len(picked), stderr, gold))
+        proxy = sum(best_of_k(s, s, k) for s in scores) / len(scores)  # the favourite's own score
+        points.append(Point(k, best_of_k_kl_bound(k), sum(picked) / len(picked), stderr, gold, proxy))
     return points
 
 
@@ -109,7 +135,9 @@ def best_of(run_dir: Path, n: int = 16, stage: str = "sft", seed: int = 0) -> Be
     scores = [scorer.score_texts([list(q.prefix)] * n, rs) for q, rs in zip(questions, answers, strict=True)]
     points = curve(scores, graded(space, questions, answers), n)
     greedy = _rate(held_out_passes(drawn.model, space, cfg, questions))
-    rlhf = _rlhf(run_dir, questions, n, seed) if stage != "rlhf" and checkpointed(run_dir, "rlhf") else None
+    rlhf = None  # beside the SFT policy's curve, the RLHF policy that started from it
+    if stage == "sft" and checkpointed(run_dir, "rlhf"):
+        rlhf = _rlhf(run_dir, questions, n, seed, scorer, reference=drawn.model)
     return BestOf(stage, n, len(questions), rl.temperature, points, greedy, rlhf)
 
 
@@ -121,19 +149,26 @@ def graded(space: ActionSpace, questions: list[Question], answers: list[list[lis
     ]
 
 
-def _rlhf(run_dir: Path, questions: list[Question], n: int, seed: int) -> dict[str, float]:
-    """The run's final RLHF policy on the same questions: greedy, its own n draws' mean verdict (what best-of-k's
-    RM pick compares with: both are a policy's expected gold reward), and the KL its last iteration measured."""
+def _rlhf(
+    run_dir: Path, questions: list[Question], n: int, seed: int, scorer: RewardScorerImpl, reference: GPT
+) -> dict[str, float]:
+    """The run's final RLHF policy on the same questions: greedy; its own n draws' mean verdict and RM score (what
+    best-of-k's pick compares with: both are a policy's expected gold and proxy reward) and their exact KL from
+    the SFT policy; and the KL its last iteration measured on the prompts it trained on."""
     policy = stage_policy(run_dir, "rlhf")
     cfg, space, rl = policy.cfg, policy.space, policy.cfg.rl
-    answers = drawn_answers(policy.model, space, questions, n, rl.max_new_tokens, rl.temperature, seed)
+    batches = draws(policy.model, space, questions, n, rl.max_new_tokens, rl.temperature, seed)
+    answers = answers_of(batches, n)
     drawn = [sum(v) / n for v in graded(space, questions, answers)]
+    scored = [sum(scorer.score_texts([list(q.prefix)] * n, rs)) / n for q, rs in zip(questions, answers, strict=True)]
     m = policy.state["last_metrics"]
     return {
         "greedy": _rate(held_out_passes(policy.model, space, cfg, questions)),
         "drawn": sum(drawn) / len(drawn),
-        "kl": m["rl/kl"],  # the run's estimator, summed over a response and averaged
-        **({"kl_exact": m["rl/kl_exact"]} if "rl/kl_exact" in m else {}),
+        "rm_score": sum(scored) / len(scored),
+        "kl": mean_kl(policy.model, reference, batches, rl.temperature),  # exact, on these questions
+        "kl_trained": m["rl/kl"],  # the run's estimator on its last iteration's prompts
+        **({"kl_trained_exact": m["rl/kl_exact"]} if "rl/kl_exact" in m else {}),
         "iteration": float(policy.state["iteration"]),
     }
 

@@ -40,7 +40,7 @@ def test_each_question_gets_its_own_n_draws_across_calls_and_a_seed_draws_the_sa
     assert bo.drawn_answers(policy, space, questions, 3, 8, 0.0, seed=0) == greedy  # each its own question's
 
 
-def test_best_of_on_a_run_with_a_reward_model_and_rlhf(sft_run, tmp_path):
+def test_best_of_on_a_run_with_a_reward_model_and_rlhf(tiny_sft_run, sft_run, tmp_path):
     cfg = load_config("tiny", ["reward.steps=10", "reward.eval_every=10", "reward.checkpoint_every=10"])
     (sft_run / "config.json").write_text(json.dumps(cfg.model_dump()))  # as `tokenmdp run` writes it
     refused = CliRunner().invoke(app, ["best-of", str(sft_run), "--n", "2"])
@@ -62,8 +62,16 @@ def test_best_of_on_a_run_with_a_reward_model_and_rlhf(sft_run, tmp_path):
         config=cfg.model_dump(), last_metrics={"rl/kl": 0.25, "rl/kl_exact": 0.3},
     )  # fmt: skip
     beside = bo.best_of(sft_run, n=4)
-    assert beside.rlhf is not None and beside.rlhf["greedy"] == beside.greedy and beside.rlhf["kl_exact"] == 0.3
-    assert beside.rlhf["drawn"] == pytest.approx(beside.points[0].rm_pick)  # the same policy, the same draws
+    rl = beside.rlhf
+    assert rl is not None and rl["greedy"] == beside.greedy
+    assert (rl["kl_trained"], rl["kl_trained_exact"]) == (0.25, 0.3)  # what its checkpoint says of its training
+    assert rl["drawn"] == pytest.approx(beside.points[0].rm_pick)  # the same policy, the same draws
+    assert rl["rm_score"] == pytest.approx(beside.points[0].rm_score, abs=1e-6)
+    assert rl["kl"] == 0.0  # exact, on the held-out draws: the policy is its own reference
     table = CliRunner().invoke(app, ["best-of", str(sft_run), "--n", "4"])
     said = " ".join(table.output.split())
-    assert table.exit_code == 0 and "at a KL of 0.300 from SFT (exact" in said and "best-of-2, within that KL" in said
+    assert table.exit_code == 0 and "at an exact KL of 0.000 from SFT" in said
+    assert "Best-of-1, at most 0.000 from SFT" in said  # the first best-of-k as far from SFT as RL went
+    pretrained, _, _ = load_checkpoint(tiny_sft_run / "pretrain" / "checkpoint.pt")
+    moved = bo.mean_kl(policy, pretrained, bo.draws(policy, space, eval_questions(cfg)[:4], 2, 8, 1.0, seed=0), 1.0)
+    assert moved > 0.01  # from another reference, the same draws carry KL
