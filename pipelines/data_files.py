@@ -60,10 +60,20 @@ def data_to_read(
 def check_files_first(cfg: Config, run_dir: Path) -> None:
     """Every data file a stage still to train will read, read and parsed line by line before the first stage:
     a missing file or a bad line is refused in seconds, not when its stage starts after pretraining's minutes.
-    What needs a trained stage (the audit against pretraining, the held-out checks) stays with that stage."""
+    What needs a trained stage (the audit against pretraining, the held-out checks, the version SFT read) stays
+    with that stage."""
     for section, field, stage, what, parse in DATA_FILES:
         path = getattr(getattr(cfg, section), field)
-        length_section, length, _ = LENGTH[stage]
-        if path is None or checkpointed(run_dir, stage) >= getattr(getattr(cfg, length_section), length):
+        if path is None or not any(_to_train(cfg, run_dir, s) for s in readers(cfg, f"{section}.{field}", stage)):
             continue
         parse_lines(read_text(Path(path)), path, parse, what)
+
+
+def readers(cfg: Config, setting: str, stage: str) -> tuple[str, ...]:
+    """The stages that read a setting's file: its own, and RLHF for SFT's questions under PPO-ptx (`rl_ptx`)."""
+    return (stage, "rlhf") if setting == "sft.extra_questions" and cfg.rl.ptx_coef else (stage,)
+
+
+def _to_train(cfg: Config, run_dir: Path, stage: str) -> bool:
+    section, length, _ = LENGTH[stage]
+    return checkpointed(run_dir, stage) < getattr(getattr(cfg, section), length)

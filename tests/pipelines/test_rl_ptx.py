@@ -9,6 +9,7 @@ import torch
 from actors.learner import MODULE_ID, PTX_WEIGHT
 from conf.load import load_config
 from pipelines import rlhf, sft
+from pipelines.data_files import check_files_first
 from pipelines.evaluate import eval_questions
 from pipelines.rl_batch import learner_batch
 from pipelines.rl_prompts import feedback_pool
@@ -93,3 +94,7 @@ def test_ptx_rows_hold_your_own_sft_questions_at_sft_s_share_and_only_the_versio
     with pytest.raises(DataFileError, match="SFT read none"):  # RLHF refuses it before it starts any actor
         rlhf.main(load_config("tiny", [*own, "rl.ptx_coef=1", "rl.reward_source=gold"]), rl_dir)
     assert not (rl_dir / "rlhf").exists()
+    mine.unlink()  # gone after SFT: `tokenmdp run` says so before its first stage, as PPO-ptx still reads it
+    check_files_first(load_config("tiny", own), sft_run)  # SFT finished; without PPO-ptx nothing reads it
+    with pytest.raises(DataFileError, match="cannot read it"):
+        check_files_first(cfg, sft_run)
