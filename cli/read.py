@@ -355,6 +355,9 @@ def best_of(
     ] = 16,
     stage: Annotated[str, typer.Option(help="Whose answers: sft (where RL starts) or rlhf.")] = "sft",
     seed: Annotated[int, typer.Option(help="Seed of the draws.")] = 0,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the curve, gold and the RM's score against KL, into this PNG.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
 ) -> None:
     """Best-of-k with the run's RM on the held-out exam: what a perfect optimiser of the RM reaches, at what KL,
@@ -363,6 +366,10 @@ def best_of(
 
     with clear_refusals():
         curve = run_best_of(run_dir, n, stage, seed)
+    if plot is not None:
+        from pipelines.report import best_of_curve
+
+        best_of_curve(curve, plot)
     if as_json:
         typer.echo(curve.to_json())
         return

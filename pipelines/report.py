@@ -4,17 +4,21 @@ Drawn from what MLflow recorded (so a resumed run plots its whole history): gold
 proxy reward, the greedy pass rate on held-out and on practised prompts, KL to the
 reference, the 114514 rate, the share of groups with no advantage, of actions rare in
 pretraining and of the policy's answer pairs the RM ranks as the grader does over iterations, and the pass rate
-per exam template after SFT and after RLHF.
+per exam template after SFT and after RLHF. `tokenmdp best-of --plot` draws its curve here too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from pipelines.best_of import BestOf
 
 
 def history(client, run_id: str, key: str) -> tuple[list[int], list[float]]:
@@ -68,6 +72,34 @@ def per_template(before: dict[str, float], after: dict[str, float], out: Path) -
     ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("gold pass rate (greedy, held-out)")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def best_of_curve(curve: BestOf, out: Path) -> Path:
+    """`tokenmdp best-of --plot`: gold and the RM's score against KL, best-of-k beside the RLHF policy."""
+    kl = [p.kl_bound for p in curve.points]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(kl, [p.rm_pick for p in curve.points], "o-", label="best-of-k, the RM's pick")
+    axes[0].plot(kl, [p.gold_pick for p in curve.points], "s--", label="best-of-k, the grader's pick (pass@k)")
+    axes[1].plot(kl, [p.rm_score for p in curve.points], "o-", label="best-of-k, the RM's pick")
+    for k, x, gold, proxy in zip([p.k for p in curve.points], kl, [p.rm_pick for p in curve.points],
+                                 [p.rm_score for p in curve.points], strict=True):  # fmt: skip
+        axes[0].annotate(f"k={k}", (x, gold), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        axes[1].annotate(f"k={k}", (x, proxy), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    if (rl := curve.rlhf) is not None:
+        label = f"RLHF, one draw (iteration {rl['iteration']:.0f})"
+        axes[0].plot([rl["kl"]], [rl["drawn"]], "*", markersize=14, color="tab:red", label=label)
+        axes[1].plot([rl["kl"]], [rl["rm_score"]], "*", markersize=14, color="tab:red", label=label)
+    axes[0].set_ylabel(f"gold pass rate of a draw ({curve.questions} held-out questions)")
+    axes[1].set_ylabel("the RM's score")
+    for ax in axes:
+        ax.set_xlabel("KL from the SFT policy, nats a response (best-of-k: at most log k - (k-1)/k)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"best-of-k of the {curve.stage} policy's {curve.draws} draws per question", fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -68,7 +68,9 @@ def test_best_of_on_a_run_with_a_reward_model_and_rlhf(tiny_sft_run, sft_run, tm
     assert rl["drawn"] == pytest.approx(beside.points[0].rm_pick)  # the same policy, the same draws
     assert rl["rm_score"] == pytest.approx(beside.points[0].rm_score, abs=1e-6)
     assert rl["kl"] == 0.0  # exact, on the held-out draws: the policy is its own reference
-    table = CliRunner().invoke(app, ["best-of", str(sft_run), "--n", "4"])
+    plot = tmp_path / "best_of.png"
+    table = CliRunner().invoke(app, ["best-of", str(sft_run), "--n", "4", "--plot", str(plot)])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the curve drawn beside the table
     said = " ".join(table.output.split())
     assert table.exit_code == 0 and "at an exact KL of 0.000 from SFT" in said
     assert "Best-of-1, at most 0.000 from SFT" in said  # the first best-of-k as far from SFT as RL went
