@@ -132,13 +132,18 @@ def best_of(run_dir: Path, n: int = 16, stage: str = "sft", seed: int = 0) -> Be
     questions = eval_questions(cfg)
     answers = drawn_answers(drawn.model, space, questions, n, rl.max_new_tokens, rl.temperature, seed)
     scorer = RewardScorerImpl(str(rm_path), cfg.world.digit_order, threads=rl.threads)
-    scores = [scorer.score_texts([list(q.prefix)] * n, rs) for q, rs in zip(questions, answers, strict=True)]
-    points = curve(scores, graded(space, questions, answers), n)
+    points = curve(rm_scores(scorer, questions, answers), graded(space, questions, answers), n)
     greedy = _rate(held_out_passes(drawn.model, space, cfg, questions))
     rlhf = None  # beside the SFT policy's curve, the RLHF policy that started from it
     if stage == "sft" and checkpointed(run_dir, "rlhf"):
         rlhf = _rlhf(run_dir, questions, n, seed, scorer, reference=drawn.model)
     return BestOf(stage, n, len(questions), rl.temperature, points, greedy, rlhf)
+
+
+def rm_scores(scorer: RewardScorerImpl, questions: list[Question], answers: list[list[list[int]]]) -> list[list[float]]:
+    """The RM's score of each drawn response, question by question (one call a question: batching them all was
+    no faster, and pads each to another width)."""
+    return [scorer.score_texts([list(q.prefix)] * len(rs), rs) for q, rs in zip(questions, answers, strict=True)]
 
 
 def graded(space: ActionSpace, questions: list[Question], answers: list[list[list[int]]]) -> list[list[bool]]:
@@ -160,7 +165,7 @@ def _rlhf(
     batches = draws(policy.model, space, questions, n, rl.max_new_tokens, rl.temperature, seed)
     answers = answers_of(batches, n)
     drawn = [sum(v) / n for v in graded(space, questions, answers)]
-    scored = [sum(scorer.score_texts([list(q.prefix)] * n, rs)) / n for q, rs in zip(questions, answers, strict=True)]
+    scored = [sum(s) / n for s in rm_scores(scorer, questions, answers)]
     m = policy.state["last_metrics"]
     return {
         "greedy": _rate(held_out_passes(policy.model, space, cfg, questions)),

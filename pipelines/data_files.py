@@ -33,6 +33,11 @@ def digest_key(setting: str) -> str:
     return f"{setting.rsplit('.', 1)[-1]}_sha256"
 
 
+def text_digest(text: str) -> str:
+    """The sha256 a checkpoint keeps of the data file's text it read."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def data_to_read(
     setting: str, path: str | None, checkpoint: Path, steps: int, parse: Callable[[str, Path], T]
 ) -> tuple[T | None, str | None]:
@@ -45,7 +50,7 @@ def data_to_read(
         parsed, digest = None, None
     else:
         text = read_text(Path(path))
-        parsed, digest = parse(text, Path(path)), hashlib.sha256(text.encode()).hexdigest()
+        parsed, digest = parse(text, Path(path)), text_digest(text)
     if saved and saved.get(digest_key(setting)) != digest:
         raise DataFileError(
             str(path),

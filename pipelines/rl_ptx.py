@@ -11,7 +11,6 @@ step's draw is a pure function of (RL seed, iteration, step): a resumed run draw
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from algos.lm import sft_token_weights
 from conf.schema import Config
-from pipelines.data_files import digest_key
+from pipelines.data_files import digest_key, text_digest
 from pipelines.sft import batch_at, own_questions, train_questions
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
@@ -76,7 +75,7 @@ def sft_own_questions(cfg: Config, space: ActionSpace, run_dir: Path) -> list[Qu
     if path is None and read_by_sft is None:
         return []
     text = "" if path is None else read_text(Path(path))
-    if path is None or hashlib.sha256(text.encode()).hexdigest() != read_by_sft:
+    if path is None or text_digest(text) != read_by_sft:
         said = "none" if read_by_sft is None else f"a file of sha256 {read_by_sft[:12]}…"
         raise DataFileError(
             str(path or "sft.extra_questions"),
