@@ -62,16 +62,39 @@ def data_to_read(
     return parsed, digest
 
 
+def as_sft_read(cfg: Config, run_dir: Path) -> tuple[dict, str | None]:
+    """SFT's checkpoint and the text of `sft.extra_questions` as SFT read it (None: SFT read no file), for
+    PPO-ptx, which trains on what SFT trained on. SFT's checkpoint keeps the text's sha256: an edited file, or a
+    setting that names another file or none, is refused with what to set."""
+    saved = torch.load(run_dir / "sft" / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
+    read_by_sft, path = saved.get(digest_key("sft.extra_questions")), cfg.sft.extra_questions
+    if path is None and read_by_sft is None:
+        return saved, None
+    text = "" if path is None else read_text(Path(path))
+    if path is None or text_digest(text) != read_by_sft:
+        said = "none" if read_by_sft is None else f"a file of sha256 {read_by_sft[:12]}…"
+        raise DataFileError(
+            str(path or "sft.extra_questions"),
+            [
+                f"PPO-ptx (rl.ptx_coef) trains on the questions SFT read, and SFT read {said}: set "
+                "sft.extra_questions to the file as SFT read it, or set rl.ptx_coef=0"
+            ],
+        )
+    return saved, text
+
+
 def check_files_first(cfg: Config, run_dir: Path) -> None:
     """Every data file a stage still to train will read, read and parsed line by line before the first stage:
     a missing file or a bad line is refused in seconds, not when its stage starts after pretraining's minutes.
-    What needs a trained stage (the audit against pretraining, the held-out checks, the version SFT read) stays
-    with that stage."""
+    So is a file of SFT's edited since SFT read it, when PPO-ptx will read it. What needs a trained stage (the
+    audit against pretraining, the held-out checks) stays with that stage."""
     for section, field, stage, what, parse in DATA_FILES:
         path = getattr(getattr(cfg, section), field)
         if path is None or not any(_to_train(cfg, run_dir, s) for s in readers(cfg, f"{section}.{field}", stage)):
             continue
         parse_lines(read_text(Path(path)), path, parse, what)
+    if cfg.rl.ptx_coef and not _to_train(cfg, run_dir, "sft") and _to_train(cfg, run_dir, "rlhf"):
+        as_sft_read(cfg, run_dir)
 
 
 def readers(cfg: Config, setting: str, stage: str) -> tuple[str, ...]:

@@ -15,17 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from algos.lm import sft_token_weights
 from conf.schema import Config
-from pipelines.data_files import digest_key, text_digest
+from pipelines.data_files import as_sft_read
 from pipelines.sft import batch_at, own_questions, train_questions
 from pipelines.train_loop import step_seed
 from world.actions import ActionSpace
 from world.audit import CorpusStats
 from world.exam import Question, group_by_template
-from world.user_data import DataFileError, read_text
 
 
 @dataclass(frozen=True)
@@ -67,25 +65,13 @@ def ptx_data(cfg: Config, space: ActionSpace, run_dir: Path) -> PtxData | None:
 
 
 def sft_own_questions(cfg: Config, space: ActionSpace, run_dir: Path) -> list[Question]:
-    """The questions of your own that SFT mixed into its batches (`sft.extra_questions`), read again and checked
-    as SFT checked them. SFT's checkpoint keeps the sha256 of the text it read: PPO-ptx anchors on that
-    version, not on an edited file, and refuses a setting that names another file or none."""
-    saved = torch.load(run_dir / "sft" / "checkpoint.pt", map_location="cpu", weights_only=False, mmap=True)
-    read_by_sft, path = saved.get(digest_key("sft.extra_questions")), cfg.sft.extra_questions
-    if path is None and read_by_sft is None:
+    """The questions of your own that SFT mixed into its batches (`sft.extra_questions`), read again, held to
+    the version SFT read (`as_sft_read`) and checked as SFT checked them."""
+    saved, text = as_sft_read(cfg, run_dir)
+    if text is None:
         return []
-    text = "" if path is None else read_text(Path(path))
-    if path is None or text_digest(text) != read_by_sft:
-        said = "none" if read_by_sft is None else f"a file of sha256 {read_by_sft[:12]}…"
-        raise DataFileError(
-            str(path or "sft.extra_questions"),
-            [
-                f"PPO-ptx (rl.ptx_coef) trains on the questions SFT read, and SFT read {said}: set "
-                "sft.extra_questions to the file as SFT read it, or set rl.ptx_coef=0"
-            ],
-        )
     stats = CorpusStats.from_dict(saved["corpus_stats"])
-    return own_questions(cfg, space, stats, cfg.model.max_len, text, path)
+    return own_questions(cfg, space, stats, cfg.model.max_len, text, cfg.sft.extra_questions)
 
 
 def with_ptx(part, ptx: dict[str, np.ndarray], pad_id: int):

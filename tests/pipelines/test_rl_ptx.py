@@ -81,11 +81,15 @@ def test_ptx_rows_hold_your_own_sft_questions_at_sft_s_share_and_only_the_versio
     for step in range(3):
         rows = ptx.columns(0, step)["tokens"]
         assert sum(tuple(row[: len(yours)]) == yours for row in rows) == 4  # a quarter of 16, as SFT drew
+    check_files_first(cfg, sft_run)  # the version SFT read: `tokenmdp run` goes on
     with pytest.raises(DataFileError, match=r"set sft\.extra_questions to the file as SFT read it"):
         ptx_data(load_config("tiny", ["rl.ptx_coef=1"]), SPACE, sft_run)  # the setting dropped
     mine.write_text("2 5 11 17 29 -> 38\n")  # edited since SFT read it
     with pytest.raises(DataFileError, match="SFT read a file of sha256"):
         ptx_data(cfg, SPACE, sft_run)
+    with pytest.raises(DataFileError, match="SFT read a file of sha256"):
+        check_files_first(cfg, sft_run)  # `tokenmdp run` refuses it before its first stage, not at RLHF's
+    check_files_first(load_config("tiny", own), sft_run)  # without PPO-ptx no stage still to train reads it
     with pytest.raises(DataFileError, match="SFT read none"):
         ptx_data(cfg, SPACE, tiny_sft_run)  # a file named that SFT never read
     rl_dir = tmp_path / "rl"
