@@ -17,6 +17,23 @@ os.environ.setdefault("TOKENMDP_CACHE_DIR", tempfile.mkdtemp(prefix="tokenmdp-te
 os.environ["COLUMNS"] = "400"
 
 
+# The longest tests start first (`make test` runs two xdist workers): collected last, the compose recipe
+# (~2 min) ran while the other worker had nothing left to do.
+LONGEST_FIRST = (
+    "tests/test_cluster_recipe.py",
+    "tests/pipelines/test_kill_resume.py",
+    "tests/pipelines/test_rm_refresh.py",
+    "tests/pipelines/test_fork.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, path in enumerate(LONGEST_FIRST) if item.nodeid.startswith(path)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def tiny_sft_run(tmp_path_factory) -> Path:
     """A run directory holding tiny pretrain and SFT checkpoints (built once; copy it before changing it)."""
