@@ -85,10 +85,9 @@ def best_of_curve(curve: BestOf, out: Path) -> Path:
     axes[0].plot(kl, [p.rm_pick for p in curve.points], "o-", label="best-of-k, the RM's pick")
     axes[0].plot(kl, [p.gold_pick for p in curve.points], "s--", label="best-of-k, the grader's pick (pass@k)")
     axes[1].plot(kl, [p.rm_score for p in curve.points], "o-", label="best-of-k, the RM's pick")
-    for k, x, gold, proxy in zip([p.k for p in curve.points], kl, [p.rm_pick for p in curve.points],
-                                 [p.rm_score for p in curve.points], strict=True):  # fmt: skip
-        axes[0].annotate(f"k={k}", (x, gold), textcoords="offset points", xytext=(4, -12), fontsize=8)
-        axes[1].annotate(f"k={k}", (x, proxy), textcoords="offset points", xytext=(4, -12), fontsize=8)
+    for p in curve.points:
+        axes[0].annotate(f"k={p.k}", (p.kl_bound, p.rm_pick), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        axes[1].annotate(f"k={p.k}", (p.kl_bound, p.rm_score), textcoords="offset points", xytext=(4, -12), fontsize=8)
     if (rl := curve.rlhf) is not None:
         label = f"RLHF, one draw (iteration {rl['iteration']:.0f})"
         axes[0].plot([rl["kl"]], [rl["drawn"]], "*", markersize=14, color="tab:red", label=label)
